@@ -1,0 +1,180 @@
+"""The one-key alarm box: a Modbus DI/DO module with panic buttons, a reset input, a lamp and a
+siren (docs/drivers/alarm_box.md has the register map).
+
+Owns the poll loop of one box: reading the button contacts (and the module's press counters where
+it has them, so a press shorter than the poll interval is still seen), debouncing, reporting
+presses and the reset input to the `PanicSink`, driving the lamp and siren coils, and the box's
+`device.offline` / `device.online` events. It does not latch alarms (`gateway.rules.latch` does)
+and does not own the line (`drivers.lines.modbus.ModbusLine` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from drivers.base import DriverContext, DriverError, LineError
+from drivers.codecs import counter_delta, span
+from drivers.lines.modbus import ModbusLine
+from edge_config.models import AlarmBoxDevice
+from gateway.backoff import Backoff
+from gateway.events import Severity, new_event
+
+
+class AlarmBox:
+    kind = "alarm_box"
+
+    def __init__(self, config: AlarmBoxDevice, line: ModbusLine, ctx: DriverContext) -> None:
+        self._cfg = config
+        self._line = line
+        self._ctx = ctx
+        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        self._buttons = [b.input for b in config.buttons]
+        inputs = [*self._buttons] + ([config.reset_input] if config.reset_input is not None else [])
+        self._di_start, self._di_count = span(inputs)
+        counters = [b.press_counter_register for b in config.buttons]
+        self._counter_regs = {
+            b.input: b.press_counter_register
+            for b in config.buttons
+            if b.press_counter_register is not None
+        }
+        self._ir_span = span(c for c in counters if c is not None) if self._counter_regs else None
+        self._outputs = {"lamp": config.lamp_coil, "siren": config.siren_coil}
+        self._wanted: dict[int, bool] = {}
+        self._applied: dict[int, bool] = {}
+        self._previous: dict[int, bool] | None = None
+        self._counters: dict[int, int] = {}
+        self._lockout_until_ms: dict[int, int] = {}
+        self._online: bool | None = None
+        self._last_ok = time.monotonic()
+        self.polls = 0
+        self.failures = 0
+
+    # -- Driver ------------------------------------------------------------------------------
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        interval = self._cfg.poll_interval_ms / 1000
+        backoff = Backoff(base_s=interval, cap_s=max(2.0, interval))
+        was_ready = False
+        next_at = time.monotonic()
+        while True:
+            delay = 0.0
+            try:
+                await self.poll_once()
+                backoff.reset()
+                if not was_ready:
+                    was_ready = True
+                    ready()
+            except LineError as exc:
+                delay = backoff.next_delay_s()  # the port or socket is gone: do not spin on it
+                await self._failed(exc)
+            except DriverError as exc:
+                await self._failed(exc)
+            next_at += interval
+            now = time.monotonic()
+            next_at = max(next_at, now)  # a slow poll: skip the missed slots rather than burst
+            await asyncio.sleep(max(next_at - now, delay))
+
+    async def set_output(self, name: str, on: bool) -> None:
+        coil = self._outputs.get(name)
+        if coil is None:
+            return  # this box has no such output wired
+        self._wanted[coil] = on
+        await self._apply_outputs()
+
+    # -- one poll ----------------------------------------------------------------------------
+
+    async def poll_once(self) -> None:
+        unit = self._cfg.unit_id
+        bits = await self._line.read_discrete_inputs(unit, self._di_start, self._di_count)
+        now_ms = self._ctx.clock_ms()
+        counters: list[int] | None = None
+        if self._ir_span is not None:
+            counters = await self._line.read_input_registers(unit, *self._ir_span)
+        self.polls += 1
+        await self._succeeded()
+        state = {addr: bool(bits[addr - self._di_start]) for addr in self._inputs()}
+        await self._handle(state, counters, now_ms)
+        if self._wanted != self._applied:
+            await self._apply_outputs()
+
+    def _inputs(self) -> list[int]:
+        extra = [self._cfg.reset_input] if self._cfg.reset_input is not None else []
+        return [*self._buttons, *extra]
+
+    async def _handle(
+        self, state: dict[int, bool], counters: list[int] | None, now_ms: int
+    ) -> None:
+        first = self._previous is None
+        previous = self._previous or {addr: False for addr in state}
+        for button in self._buttons:
+            presses = 0
+            register = self._counter_regs.get(button)
+            if register is not None and counters is not None and self._ir_span is not None:
+                value = counters[register - self._ir_span[0]]
+                if button in self._counters:
+                    presses = counter_delta(self._counters[button], value)
+                self._counters[button] = value
+            elif (
+                state[button]
+                and not previous[button]
+                and now_ms >= self._lockout_until_ms.get(button, 0)
+            ):
+                presses = 1
+            if first and state[button] and presses == 0:
+                await self._ctx.panic.panic_pressed(
+                    self._ctx.device.id,
+                    button,
+                    presses=1,
+                    occurred_at_ms=now_ms,
+                    held_at_start=True,
+                )
+            elif presses:
+                self._lockout_until_ms[button] = now_ms + self._cfg.debounce_ms
+                await self._ctx.panic.panic_pressed(
+                    self._ctx.device.id, button, presses=presses, occurred_at_ms=now_ms
+                )
+        reset = self._cfg.reset_input
+        if reset is not None and state[reset] and not previous[reset] and not first:
+            await self._ctx.panic.reset_pressed(self._ctx.device.id, occurred_at_ms=now_ms)
+        self._previous = state
+
+    async def _apply_outputs(self) -> None:
+        for coil, on in list(self._wanted.items()):
+            if self._applied.get(coil) != on:
+                await self._line.write_coil(self._cfg.unit_id, coil, on)
+                self._applied[coil] = on
+
+    # -- health ------------------------------------------------------------------------------
+
+    async def _succeeded(self) -> None:
+        self._last_ok = time.monotonic()
+        if self._online is not True:
+            if self._online is False:
+                self._log.info("device_online")
+                await self._health_event("device.online", Severity.INFO)
+            self._online = True
+
+    async def _failed(self, exc: DriverError) -> None:
+        self.failures += 1
+        silent_s = time.monotonic() - self._last_ok
+        if self._online is not False and silent_s * 1000 >= self._cfg.offline_after_ms:
+            self._online = False
+            self._applied.clear()  # the module may have lost its outputs; re-assert them
+            self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
+            await self._health_event("device.offline", Severity.MAJOR, error=str(exc))
+
+    async def _health_event(self, event_type: str, severity: Severity, **data: object) -> None:
+        await self._ctx.emit(
+            new_event(
+                event_type,
+                self._ctx.device,
+                severity=severity,
+                occurred_at_ms=self._ctx.clock_ms(),
+                data=dict(data),
+                drill=self._ctx.drill,
+            )
+        )

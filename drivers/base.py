@@ -1,0 +1,83 @@
+"""The seam between the gateway core and device drivers.
+
+Owns the driver error hierarchy, the `Driver` protocol every device kind implements, and the
+`DriverContext` a driver receives (where to send events, which line it talks over). It does not
+talk to any hardware and does not know MQTT or SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.events import DeviceRef, Event
+
+
+class DriverError(Exception):
+    """Base of every failure a driver or line reports."""
+
+
+class LineError(DriverError):
+    """The line itself is unusable: the serial port or TCP connection cannot be opened or broke."""
+
+
+class DeviceTimeout(DriverError):
+    """A unit on the line did not answer within its timeout."""
+
+
+class DeviceProtocolError(DriverError):
+    """A unit answered with something that is not a valid reply (CRC, wrong unit, garbage)."""
+
+
+class DeviceException(DriverError):
+    """A unit answered with a Modbus exception response."""
+
+    def __init__(self, unit: int, function_code: int, exception_code: int) -> None:
+        super().__init__(
+            f"unit {unit} answered function 0x{function_code:02x} "
+            f"with exception code {exception_code}"
+        )
+        self.unit = unit
+        self.function_code = function_code
+        self.exception_code = exception_code
+
+
+class PanicSink(Protocol):
+    """Where an alarm box reports button presses; the gateway's alarm latches implement it."""
+
+    async def panic_pressed(
+        self,
+        device_id: str,
+        button: int,
+        *,
+        presses: int,
+        occurred_at_ms: int,
+        held_at_start: bool = False,
+    ) -> None:
+        """`presses` presses of `button` were seen. `held_at_start`: the contact was already
+        closed at the driver's first poll (it opens an alarm only if none is latched)."""
+        ...
+
+    async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DriverContext:
+    device: DeviceRef
+    panic: PanicSink
+    emit: Callable[[Event], Awaitable[Event]]
+    """Store an event (returns it with its seq); an alarm is durable when this returns."""
+    clock_ms: Callable[[], int]
+    """Wall-clock milliseconds since the epoch; injected so tests control time."""
+    drill: bool = False
+
+
+class Driver(Protocol):
+    async def run(self, ready: Callable[[], None]) -> None:
+        """Poll the device until cancelled; call `ready()` after the first successful poll."""
+        ...
+
+    async def set_output(self, name: str, on: bool) -> None:
+        """Drive a named output (`lamp`, `siren`); raises DriverError if it cannot."""
+        ...

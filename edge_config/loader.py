@@ -1,0 +1,119 @@
+"""Reading a configuration file: TOML parsing, schema validation, the checks that span sections
+(a device's line exists, a `police` destination exists, secrets can be read), and turning every
+failure into a list of messages that name the key and what was expected.
+
+It never fixes bad input: a config with any error is refused whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edge_config.models import DestinationConfig, GatewayConfig
+
+REQUIRED_DESTINATIONS = ("police",)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `errors` lists every problem found."""
+
+    def __init__(self, path: Path, errors: list[str]) -> None:
+        super().__init__(f"{path}: " + "; ".join(errors))
+        self.path = path
+        self.errors = errors
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("modbus_tcp", "modbus_rtu", "alarm_box") and parts:
+            continue  # the union member pydantic tried: the installer never wrote this key
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    where = _format_location(tuple(error["loc"]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key (check the spelling; see edge_config/examples)"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    value = error.get("input")
+    if isinstance(value, str | int | float | bool) and kind not in ("model_type",):
+        return f"{where}: {message} (got {value!r})"
+    return f"{where}: {message}"
+
+
+def read_password(dest: DestinationConfig) -> str | None:
+    """The destination's password from its file or environment variable (never inline)."""
+    if dest.password_file is not None:
+        return dest.password_file.read_text(encoding="utf-8").strip()
+    if dest.password_env is not None:
+        value = os.environ.get(dest.password_env)
+        if value is None:
+            raise KeyError(dest.password_env)
+        return value
+    return None
+
+
+def _cross_checks(config: GatewayConfig) -> list[str]:
+    errors = [
+        f"destinations.{name}: required destination is missing"
+        for name in REQUIRED_DESTINATIONS
+        if name not in config.destinations
+    ]
+    for device_id, device in config.devices.items():
+        if device.line not in config.lines:
+            known = ", ".join(sorted(config.lines)) or "none defined"
+            errors.append(
+                f"devices.{device_id}.line: no line named {device.line!r} (lines: {known})"
+            )
+    for name, dest in config.destinations.items():
+        try:
+            read_password(dest)
+        except KeyError as exc:
+            errors.append(
+                f"destinations.{name}.password_env: environment variable {exc} is not set"
+            )
+        except OSError as exc:
+            errors.append(
+                f"destinations.{name}.password_file: cannot read {dest.password_file}: "
+                f"{exc.strerror or exc}"
+            )
+    # Two sessions with one client id on one broker keep kicking each other off.
+    sessions = [(d.host, d.port, d.client_id) for d in config.destinations.values()]
+    if len(set(sessions)) != len(sessions):
+        errors.append("destinations: two destinations use the same client_id on the same broker")
+    return errors
+
+
+def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
+    errors = _cross_checks(config)
+    if errors:
+        raise ConfigError(path, errors)
+    return config
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, path)

@@ -1,0 +1,178 @@
+"""The configuration schema: what an installer may write in schoolgate.toml.
+
+Owns the shape and the per-field rules of the configuration (pydantic v2, `extra="forbid"` so a
+mistyped key is an error, never silently ignored). It does not read files, resolve secrets or
+check references between sections: that is `edge_config.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Ident = Annotated[str, Field(pattern=_ID)]
+"""Ids end up in MQTT topics, so they are restricted to lower-case letters, digits, _ and -."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(Strict):
+    school_id: Ident
+    gateway_id: Ident
+    timezone: str = "Asia/Shanghai"
+    name: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'Asia/Shanghai')") from exc
+        return value
+
+
+class StoreConfig(Strict):
+    path: Path = Path("/var/lib/schoolgate/outbox.db")
+
+
+class ControlConfig(Strict):
+    """The local control socket `schoolgate reset` talks to (root/group only, never the network)."""
+
+    socket_path: Path | None = None
+
+
+class DestinationConfig(Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = Field(min_length=1, max_length=64)
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    max_inflight: int = Field(default=32, ge=1, le=1000)
+    routes: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="event type patterns this destination receives ('alarm.*', 'device.*', '*')",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "inline 'password' is not allowed: put it in a file (password_file) "
+                "or an environment variable (password_env)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> DestinationConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give password_file or password_env, not both")
+        return self
+
+    @field_validator("routes")
+    @classmethod
+    def _route_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"\*|[a-z_]+(\.[a-z_]+)*(\.\*)?", pattern):
+                raise ValueError(
+                    f"route {pattern!r} is not an event type pattern "
+                    "(expected '*', 'alarm.*' or 'alarm.panic')"
+                )
+        return value
+
+
+class ContractConfig(Strict):
+    topic_root: str = Field(default="schoolgate/v1", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+
+
+class ModbusTcpLine(Strict):
+    type: Literal["modbus_tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    timeout_ms: int = Field(default=300, ge=10, le=30_000)
+
+
+class ModbusRtuLine(Strict):
+    type: Literal["modbus_rtu"]
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout_ms: int = Field(default=300, ge=10, le=30_000)
+
+
+LineConfig = Annotated[ModbusTcpLine | ModbusRtuLine, Field(discriminator="type")]
+
+
+class PanicButton(Strict):
+    input: int = Field(ge=0, le=65535, description="discrete input address of the button contact")
+    name: str = ""
+    press_counter_register: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="input register where the module counts presses; catches presses "
+        "shorter than the poll interval",
+    )
+
+
+class AlarmBoxDevice(Strict):
+    kind: Literal["alarm_box"]
+    line: Ident
+    unit_id: int = Field(default=1, ge=0, le=247)
+    location: str = ""
+    poll_interval_ms: int = Field(default=50, ge=5, le=60_000)
+    debounce_ms: int = Field(
+        default=30,
+        ge=0,
+        le=5_000,
+        description="after a press is taken, further edges of that input are ignored this long",
+    )
+    offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
+    buttons: list[PanicButton] = Field(min_length=1)
+    reset_input: int | None = Field(default=None, ge=0, le=65535)
+    lamp_coil: int | None = Field(default=0, ge=0, le=65535)
+    siren_coil: int | None = Field(default=None, ge=0, le=65535)
+    drill: bool = Field(default=False, description="mark every event of this box as a drill")
+
+    @model_validator(mode="after")
+    def _distinct_inputs(self) -> AlarmBoxDevice:
+        inputs = [b.input for b in self.buttons]
+        if len(set(inputs)) != len(inputs):
+            raise ValueError("two buttons share one discrete input")
+        if self.reset_input is not None and self.reset_input in inputs:
+            raise ValueError("reset_input is also a panic button input")
+        if self.lamp_coil is not None and self.lamp_coil == self.siren_coil:
+            raise ValueError("lamp_coil and siren_coil are the same coil")
+        return self
+
+
+# A discriminated union on `kind` once more device kinds exist (bollards, access controllers).
+DeviceConfig = AlarmBoxDevice
+
+
+class GatewayConfig(Strict):
+    site: SiteConfig
+    store: StoreConfig = StoreConfig()
+    control: ControlConfig = ControlConfig()
+    contract: ContractConfig = ContractConfig()
+    destinations: dict[Ident, DestinationConfig]
+    lines: dict[Ident, LineConfig] = Field(default_factory=dict)
+    devices: dict[Ident, DeviceConfig] = Field(default_factory=dict)
+
+    @property
+    def control_socket(self) -> Path:
+        if self.control.socket_path is not None:
+            return self.control.socket_path
+        return self.store.path.parent / "control.sock"

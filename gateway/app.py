@@ -1,0 +1,193 @@
+"""Builds the running gateway from a validated config and owns its root TaskGroup.
+
+Owns start-up order (store, latches, control socket, uplinks, drivers), signal handling, systemd
+readiness and watchdog pings, and shutdown. Every long-lived task is created here, named, inside
+one TaskGroup. It does not poll, store or publish anything itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from drivers import REGISTRY
+from drivers.base import DriverContext
+from drivers.lines.modbus import ModbusLine
+from edge_config.loader import read_password
+from edge_config.models import GatewayConfig
+from gateway import contract, control, mqtt, sdnotify
+from gateway.events import DeviceRef
+from gateway.outbox import Outbox
+from gateway.routing import Router
+from gateway.rules.latch import AlarmLatches, BoxInfo, UnknownAlarm
+from gateway.uplink import Uplink
+
+log = structlog.get_logger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it cleanly."""
+
+
+def site_of(config: GatewayConfig) -> contract.Site:
+    return contract.Site(
+        school_id=config.site.school_id,
+        gateway_id=config.site.gateway_id,
+        tz=ZoneInfo(config.site.timezone),
+        topic_root=config.contract.topic_root,
+    )
+
+
+def broker_params(config: GatewayConfig, name: str) -> mqtt.BrokerParams:
+    dest = config.destinations[name]
+    site = site_of(config)
+    return mqtt.BrokerParams(
+        host=dest.host,
+        port=dest.port,
+        client_id=dest.client_id,
+        username=dest.username,
+        password=read_password(dest),
+        keepalive_s=dest.keepalive_s,
+        max_inflight=dest.max_inflight,
+        will_topic=contract.status_topic(site),
+        will_payload=contract.status_payload(site, online=False),
+    )
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.site = site_of(config)
+        router = Router({name: d.routes for name, d in config.destinations.items()})
+        self.outbox = Outbox(config.store.path, self.site, router)
+        boxes = {
+            device_id: BoxInfo(
+                device=DeviceRef(device_id, device.kind, device.location),
+                button_names={b.input: b.name for b in device.buttons},
+                drill=device.drill,
+            )
+            for device_id, device in config.devices.items()
+        }
+        self.latches = AlarmLatches(self.outbox, boxes)
+        self.lines = {name: ModbusLine(name, line) for name, line in config.lines.items()}
+        self.drivers = {}
+        for device_id, device in config.devices.items():
+            ctx = DriverContext(
+                device=boxes[device_id].device,
+                panic=self.latches,
+                emit=self.outbox.append,
+                clock_ms=now_ms,
+                drill=device.drill,
+            )
+            driver = REGISTRY[device.kind](device, self.lines[device.line], ctx)
+            self.drivers[device_id] = driver
+            self.latches.attach_feedback(device_id, driver.set_output)
+        self.uplinks = [
+            Uplink(name, broker_params(config, name), self.outbox, self.site)
+            for name in config.destinations
+        ]
+        self.stop_requested = asyncio.Event()
+        self.devices_ready = asyncio.Event()
+        self._ready_count = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        try:
+            async with self.outbox, contextlib.AsyncExitStack() as stack:
+                await self.latches.restore()
+                await stack.enter_async_context(
+                    control.serve(self.config.control_socket, self.handle_control)
+                )
+                for line in self.lines.values():
+                    stack.push_async_callback(line.close)
+                log.info(
+                    "gateway_started",
+                    school=self.site.school_id,
+                    gateway=self.site.gateway_id,
+                    boot=self.outbox.boot_count,
+                    devices=len(self.drivers),
+                    destinations=[u.name for u in self.uplinks],
+                )
+                sdnotify.notify("READY=1")
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        for uplink in self.uplinks:
+                            tg.create_task(uplink.run(), name=f"uplink:{uplink.name}")
+                        for device_id, driver in self.drivers.items():
+                            tg.create_task(
+                                driver.run(self._device_ready), name=f"driver:{device_id}"
+                            )
+                        tg.create_task(self._watchdog(), name="watchdog")
+                        tg.create_task(self._stop_on_request(), name="stop")
+                except* _Stop:
+                    pass
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            sdnotify.notify("STOPPING=1")
+            log.info("gateway_stopped")
+
+    def _device_ready(self) -> None:
+        self._ready_count += 1
+        if self._ready_count == len(self.drivers):
+            self.devices_ready.set()
+            log.info("devices_ready", count=self._ready_count)
+
+    async def _stop_on_request(self) -> None:
+        await self.stop_requested.wait()
+        log.info("gateway_stopping")
+        raise _Stop
+
+    async def _watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval_s()
+        if interval is None:
+            return
+        while True:  # the ping proves the event loop still turns
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "alarms":
+            return {
+                "alarms": [
+                    {
+                        "alarm_id": latch.alarm_id,
+                        "device": latch.device_id,
+                        "button": latch.button,
+                        "raised_at": contract.iso_ms(latch.raised_at_ms, self.site.tz),
+                        "presses": latch.presses,
+                    }
+                    for latch in self.latches.open_alarms
+                ]
+            }
+        if op == "reset":
+            alarm_id = request.get("alarm_id")
+            by = request.get("by") or "gateway console"
+            if not isinstance(alarm_id, str) or not isinstance(by, str):
+                raise control.RequestError("reset needs a string alarm_id")
+            try:
+                await self.latches.reset(alarm_id, by=by, occurred_at_ms=now_ms())
+            except UnknownAlarm:
+                raise control.RequestError(f"no latched alarm with id {alarm_id}") from None
+            return {"reset": alarm_id}
+        if op == "status":
+            return {
+                "uplinks": {
+                    u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
+                },
+                "open_alarms": len(self.latches.open_alarms),
+            }
+        raise control.RequestError(f"unknown op {op!r} (alarms, reset, status)")

@@ -1,0 +1,111 @@
+"""The only module that imports aiomqtt/paho: connection parameters, the will, publishing, and
+noticing that a connection dropped. Everything above it sees `MqttFailure`, never a library error.
+
+It does not decide when to reconnect (that is `uplink`, with `backoff`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+
+class MqttFailure(Exception):
+    """The broker could not be reached, refused us, or the connection dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerParams:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or reprs
+    keepalive_s: int = 30
+    max_inflight: int = 32
+    connect_timeout_s: float = 5.0
+    will_topic: str | None = None
+    will_payload: bytes = b""
+
+
+class Connection:
+    """One live MQTT session."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """Return once the broker has acknowledged (PUBACK for QoS 1)."""
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout_s)
+        except aiomqtt.MqttError as exc:
+            raise MqttFailure(f"publish to {topic} failed: {exc}") from exc
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        try:
+            await self._client.subscribe(topic_filter, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise MqttFailure(f"subscribe to {topic_filter} failed: {exc}") from exc
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Incoming messages; raises MqttFailure when the connection drops. Iterating this is
+        also how a publisher notices a dead connection promptly: a pending publish would
+        otherwise only time out."""
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                data = payload if isinstance(payload, bytes) else str(payload).encode()
+                yield message.topic.value, data
+        except aiomqtt.MqttError as exc:
+            raise MqttFailure(f"connection lost: {exc}") from exc
+        raise MqttFailure("connection closed")
+
+    async def wait_closed(self) -> None:
+        """Block until the connection drops, then raise MqttFailure."""
+        async for _ in self.messages():
+            pass
+
+
+@asynccontextmanager
+async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
+    will = None
+    if params.will_topic is not None:
+        will = aiomqtt.Will(params.will_topic, params.will_payload, qos=1, retain=True)
+    client = aiomqtt.Client(
+        params.host,
+        params.port,
+        identifier=params.client_id,
+        username=params.username,
+        password=params.password,
+        keepalive=params.keepalive_s,
+        will=will,
+        timeout=params.connect_timeout_s,
+        max_inflight_messages=params.max_inflight,
+        # The outbox, not the broker session, is our store: a fresh session each time.
+        clean_session=True,
+    )
+    try:
+        entered = await client.__aenter__()
+    except aiomqtt.MqttError as exc:
+        raise MqttFailure(f"cannot connect to {params.host}:{params.port}: {exc}") from exc
+    except OSError as exc:  # DNS or socket errors escape aiomqtt's translation in places
+        raise MqttFailure(f"cannot connect to {params.host}:{params.port}: {exc}") from exc
+    try:
+        yield Connection(entered)
+    finally:
+        # The connection is gone either way; a failed goodbye changes nothing.
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+            await asyncio.wait_for(client.__aexit__(None, None, None), timeout=2.0)

@@ -1,0 +1,1 @@
+"""School and alarm rules that sit between drivers and the outbox."""

@@ -1,0 +1,126 @@
+"""One uplink per destination broker: connect, announce, drain the outbox, reconnect.
+
+Owns the connection loop of one destination (with `Backoff` between attempts), the retained
+`online` status and the offline will, and the rule that a row is marked sent only after that
+broker's PUBACK. Rows go out in pipelined batches bounded by `max_inflight`. It does not choose
+what to send (the outbox orders rows) and knows nothing of other destinations, so a dead police
+broker never slows the bureau uplink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+
+from gateway import contract, mqtt
+from gateway.backoff import Backoff
+from gateway.outbox import Outbox, PendingDelivery
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Uplink:
+    def __init__(
+        self,
+        name: str,
+        params: mqtt.BrokerParams,
+        outbox: Outbox,
+        site: contract.Site,
+        *,
+        backoff: Backoff | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.name = name
+        self._params = params
+        self._outbox = outbox
+        self._site = site
+        self._backoff = backoff or Backoff(base_s=0.2, cap_s=10.0)
+        self._clock_ms = clock_ms
+        self._log = structlog.get_logger(__name__).bind(destination=name)
+        self.connected = False
+        self.connected_since_ms: int | None = None
+        self.sent_count = 0
+
+    async def run(self) -> None:
+        failing_since: float | None = None
+        while True:
+            try:
+                async with mqtt.connect(self._params) as conn:
+                    self._on_connected(failing_since)
+                    failing_since = None
+                    await self._session(conn)
+            except* mqtt.MqttFailure as group:
+                self.connected = False
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    # Logged once per outage, not on every retry.
+                    self._log.warning("uplink_down", error=str(group.exceptions[0]))
+            await asyncio.sleep(self._backoff.next_delay_s())
+
+    def _on_connected(self, failing_since: float | None) -> None:
+        self.connected = True
+        self.connected_since_ms = self._clock_ms()
+        self._log.info(
+            "uplink_up",
+            host=self._params.host,
+            port=self._params.port,
+            attempts=self._backoff.attempts,
+            outage_s=None if failing_since is None else round(time.monotonic() - failing_since, 3),
+        )
+        self._backoff.reset()
+
+    async def _session(self, conn: mqtt.Connection) -> None:
+        status = contract.status_topic(self._site)
+        await conn.publish(
+            status,
+            contract.status_payload(self._site, online=True, at_ms=self._clock_ms()),
+            retain=True,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(conn.wait_closed(), name=f"uplink:{self.name}:watch")
+                tg.create_task(self._drain(conn), name=f"uplink:{self.name}:drain")
+        except asyncio.CancelledError:
+            # Shutting down: say so before the clean disconnect, which suppresses the will.
+            offline = contract.status_payload(self._site, online=False, at_ms=self._clock_ms())
+            with contextlib.suppress(mqtt.MqttFailure):
+                await conn.publish(status, offline, retain=True, timeout_s=1.0)
+            raise
+
+    async def _drain(self, conn: mqtt.Connection) -> None:
+        wakeup = self._outbox.wakeup(self.name)
+        while True:
+            wakeup.clear()
+            batch = await self._outbox.claim(self.name, self._params.max_inflight)
+            if not batch:
+                await wakeup.wait()
+                continue
+            await self._send_batch(conn, batch)
+
+    async def _send_batch(self, conn: mqtt.Connection, batch: list[PendingDelivery]) -> None:
+        since = self.connected_since_ms or 0
+        results = await asyncio.gather(
+            *(self._publish(conn, row, historical=row.occurred_at_ms < since) for row in batch),
+            return_exceptions=True,
+        )
+        acked = [row.seq for row, result in zip(batch, results, strict=True) if result is None]
+        # Whatever was acknowledged is recorded even when the rest of the batch failed.
+        await self._outbox.mark_sent(self.name, acked)
+        self.sent_count += len(acked)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _publish(
+        self, conn: mqtt.Connection, row: PendingDelivery, *, historical: bool
+    ) -> None:
+        payload = contract.finish_event_payload(
+            row.body, historical=historical, attempt=row.attempt
+        )
+        await conn.publish(contract.event_topic(self._site, row.category), payload)

@@ -1,0 +1,113 @@
+"""Private mosquitto brokers on loopback for the demo, the tests and the benchmarks.
+
+Owns starting, stopping and restarting one mosquitto process on a fixed free port with a
+throw-away config (anonymous access, loopback only, no persistence). Never a public broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+
+class BrokerError(Exception):
+    """mosquitto is missing or would not start."""
+
+
+def find_mosquitto() -> str:
+    # Debian installs it in /usr/sbin, which is not on an ordinary user's PATH.
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise BrokerError("mosquitto is not installed (sudo apt-get install mosquitto)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class MosquittoBroker:
+    def __init__(self, name: str = "broker", port: int | None = None) -> None:
+        self.name = name
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"schoolgate-{name}-"))
+        self._conf = self._dir / "mosquitto.conf"
+        self._conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "log_dest none\n"
+            "max_inflight_messages 0\n"
+            "max_queued_messages 0\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        if self.running:
+            return
+        # Popen returns at once; the wait for the listener below is async.
+        self._proc = subprocess.Popen(  # noqa: ASYNC220
+            [find_mosquitto(), "-c", str(self._conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                raise BrokerError(f"mosquitto {self.name} exited at start: {err.strip()}")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(self.host, self.port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            await asyncio.sleep(0.02)
+        await self.stop()
+        raise BrokerError(f"mosquitto {self.name} did not listen on port {self.port}")
+
+    async def stop(self) -> None:
+        """Stop abruptly (SIGKILL): a broker that dies, not one that says goodbye."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        if proc.stderr:
+            proc.stderr.close()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> MosquittoBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"MosquittoBroker({self.name!r}, port={self.port})"

@@ -1,0 +1,167 @@
+"""Configuration: the shipped example is valid; every broken config is refused with a message
+that names the key and what was expected, and `check-config` exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edge_config import ConfigError, load_config
+from edge_config.loader import parse_config
+
+EXAMPLE = Path(__file__).parent.parent / "edge_config" / "examples" / "school-gate.toml"
+
+GOOD = """
+[site]
+school_id = "school-1"
+gateway_id = "gate-1"
+
+[store]
+path = "{store}"
+
+[destinations.police]
+host = "127.0.0.1"
+client_id = "g1-police"
+
+[destinations.bureau]
+host = "127.0.0.1"
+client_id = "g1-bureau"
+
+[lines.io]
+type = "modbus_tcp"
+host = "127.0.0.1"
+
+[devices.box]
+kind = "alarm_box"
+line = "io"
+[[devices.box.buttons]]
+input = 0
+"""
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "schoolgate.toml"
+    path.write_text(text.replace("{store}", str(tmp_path / "outbox.db")))
+    return path
+
+
+def test_good_config_prints_ok(tmp_path: Path) -> None:
+    result = check_config(write(tmp_path, GOOD))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_shipped_example_is_valid_once_its_secrets_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    secret = tmp_path / "police.password"
+    secret.write_text("s3cret\n")
+    data["destinations"]["police"]["password_file"] = str(secret)
+    monkeypatch.setenv("SCHOOLGATE_BUREAU_PASSWORD", "other")
+    config = parse_config(data, EXAMPLE)
+    assert config.devices["panic_box"].buttons[0].press_counter_register == 0
+
+
+def test_shipped_example_names_its_missing_secrets() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(EXAMPLE)
+    joined = "\n".join(info.value.errors)
+    assert "destinations.police.password_file: cannot read" in joined
+
+
+BROKEN = [
+    pytest.param(
+        GOOD.replace('gateway_id = "gate-1"', 'gateway_id = "gate-1"\ngatway = "x"'),
+        "site.gatway: unknown key",
+        id="unknown-key",
+    ),
+    pytest.param(
+        GOOD.replace('input = 0', 'input = "zero"'),
+        "devices.box.buttons[0].input: Input should be a valid integer",
+        id="wrong-type",
+    ),
+    pytest.param(
+        GOOD.replace("[destinations.police]", "[destinations.polize]"),
+        "destinations.police: required destination is missing",
+        id="missing-destination",
+    ),
+    pytest.param(
+        GOOD.replace('line = "io"', 'line = "rs485"'),
+        "devices.box.line: no line named 'rs485' (lines: io)",
+        id="device-on-unknown-line",
+    ),
+    pytest.param(GOOD + "\n[site\n", "not valid TOML", id="unreadable-toml"),
+    pytest.param(
+        GOOD.replace('client_id = "g1-police"', 'client_id = "g1-police"\npassword = "x"'),
+        "destinations.police: inline 'password' is not allowed",
+        id="inline-password",
+    ),
+    pytest.param(
+        GOOD.replace('client_id = "g1-police"', 'client_id = "g1-police"\npassword_env = "NOPE_X"'),
+        "destinations.police.password_env: environment variable 'NOPE_X' is not set",
+        id="missing-secret-env",
+    ),
+    pytest.param(
+        GOOD.replace('[lines.io]\ntype = "modbus_tcp"', '[lines.io]\ntype = "modbus_rtu"\nbaudrate = 1234'),
+        "lines.io.port: required key is missing",
+        id="rtu-line-missing-port",
+    ),
+    pytest.param(
+        GOOD.replace('school_id = "school-1"', 'school_id = "School 1"'),
+        "site.school_id: String should match pattern",
+        id="id-not-topic-safe",
+    ),
+    pytest.param(
+        GOOD.replace('gateway_id = "gate-1"', 'gateway_id = "gate-1"\ntimezone = "Mars/Olympus"'),
+        "site.timezone: unknown IANA time zone 'Mars/Olympus'",
+        id="bad-timezone",
+    ),
+    pytest.param(
+        GOOD.replace("[[devices.box.buttons]]\ninput = 0", "buttons = []"),
+        "devices.box.buttons: List should have at least 1 item",
+        id="box-without-buttons",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BROKEN)
+def test_broken_config_is_refused_with_key_and_reason(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    result = check_config(write(tmp_path, text))
+    assert result.returncode == 2
+    assert expected in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    text = GOOD.replace('input = 0', 'input = -1').replace('host = "127.0.0.1"\n\n[devices', 'host = ""\n\n[devices')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert len(info.value.errors) == 2, info.value.errors
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = check_config(tmp_path / "nope.toml")
+    assert result.returncode == 2
+    assert "cannot read the file: No such file or directory" in result.stderr
+
+
+def test_same_client_id_on_one_broker_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace('client_id = "g1-bureau"', 'client_id = "g1-police"')
+    with pytest.raises(ConfigError, match="same client_id on the same broker"):
+        load_config(write(tmp_path, text))

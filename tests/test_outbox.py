@@ -1,0 +1,123 @@
+"""The outbox: ordering, per-destination progress, seq that survives restarts, latch restore."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway import contract
+from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.outbox import Outbox, OutboxError
+from gateway.routing import Router
+
+SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
+BOX = DeviceRef("box", "alarm_box", "north gate")
+ROUTES = Router({"police": ["alarm.*"], "bureau": ["*"]})
+
+
+def event(event_type: str, **kw: object) -> Event:
+    severity = Severity.CRITICAL if event_type.startswith("alarm.panic") else Severity.INFO
+    return new_event(event_type, BOX, severity=severity, occurred_at_ms=1_000, **kw)  # type: ignore[arg-type]
+
+
+async def test_rows_are_routed_and_claimed_alarms_first_then_by_seq(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        t1 = await outbox.append(event("telemetry.temperature"))
+        s1 = await outbox.append(event("device.online"))
+        a1 = await outbox.append(event("alarm.panic", alarm_id="x"))
+        t2 = await outbox.append(event("telemetry.temperature"))
+        assert [t1.seq, s1.seq, a1.seq, t2.seq] == [1, 2, 3, 4]
+        assert [r.seq for r in await outbox.claim("bureau", 10)] == [3, 2, 1, 4]
+        assert [r.seq for r in await outbox.claim("police", 10)] == [3]
+        assert await outbox.pending_count("bureau") == 4
+
+
+async def test_mark_sent_is_per_destination_and_attempts_count_every_claim(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        await outbox.append(event("alarm.panic", alarm_id="x"))
+        first = await outbox.claim("police", 10)
+        again = await outbox.claim("police", 10)
+        assert (first[0].attempt, again[0].attempt) == (1, 2)
+        await outbox.mark_sent("police", [first[0].seq])
+        assert await outbox.claim("police", 10) == []
+        assert [r.seq for r in await outbox.claim("bureau", 10)] == [1]
+
+
+async def test_append_wakes_only_the_routed_destinations(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        outbox.wakeup("police").clear()
+        outbox.wakeup("bureau").clear()
+        await outbox.append(event("device.online"))
+        assert outbox.wakeup("bureau").is_set()
+        assert not outbox.wakeup("police").is_set()
+
+
+async def test_an_alarm_is_on_disk_when_append_returns(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        stored = await outbox.append(event("alarm.panic", alarm_id="x"))
+        # A second, independent connection (another process would see the same) finds it.
+        other = sqlite3.connect(path)
+        try:
+            row = other.execute("SELECT id, type FROM events WHERE seq=?", (stored.seq,)).fetchone()
+            assert row == (stored.id, "alarm.panic")
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        finally:
+            other.close()
+
+
+async def test_seq_grows_across_restarts_and_is_never_reused(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        for _ in range(3):
+            await outbox.append(event("device.online"))
+        boot1 = outbox.boot_count
+    with sqlite3.connect(path) as db:  # even if the newest rows were pruned
+        db.execute("DELETE FROM events WHERE seq >= 2")
+    db.close()
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        again = await outbox.append(event("device.online"))
+        assert again.seq == 4
+        assert outbox.boot_count == boot1 + 1
+
+
+async def test_pending_rows_resume_after_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        await outbox.append(event("alarm.panic", alarm_id="x"))
+        await outbox.append(event("device.online"))
+        await outbox.mark_sent("bureau", [1])
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        assert outbox.wakeup("police").is_set()
+        assert [r.seq for r in await outbox.claim("police", 10)] == [1]
+        assert [r.seq for r in await outbox.claim("bureau", 10)] == [2]
+
+
+async def test_open_alarms_are_those_without_a_reset(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        await outbox.append(event("alarm.panic", alarm_id="a", data={"button": 0}))
+        await outbox.append(event("alarm.panic_repeated", alarm_id="a", data={"button": 0}))
+        await outbox.append(event("alarm.panic", alarm_id="b", data={"button": 1}))
+        await outbox.append(event("alarm.reset", alarm_id="b", data={"button": 1}))
+        alarms = await outbox.open_alarms()
+        assert [(a.alarm_id, a.button, a.presses) for a in alarms] == [("a", 0, 2)]
+
+
+async def test_unopenable_store_is_a_typed_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    outbox = Outbox(blocker / "o.db", SITE, ROUTES)
+    with pytest.raises(OutboxError, match="cannot open outbox"):
+        await outbox.open()
+    await outbox.close()
+
+
+async def test_using_a_closed_outbox_is_a_typed_error(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", SITE, ROUTES)
+    await outbox.open()
+    await outbox.close()
+    with pytest.raises(RuntimeError):  # the worker thread is gone: nothing is silently dropped
+        await outbox.append(event("device.online"))
