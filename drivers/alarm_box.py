@@ -166,6 +166,7 @@ class AlarmBox:
             self._applied.clear()  # the module may have lost its outputs; re-assert them
             self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
             await self._health_event("device.offline", Severity.MAJOR, error=str(exc))
+            await self._line.drop_connection()  # a fresh connection, in case this one is half-open
 
     async def _health_event(self, event_type: str, severity: Severity, **data: object) -> None:
         await self._ctx.emit(

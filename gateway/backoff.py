@@ -24,7 +24,7 @@ class Backoff:
         self._attempt = 0
 
     def next_delay_s(self) -> float:
-        ceiling = min(self._cap_s, self._base_s * (2 ** min(self._attempt, 32)))
+        ceiling = min(self._cap_s, self._base_s * float(1 << min(self._attempt, 32)))
         self._attempt += 1
         return ceiling * self._rand()
 

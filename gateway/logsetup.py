@@ -25,5 +25,7 @@ def configure(*, fmt: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # paho and pymodbus log through the standard library; keep their chatter to warnings.
+    # paho and pymodbus log through the standard library. pymodbus logs every timeout at ERROR
+    # with a frame dump; our line logs each failure once per state change instead.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

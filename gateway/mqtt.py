@@ -29,6 +29,9 @@ class BrokerParams:
     keepalive_s: int = 30
     max_inflight: int = 32
     connect_timeout_s: float = 5.0
+    clean_session: bool = True
+    """The gateway uses clean sessions (the outbox, not the broker, is its store); a receiver
+    may keep a persistent session so the broker queues for it while it is away."""
     will_topic: str | None = None
     will_payload: bytes = b""
 
@@ -94,8 +97,7 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
         will=will,
         timeout=params.connect_timeout_s,
         max_inflight_messages=params.max_inflight,
-        # The outbox, not the broker session, is our store: a fresh session each time.
-        clean_session=True,
+        clean_session=params.clean_session,
     )
     try:
         entered = await client.__aenter__()

@@ -1,13 +1,15 @@
 """Private mosquitto brokers on loopback for the demo, the tests and the benchmarks.
 
 Owns starting, stopping and restarting one mosquitto process on a fixed free port with a
-throw-away config (anonymous access, loopback only, no persistence). Never a public broker.
+throw-away config (anonymous access, loopback only, state in a temporary folder). Never a public
+broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -45,7 +47,12 @@ class MosquittoBroker:
         self._conf.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            # Persistent sessions let a test's listener keep its queue across a broker restart.
+            "persistence true\n"
+            f"persistence_location {self._dir}/\n"
+            # Run as root, mosquitto would switch to user `mosquitto`, who cannot write here.
+            f"user {getpass.getuser()}\n"
+            "autosave_interval 1\n"
             "log_dest none\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 0\n"
@@ -81,19 +88,23 @@ class MosquittoBroker:
         await self.stop()
         raise BrokerError(f"mosquitto {self.name} did not listen on port {self.port}")
 
-    async def stop(self) -> None:
-        """Stop abruptly (SIGKILL): a broker that dies, not one that says goodbye."""
+    async def stop(self, *, graceful: bool = False) -> None:
+        """SIGKILL by default (a broker that dies); `graceful` sends SIGTERM, which lets
+        mosquitto save its sessions so subscribers' queues survive the restart."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+            if graceful:
+                proc.terminate()
+            else:
+                proc.kill()
         await asyncio.get_running_loop().run_in_executor(None, proc.wait)
         if proc.stderr:
             proc.stderr.close()
 
-    async def restart(self) -> None:
-        await self.stop()
+    async def restart(self, *, graceful: bool = False) -> None:
+        await self.stop(graceful=graceful)
         await self.start()
 
     async def __aenter__(self) -> MosquittoBroker:

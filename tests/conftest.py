@@ -19,7 +19,9 @@ def no_leaked_threads() -> Iterator[None]:
     leaked = [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))
+        if t not in before
+        and t.is_alive()
+        and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))
     ]
     for thread in leaked:
         thread.join(timeout=2.0)
@@ -39,13 +41,11 @@ async def bureau_broker() -> AsyncIterator[MosquittoBroker]:
         yield broker
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running (pymodbus handlers, bridge timers, ...).
+    """Fail a test that leaves asyncio tasks running (pymodbus handlers, bridge timers, uplinks).
 
-    Opt-in with `pytestmark = pytest.mark.usefixtures("no_leaked_tasks")`; requested first, it is
-    torn down last, after the servers and lines of the test have closed.
-    """
+    Autouse and so set up first: it is torn down last, after the test's servers have closed."""
     yield
     await asyncio.sleep(0)  # let close callbacks that were just scheduled run once
     me = asyncio.current_task()

@@ -90,7 +90,7 @@ BROKEN = [
         id="unknown-key",
     ),
     pytest.param(
-        GOOD.replace('input = 0', 'input = "zero"'),
+        GOOD.replace("input = 0", 'input = "zero"'),
         "devices.box.buttons[0].input: Input should be a valid integer",
         id="wrong-type",
     ),
@@ -116,7 +116,9 @@ BROKEN = [
         id="missing-secret-env",
     ),
     pytest.param(
-        GOOD.replace('[lines.io]\ntype = "modbus_tcp"', '[lines.io]\ntype = "modbus_rtu"\nbaudrate = 1234'),
+        GOOD.replace(
+            '[lines.io]\ntype = "modbus_tcp"', '[lines.io]\ntype = "modbus_rtu"\nbaudrate = 1234'
+        ),
         "lines.io.port: required key is missing",
         id="rtu-line-missing-port",
     ),
@@ -149,7 +151,9 @@ def test_broken_config_is_refused_with_key_and_reason(
 
 
 def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
-    text = GOOD.replace('input = 0', 'input = -1').replace('host = "127.0.0.1"\n\n[devices', 'host = ""\n\n[devices')
+    text = GOOD.replace("input = 0", "input = -1").replace(
+        'host = "127.0.0.1"\n\n[devices', 'host = ""\n\n[devices'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert len(info.value.errors) == 2, info.value.errors

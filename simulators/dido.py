@@ -1,0 +1,270 @@
+"""A simulated Modbus DI/DO module: the cheap 8-in/8-out RS-485/TCP I/O boards installers wire
+panic buttons and lamps to.
+
+Owns the module's state (input contacts, relay outputs, press counters), its fault knobs and
+serving one or more modules over Modbus TCP or RTU with pymodbus's server. It does not know about
+alarms or the gateway, and does not own a serial port pair (`simulators.vserial` does).
+
+Register map (unit id = `DiDoModule.unit_id`; N inputs, M outputs, default 8 and 8):
+
+    discrete inputs  0..N-1  input contacts (True = button pressed / contact closed)
+    coils            0..M-1  relay outputs; by convention coil 0 = lamp, coil 1 = siren
+    input registers  0..N-1  rising-edge press counter of input i (uint16, wraps at 65536)
+    holding register 0       module address (returns the unit id; read-only)
+
+Anything else answers exception 2 (ILLEGAL DATA ADDRESS), with one quirk inherited from pymodbus,
+which stores bits in 16-bit words: reading discrete inputs or coils between N (or M) and 15
+answers False instead of an exception. Writing coils at M or above is rejected.
+
+Fault knobs, read on every request: `silent` (the module does not answer and ignores writes, like
+a dead module) and `delay_ms` (the answer leaves this much later). Both work on TCP and RTU: the
+delay is taken in pymodbus's datastore `action` hook, silence in the server's `trace_packet` hook,
+which drops the outgoing frame. Requests to unit ids that no module serves are never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+_WRITE_FUNCTIONS = {5, 6, 15, 16}
+_NOBODY = 0
+"""pymodbus routes unknown unit ids to device 0; ours answers nothing (see `_answer_filter`)."""
+
+
+class DiDoModule:
+    """One simulated I/O module; tests drive its inputs and watch its outputs."""
+
+    def __init__(self, unit_id: int = 1, *, inputs: int = 8, outputs: int = 8) -> None:
+        if not 1 <= unit_id <= 247:
+            raise ValueError(f"unit id {unit_id} outside 1..247")
+        self.unit_id = unit_id
+        self.silent = False
+        self.delay_ms = 0
+        self._inputs = [False] * inputs
+        self._coils = [False] * outputs
+        self._counters = [0] * inputs
+        self._coil_waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
+        self._stop_delays = asyncio.Event()
+        self._answering: set[asyncio.Task[object]] = set()
+
+    # -- test API ----------------------------------------------------------------------------
+
+    def press(self, i: int) -> None:
+        if not self._inputs[i]:
+            self._counters[i] = (self._counters[i] + 1) % 65536
+        self._inputs[i] = True
+
+    def release(self, i: int) -> None:
+        self._inputs[i] = False
+
+    async def pulse(self, i: int, ms: int = 100) -> None:
+        self.press(i)
+        try:
+            await asyncio.sleep(ms / 1000)
+        finally:
+            self.release(i)
+
+    def input(self, i: int) -> bool:
+        return self._inputs[i]
+
+    def inputs(self) -> list[bool]:
+        return list(self._inputs)
+
+    def coil(self, i: int) -> bool:
+        return self._coils[i]
+
+    def coils(self) -> list[bool]:
+        return list(self._coils)
+
+    def counter(self, i: int) -> int:
+        return self._counters[i]
+
+    def counters(self) -> list[int]:
+        return list(self._counters)
+
+    async def wait_coil(self, i: int, value: bool, timeout_s: float = 1.0) -> None:
+        """Return once coil `i` has `value`; raises TimeoutError after `timeout_s`."""
+        if self._coils[i] == value:
+            return
+        waiter = (i, value, asyncio.get_running_loop().create_future())
+        self._coil_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[2], timeout_s)
+        finally:
+            self._coil_waiters.remove(waiter)
+
+    # -- Modbus side -------------------------------------------------------------------------
+
+    def sim_device(self) -> SimDevice:
+        """This module as a pymodbus SimDevice; the registers there are refreshed from our state."""
+        return SimDevice(
+            id=self.unit_id,
+            simdata=(
+                [SimData(0, values=[False] * len(self._coils), datatype=DataType.BITS)],
+                [SimData(0, values=[False] * len(self._inputs), datatype=DataType.BITS)],
+                [SimData(0, values=self.unit_id, datatype=DataType.REGISTERS, readonly=True)],
+                [SimData(0, count=len(self._inputs), values=0, datatype=DataType.REGISTERS)],
+            ),
+            action=self._on_access,
+        )
+
+    async def _on_access(
+        self,
+        function_code: int,
+        _start_address: int,
+        address: int,
+        _count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """pymodbus calls this before each datastore access; `registers` is the whole block."""
+        if (task := asyncio.current_task()) is not None:
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+        if self.silent:
+            return ExcCodes.DEVICE_FAILURE  # never reaches the wire: the answer filter drops it
+        # A write is followed by a read-back of the same request; delay the request only once.
+        if self.delay_ms > 0 and not (function_code in _WRITE_FUNCTIONS and set_values is None):
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_delays.wait(), self.delay_ms / 1000)
+        if function_code in {5, 15} and set_values is not None:
+            if address + len(set_values) > len(self._coils):
+                return ExcCodes.ILLEGAL_ADDRESS
+            for offset, value in enumerate(set_values):
+                self._set_coil(address + offset, bool(value))
+        if function_code in {1, 5, 15}:
+            _store(registers, _pack_bits(self._coils))
+        elif function_code == 2:
+            _store(registers, _pack_bits(self._inputs))
+        elif function_code == 4:
+            _store(registers, self._counters)
+        else:
+            _store(registers, [self.unit_id])
+        return None
+
+    def _set_coil(self, i: int, value: bool) -> None:
+        self._coils[i] = value
+        for coil, wanted, future in self._coil_waiters:
+            if coil == i and wanted == value and not future.done():
+                future.set_result(None)
+
+    async def _finish_answers(self) -> None:
+        """Cut delays short and let pymodbus's handler tasks end, so a closed server leaves none."""
+        self._stop_delays.set()
+        if self._answering:
+            await asyncio.wait(set(self._answering))
+        self._stop_delays.clear()
+
+
+def _pack_bits(bits: list[bool]) -> list[int]:
+    """Bits into 16-bit words, bit 0 first: the layout of pymodbus's bit blocks."""
+    words = [0] * ((len(bits) + 15) // 16)
+    for i, bit in enumerate(bits):
+        if bit:
+            words[i // 16] |= 1 << (i % 16)
+    return words
+
+
+def _store(registers: list[int], values: list[int]) -> None:
+    registers[: len(values)] = values
+
+
+def _by_unit(modules: DiDoModule | Mapping[int, DiDoModule]) -> dict[int, DiDoModule]:
+    if isinstance(modules, DiDoModule):
+        return {modules.unit_id: modules}
+    for unit, module in modules.items():
+        if unit != module.unit_id:
+            raise ValueError(f"module with unit id {module.unit_id} listed under {unit}")
+    return dict(modules)
+
+
+def _devices(units: dict[int, DiDoModule]) -> list[SimDevice]:
+    async def answer_nothing(*_args: object) -> ExcCodes:
+        return ExcCodes.GATEWAY_NO_RESPONSE  # dropped by the answer filter like any unknown unit
+
+    nobody = SimDevice(
+        id=_NOBODY,
+        simdata=[SimData(0, values=0, datatype=DataType.REGISTERS)],
+        action=answer_nothing,
+    )
+    return [nobody, *(module.sim_device() for module in units.values())]
+
+
+def _answer_filter(
+    units: dict[int, DiDoModule], unit_of: Callable[[bytes], int]
+) -> Callable[[bool, bytes], bytes]:
+    def trace_packet(sending: bool, data: bytes) -> bytes:
+        if not sending:
+            return data
+        module = units.get(unit_of(data))
+        return b"" if module is None or module.silent else data
+
+    return trace_packet
+
+
+def _tcp_unit(frame: bytes) -> int:
+    return frame[6] if len(frame) > 6 else _NOBODY  # MBAP: tid(2) proto(2) len(2) unit(1)
+
+
+def _rtu_unit(frame: bytes) -> int:
+    return frame[0] if frame else _NOBODY
+
+
+@asynccontextmanager
+async def serve_tcp(
+    modules: DiDoModule | Mapping[int, DiDoModule], host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[tuple[str, int]]:
+    """Serve modules over Modbus TCP; yields the (host, port) actually listened on."""
+    units = _by_unit(modules)
+    server = ModbusTcpServer(
+        _devices(units),
+        address=(host, port),
+        trace_packet=_answer_filter(units, _tcp_unit),
+    )
+    await server.serve_forever(background=True)
+    try:
+        # serve_forever keeps the asyncio.Server as its "transport"; port 0 resolves there.
+        bound_port: int = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        yield host, bound_port
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pymodbus
+        for module in units.values():
+            await module._finish_answers()
+
+
+@asynccontextmanager
+async def serve_rtu(
+    modules: DiDoModule | Mapping[int, DiDoModule],
+    port_path: str,
+    *,
+    baudrate: int = 9600,
+    bytesize: int = 8,
+    parity: str = "N",
+    stopbits: int = 1,
+) -> AsyncIterator[None]:
+    """Serve modules as RTU slaves on one serial line (several unit ids share an RS-485 bus)."""
+    units = _by_unit(modules)
+    server = ModbusSerialServer(
+        _devices(units),
+        framer=FramerType.RTU,
+        port=port_path,
+        baudrate=baudrate,
+        bytesize=bytesize,
+        parity=parity,
+        stopbits=stopbits,
+        trace_packet=_answer_filter(units, _rtu_unit),
+    )
+    await server.serve_forever(background=True)
+    try:
+        yield
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pymodbus
+        for module in units.values():
+            await module._finish_answers()

@@ -1,0 +1,280 @@
+"""End to end: simulated alarm box -> the real gateway process -> real mosquitto brokers.
+
+Covers the walking skeleton's acceptance: a press reaches police and bureau once with the right
+fields; an alarm pressed during a police outage arrives when the broker returns; a gateway killed
+right after the outbox write still delivers after restart; the latch, the lamp, the reset input
+and `schoolgate reset`; the will; Modbus RTU on a serial line; a press shorter than the poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests_support import GatewayProcess
+
+from simulators.broker import MosquittoBroker
+from simulators.dido import DiDoModule, serve_rtu, serve_tcp
+from simulators.listener import Listener, listen
+from simulators.vserial import VirtualSerialLink
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[tuple[DiDoModule, int]]:
+    module = DiDoModule(unit_id=1)
+    async with serve_tcp(module) as (_, port):
+        yield module, port
+
+
+def is_panic(event: dict[str, object]) -> bool:
+    return event["type"] == "alarm.panic"
+
+
+async def online(listener: Listener) -> None:
+    await listener.wait_for(
+        lambda m: m.topic.endswith("/status") and m.json["online"] is True, timeout_s=15
+    )
+
+
+async def test_press_reaches_police_and_bureau_once_with_the_right_fields(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
+    ):
+        gateway.start()
+        try:
+            await online(police)
+            await module.pulse(0, 150)
+            alarm = await police.wait_event(is_panic)
+            same = await bureau.wait_event(is_panic)
+            await module.wait_coil(0, True, timeout_s=5)  # the guard's lamp
+            assert module.coil(1) is True  # the siren is configured for this box
+        finally:
+            assert await gateway.stop() == 0
+    assert alarm["school"] == "school-7" and alarm["gateway"] == "gate-east"
+    assert alarm["device"] == {"id": "box", "kind": "alarm_box", "location": "East gate booth"}
+    assert alarm["seq"] == 1 and alarm["alarm_id"] == alarm["id"]
+    assert alarm["severity"] == "critical" and alarm["drill"] is False
+    assert alarm["historical"] is False and alarm["data"]["button_name"] == "desk"
+    assert alarm["occurred_at"].endswith("+08:00") and "." in alarm["occurred_at"]
+    assert same == alarm
+    assert len(police.events("alarm.panic")) == 1
+    assert len(bureau.events("alarm.panic")) == 1
+
+
+async def test_latched_until_reset_repeat_recorded_then_reset_by_cli(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        gateway.start()
+        try:
+            await online(police)
+            await module.pulse(0, 100)
+            alarm = await police.wait_event(is_panic)
+            # A person cannot press twice with no gap: let a poll see the release first.
+            await asyncio.sleep(0.15)
+            await module.pulse(0, 100)  # pressed again while latched: recorded, not a new alarm
+            again = await police.wait_event(lambda e: e["type"] == "alarm.panic_repeated")
+            assert again["alarm_id"] == alarm["id"] and again["data"]["presses"] == 2
+
+            listed = gateway.cli("alarms")
+            assert listed.returncode == 0 and alarm["id"] in listed.stdout
+
+            refused = gateway.cli("reset", "no-such-alarm")
+            assert refused.returncode == 1 and "no latched alarm" in refused.stderr
+
+            done = gateway.cli("reset", alarm["id"], "--by", "guard li")
+            assert done.returncode == 0, done.stderr
+            reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
+            assert reset["alarm_id"] == alarm["id"] and reset["data"]["reset_by"] == "guard li"
+            await module.wait_coil(0, False, timeout_s=5)
+            assert "no latched alarms" in gateway.cli("alarms").stdout
+        finally:
+            await gateway.stop()
+    assert len(police.events("alarm.panic")) == 1
+
+
+async def test_reset_input_on_the_box_resets_its_alarms(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        gateway.start()
+        try:
+            await online(police)
+            await module.pulse(0, 100)
+            alarm = await police.wait_event(is_panic)
+            await module.wait_coil(0, True, timeout_s=5)
+            await module.pulse(7, 200)  # the key switch
+            reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
+            await module.wait_coil(0, False, timeout_s=5)
+        finally:
+            await gateway.stop()
+    assert reset["alarm_id"] == alarm["id"] and reset["data"]["reset_by"] == "reset input"
+
+
+async def test_alarm_pressed_during_police_outage_arrives_when_broker_returns(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        gateway.start()
+        try:
+            await online(police)
+            await police_broker.stop(graceful=True)
+            await module.pulse(0, 100)
+            await gateway.wait_stored("alarm.panic")
+            await police_broker.start()
+            alarm = await police.wait_event(is_panic, timeout_s=20)
+        finally:
+            await gateway.stop()
+    assert alarm["historical"] is True
+    assert [e["id"] for e in police.events("alarm.panic")] == [alarm["id"]]
+
+
+async def test_gateway_killed_after_the_outbox_write_delivers_after_restart(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
+    ):
+        gateway.start()
+        await online(police)
+        await police_broker.stop(graceful=True)  # so the alarm can only be in the outbox
+        await module.pulse(0, 100)
+        stored_id = await gateway.wait_stored("alarm.panic")
+        await gateway.kill()
+        # The will tells the bureau the gateway is gone.
+        await bureau.wait_for(lambda m: m.topic.endswith("/status") and m.json["online"] is False)
+        await police_broker.start()
+        gateway.start()
+        try:
+            alarm = await police.wait_event(is_panic, timeout_s=20)
+            await module.wait_coil(0, True, timeout_s=5)  # the latch came back with the restart
+            listed = gateway.cli("alarms")
+        finally:
+            await gateway.stop()
+    assert alarm["id"] == stored_id
+    assert stored_id in listed.stdout
+    ids = [e["id"] for e in police.events("alarm.panic")]
+    assert set(ids) == {stored_id}
+
+
+async def test_alarm_box_over_modbus_rtu_on_a_serial_line(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    module = DiDoModule(unit_id=3)
+    async with (
+        VirtualSerialLink(baudrate=19200) as link,
+        serve_rtu({3: module}, link.device_end, baudrate=19200),
+        listen("police", police_broker.host, police_broker.port) as police,
+    ):
+        gateway = GatewayProcess(
+            tmp_path, police_broker, bureau_broker, serial_port=link.host_end, unit=3
+        )
+        gateway.start()
+        try:
+            await online(police)
+            await module.pulse(0, 150)
+            alarm = await police.wait_event(is_panic)
+            await module.wait_coil(0, True, timeout_s=5)
+        finally:
+            await gateway.stop()
+    assert alarm["device"]["id"] == "box"
+
+
+async def test_press_shorter_than_the_poll_interval_is_caught_by_the_counter(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(
+        tmp_path,
+        police_broker,
+        bureau_broker,
+        modbus_tcp_port=port,
+        poll_ms=1000,
+        press_counter=True,
+    )
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        gateway.start()
+        try:
+            await online(police)
+            await module.pulse(0, 5)  # 5 ms: between two polls 1 s apart
+            alarm = await police.wait_event(is_panic, timeout_s=10)
+        finally:
+            await gateway.stop()
+    assert alarm["data"]["presses"] == 1
+
+
+async def test_box_that_stops_answering_goes_offline_and_back_online(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        gateway.start()
+        try:
+            await online(police)
+            module.silent = True
+            offline = await police.wait_event(lambda e: e["type"] == "device.offline")
+            module.silent = False
+            await police.wait_event(lambda e: e["type"] == "device.online")
+        finally:
+            await gateway.stop()
+    assert offline["device"]["id"] == "box" and offline["severity"] == "major"
+
+
+async def test_box_whose_tcp_server_restarts_is_reached_again(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    module = DiDoModule(unit_id=1)
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        async with serve_tcp(module) as (_, port):
+            gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+            gateway.start()
+            await online(police)
+        try:
+            await police.wait_event(lambda e: e["type"] == "device.offline")
+            async with serve_tcp(module, port=port):  # the module is back (rebooted)
+                await police.wait_event(lambda e: e["type"] == "device.online")
+                await module.pulse(0, 150)
+                alarm = await police.wait_event(is_panic)
+        finally:
+            await gateway.stop()
+    assert alarm["device"]["id"] == "box"

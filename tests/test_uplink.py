@@ -1,0 +1,143 @@
+"""Uplinks against real mosquitto brokers: delivery to both destinations, a dead broker that does
+not slow the other, reconnection with the backlog marked historical, retained status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from gateway import contract, mqtt
+from gateway.backoff import Backoff
+from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.outbox import Outbox
+from gateway.routing import Router
+from gateway.uplink import Uplink
+from simulators.broker import MosquittoBroker
+from simulators.listener import listen
+
+SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
+BOX = DeviceRef("box", "alarm_box", "north gate")
+
+
+def panic() -> Event:
+    return new_event(
+        "alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=_now_ms(), alarm_id="a"
+    )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def params(name: str, broker: MosquittoBroker) -> mqtt.BrokerParams:
+    return mqtt.BrokerParams(
+        host=broker.host,
+        port=broker.port,
+        client_id=f"gate-1-{name}",
+        will_topic=contract.status_topic(SITE),
+        will_payload=contract.status_payload(SITE, online=False),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(outbox: Outbox, *uplinks: Uplink) -> AsyncIterator[None]:
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(u.run(), name=f"test-uplink:{u.name}") for u in uplinks]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+async def test_event_reaches_both_brokers_once_and_status_is_retained_online(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    router = Router({"police": ["alarm.*"], "bureau": ["*"]})
+    async with (
+        Outbox(tmp_path / "o.db", SITE, router) as outbox,
+        listen("police", police_broker.host, police_broker.port) as police,
+        listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
+    ):
+        uplinks = [
+            Uplink("police", params("police", police_broker), outbox, SITE),
+            Uplink("bureau", params("bureau", bureau_broker), outbox, SITE),
+        ]
+        async with running(outbox, *uplinks):
+            await police.wait_for(lambda m: m.topic.endswith("/status"))
+            stored = await outbox.append(panic())
+            await outbox.append(
+                new_event("device.online", BOX, severity=Severity.INFO, occurred_at_ms=_now_ms())
+            )
+            got = await police.wait_event(lambda e: e["id"] == stored.id)
+            await bureau.wait_event(lambda e: e["type"] == "device.online")
+            await bureau.wait_event(lambda e: e["id"] == stored.id)
+            for _ in range(250):  # mark_sent follows the PUBACK by a moment
+                if not await outbox.pending_count("bureau") + await outbox.pending_count("police"):
+                    break
+                await asyncio.sleep(0.02)
+            assert await outbox.pending_count("bureau") == 0
+        assert got["seq"] == stored.seq and got["historical"] is False and got["attempt"] == 1
+        assert [e["type"] for e in police.events()] == ["alarm.panic"]  # routing: alarms only
+        assert len(bureau.events()) == 2
+        status = [m.json for m in police.messages if m.topic == contract.status_topic(SITE)]
+        assert status[0]["online"] is True
+        # A clean shutdown replaces the retained status with offline.
+        await police.wait_for(lambda m: m.topic.endswith("/status") and m.json["online"] is False)
+
+
+async def test_dead_police_broker_does_not_delay_bureau_and_backlog_arrives_historical(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    router = Router({"police": ["*"], "bureau": ["*"]})
+    async with (
+        Outbox(tmp_path / "o.db", SITE, router) as outbox,
+        listen("police", police_broker.host, police_broker.port) as police,
+        listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
+    ):
+        uplinks = [
+            Uplink(
+                "police",
+                params("police", police_broker),
+                outbox,
+                SITE,
+                backoff=Backoff(base_s=0.05, cap_s=0.5),
+            ),
+            Uplink("bureau", params("bureau", bureau_broker), outbox, SITE),
+        ]
+        await police_broker.stop(graceful=True)
+        async with running(outbox, *uplinks):
+            await bureau.wait_for(lambda m: m.topic.endswith("/status"))
+            stored = await outbox.append(panic())
+            arrived = await bureau.wait_event(lambda e: e["id"] == stored.id, timeout_s=5)
+            assert arrived["historical"] is False
+            assert await outbox.pending_count("police") == 1
+            await asyncio.sleep(0.5)  # the police uplink keeps retrying meanwhile
+            await police_broker.start()
+            got = await police.wait_event(lambda e: e["id"] == stored.id, timeout_s=10)
+        assert got["historical"] is True
+        assert got["occurred_at"] == arrived["occurred_at"]
+        assert [e["id"] for e in police.events()].count(stored.id) == 1
+
+
+async def test_uplink_retries_a_broker_that_is_not_there_yet(tmp_path: Path) -> None:
+    broker = MosquittoBroker("late")
+    router = Router({"police": ["*"]})
+    async with Outbox(tmp_path / "o.db", SITE, router) as outbox:
+        uplink = Uplink(
+            "police",
+            params("police", broker),
+            outbox,
+            SITE,
+            backoff=Backoff(base_s=0.05, cap_s=0.2),
+        )
+        stored = await outbox.append(panic())
+        async with running(outbox, uplink):
+            await asyncio.sleep(0.3)
+            assert not uplink.connected
+            async with broker, listen("police", broker.host, broker.port) as police:
+                await police.wait_event(lambda e: e["id"] == stored.id, timeout_s=10)

@@ -1,0 +1,157 @@
+"""A whole simulated gate for end-to-end tests: the real gateway as its own process, with a
+generated config, against simulator modules and mosquitto brokers the test owns."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from simulators.broker import MosquittoBroker
+
+TEMPLATE = """\
+[site]
+school_id = "school-7"
+gateway_id = "gate-east"
+timezone = "Asia/Shanghai"
+
+[store]
+path = "{dir}/outbox.db"
+
+[control]
+socket_path = "{dir}/control.sock"
+
+[destinations.police]
+host = "127.0.0.1"
+port = {police}
+client_id = "gate-east-police"
+routes = ["alarm.*", "device.*"]
+
+[destinations.bureau]
+host = "127.0.0.1"
+port = {bureau}
+client_id = "gate-east-bureau"
+
+{lines}
+
+[devices.box]
+kind = "alarm_box"
+line = "{line}"
+unit_id = {unit}
+location = "East gate booth"
+poll_interval_ms = {poll_ms}
+reset_input = 7
+lamp_coil = 0
+siren_coil = 1
+offline_after_ms = 1000
+[[devices.box.buttons]]
+input = 0
+name = "desk"
+{counter}
+"""
+
+
+class GatewayProcess:
+    def __init__(
+        self,
+        workdir: Path,
+        police: MosquittoBroker,
+        bureau: MosquittoBroker,
+        *,
+        modbus_tcp_port: int | None = None,
+        serial_port: str | None = None,
+        unit: int = 1,
+        poll_ms: int = 50,
+        press_counter: bool = False,
+    ) -> None:
+        self.dir = workdir
+        if modbus_tcp_port is not None:
+            lines = f'[lines.io]\ntype = "modbus_tcp"\nhost = "127.0.0.1"\nport = {modbus_tcp_port}'
+        else:
+            lines = f'[lines.io]\ntype = "modbus_rtu"\nport = "{serial_port}"\nbaudrate = 19200'
+        self.config = workdir / "schoolgate.toml"
+        self.config.write_text(
+            TEMPLATE.format(
+                dir=workdir,
+                police=police.port,
+                bureau=bureau.port,
+                lines=lines,
+                line="io",
+                unit=unit,
+                poll_ms=poll_ms,
+                counter="press_counter_register = 0" if press_counter else "",
+            )
+        )
+        self.log = workdir / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def db(self) -> Path:
+        return self.dir / "outbox.db"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "run",
+                    "-c",
+                    str(self.config),
+                    "--log-format",
+                    "json",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return await loop.run_in_executor(None, proc.wait)
+
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ},
+        )
+
+    async def wait_stored(self, event_type: str, timeout_s: float = 10.0) -> str:
+        """Wait until the outbox file holds an event of this type; returns its id."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self.db.exists():
+                with sqlite3.connect(self.db, timeout=1.0) as db:
+                    row = db.execute(
+                        "SELECT id FROM events WHERE type=? ORDER BY seq DESC LIMIT 1",
+                        (event_type,),
+                    ).fetchone()
+                db.close()
+                if row:
+                    return str(row[0])
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"no {event_type} stored; log:\n{self.log.read_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        return self.log.read_text()
