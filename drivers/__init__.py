@@ -4,5 +4,8 @@ folder scanning, so what can run is what is listed here)."""
 from __future__ import annotations
 
 from drivers.alarm_box import AlarmBox
+from drivers.base import DriverFactory
 
-REGISTRY: dict[str, type[AlarmBox]] = {"alarm_box": AlarmBox}
+REGISTRY: dict[str, DriverFactory] = {
+    "alarm_box": AlarmBox,
+}

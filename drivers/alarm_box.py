@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
-from drivers.base import DriverContext, DriverError, LineError
+from drivers.base import CommandError, DriverContext, DriverError, LineError
 from drivers.codecs import counter_delta, span
 from drivers.lines.modbus import ModbusLine
 from edge_config.models import AlarmBoxDevice
@@ -77,6 +77,18 @@ class AlarmBox:
             now = time.monotonic()
             next_at = max(next_at, now)  # a slow poll: skip the missed slots rather than burst
             await asyncio.sleep(max(next_at - now, delay))
+
+    async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
+        """`lamp` / `siren` with `on`: drive an output by hand (installer test of the wiring)."""
+        if name not in self._outputs:
+            raise CommandError(f"alarm_box has no command {name!r} (lamp, siren)")
+        on = args.get("on")
+        if not isinstance(on, bool):
+            raise CommandError(f"{name} needs a boolean 'on'")
+        if self._outputs[name] is None:
+            raise CommandError(f"this box has no {name} wired (set {name}_coil)")
+        await self.set_output(name, on)
+        return {name: on}
 
     async def set_output(self, name: str, on: bool) -> None:
         coil = self._outputs.get(name)

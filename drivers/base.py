@@ -7,9 +7,9 @@ talk to any hardware and does not know MQTT or SQLite.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.events import DeviceRef, Event
 
@@ -73,11 +73,20 @@ class DriverContext:
     drill: bool = False
 
 
+class CommandError(DriverError):
+    """A command was refused: unknown name, bad arguments, or the device did not confirm it."""
+
+
 class Driver(Protocol):
     async def run(self, ready: Callable[[], None]) -> None:
         """Poll the device until cancelled; call `ready()` after the first successful poll."""
         ...
 
-    async def set_output(self, name: str, on: bool) -> None:
-        """Drive a named output (`lamp`, `siren`); raises DriverError if it cannot."""
+    async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
+        """Carry out a command (`raise`, `unlock`, `lamp`...) and return what was confirmed.
+        Raises CommandError for an unknown or refused command, DriverError if the line fails."""
         ...
+
+
+DriverFactory = Callable[[Any, Any, DriverContext], Driver]
+"""`(device_config, line, ctx) -> driver`: how the app builds every registered kind."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge_config.models import DestinationConfig, GatewayConfig
+from edge_config.models import MODBUS_LINE_TYPES, DestinationConfig, GatewayConfig
 
 REQUIRED_DESTINATIONS = ("police",)
 
@@ -54,6 +54,11 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}"
 
 
+def line_types_for(kind: str) -> tuple[str, ...]:
+    """Which line types a device kind can talk over."""
+    return ("serial",) if kind == "access_controller" else MODBUS_LINE_TYPES
+
+
 def read_password(dest: DestinationConfig) -> str | None:
     """The destination's password from its file or environment variable (never inline)."""
     if dest.password_file is not None:
@@ -73,10 +78,16 @@ def _cross_checks(config: GatewayConfig) -> list[str]:
         if name not in config.destinations
     ]
     for device_id, device in config.devices.items():
-        if device.line not in config.lines:
+        line = config.lines.get(device.line)
+        if line is None:
             known = ", ".join(sorted(config.lines)) or "none defined"
             errors.append(
                 f"devices.{device_id}.line: no line named {device.line!r} (lines: {known})"
+            )
+        elif line.type not in line_types_for(device.kind):
+            errors.append(
+                f"devices.{device_id}.line: kind {device.kind} needs a "
+                f"{' or '.join(line_types_for(device.kind))} line; {device.line!r} is {line.type}"
             )
     for name, dest in config.destinations.items():
         try:

@@ -112,7 +112,20 @@ class ModbusRtuLine(Strict):
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
-LineConfig = Annotated[ModbusTcpLine | ModbusRtuLine, Field(discriminator="type")]
+class SerialLine(Strict):
+    """A plain serial line for devices that speak their own framing (access controllers)."""
+
+    type: Literal["serial"]
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB1")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    timeout_ms: int = Field(default=500, ge=10, le=30_000)
+
+
+LineConfig = Annotated[ModbusTcpLine | ModbusRtuLine | SerialLine, Field(discriminator="type")]
+MODBUS_LINE_TYPES = ("modbus_tcp", "modbus_rtu")
 
 
 class PanicButton(Strict):
@@ -158,7 +171,7 @@ class AlarmBoxDevice(Strict):
         return self
 
 
-# A discriminated union on `kind` once more device kinds exist (bollards, access controllers).
+# Each device kind's model lives with its kind; this union is the one list of them.
 DeviceConfig = AlarmBoxDevice
 
 

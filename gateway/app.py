@@ -17,10 +17,11 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from drivers import REGISTRY
-from drivers.base import DriverContext
-from drivers.lines.modbus import ModbusLine
+from drivers.alarm_box import AlarmBox
+from drivers.base import Driver, DriverContext, DriverError
+from drivers.lines import Line, make_line
 from edge_config.loader import read_password
-from edge_config.models import GatewayConfig
+from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway import contract, control, mqtt, sdnotify
 from gateway.events import DeviceRef
 from gateway.outbox import Outbox
@@ -70,20 +71,27 @@ class Gateway:
         self.site = site_of(config)
         router = Router({name: d.routes for name, d in config.destinations.items()})
         self.outbox = Outbox(config.store.path, self.site, router)
+        refs = {
+            device_id: DeviceRef(device_id, device.kind, device.location)
+            for device_id, device in config.devices.items()
+        }
         boxes = {
             device_id: BoxInfo(
-                device=DeviceRef(device_id, device.kind, device.location),
+                device=refs[device_id],
                 button_names={b.input: b.name for b in device.buttons},
                 drill=device.drill,
             )
             for device_id, device in config.devices.items()
+            if isinstance(device, AlarmBoxDevice)
         }
         self.latches = AlarmLatches(self.outbox, boxes)
-        self.lines = {name: ModbusLine(name, line) for name, line in config.lines.items()}
-        self.drivers = {}
+        self.lines: dict[str, Line] = {
+            name: make_line(name, line) for name, line in config.lines.items()
+        }
+        self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
             ctx = DriverContext(
-                device=boxes[device_id].device,
+                device=refs[device_id],
                 panic=self.latches,
                 emit=self.outbox.append,
                 clock_ms=now_ms,
@@ -91,7 +99,8 @@ class Gateway:
             )
             driver = REGISTRY[device.kind](device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
-            self.latches.attach_feedback(device_id, driver.set_output)
+            if isinstance(driver, AlarmBox):
+                self.latches.attach_feedback(device_id, driver.set_output)
         self.uplinks = [
             Uplink(name, broker_params(config, name), self.outbox, self.site)
             for name in config.destinations
@@ -183,6 +192,8 @@ class Gateway:
             except UnknownAlarm:
                 raise control.RequestError(f"no latched alarm with id {alarm_id}") from None
             return {"reset": alarm_id}
+        if op == "command":
+            return await self._device_command(request)
         if op == "status":
             return {
                 "uplinks": {
@@ -190,4 +201,22 @@ class Gateway:
                 },
                 "open_alarms": len(self.latches.open_alarms),
             }
-        raise control.RequestError(f"unknown op {op!r} (alarms, reset, status)")
+        raise control.RequestError(f"unknown op {op!r} (alarms, reset, command, status)")
+
+    async def _device_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        device_id, name, args = request.get("device"), request.get("name"), request.get("args", {})
+        if (
+            not isinstance(device_id, str)
+            or not isinstance(name, str)
+            or not isinstance(args, dict)
+        ):
+            raise control.RequestError("command needs device, name and an args object")
+        driver = self.drivers.get(device_id)
+        if driver is None:
+            raise control.RequestError(f"no device {device_id!r}")
+        try:
+            result = await driver.command(name, args)
+        except DriverError as exc:
+            raise control.RequestError(f"{device_id}: {exc}") from None
+        log.info("device_command", device=device_id, command=name, args=args, by=request.get("by"))
+        return {"device": device_id, "result": result}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -72,6 +73,34 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str) -> object:
+    """`on=true` -> True, `ms=500` -> 500, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "on", "yes"):
+        return True
+    if lowered in ("false", "off", "no"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    params: dict[str, object] = {}
+    for item in args.args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"schoolgate: argument {item!r} is not key=value", file=sys.stderr)
+            return 2
+        params[key] = _parse_value(value)
+    by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "gatehouse"
+    body = {"op": "command", "device": args.device, "name": args.name, "args": params, "by": by}
+    answer = _control(args, body)
+    print(json.dumps(answer.get("result"), ensure_ascii=False))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.demo import run_demo  # noqa: PLC0415 - the demo pulls in the simulators
 
@@ -113,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("alarms", help="list the latched panic alarms")
     with_config(p)
     p.set_defaults(func=cmd_alarms)
+
+    p = sub.add_parser("command", help="send a command to a device (e.g. `box lamp on=true`)")
+    p.add_argument("device")
+    p.add_argument("name")
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE")
+    with_config(p)
+    p.set_defaults(func=cmd_command)
 
     p = sub.add_parser("demo", help="run a simulated gate with two local brokers, no hardware")
     p.add_argument("--duration", type=float, default=None, help="end after this many seconds")

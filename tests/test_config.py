@@ -169,3 +169,14 @@ def test_same_client_id_on_one_broker_is_refused(tmp_path: Path) -> None:
     text = GOOD.replace('client_id = "g1-bureau"', 'client_id = "g1-police"')
     with pytest.raises(ConfigError, match="same client_id on the same broker"):
         load_config(write(tmp_path, text))
+
+
+def test_device_on_a_line_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        '[lines.io]\ntype = "modbus_tcp"\nhost = "127.0.0.1"',
+        '[lines.io]\ntype = "serial"\nport = "/dev/ttyUSB1"',
+    )
+    with pytest.raises(
+        ConfigError, match="kind alarm_box needs a modbus_tcp or modbus_rtu line; 'io' is serial"
+    ):
+        load_config(write(tmp_path, text))

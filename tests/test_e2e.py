@@ -93,18 +93,27 @@ async def test_latched_until_reset_repeat_recorded_then_reset_by_cli(
             again = await police.wait_event(lambda e: e["type"] == "alarm.panic_repeated")
             assert again["alarm_id"] == alarm["id"] and again["data"]["presses"] == 2
 
-            listed = gateway.cli("alarms")
+            listed = await gateway.cli("alarms")
             assert listed.returncode == 0 and alarm["id"] in listed.stdout
 
-            refused = gateway.cli("reset", "no-such-alarm")
+            refused = await gateway.cli("reset", "no-such-alarm")
             assert refused.returncode == 1 and "no latched alarm" in refused.stderr
 
-            done = gateway.cli("reset", alarm["id"], "--by", "guard li")
+            refused = await gateway.cli("command", "box", "lamp", "on=maybe")
+            assert refused.returncode == 1 and "needs a boolean 'on'" in refused.stderr
+            refused = await gateway.cli("command", "nobox", "lamp", "on=true")
+            assert refused.returncode == 1 and "no device 'nobox'" in refused.stderr
+
+            done = await gateway.cli("reset", alarm["id"], "--by", "guard li")
             assert done.returncode == 0, done.stderr
             reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
             assert reset["alarm_id"] == alarm["id"] and reset["data"]["reset_by"] == "guard li"
             await module.wait_coil(0, False, timeout_s=5)
-            assert "no latched alarms" in gateway.cli("alarms").stdout
+            assert "no latched alarms" in (await gateway.cli("alarms")).stdout
+            # An installer tests the lamp wiring by hand.
+            lamp = await gateway.cli("command", "box", "lamp", "on=true")
+            assert lamp.returncode == 0 and '"lamp": true' in lamp.stdout, lamp.stderr
+            await module.wait_coil(0, True, timeout_s=5)
         finally:
             await gateway.stop()
     assert len(police.events("alarm.panic")) == 1
@@ -181,7 +190,7 @@ async def test_gateway_killed_after_the_outbox_write_delivers_after_restart(
         try:
             alarm = await police.wait_event(is_panic, timeout_s=20)
             await module.wait_coil(0, True, timeout_s=5)  # the latch came back with the restart
-            listed = gateway.cli("alarms")
+            listed = await gateway.cli("alarms")
         finally:
             await gateway.stop()
     assert alarm["id"] == stored_id

@@ -4,7 +4,6 @@ generated config, against simulator modules and mosquitto brokers the test owns.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
@@ -127,14 +126,21 @@ class GatewayProcess:
     async def kill(self) -> None:
         await self.stop(signal.SIGKILL)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", *args, "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ},
+    async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `schoolgate ARGS -c CONFIG` without blocking the loop the simulators serve on."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            *args,
+            "-c",
+            str(self.config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
     async def wait_stored(self, event_type: str, timeout_s: float = 10.0) -> str:
         """Wait until the outbox file holds an event of this type; returns its id."""
