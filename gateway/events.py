@@ -30,7 +30,17 @@ class Lane(enum.IntEnum):
     TELEMETRY = 2
 
 
-_ALARM_TYPES = frozenset({"alarm.panic", "alarm.panic_repeated"})
+_ALARM_TYPES = frozenset(
+    {
+        "alarm.panic",
+        "alarm.panic_repeated",
+        "bollard.emergency_raise",
+        "bollard.breach",
+        "access.door_forced",
+        "access.tamper",
+    }
+)
+"""The alarm lane: sent before anything else. Everything not telemetry is the state lane."""
 _TELEMETRY_PREFIXES = ("telemetry.", "heartbeat.", "report.")
 
 

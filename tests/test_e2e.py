@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests_support import GatewayProcess
 
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
 from simulators.listener import Listener, listen
 from simulators.vserial import VirtualSerialLink
+from tests_support import GatewayProcess
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,6 +4,7 @@ generated config, against simulator modules and mosquitto brokers the test owns.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import subprocess
@@ -92,7 +93,7 @@ class GatewayProcess:
     def db(self) -> Path:
         return self.dir / "outbox.db"
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -108,6 +109,7 @@ class GatewayProcess:
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
             )
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:

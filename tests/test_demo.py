@@ -1,0 +1,23 @@
+"""`schoolgate demo --duration` runs the whole simulated gate and ends by itself with exit 0."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def test_demo_runs_presses_and_reports_latency() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "3", "--press-every", "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "police  alarm.panic" in out and "bureau  alarm.panic" in out
+    assert "booth_box" in out and "gate_box" in out  # Modbus TCP and Modbus RTU boxes
+    summary = re.search(r"(\d+) presses, every one delivered .* p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+    assert summary and int(summary.group(1)) >= 2, out
