@@ -67,7 +67,8 @@ class DriverContext:
     device: DeviceRef
     panic: PanicSink
     emit: Callable[[Event], Awaitable[Event]]
-    """Store an event (returns it with its seq); an alarm is durable when this returns."""
+    """Store an event. An alarm is on disk when this returns (with its seq); other lanes are
+    queued for the group commit (bounded delay) and returned without waiting for it."""
     clock_ms: Callable[[], int]
     """Wall-clock milliseconds since the epoch; injected so tests control time."""
     drill: bool = False

@@ -41,6 +41,32 @@ class SiteConfig(Strict):
 
 class StoreConfig(Strict):
     path: Path = Path("/var/lib/schoolgate/outbox.db")
+    batch_delay_ms: int = Field(
+        default=50,
+        ge=0,
+        le=100,
+        description="lower-lane events are committed together within this delay (one fsync "
+        "per burst); alarms are always committed at once",
+    )
+    max_mb: float = Field(
+        default=512,
+        gt=0,
+        description="size cap of the store; over it, delivered rows are evicted first, then "
+        "undelivered telemetry, then state; undelivered alarms never",
+    )
+    max_age_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="optional: undelivered telemetry and state older than this are evicted",
+    )
+    retain_days: float = Field(
+        default=90, gt=0, description="delivered events are kept this long as the local record"
+    )
+    memory_limit_events: int = Field(
+        default=50_000,
+        ge=100,
+        description="lower-lane events held in memory while the disk cannot be written",
+    )
 
 
 class ControlConfig(Strict):
@@ -58,9 +84,11 @@ class DestinationConfig(Strict):
     password_env: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     max_inflight: int = Field(default=32, ge=1, le=1000)
-    routes: list[str] = Field(
-        default_factory=lambda: ["*"],
-        description="event type patterns this destination receives ('alarm.*', 'device.*', '*')",
+    routes: list[str] | None = Field(
+        default=None,
+        description="event type patterns this destination receives: '*', a category 'device.*', "
+        "a type 'alarm.panic', or 'lane:alarm' for every alarm-lane type. Default: police gets "
+        "alarms and their resets, every other destination everything",
     )
 
     @model_validator(mode="before")
@@ -81,12 +109,14 @@ class DestinationConfig(Strict):
 
     @field_validator("routes")
     @classmethod
-    def _route_patterns(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            if not re.fullmatch(r"\*|[a-z_]+(\.[a-z_]+)*(\.\*)?", pattern):
+    def _route_patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not re.fullmatch(
+                r"\*|lane:(alarm|state|telemetry)|[a-z_]+(\.[a-z_]+)*(\.\*)?", pattern
+            ):
                 raise ValueError(
                     f"route {pattern!r} is not an event type pattern "
-                    "(expected '*', 'alarm.*' or 'alarm.panic')"
+                    "(expected '*', 'lane:alarm', 'alarm.*' or 'alarm.panic')"
                 )
         return value
 
@@ -172,7 +202,22 @@ class AlarmBoxDevice(Strict):
 
 
 # Each device kind's model lives with its kind; this union is the one list of them.
-DeviceConfig = AlarmBoxDevice
+# Imported here, not at the top: those modules build on `Strict` and `Ident` defined above.
+from edge_config.devices_access import AccessControllerDevice  # noqa: E402
+from edge_config.devices_modbus import (  # noqa: E402
+    BollardDevice,
+    BollardSocketsDevice,
+    ModbusPointsDevice,
+)
+
+DeviceConfig = Annotated[
+    AlarmBoxDevice
+    | AccessControllerDevice
+    | BollardDevice
+    | BollardSocketsDevice
+    | ModbusPointsDevice,
+    Field(discriminator="kind"),
+]
 
 
 class GatewayConfig(Strict):

@@ -25,7 +25,7 @@ from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway import contract, control, mqtt, sdnotify
 from gateway.events import DeviceRef
 from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.routing import Router, default_routes
 from gateway.rules.latch import AlarmLatches, BoxInfo, UnknownAlarm
 from gateway.uplink import Uplink
 
@@ -69,8 +69,19 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.site = site_of(config)
-        router = Router({name: d.routes for name, d in config.destinations.items()})
-        self.outbox = Outbox(config.store.path, self.site, router)
+        router = Router(
+            {
+                name: d.routes if d.routes is not None else default_routes(name)
+                for name, d in config.destinations.items()
+            }
+        )
+        self.outbox = Outbox(
+            config.store.path,
+            self.site,
+            router,
+            batch_delay_ms=config.store.batch_delay_ms,
+            spill_limit=config.store.memory_limit_events,
+        )
         refs = {
             device_id: DeviceRef(device_id, device.kind, device.location)
             for device_id, device in config.devices.items()
@@ -93,7 +104,7 @@ class Gateway:
             ctx = DriverContext(
                 device=refs[device_id],
                 panic=self.latches,
-                emit=self.outbox.append,
+                emit=self.outbox.emit,
                 clock_ms=now_ms,
                 drill=device.drill,
             )
@@ -138,6 +149,7 @@ class Gateway:
                             tg.create_task(
                                 driver.run(self._device_ready), name=f"driver:{device_id}"
                             )
+                        tg.create_task(self.outbox.run(), name="outbox:flush")
                         tg.create_task(self._watchdog(), name="watchdog")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:

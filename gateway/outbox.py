@@ -1,23 +1,19 @@
-"""SQLite store-and-forward: every event is stored here before any broker sees it.
+"""Store-and-forward: every event is stored here before any broker sees it.
 
-Owns the database file: the `events` table (one durable copy of each event, with its `seq`), the
-per-destination `deliveries` table (progress, attempts) and the `meta` table (boot counter). It
-hands uplinks the next rows to send, in lane then `seq` order, and records PUBACKs. It does not
-talk MQTT (that is `uplink`) and does not decide what an event means.
-
-Durability: WAL mode. An alarm is committed with `synchronous=FULL` (the WAL is fsynced before
-`append` returns); other lanes are committed with `synchronous=NORMAL`, which survives a process
-kill but may lose the last commits on power loss. All SQLite work runs on one worker thread that
-owns the connection, so the event loop never blocks on an fsync.
+Owns appending events (alarms committed and fsynced at once; lower lanes group-committed within
+`batch_delay_ms` so a burst costs one fsync), routing each event to its destinations, handing an
+uplink the next rows in lane-then-`seq` order, recording PUBACKs per destination, and carrying on
+in memory when the disk cannot be written (`spill`) until it can again. It does not talk MQTT
+(`uplink`, `drain`), does not evict or prune (`retention`), and does not decide what an event
+means. The file itself belongs to `store`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -25,37 +21,14 @@ from typing import TypeVar
 import structlog
 
 from gateway import contract
-from gateway.events import Event, Lane
+from gateway.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.routing import Router
+from gateway.spill import Spill, SpillRow
+from gateway.store import STORAGE_ERRORS, Store, StoreError, in_transaction, now_ms
 
-_T = TypeVar("_T")
 log = structlog.get_logger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    lane INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    alarm_id TEXT,
-    occurred_at_ms INTEGER NOT NULL,
-    stored_at_ms INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_alarm ON events(alarm_id) WHERE alarm_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS deliveries (
-    destination TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    lane INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    sent_at_ms INTEGER,
-    PRIMARY KEY (destination, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deliveries_pending
-    ON deliveries(destination, lane, seq) WHERE sent_at_ms IS NULL;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")
+_MAX_BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,31 +55,73 @@ class OpenAlarm:
     presses: int
 
 
-class OutboxError(Exception):
-    """The store could not be opened or written."""
+OutboxError = StoreError
+
+
+@dataclass(slots=True)
+class _Item:
+    event: Event
+    destinations: list[str]
+
+
+_Row = tuple[int, str, str, int, str, str | None, int, int, str]
+"""An `events` row: seq, id, type, lane, device_id, alarm_id, occurred_at_ms, stored_at_ms, body."""
+_T = TypeVar("_T")
 
 
 class Outbox:
-    def __init__(self, path: Path, site: contract.Site, router: Router) -> None:
-        self._path = path
+    def __init__(
+        self,
+        path: Path,
+        site: contract.Site,
+        router: Router,
+        *,
+        batch_delay_ms: int = 50,
+        spill_limit: int = 50_000,
+        recover_interval_s: float = 1.0,
+    ) -> None:
+        self._store = Store(path)
         self._site = site
         self._router = router
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._db: sqlite3.Connection | None = None
+        self._batch_delay_s = batch_delay_ms / 1000
+        self._recover_interval_s = recover_interval_s
         self._wakeups = {name: asyncio.Event() for name in router.destinations}
+        self._new_lane: dict[str, Lane | None] = {name: None for name in router.destinations}
+        self._queued: list[_Item] = []
+        self._has_queued = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._last_seq = 0
+        self.spill = Spill(spill_limit)
+        self._unsynced_sent: dict[str, dict[int, int]] = {n: {} for n in router.destinations}
+        self.degraded_reason: str | None = None
         self.boot_count = 0
+        self.path = path
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.boot_count = await self._call(self._open_sync)
+        opened = await self._store.open()
+        self.boot_count = opened.boot_count
+        self._last_seq = await self._store.call(_max_seq)
         for wakeup in self._wakeups.values():
             wakeup.set()  # a restart resumes whatever each destination had pending
+        if opened.moved_aside is not None:
+            await self.append(
+                _storage_event(
+                    "gateway.storage_fault",
+                    Severity.MAJOR,
+                    fault="corrupt_database",
+                    error=opened.reason,
+                    moved_to=str(opened.moved_aside),
+                )
+            )
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._call(self._close_sync)
-        self._executor.shutdown(wait=True)
+        if self._queued:
+            async with self._write_lock:
+                await self._flush_locked([])
+        await self._store.close()
 
     async def __aenter__(self) -> Outbox:
         await self.open()
@@ -115,180 +130,403 @@ class Outbox:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
+
     # -- writing -----------------------------------------------------------------------------
 
     async def append(self, event: Event) -> Event:
-        """Store `event` and queue it for every destination whose route accepts it. Returns the
-        event with its `seq`. An alarm is on disk (fsynced) when this returns."""
-        destinations = self._router.destinations_for(event.type)
-        stored = await self._call(lambda: self._append_sync(event, destinations))
-        for name in destinations:
-            self._wakeups[name].set()
-        return stored
+        """Store `event` now (with anything queued before it) and return it with its `seq`.
+        When this returns the event is fsynced, or held in memory if the disk is failing."""
+        item = _Item(event, self._router.destinations_for(event.type))
+        async with self._write_lock:
+            stored = await self._flush_locked([item])
+        return stored[0]
 
-    async def claim(self, destination: str, limit: int) -> list[PendingDelivery]:
-        """The next rows to send to `destination` (alarms first, then by seq), with their
-        attempt counter already incremented so a crash after publishing still counts it."""
-        return await self._call(lambda: self._claim_sync(destination, limit))
+    def submit(self, event: Event) -> None:
+        """Queue a lower-lane event for the next group commit (within `batch_delay_ms`)."""
+        item = _Item(event, self._router.destinations_for(event.type))
+        self._queued.append(item)
+        self._has_queued.set()
+        if len(self._queued) >= _MAX_BATCH:
+            self._flush_now.set()
+
+    async def emit(self, event: Event) -> Event:
+        """What drivers call: an alarm is stored before this returns; other events are queued
+        for the group commit and returned without a `seq`."""
+        if event.lane is Lane.ALARM:
+            return await self.append(event)
+        self.submit(event)
+        return event
+
+    async def run(self) -> None:
+        """The group-commit flusher, and the retry of the disk while degraded."""
+        loop = asyncio.get_running_loop()
+        next_recovery = 0.0
+        while True:
+            timeout = self._recover_interval_s if self.degraded else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._has_queued.wait(), timeout)
+            if self._has_queued.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), self._batch_delay_s)
+                async with self._write_lock:
+                    await self._flush_locked([])
+            # While degraded, try the disk again at most once per interval.
+            if self.degraded and loop.time() >= next_recovery:
+                next_recovery = loop.time() + self._recover_interval_s
+                await self.recover()
+
+    async def _flush_locked(self, extra: list[_Item]) -> list[Event]:
+        items, self._queued = [*self._queued, *extra], []
+        self._has_queued.clear()
+        self._flush_now.clear()
+        if not items:
+            return []
+        stamped = self._stamp(items)
+        rows = [self._row(event) for event, _ in stamped]
+        if not self.degraded:
+            try:
+                await self._store.call(lambda db: _insert(db, rows, stamped))
+            except STORAGE_ERRORS as exc:
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise  # a bug (a reused id or seq), not a disk fault
+                await self._enter_degraded(str(exc))
+                self._spill_rows(rows, stamped)
+        else:
+            self._spill_rows(rows, stamped)
+        for event, destinations in stamped:
+            for name in destinations:
+                self._note_new(name, event.lane)
+        return [event for event, _ in stamped]
+
+    def _stamp(self, items: list[_Item]) -> list[tuple[Event, list[str]]]:
+        stamped = []
+        for item in items:
+            self._last_seq += 1
+            stamped.append((replace(item.event, seq=self._last_seq), item.destinations))
+        return stamped
+
+    def _row(self, event: Event) -> _Row:
+        assert event.seq is not None  # stamped before it is encoded
+        body = contract.encode_event_body(self._site, event).decode()
+        return (
+            event.seq,
+            event.id,
+            event.type,
+            int(event.lane),
+            event.device.id,
+            event.alarm_id,
+            event.occurred_at_ms,
+            now_ms(),
+            body,
+        )
+
+    # -- the disk failing and coming back ------------------------------------------------------
+
+    async def _enter_degraded(self, reason: str) -> None:
+        first = self.degraded_reason is None
+        self.degraded_reason = reason
+        if first:
+            log.error("storage_fault", error=reason, path=str(self.path))
+            fault = _storage_event(
+                "gateway.storage_fault", Severity.MAJOR, fault="write_failed", error=reason
+            )
+            self._queued.append(_Item(fault, self._router.destinations_for(fault.type)))
+
+    def _spill_rows(self, rows: list[_Row], stamped: list[tuple[Event, list[str]]]) -> None:
+        for row, (_, destinations) in zip(rows, stamped, strict=True):
+            seq, id_, type_, lane, device_id, alarm_id, occurred, stored, body = row
+            self.spill.add(
+                SpillRow(
+                    seq=seq,
+                    id=id_,
+                    type=type_,
+                    lane=Lane(lane),
+                    device_id=device_id,
+                    alarm_id=alarm_id,
+                    occurred_at_ms=occurred,
+                    stored_at_ms=stored,
+                    body=body,
+                    unsent=set(destinations),
+                )
+            )
+        # A fault event queued by `_enter_degraded` goes to memory right behind the batch.
+        if self._queued:
+            queued, self._queued = self._queued, []
+            stamped_more = self._stamp(queued)
+            self._spill_rows([self._row(e) for e, _ in stamped_more], stamped_more)
+
+    async def recover(self) -> bool:
+        """Try to write everything held in memory back to disk. True when no longer degraded."""
+        if not self.degraded:
+            return True
+        async with self._write_lock:
+            rows = list(self.spill.rows.values())
+            unsynced = {d: dict(m) for d, m in self._unsynced_sent.items()}
+            try:
+                await self._store.call(lambda db: _write_back(db, rows, unsynced))
+            except STORAGE_ERRORS:
+                return False
+            dropped = self.spill.dropped
+            self.spill.clear()
+            self.spill.dropped = 0
+            for marks in self._unsynced_sent.values():
+                marks.clear()
+            reason, self.degraded_reason = self.degraded_reason, None
+        log.info("storage_recovered", written_back=len(rows), dropped=dropped)
+        await self.append(
+            _storage_event(
+                "gateway.storage_recovered",
+                Severity.INFO,
+                written_back=len(rows),
+                dropped_in_memory=dropped,
+                fault=reason,
+            )
+        )
+        return True
+
+    # -- reading for uplinks -------------------------------------------------------------------
+
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        after: dict[Lane, int] | None = None,
+        lanes: Sequence[Lane] = tuple(Lane),
+    ) -> list[PendingDelivery]:
+        """The next rows for `destination`: alarms first, then state, then telemetry, each lane
+        in `seq` order, skipping rows at or below `after[lane]` (already claimed by the caller),
+        only from `lanes`. Each row's attempt counter is incremented."""
+        query = _ClaimQuery(
+            destination, limit, after or {}, set(self._unsynced_sent[destination]), tuple(lanes)
+        )
+        rows = await self._store.call(query.run)
+        if self.spill.rows:
+            rows = self._merge_spill(query, rows)
+        return rows
+
+    def _merge_spill(
+        self, query: _ClaimQuery, rows: list[PendingDelivery]
+    ) -> list[PendingDelivery]:
+        merged = list(rows)
+        for lane in query.lanes:
+            for spilled in self.spill.pending(query.destination, lane, query.after.get(lane, 0)):
+                attempt = spilled.attempts.get(query.destination, 0) + 1
+                spilled.attempts[query.destination] = attempt
+                merged.append(
+                    PendingDelivery(
+                        spilled.seq,
+                        spilled.type,
+                        spilled.lane,
+                        attempt,
+                        spilled.occurred_at_ms,
+                        spilled.body.encode(),
+                    )
+                )
+        merged.sort(key=lambda r: (r.lane, r.seq))
+        return merged[: query.limit]
 
     async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None:
-        if seqs:
-            await self._call(lambda: self._mark_sent_sync(destination, seqs))
+        if not seqs:
+            return
+        at = now_ms()
+        on_disk = self.spill.mark_sent(destination, set(seqs), at) if self.spill.rows else set(seqs)
+        if not on_disk:
+            return
+        try:
+            await self._store.call(lambda db: _mark_sent(db, destination, on_disk, at))
+        except STORAGE_ERRORS as exc:
+            # Remembered in memory so the row is not sent again, written back on recovery.
+            marks = self._unsynced_sent[destination]
+            for seq in on_disk:
+                marks[seq] = at
+            if not self.degraded:
+                async with self._write_lock:
+                    await self._enter_degraded(str(exc))
+                    await self._flush_locked([])
+
+    def _note_new(self, destination: str, lane: Lane) -> None:
+        current = self._new_lane[destination]
+        if current is None or lane < current:
+            self._new_lane[destination] = lane
+        self._wakeups[destination].set()
+
+    def take_new_lane(self, destination: str) -> Lane | None:
+        """The highest-priority lane queued for `destination` since the last call, if any: lets
+        a sender see that an alarm arrived while it drains a backlog."""
+        lane, self._new_lane[destination] = self._new_lane[destination], None
+        return lane
 
     def wakeup(self, destination: str) -> asyncio.Event:
-        """Set whenever a new row is queued for `destination`; the uplink clears it."""
+        """Set whenever a row is queued for `destination`; the uplink clears it."""
         return self._wakeups[destination]
 
-    # -- reading -----------------------------------------------------------------------------
-
     async def open_alarms(self) -> list[OpenAlarm]:
-        """Panic alarms that were raised and not yet reset: the latches survive restarts."""
-        return await self._call(self._open_alarms_sync)
+        """Panic alarms raised and not yet reset: the latches survive restarts."""
+        alarms = await self._store.call(_open_alarms)
+        return alarms
 
     async def pending_count(self, destination: str) -> int:
-        return await self._call(lambda: self._pending_count_sync(destination))
+        on_disk = await self._store.call(lambda db: _pending_count(db, destination))
+        return (
+            on_disk - len(self._unsynced_sent[destination]) + self.spill.pending_count(destination)
+        )
 
-    # -- the worker thread -------------------------------------------------------------------
+    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read or maintenance function on the store thread (for `retention`)."""
+        return await self._store.call(fn)
 
-    async def _call(self, fn: Callable[[], _T]) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise OutboxError("outbox is not open")
-        return self._db
+def _storage_event(event_type: str, severity: Severity, **data: object) -> Event:
+    return new_event(
+        event_type, GATEWAY_DEVICE, severity=severity, occurred_at_ms=now_ms(), data=dict(data)
+    )
 
-    def _open_sync(self) -> int:
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT INTO meta(key, value) VALUES('boot_count', 1) "
-                "ON CONFLICT(key) DO UPDATE SET value = value + 1"
-            )
-            (boot,) = db.execute("SELECT value FROM meta WHERE key='boot_count'").fetchone()
-        except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open outbox {self._path}: {exc}") from exc
-        self._db = db
-        return int(boot)
 
-    def _close_sync(self) -> None:
-        self._conn().close()
-        self._db = None
+# -- SQL, run on the store thread -------------------------------------------------------------
 
-    def _append_sync(self, event: Event, destinations: list[str]) -> Event:
-        db = self._conn()
-        alarm = event.lane is Lane.ALARM
-        if alarm:
-            db.execute("PRAGMA synchronous=FULL")
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = db.execute(
-                    "INSERT INTO events(id, type, lane, device_id, alarm_id, occurred_at_ms,"
-                    " stored_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, '')",
-                    (
-                        event.id,
-                        event.type,
-                        int(event.lane),
-                        event.device.id,
-                        event.alarm_id,
-                        event.occurred_at_ms,
-                        time.time_ns() // 1_000_000,
-                    ),
+_INSERT_EVENT = (
+    "INSERT INTO events(seq, id, type, lane, device_id, alarm_id, occurred_at_ms, stored_at_ms,"
+    " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _max_seq(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+    (top,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+    return max(int(row[0]) if row else 0, int(top))
+
+
+def _insert(
+    db: sqlite3.Connection,
+    rows: list[_Row],
+    stamped: list[tuple[Event, list[str]]],
+) -> None:
+    deliveries = [(name, event.seq, int(event.lane)) for event, names in stamped for name in names]
+
+    def write() -> None:
+        db.executemany(_INSERT_EVENT, rows)
+        db.executemany(
+            "INSERT INTO deliveries(destination, seq, lane) VALUES (?, ?, ?)", deliveries
+        )
+
+    in_transaction(db, write)
+
+
+def _write_back(
+    db: sqlite3.Connection, rows: list[SpillRow], unsynced: dict[str, dict[int, int]]
+) -> None:
+    def write() -> None:
+        db.executemany(
+            _INSERT_EVENT,
+            [
+                (
+                    r.seq,
+                    r.id,
+                    r.type,
+                    int(r.lane),
+                    r.device_id,
+                    r.alarm_id,
+                    r.occurred_at_ms,
+                    r.stored_at_ms,
+                    r.body,
                 )
-                seq = cur.lastrowid
-                assert seq is not None  # an INSERT into a rowid table always sets it
-                stored = replace(event, seq=seq)
-                body = contract.encode_event_body(self._site, stored).decode()
-                db.execute("UPDATE events SET body=? WHERE seq=?", (body, seq))
-                db.executemany(
-                    "INSERT INTO deliveries(destination, seq, lane) VALUES (?, ?, ?)",
-                    [(name, seq, int(event.lane)) for name in destinations],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            if alarm:
-                db.execute("PRAGMA synchronous=NORMAL")
-        return stored
-
-    def _claim_sync(self, destination: str, limit: int) -> list[PendingDelivery]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = db.execute(
-                "SELECT d.seq, e.type, d.lane, d.attempts, e.occurred_at_ms, e.body"
-                " FROM deliveries d JOIN events e ON e.seq = d.seq"
-                " WHERE d.destination = ? AND d.sent_at_ms IS NULL"
-                " ORDER BY d.lane, d.seq LIMIT ?",
-                (destination, limit),
-            ).fetchall()
-            db.executemany(
-                "UPDATE deliveries SET attempts = attempts + 1 WHERE destination=? AND seq=?",
-                [(destination, row[0]) for row in rows],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return [
-            PendingDelivery(
-                seq=seq,
-                type=type_,
-                lane=Lane(lane),
-                attempt=attempts + 1,
-                occurred_at_ms=occurred,
-                body=body.encode(),
-            )
-            for seq, type_, lane, attempts, occurred, body in rows
-        ]
-
-    def _mark_sent_sync(self, destination: str, seqs: Sequence[int]) -> None:
-        now = time.time_ns() // 1_000_000
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+                for r in rows
+            ],
+        )
+        db.executemany(
+            "INSERT INTO deliveries(destination, seq, lane, attempts, sent_at_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (name, r.seq, int(r.lane), r.attempts.get(name, 0), r.sent_at_ms.get(name))
+                for r in rows
+                for name in (*r.unsent, *r.sent_at_ms)
+            ],
+        )
+        for destination, marks in unsynced.items():
             db.executemany(
                 "UPDATE deliveries SET sent_at_ms=? WHERE destination=? AND seq=?",
-                [(now, destination, seq) for seq in seqs],
+                [(at, destination, seq) for seq, at in marks.items()],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
-    def _open_alarms_sync(self) -> list[OpenAlarm]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT alarm_id, device_id, json_extract(body, '$.data.button'),"
-                " MIN(occurred_at_ms), COUNT(*)"
-                " FROM events"
-                " WHERE alarm_id IS NOT NULL AND type IN ('alarm.panic', 'alarm.panic_repeated')"
-                "   AND alarm_id NOT IN (SELECT alarm_id FROM events"
-                "                        WHERE type = 'alarm.reset' AND alarm_id IS NOT NULL)"
-                " GROUP BY alarm_id ORDER BY MIN(seq)"
+    in_transaction(db, write)
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimQuery:
+    destination: str
+    limit: int
+    after: dict[Lane, int]
+    skip: set[int]
+    """Rows acknowledged while the disk could not record it."""
+    lanes: tuple[Lane, ...]
+
+    def run(self, db: sqlite3.Connection) -> list[PendingDelivery]:
+        found: list[tuple[int, str, int, int, int, str]] = []
+        for lane in sorted(self.lanes):
+            if len(found) >= self.limit:
+                break
+            found.extend(
+                db.execute(
+                    "SELECT d.seq, e.type, d.lane, d.attempts, e.occurred_at_ms, e.body"
+                    " FROM deliveries d JOIN events e ON e.seq = d.seq"
+                    " WHERE d.destination = ? AND d.sent_at_ms IS NULL AND d.lane = ?"
+                    " AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                    (
+                        self.destination,
+                        int(lane),
+                        self.after.get(lane, 0),
+                        self.limit - len(found) + len(self.skip),
+                    ),
+                ).fetchall()
             )
-            .fetchall()
-        )
+        found = [row for row in found if row[0] not in self.skip][: self.limit]
+        # On a full disk the attempt is still counted in this payload; only its record is lost.
+        with contextlib.suppress(*STORAGE_ERRORS):
+            in_transaction(
+                db,
+                lambda: db.executemany(
+                    "UPDATE deliveries SET attempts = attempts + 1 WHERE destination=? AND seq=?",
+                    [(self.destination, row[0]) for row in found],
+                ),
+            )
         return [
-            OpenAlarm(alarm_id=a, device_id=d, button=int(b), raised_at_ms=t, presses=n)
-            for a, d, b, t, n in rows
+            PendingDelivery(seq, type_, Lane(lane), attempts + 1, occurred, body.encode())
+            for seq, type_, lane, attempts, occurred, body in found
         ]
 
-    def _pending_count_sync(self, destination: str) -> int:
-        (count,) = (
-            self._conn()
-            .execute(
-                "SELECT COUNT(*) FROM deliveries WHERE destination=? AND sent_at_ms IS NULL",
-                (destination,),
-            )
-            .fetchone()
-        )
-        return int(count)
+
+def _mark_sent(db: sqlite3.Connection, destination: str, seqs: Iterable[int], at: int) -> None:
+    in_transaction(
+        db,
+        lambda: db.executemany(
+            "UPDATE deliveries SET sent_at_ms=? WHERE destination=? AND seq=?",
+            [(at, destination, seq) for seq in seqs],
+        ),
+    )
+
+
+def _open_alarms(db: sqlite3.Connection) -> list[OpenAlarm]:
+    rows = db.execute(
+        "SELECT alarm_id, device_id, json_extract(body, '$.data.button'),"
+        " MIN(occurred_at_ms), COUNT(*)"
+        " FROM events"
+        " WHERE alarm_id IS NOT NULL AND type IN ('alarm.panic', 'alarm.panic_repeated')"
+        "   AND alarm_id NOT IN (SELECT alarm_id FROM events"
+        "                        WHERE type = 'alarm.reset' AND alarm_id IS NOT NULL)"
+        " GROUP BY alarm_id ORDER BY MIN(seq)"
+    ).fetchall()
+    return [
+        OpenAlarm(alarm_id=a, device_id=d, button=int(b), raised_at_ms=t, presses=n)
+        for a, d, b, t, n in rows
+    ]
+
+
+def _pending_count(db: sqlite3.Connection, destination: str) -> int:
+    (count,) = db.execute(
+        "SELECT COUNT(*) FROM deliveries WHERE destination=? AND sent_at_ms IS NULL",
+        (destination,),
+    ).fetchone()
+    return int(count)

@@ -1,12 +1,23 @@
 """Which destinations receive which event types (pure).
 
-A destination lists patterns: `*` (everything), `alarm.*` (a category or any dotted prefix), or an
-exact type such as `alarm.panic`.
+A destination lists patterns: `*` (everything), `lane:alarm` (every type of a priority lane),
+`alarm.*` (a category or any dotted prefix), or an exact type such as `alarm.panic`. Without a
+list, `police` receives the alarm lane and every `alarm.*` event (so resets too), and any other
+destination receives everything (device health and compliance reach the bureau).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
+from gateway.events import Lane, lane_of
+
+DEFAULT_ROUTES: dict[str, list[str]] = {"police": ["lane:alarm", "alarm.*"]}
+"""Defaults by destination name; a name not listed here receives everything."""
+
+
+def default_routes(destination: str) -> list[str]:
+    return DEFAULT_ROUTES.get(destination, ["*"])
 
 
 class Route:
@@ -14,16 +25,19 @@ class Route:
         self._all = False
         self._prefixes: list[str] = []
         self._exact: set[str] = set()
+        self._lanes: set[Lane] = set()
         for pattern in patterns:
             if pattern == "*":
                 self._all = True
+            elif pattern.startswith("lane:"):
+                self._lanes.add(Lane[pattern.removeprefix("lane:").upper()])
             elif pattern.endswith(".*"):
                 self._prefixes.append(pattern[:-1])
             else:
                 self._exact.add(pattern)
 
     def accepts(self, event_type: str) -> bool:
-        if self._all or event_type in self._exact:
+        if self._all or event_type in self._exact or lane_of(event_type) in self._lanes:
             return True
         return any(event_type.startswith(prefix) for prefix in self._prefixes)
 

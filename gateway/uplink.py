@@ -18,7 +18,8 @@ import structlog
 
 from gateway import contract, mqtt
 from gateway.backoff import Backoff
-from gateway.outbox import Outbox, PendingDelivery
+from gateway.drain import Drain
+from gateway.outbox import Outbox
 
 
 def _now_ms() -> int:
@@ -45,7 +46,8 @@ class Uplink:
         self._log = structlog.get_logger(__name__).bind(destination=name)
         self.connected = False
         self.connected_since_ms: int | None = None
-        self.sent_count = 0
+        self._sent_before = 0
+        self._active: Drain | None = None
 
     async def run(self) -> None:
         failing_since: float | None = None
@@ -94,33 +96,21 @@ class Uplink:
             raise
 
     async def _drain(self, conn: mqtt.Connection) -> None:
-        wakeup = self._outbox.wakeup(self.name)
-        while True:
-            wakeup.clear()
-            batch = await self._outbox.claim(self.name, self._params.max_inflight)
-            if not batch:
-                await wakeup.wait()
-                continue
-            await self._send_batch(conn, batch)
-
-    async def _send_batch(self, conn: mqtt.Connection, batch: list[PendingDelivery]) -> None:
-        since = self.connected_since_ms or 0
-        results = await asyncio.gather(
-            *(self._publish(conn, row, historical=row.occurred_at_ms < since) for row in batch),
-            return_exceptions=True,
+        self._active = drain = Drain(
+            self.name,
+            self._outbox,
+            self._site,
+            conn,
+            window=self._params.max_inflight,
+            connected_since_ms=self.connected_since_ms or 0,
         )
-        acked = [row.seq for row, result in zip(batch, results, strict=True) if result is None]
-        # Whatever was acknowledged is recorded even when the rest of the batch failed.
-        await self._outbox.mark_sent(self.name, acked)
-        self.sent_count += len(acked)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        try:
+            await drain.run()
+        finally:
+            self._sent_before += drain.sent
+            self._active = None
 
-    async def _publish(
-        self, conn: mqtt.Connection, row: PendingDelivery, *, historical: bool
-    ) -> None:
-        payload = contract.finish_event_payload(
-            row.body, historical=historical, attempt=row.attempt
-        )
-        await conn.publish(contract.event_topic(self._site, row.category), payload)
+    @property
+    def sent_count(self) -> int:
+        """Events this uplink has had acknowledged since start."""
+        return self._sent_before + (self._active.sent if self._active is not None else 0)

@@ -110,7 +110,7 @@ async def test_unopenable_store_is_a_typed_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     outbox = Outbox(blocker / "o.db", SITE, ROUTES)
-    with pytest.raises(OutboxError, match="cannot open outbox"):
+    with pytest.raises(OutboxError, match="cannot create"):
         await outbox.open()
     await outbox.close()
 

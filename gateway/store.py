@@ -1,0 +1,174 @@
+"""The SQLite file behind the outbox: opening it, its schema, its worker thread, and what to do
+when the file itself is bad.
+
+Owns the connection (used only on one worker thread, so the event loop never blocks on an fsync),
+the schema, the pragmas (WAL; `synchronous=FULL` so every commit is on disk when it returns), the
+boot counter, and the recovery from a corrupt file: it is moved aside, a fresh file is created and
+the caller is told, so the gateway never refuses to start because of its own buffer. It does not
+know what rows mean (`outbox`, `retention` and `inspect` do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+_T = TypeVar("_T")
+log = structlog.get_logger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    lane INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    alarm_id TEXT,
+    occurred_at_ms INTEGER NOT NULL,
+    stored_at_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_alarm ON events(alarm_id) WHERE alarm_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_time ON events(occurred_at_ms);
+CREATE TABLE IF NOT EXISTS deliveries (
+    destination TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    lane INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at_ms INTEGER,
+    PRIMARY KEY (destination, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_pending
+    ON deliveries(destination, lane, seq) WHERE sent_at_ms IS NULL;
+CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+STORAGE_ERRORS = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+"""What a write may raise when the disk is full, read-only or failing."""
+
+
+class StoreError(Exception):
+    """The store cannot be used at all (not even a fresh file could be created)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenResult:
+    boot_count: int
+    moved_aside: Path | None
+    """Where a corrupt file was moved, when one was found at start."""
+    reason: str = ""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `fn(connection)` on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: fn(self._conn())
+        )
+
+    async def open(self) -> OpenResult:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+
+    async def close(self) -> None:
+        def close_sync() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    def _open_sync(self) -> OpenResult:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
+        moved: Path | None = None
+        reason = ""
+        try:
+            db = self._connect_and_check()
+        except sqlite3.DatabaseError as exc:
+            # Corrupt or not a database: keep it for the auditor, start afresh, say so.
+            reason = str(exc)
+            moved = self.path.with_name(f"{self.path.name}.corrupt-{now_ms()}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{self.path}{suffix}")
+                if src.exists():
+                    src.rename(Path(f"{moved}{suffix}"))
+            log.error("store_corrupt_moved_aside", path=str(self.path), to=str(moved), error=reason)
+            try:
+                db = self._connect_and_check()
+            except sqlite3.Error as again:
+                raise StoreError(f"cannot create a fresh store {self.path}: {again}") from again
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        if moved is not None:
+            # The old seqs are unknown now; jump past any a receiver may have seen so that no
+            # seq is ever issued twice (a receiver sees a gap, which is the truth).
+            floor = now_ms()
+            db.execute(
+                "INSERT OR REPLACE INTO sqlite_sequence(name, seq) VALUES ('events', ?)", (floor,)
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('boot_count', ?)", (floor // 1000,)
+            )
+        db.execute(
+            "INSERT INTO meta(key, value) VALUES('boot_count', 1) "
+            "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+        )
+        (boot,) = db.execute("SELECT value FROM meta WHERE key='boot_count'").fetchone()
+        self._db = db
+        return OpenResult(boot_count=int(boot), moved_aside=moved, reason=reason)
+
+    def _connect_and_check(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: every commit is fsynced. Lower lanes are batched (group commit) so a burst
+            # still costs one fsync.
+            db.execute("PRAGMA synchronous=FULL")
+            (ok,) = db.execute("PRAGMA quick_check").fetchone()
+            if ok != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {ok}")
+            db.executescript(SCHEMA)
+            # sqlite_sequence exists only after the first AUTOINCREMENT table is created.
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+
+def in_transaction(db: sqlite3.Connection, fn: Callable[[], _T]) -> _T:
+    """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, rolling back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
