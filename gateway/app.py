@@ -25,6 +25,7 @@ from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway import contract, control, mqtt, sdnotify
 from gateway.events import DeviceRef
 from gateway.outbox import Outbox
+from gateway.retention import Retention, RetentionPolicy
 from gateway.routing import Router, default_routes
 from gateway.rules.latch import AlarmLatches, BoxInfo, UnknownAlarm
 from gateway.uplink import Uplink
@@ -81,6 +82,17 @@ class Gateway:
             router,
             batch_delay_ms=config.store.batch_delay_ms,
             spill_limit=config.store.memory_limit_events,
+        )
+        store = config.store
+        self.retention = Retention(
+            self.outbox,
+            RetentionPolicy(
+                max_bytes=int(store.max_mb * 1024 * 1024),
+                retain_ms=int(store.retain_days * 86_400_000),
+                max_age_ms=None
+                if store.max_age_days is None
+                else int(store.max_age_days * 86_400_000),
+            ),
         )
         refs = {
             device_id: DeviceRef(device_id, device.kind, device.location)
@@ -150,6 +162,7 @@ class Gateway:
                                 driver.run(self._device_ready), name=f"driver:{device_id}"
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
+                        tg.create_task(self.retention.run(), name="outbox:retention")
                         tg.create_task(self._watchdog(), name="watchdog")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:

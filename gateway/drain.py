@@ -64,7 +64,7 @@ class Drain:
                 tg.create_task(self._marker(), name=f"drain:{self._name}:marker")
                 await self._send_loop(tg)
         finally:
-            await asyncio.shield(self._flush_acks())
+            await self._flush_acks()
 
     async def _send_loop(self, tg: asyncio.TaskGroup) -> None:
         wakeup = self._outbox.wakeup(self._name)
@@ -120,4 +120,6 @@ class Drain:
     async def _flush_acks(self) -> None:
         seqs, self._acked = self._acked, []
         if seqs:
-            await self._outbox.mark_sent(self._name, seqs)
+            # Shielded: a cancel (shutdown, lost connection) must not drop a PUBACK already
+            # taken, or the row would be sent again.
+            await asyncio.shield(self._outbox.mark_sent(self._name, seqs))

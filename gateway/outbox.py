@@ -142,7 +142,7 @@ class Outbox:
         item = _Item(event, self._router.destinations_for(event.type))
         async with self._write_lock:
             stored = await self._flush_locked([item])
-        return stored[0]
+        return stored[-1]  # queued events were flushed ahead of it
 
     def submit(self, event: Event) -> None:
         """Queue a lower-lane event for the next group commit (within `batch_delay_ms`)."""
@@ -228,6 +228,7 @@ class Outbox:
     async def _enter_degraded(self, reason: str) -> None:
         first = self.degraded_reason is None
         self.degraded_reason = reason
+        self._has_queued.set()  # wake `run`, which now retries the disk every interval
         if first:
             log.error("storage_fault", error=reason, path=str(self.path))
             fault = _storage_event(
@@ -267,7 +268,8 @@ class Outbox:
             unsynced = {d: dict(m) for d, m in self._unsynced_sent.items()}
             try:
                 await self._store.call(lambda db: _write_back(db, rows, unsynced))
-            except STORAGE_ERRORS:
+            except STORAGE_ERRORS as exc:
+                log.debug("storage_still_failing", error=str(exc))
                 return False
             dropped = self.spill.dropped
             self.spill.clear()

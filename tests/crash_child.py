@@ -1,0 +1,44 @@
+"""Child process for test_crash.py: appends a stream of events to an outbox until it is killed,
+printing each event id once its commit has returned (so the parent knows it is durable)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from gateway import contract
+from gateway.events import DeviceRef, Severity, new_event
+from gateway.outbox import Outbox
+from gateway.routing import Router
+
+BOX = DeviceRef("box", "alarm_box", "")
+
+
+async def main(path: Path) -> None:
+    site = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
+    router = Router({"police": ["lane:alarm"], "bureau": ["*"]})
+    async with Outbox(path, site, router) as outbox:
+        print("ready", flush=True)
+        n = 0
+        while True:
+            batch = [
+                new_event(
+                    "telemetry.t", BOX, severity=Severity.INFO, occurred_at_ms=n, data={"n": n + i}
+                )
+                for i in range(5)
+            ]
+            for event in batch:
+                outbox.submit(event)  # group-committed with the alarm below
+            alarm = new_event(
+                "alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=n, alarm_id=str(n)
+            )
+            await outbox.append(alarm)
+            sys.stdout.write("".join(f"C {e.id}\n" for e in [*batch, alarm]))
+            sys.stdout.flush()
+            n += 6
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))

@@ -1,0 +1,99 @@
+"""Child for test_disk_full.py, run inside `unshare -rm` so it may mount a tiny tmpfs of its own:
+fills the file system under the outbox, presses an alarm, frees space, and reports (JSON lines).
+(A read-only remount is refused while SQLite holds the file open for writing, so the read-only
+case is covered in test_store_forward.py through SQLite's own read-only error.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from gateway import contract, logsetup, mqtt
+from gateway.backoff import Backoff
+from gateway.events import DeviceRef, Severity, new_event
+from gateway.outbox import Outbox
+from gateway.routing import Router
+from gateway.uplink import Uplink
+
+BOX = DeviceRef("box", "alarm_box", "")
+
+
+def say(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with contextlib.suppress(OSError), filler.open("wb") as out:
+        while True:
+            out.write(b"\0" * 4096)
+            out.flush()
+    return filler
+
+
+async def main(mountpoint: Path, port: int) -> None:
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mountpoint)], check=True
+    )
+    site = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
+    router = Router({"police": ["lane:alarm", "alarm.*"], "bureau": ["*"]})
+    params = mqtt.BrokerParams("127.0.0.1", port, "diskfull")
+    db = mountpoint / "outbox.db"
+    async with Outbox(db, site, router, recover_interval_s=0.1) as outbox:
+        uplink = Uplink("police", params, outbox, site, backoff=Backoff(0.05, 0.2))
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(uplink.run()), tg.create_task(outbox.run())]
+            filler = fill(mountpoint)
+            # Write until the store notices (the WAL may still have room for a few rows).
+            for i in range(5000):
+                await outbox.append(
+                    new_event(
+                        "device.online",
+                        BOX,
+                        severity=Severity.INFO,
+                        occurred_at_ms=i,
+                        data={"pad": "x" * 500},
+                    )
+                )
+                if outbox.degraded:
+                    break
+            alarm = await outbox.append(
+                new_event(
+                    "alarm.panic",
+                    BOX,
+                    severity=Severity.CRITICAL,
+                    occurred_at_ms=int(time.time() * 1000),
+                    alarm_id="disk",
+                )
+            )
+            say(step="alarm", id=alarm.id, degraded=outbox.degraded, reason=outbox.degraded_reason)
+            deadline = time.monotonic() + 15
+            while await outbox.pending_count("police") and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            say(step="delivered", pending=await outbox.pending_count("police"))
+            filler.unlink(missing_ok=True)
+            while outbox.degraded and time.monotonic() < deadline + 10:
+                await asyncio.sleep(0.05)
+            say(step="recovered", degraded=outbox.degraded)
+            for task in tasks:
+                task.cancel()
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        types = [
+            t for (t,) in conn.execute("SELECT type FROM events WHERE type NOT LIKE 'device.%'")
+        ]
+        stored = conn.execute("SELECT COUNT(*) FROM events WHERE id=?", (alarm.id,)).fetchone()[0]
+    conn.close()
+    say(step="final", types=types, alarm_on_disk=stored)
+
+
+if __name__ == "__main__":
+    logsetup.configure(fmt="json", level="debug")  # logs to stderr; stdout carries the report
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))

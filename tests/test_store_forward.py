@@ -1,0 +1,269 @@
+"""Store-and-forward rules: group commit, alarm preemption during a drain, memory spill while the
+disk refuses writes, corrupt-file recovery, eviction order and the local record.
+
+The broker side here is a recording publisher (our own `drain.Publisher` seam); the end-to-end
+paths with mosquitto are in test_uplink.py, test_e2e.py and test_disk_full.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway import contract, mqtt
+from gateway.drain import Drain
+from gateway.events import DeviceRef, Event, Lane, Severity, new_event
+from gateway.outbox import Outbox
+from gateway.retention import Retention, RetentionPolicy, used_bytes
+from gateway.routing import Router
+
+SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
+BOX = DeviceRef("box", "alarm_box", "north gate")
+ROUTES = Router({"police": ["lane:alarm", "alarm.*"], "bureau": ["*"]})
+
+
+def make(event_type: str, at_ms: int = 1_000, **kw: object) -> Event:
+    severity = Severity.CRITICAL if event_type.startswith("alarm.panic") else Severity.INFO
+    return new_event(event_type, BOX, severity=severity, occurred_at_ms=at_ms, **kw)  # type: ignore[arg-type]
+
+
+class Recorder:
+    """A publisher that records (and can hold back or fail) what it is asked to publish."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, object]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail = False
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if self.fail:
+            raise mqtt.MqttFailure("broker down")
+        self.published.append(json.loads(payload))
+        await self.gate.wait()
+
+
+@contextlib.asynccontextmanager
+async def draining(outbox: Outbox, publisher: Recorder, window: int = 8) -> AsyncIterator[Drain]:
+    drain = Drain("bureau", outbox, SITE, publisher, window=window, connected_since_ms=2_000)
+    task = asyncio.create_task(drain.run())
+    try:
+        yield drain
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        # The recorder and drain counters have nothing to await; a bounded look every 5 ms.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def test_group_commit_keeps_submission_order_and_alarm_flushes_the_queue(
+    tmp_path: Path,
+) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=100) as outbox:
+        for _ in range(5):
+            outbox.submit(make("telemetry.temp"))
+        alarm = await outbox.append(make("alarm.panic", alarm_id="a"))
+        # The five queued events were committed in the alarm's transaction, before it.
+        assert alarm.seq == 6
+        assert await outbox.pending_count("bureau") == 6
+
+
+async def test_submitted_events_are_committed_by_the_flusher_within_the_delay(
+    tmp_path: Path,
+) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=20) as outbox:
+        flusher = asyncio.create_task(outbox.run())
+        try:
+            outbox.wakeup("bureau").clear()  # set by open(): a restart resumes pending rows
+            outbox.submit(make("device.online"))
+            await wait_until(lambda: outbox.wakeup("bureau").is_set())
+            assert await outbox.pending_count("bureau") == 1
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+
+
+async def test_alarm_pressed_during_a_backlog_drain_goes_next(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        for start in range(0, 3000, 500):
+            for i in range(500):
+                outbox.submit(make("telemetry.temp", at_ms=start + i))
+            await outbox.append(make("device.online"))
+        publisher = Recorder()
+        async with draining(outbox, publisher, window=8) as drain:
+            await wait_until(lambda: len(publisher.published) > 1000)
+            publisher.gate.clear()  # hold the window full, like a slow broker
+            alarm = await outbox.append(make("alarm.panic", alarm_id="x"))
+            before = len(publisher.published)
+            publisher.gate.set()
+            await wait_until(lambda: any(p["seq"] == alarm.seq for p in publisher.published))
+            position = next(i for i, p in enumerate(publisher.published) if p["seq"] == alarm.seq)
+            # Only the publishes already in the window may go before it.
+            assert position - before <= 8
+            await wait_until(lambda: drain.sent >= 3007)
+        seqs = [p["seq"] for p in publisher.published if p["type"] == "telemetry.temp"]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 3000
+        states = [p["seq"] for p in publisher.published if p["type"] == "device.online"]
+        first_telemetry = next(
+            i for i, p in enumerate(publisher.published) if p["type"] == "telemetry.temp"
+        )
+        assert all(
+            i < first_telemetry for i, p in enumerate(publisher.published) if p["seq"] in states[:1]
+        )
+        assert await outbox.pending_count("bureau") == 0
+
+
+async def test_a_failed_publish_leaves_the_row_pending_and_it_is_sent_on_the_next_drain(
+    tmp_path: Path,
+) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        stored = await outbox.append(make("alarm.panic", alarm_id="a"))
+        publisher = Recorder()
+        publisher.fail = True
+        drain = Drain("bureau", outbox, SITE, publisher, window=4, connected_since_ms=0)
+        with pytest.raises(ExceptionGroup) as info:
+            await drain.run()
+        assert info.group_contains(mqtt.MqttFailure)
+        assert await outbox.pending_count("bureau") == 1
+        publisher.fail = False
+        async with draining(outbox, publisher):
+            await wait_until(lambda: publisher.published)
+        assert publisher.published[0]["id"] == stored.id
+        assert publisher.published[0]["attempt"] == 2  # the failed try counted
+        assert publisher.published[0]["historical"] is True  # it happened before this session
+
+
+async def test_disk_refusing_writes_keeps_alarms_in_memory_and_writes_them_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "o.db"
+    async with Outbox(path, SITE, ROUTES, recover_interval_s=0.05) as outbox:
+        before = await outbox.append(make("device.online"))
+        # A real SQLite write failure, switched on through our own store seam.
+        await outbox.call(lambda db: db.execute("PRAGMA query_only=ON"))
+        alarm = await outbox.append(make("alarm.panic", alarm_id="a"))
+        assert outbox.degraded and "readonly" in (outbox.degraded_reason or "")
+        assert alarm.seq == (before.seq or 0) + 1
+        claimed = await outbox.claim("police", 10)
+        assert [r.type for r in claimed] == ["alarm.panic"]  # gateway.* is not routed to police
+        bureau = await outbox.claim("bureau", 10)
+        assert {r.type for r in bureau} == {"alarm.panic", "gateway.storage_fault", "device.online"}
+        await outbox.mark_sent("police", [alarm.seq or 0])
+        assert await outbox.pending_count("police") == 0
+        assert not await outbox.recover()  # still refused
+        await outbox.call(lambda db: db.execute("PRAGMA query_only=OFF"))  # space is back
+        assert await outbox.recover()
+        assert not outbox.degraded
+    with sqlite3.connect(path) as db:
+        types = [t for (t,) in db.execute("SELECT type FROM events ORDER BY seq")]
+        police_unsent = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE destination='police' AND sent_at_ms IS NULL"
+        ).fetchone()
+    db.close()
+    assert types == [
+        "device.online",
+        "alarm.panic",
+        "gateway.storage_fault",
+        "gateway.storage_recovered",
+    ]
+    assert police_unsent == (0,)  # the PUBACK taken in memory was written back too
+
+
+async def test_corrupt_store_is_moved_aside_and_the_gateway_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        old = await outbox.append(make("device.online"))
+    path.write_bytes(b"this is not a database" * 100)
+    (tmp_path / "o.db-wal").unlink(missing_ok=True)
+    async with Outbox(path, SITE, ROUTES) as outbox:
+        rows = await outbox.claim("bureau", 10)
+    assert [r.type for r in rows] == ["gateway.storage_fault"]
+    fault = json.loads(rows[0].body)
+    assert fault["data"]["fault"] == "corrupt_database"
+    assert Path(fault["data"]["moved_to"]).read_bytes().startswith(b"this is not")
+    assert rows[0].seq > (old.seq or 0) + 1_000_000  # no seq a receiver saw is issued again
+
+
+async def test_size_cap_evicts_delivered_then_telemetry_never_alarms(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        filler = "x" * 2000
+        alarms = [await outbox.append(make("alarm.panic", alarm_id=f"a{i}")) for i in range(20)]
+        for i in range(300):
+            outbox.submit(make("telemetry.temp", data={"pad": filler, "i": i}))
+            outbox.submit(make("device.online", data={"pad": filler}))
+        await outbox.append(make("alarm.reset", alarm_id="a0"))
+        delivered = await outbox.claim("bureau", 10, lanes=[Lane.TELEMETRY])
+        await outbox.mark_sent("bureau", [r.seq for r in delivered])
+        size = await outbox.call(used_bytes)
+        retention = Retention(outbox, RetentionPolicy(max_bytes=size // 3))
+        report = await retention.enforce()
+        assert report.evicted_undelivered.get("telemetry", 0) > 0
+        assert report.evicted_delivered == 0  # delivered to bureau only, police never had them
+        remaining = await outbox.call(
+            lambda db: dict(
+                db.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall()
+            )
+        )
+        assert remaining["alarm.panic"] == 20 and len(alarms) == 20
+        assert remaining.get("gateway.eviction") == 1
+        evicted = await outbox.call(
+            lambda db: db.execute(
+                "SELECT value FROM meta WHERE key='evicted_undelivered'"
+            ).fetchone()
+        )
+        assert evicted[0] == report.lost
+
+
+async def test_delivered_rows_are_pruned_after_the_retention_period_but_open_alarms_stay(
+    tmp_path: Path,
+) -> None:
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        day = 86_400_000
+        open_alarm = await outbox.append(make("alarm.panic", at_ms=1 * day, alarm_id="open"))
+        old = await outbox.append(make("device.online", at_ms=1 * day))
+        undelivered = await outbox.append(make("device.online", at_ms=1 * day))
+        for destination in ("police", "bureau"):
+            await outbox.mark_sent(destination, [open_alarm.seq or 0, old.seq or 0])
+        await outbox.mark_sent("bureau", [])
+        retention = Retention(outbox, RetentionPolicy(max_bytes=1 << 30, retain_ms=90 * day))
+        report = await retention.enforce(now_ms=100 * day)
+        kept = await outbox.call(lambda db: [s for (s,) in db.execute("SELECT seq FROM events")])
+    assert report.pruned == 1
+    assert kept == [open_alarm.seq, undelivered.seq]
+
+
+async def test_the_flusher_retries_the_disk_by_itself_after_an_append_fault(tmp_path: Path) -> None:
+    # Regression: a fault met by append() (not by a queued submit) left run() asleep forever.
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES, recover_interval_s=0.02) as outbox:
+        flusher = asyncio.create_task(outbox.run())
+        try:
+            await outbox.call(lambda db: db.execute("PRAGMA query_only=ON"))
+            await outbox.append(make("alarm.panic", alarm_id="a"))
+            assert outbox.degraded
+            await outbox.call(lambda db: db.execute("PRAGMA query_only=OFF"))
+            await wait_until(lambda: not outbox.degraded)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
