@@ -118,9 +118,7 @@ class Outbox:
             )
 
     async def close(self) -> None:
-        if self._queued:
-            async with self._write_lock:
-                await self._flush_locked([])
+        await self.flush()
         await self._store.close()
 
     async def __aenter__(self) -> Outbox:
@@ -143,6 +141,11 @@ class Outbox:
         async with self._write_lock:
             stored = await self._flush_locked([item])
         return stored[-1]  # queued events were flushed ahead of it
+
+    async def flush(self) -> list[Event]:
+        """Commit whatever is queued now, without waiting for the group-commit delay."""
+        async with self._write_lock:
+            return await self._flush_locked([])
 
     def submit(self, event: Event) -> None:
         """Queue a lower-lane event for the next group commit (within `batch_delay_ms`)."""
