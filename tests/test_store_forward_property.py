@@ -14,6 +14,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, example, given, settings
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway import contract, mqtt
 from gateway.drain import Drain
-from gateway.events import DeviceRef, Lane, Severity, new_event
+from gateway.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.outbox import Outbox
 from gateway.routing import Router
 
@@ -97,69 +98,81 @@ operations = st.lists(
 )
 
 
-async def scenario(
-    ops: list[tuple[object, ...]], path: Path, claim_size: int
-) -> tuple[list[tuple[str, str, int, int]], dict[int, Lane]]:
-    log: list[tuple[str, str, int, int]] = []
-    brokers = {name: Broker(name, log) for name in ROUTES}
-    for broker in brokers.values():
-        broker.up.set()
-        broker.flowing.set()
-    appended: dict[int, Lane] = {}
+class Scenario:
+    """Runs one generated list of operations against a real outbox and recording brokers."""
 
-    async def running() -> tuple[Outbox, list[asyncio.Task[None]]]:
-        outbox = Outbox(path, SITE, Router(ROUTES))
-        await outbox.open()
-        return outbox, [
-            asyncio.create_task(supervise(b, outbox, claim_size)) for b in brokers.values()
+    def __init__(self, path: Path, claim_size: int) -> None:
+        self.path = path
+        self.claim_size = claim_size
+        self.log: list[tuple[str, str, int, int]] = []
+        self.brokers = {name: Broker(name, self.log) for name in ROUTES}
+        for broker in self.brokers.values():
+            broker.up.set()
+            broker.flowing.set()
+        self.appended: dict[int, Lane] = {}
+
+    async def start(self) -> None:
+        self.outbox = Outbox(self.path, SITE, Router(ROUTES))
+        await self.outbox.open()
+        self.tasks = [
+            asyncio.create_task(supervise(b, self.outbox, self.claim_size))
+            for b in self.brokers.values()
         ]
 
-    async def stop(outbox: Outbox, tasks: list[asyncio.Task[None]]) -> None:
-        for task in tasks:
+    async def stop(self) -> None:
+        for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await outbox.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.outbox.close()
 
-    outbox, tasks = await running()
-    for op in ops:
-        if op[0] == "append":
-            _, lane, count = op
-            for _ in range(int(count)):  # type: ignore[call-overload]
-                event = new_event(TYPES[lane], BOX, severity=Severity.INFO, occurred_at_ms=1)  # type: ignore[index]
-                stored = await outbox.append(event)
-                assert stored.seq is not None
-                appended[stored.seq] = lane  # type: ignore[assignment]
-                log.append(("appended", "", stored.seq, int(lane)))  # type: ignore[call-overload]
-        elif op[0] == "burst":  # many lower-lane events through the group commit at once
-            _, lane, count = op
-            for _ in range(int(count)):  # type: ignore[call-overload]
-                outbox.submit(new_event(TYPES[lane], BOX, severity=Severity.INFO, occurred_at_ms=1))  # type: ignore[index]
-            for stored in await outbox.flush():
-                assert stored.seq is not None
-                appended[stored.seq] = stored.lane
-                log.append(("appended", "", stored.seq, int(stored.lane)))
-        elif op[0] == "outage":
-            _, name, down = op
-            broker = brokers[name]  # type: ignore[index]
-            broker.up.clear() if down else broker.up.set()
-        elif op[0] == "slow":
-            _, name, slow = op
-            broker = brokers[name]  # type: ignore[index]
-            broker.flowing.clear() if slow else broker.flowing.set()
-        elif op[0] == "send":
-            for _ in range(int(op[1])):  # type: ignore[call-overload]
+    def record(self, stored: Event) -> None:
+        assert stored.seq is not None
+        self.appended[stored.seq] = stored.lane
+        self.log.append(("appended", "", stored.seq, int(stored.lane)))
+
+    async def apply(self, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "append":
+            for _ in range(op[2]):
+                event = new_event(TYPES[op[1]], BOX, severity=Severity.INFO, occurred_at_ms=1)
+                self.record(await self.outbox.append(event))
+        elif kind == "burst":  # many lower-lane events through the group commit at once
+            for _ in range(op[2]):
+                event = new_event(TYPES[op[1]], BOX, severity=Severity.INFO, occurred_at_ms=1)
+                self.outbox.submit(event)
+            for stored in await self.outbox.flush():
+                self.record(stored)
+        elif kind in ("outage", "slow"):
+            broker = self.brokers[op[1]]
+            flag = broker.up if kind == "outage" else broker.flowing
+            flag.clear() if op[2] else flag.set()
+        elif kind == "send":
+            for _ in range(op[1]):
                 await asyncio.sleep(0)
         else:
-            await stop(outbox, tasks)
-            outbox, tasks = await running()
-    for broker in brokers.values():
-        broker.up.set()
-        broker.flowing.set()
-    async with asyncio.timeout(20):
-        while any([await outbox.pending_count(name) for name in brokers]):
-            await asyncio.sleep(0.001)
-    await stop(outbox, tasks)
-    return log, appended
+            await self.stop()
+            await self.start()
+
+    async def finish(self) -> None:
+        for broker in self.brokers.values():
+            broker.up.set()
+            broker.flowing.set()
+        async with asyncio.timeout(20):
+            # Bounded looks at the store until every destination has caught up.
+            while any([await self.outbox.pending_count(name) for name in self.brokers]):  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+        await self.stop()
+
+
+async def scenario(
+    ops: list[tuple[Any, ...]], path: Path, claim_size: int
+) -> tuple[list[tuple[str, str, int, int]], dict[int, Lane]]:
+    run = Scenario(path, claim_size)
+    await run.start()
+    for op in ops:
+        await run.apply(op)
+    await run.finish()
+    return run.log, run.appended
 
 
 def check(log: list[tuple[str, str, int, int]], appended: dict[int, Lane]) -> None:
@@ -209,7 +222,7 @@ def check(log: list[tuple[str, str, int, int]], appended: dict[int, Lane]) -> No
     claim_size=512,
 )
 def test_every_routed_event_arrives_in_lane_order_and_alarms_go_first(
-    ops: list[tuple[object, ...]], claim_size: int
+    ops: list[tuple[Any, ...]], claim_size: int
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log, appended = asyncio.run(scenario(ops, Path(tmp) / "o.db", claim_size))
