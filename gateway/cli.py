@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlite_utils
 
 from edge_config import ConfigError, GatewayConfig, load_config
-from gateway import control, logsetup
+from gateway import control, inspect, logsetup
 
 DEFAULT_CONFIG = Path(os.environ.get("SCHOOLGATE_CONFIG", "/etc/schoolgate/schoolgate.toml"))
 
@@ -101,10 +105,107 @@ def cmd_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_db(args: argparse.Namespace) -> tuple[sqlite_utils.Database, ZoneInfo]:
+    config = _load_or_exit(args.config)
+    try:
+        return inspect.open_readonly(config.store.path), ZoneInfo(config.site.timezone)
+    except inspect.InspectError as exc:
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_outbox_stats(args: argparse.Namespace) -> int:
+    db, tz = _store_db(args)
+    data = inspect.stats(db)
+    if args.json:
+        data["lanes"] = [dataclasses.asdict(lane) for lane in data["lanes"]]
+        print(json.dumps(data))
+    else:
+        print(inspect.render_stats(data, tz))
+    return 0
+
+
+def _event_filter(args: argparse.Namespace, tz: ZoneInfo) -> inspect.EventFilter:
+    try:
+        return inspect.EventFilter(
+            since_ms=None if args.since is None else inspect.parse_time(args.since, tz),
+            until_ms=None if args.until is None else inspect.parse_time(args.until, tz),
+            type_pattern=args.type,
+            device=args.device,
+            limit=getattr(args, "limit", None),
+        )
+    except inspect.InspectError as exc:
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    db, tz = _store_db(args)
+    for event in inspect.events(db, _event_filter(args, tz)):
+        print(
+            json.dumps(event, ensure_ascii=False) if args.json else inspect.render_event(event, tz)
+        )
+    return 0
+
+
+def cmd_outbox_export(args: argparse.Namespace) -> int:
+    db, tz = _store_db(args)
+    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    count = 0
+    try:
+        for event in inspect.events(db, _event_filter(args, tz)):
+            out.write(json.dumps(event, ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if out is not sys.stdout:
+        print(f"exported {count} events to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.demo import run_demo  # noqa: PLC0415 - the demo pulls in the simulators
 
     return asyncio.run(run_demo(duration_s=args.duration, press_every_s=args.press_every))
+
+
+def _with_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"configuration file (default {DEFAULT_CONFIG}, or $SCHOOLGATE_CONFIG)",
+    )
+
+
+def _with_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="from this time (ISO 8601; site time when no offset)")
+    p.add_argument("--until", help="up to this time (ISO 8601)")
+    p.add_argument("--type", help="an event type, or a prefix like 'alarm.*'")
+    p.add_argument("--device", help="a device id")
+
+
+def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("events", help="the local record of events, with their delivery state")
+    _with_config(p)
+    _with_filters(p)
+    p.add_argument("--limit", type=int, help="at most this many")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_events)
+
+    outbox = sub.add_parser("outbox", help="inspect the store-and-forward outbox")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    p = outbox_sub.add_parser("stats", help="pending, oldest pending and last sent per lane")
+    _with_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox_stats)
+    p = outbox_sub.add_parser("export", help="events as JSON lines, for an auditor")
+    _with_config(p)
+    _with_filters(p)
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_outbox_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,14 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "-c",
-            "--config",
-            type=Path,
-            default=DEFAULT_CONFIG,
-            help=f"configuration file (default {DEFAULT_CONFIG}, or $SCHOOLGATE_CONFIG)",
-        )
+    with_config = _with_config
 
     p = sub.add_parser("run", help="run the gateway daemon")
     with_config(p)
@@ -149,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="KEY=VALUE")
     with_config(p)
     p.set_defaults(func=cmd_command)
+
+    _add_store_commands(sub)
 
     p = sub.add_parser("demo", help="run a simulated gate with two local brokers, no hardware")
     p.add_argument("--duration", type=float, default=None, help="end after this many seconds")
