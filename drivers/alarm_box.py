@@ -18,14 +18,17 @@ import structlog
 
 from drivers.base import CommandError, DriverContext, DriverError, LineError
 from drivers.codecs import counter_delta, span
+from drivers.lines.arbiter import PRIORITY_ALARM
 from drivers.lines.modbus import ModbusLine
+from drivers.pacing import PollPacer
 from edge_config.models import AlarmBoxDevice
-from gateway.backoff import Backoff
 from gateway.events import Severity, new_event
 
 
 class AlarmBox:
     kind = "alarm_box"
+    line_priority = PRIORITY_ALARM
+    """On a shared line, a waiting alarm-box request goes before other devices' polls."""
 
     def __init__(self, config: AlarmBoxDevice, line: ModbusLine, ctx: DriverContext) -> None:
         self._cfg = config
@@ -56,27 +59,24 @@ class AlarmBox:
     # -- Driver ------------------------------------------------------------------------------
 
     async def run(self, ready: Callable[[], None]) -> None:
-        interval = self._cfg.poll_interval_ms / 1000
-        backoff = Backoff(base_s=interval, cap_s=max(2.0, interval))
+        # Offline (or its line down), the box is polled less often so its timeouts leave a
+        # shared line to the others; its first answer brings back the normal cadence.
+        pacer = PollPacer(self._cfg.poll_interval_ms / 1000)
         was_ready = False
-        next_at = time.monotonic()
         while True:
-            delay = 0.0
             try:
                 await self.poll_once()
-                backoff.reset()
+                delay = pacer.answered()
                 if not was_ready:
                     was_ready = True
                     ready()
             except LineError as exc:
-                delay = backoff.next_delay_s()  # the port or socket is gone: do not spin on it
                 await self._failed(exc)
+                delay = pacer.failed(back_off=True)  # the port or socket is gone: do not spin
             except DriverError as exc:
                 await self._failed(exc)
-            next_at += interval
-            now = time.monotonic()
-            next_at = max(next_at, now)  # a slow poll: skip the missed slots rather than burst
-            await asyncio.sleep(max(next_at - now, delay))
+                delay = pacer.failed(back_off=self._online is False)
+            await asyncio.sleep(delay)
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`lamp` / `siren` with `on`: drive an output by hand (installer test of the wiring)."""
@@ -101,11 +101,15 @@ class AlarmBox:
 
     async def poll_once(self) -> None:
         unit = self._cfg.unit_id
-        bits = await self._line.read_discrete_inputs(unit, self._di_start, self._di_count)
+        bits = await self._line.read_discrete_inputs(
+            unit, self._di_start, self._di_count, priority=self.line_priority
+        )
         now_ms = self._ctx.clock_ms()
         counters: list[int] | None = None
         if self._ir_span is not None:
-            counters = await self._line.read_input_registers(unit, *self._ir_span)
+            counters = await self._line.read_input_registers(
+                unit, *self._ir_span, priority=self.line_priority
+            )
         self.polls += 1
         await self._succeeded()
         state = {addr: bool(bits[addr - self._di_start]) for addr in self._inputs()}
@@ -157,7 +161,9 @@ class AlarmBox:
     async def _apply_outputs(self) -> None:
         for coil, on in list(self._wanted.items()):
             if self._applied.get(coil) != on:
-                await self._line.write_coil(self._cfg.unit_id, coil, on)
+                await self._line.write_coil(
+                    self._cfg.unit_id, coil, on, priority=self.line_priority
+                )
                 self._applied[coil] = on
 
     # -- health ------------------------------------------------------------------------------

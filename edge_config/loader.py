@@ -28,12 +28,19 @@ class ConfigError(Exception):
         self.errors = errors
 
 
+_UNION_TAGS = frozenset(
+    {"modbus_tcp", "modbus_rtu", "serial", "alarm_box", "access_controller"}
+    | {"bollard", "bollard_sockets", "modbus_points"}
+)
+"""Line `type` and device `kind` values: pydantic puts the union member it tried in the path."""
+
+
 def _format_location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("modbus_tcp", "modbus_rtu", "alarm_box") and parts:
+        elif item in _UNION_TAGS and parts:
             continue  # the union member pydantic tried: the installer never wrote this key
         else:
             parts.append(("." if parts else "") + item)

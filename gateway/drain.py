@@ -15,9 +15,12 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
-from gateway import contract
+from gateway import contract, mqtt
 from gateway.events import Lane
 from gateway.outbox import Outbox, PendingDelivery
+
+_BACKLOG_LANES = (Lane.STATE, Lane.TELEMETRY)
+"""What the window senders take; the alarm lane is the express sender's."""
 
 
 class Publisher(Protocol):
@@ -28,7 +31,7 @@ class Publisher(Protocol):
         *,
         qos: int = 1,
         retain: bool = False,
-        timeout_s: float = 10.0,
+        timeout_s: float | None = 10.0,
     ) -> None: ...
 
 
@@ -42,50 +45,136 @@ class Drain:
         *,
         window: int,
         connected_since_ms: int,
-        claim_size: int = 512,
+        claim_size: int = 256,
+        stall_timeout_s: float = 30.0,
     ) -> None:
         self._name = destination
         self._outbox = outbox
         self._site = site
         self._publisher = publisher
-        self._window = asyncio.Semaphore(window)
+        self._window_size = window
+        self._claiming = asyncio.Lock()
+        self._urgent: Lane | None = None
+        self._alarms_clear = asyncio.Event()
+        """Set when no stored alarm waits to be handed to paho; the backlog senders wait on it."""
+        self._alarms_clear.set()
+        """A lane that got a row since the last claim (seen while taking a queued row)."""
         self._since_ms = connected_since_ms
         self._claim_size = max(claim_size, window)
         self._cursors = dict.fromkeys(Lane, 0)
         self._queue: deque[PendingDelivery] = deque()
         self._acked: list[int] = []
         self._ack_ready = asyncio.Event()
+        self._stall_timeout_s = stall_timeout_s
+        self._in_flight = 0
+        self._last_ack = asyncio.get_running_loop().time()
         self.sent = 0
 
     async def run(self) -> None:
-        """Send until cancelled or a publish fails (the failure propagates: reconnect)."""
+        """Send until cancelled or a publish fails (the failure propagates: reconnect). A broker
+        that keeps the connection but stops acknowledging for `stall_timeout_s` is a failure
+        too."""
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._marker(), name=f"drain:{self._name}:marker")
-                await self._send_loop(tg)
+                tg.create_task(self._watch_stall(), name=f"drain:{self._name}:stall")
+                # Alarms have a sender of their own: they never wait for a window slot or
+                # behind a claim of the backlog.
+                tg.create_task(self._express(tg), name=f"drain:{self._name}:alarms")
+                # The window is a fixed set of senders, each with at most one publish waiting
+                # for its PUBACK: no task per message.
+                for i in range(self._window_size):
+                    tg.create_task(self._sender(), name=f"drain:{self._name}:sender{i}")
         finally:
             await self._flush_acks()
 
-    async def _send_loop(self, tg: asyncio.TaskGroup) -> None:
+    async def _watch_stall(self) -> None:
+        # A timer, not a state poller: it looks a few times per timeout period.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._stall_timeout_s / 4)
+            if self._in_flight and loop.time() - self._last_ack > self._stall_timeout_s:
+                raise mqtt.MqttFailure(
+                    f"{self._name}: no PUBACK for {self._stall_timeout_s} s with publishes waiting"
+                )
+
+    async def _express(self, tg: asyncio.TaskGroup) -> None:
+        wakeup = self._outbox.alarm_wakeup(self._name)
+        while True:
+            self._alarms_clear.clear()  # hold the backlog while looking for stored alarms
+            wakeup.clear()
+            rows = await self._outbox.claim(
+                self._name, self._claim_size, self._cursors, [Lane.ALARM]
+            )
+            if rows:
+                self._cursors[Lane.ALARM] = rows[-1].seq
+                # Tasks start in creation order, ahead of any backlog sender woken below, so
+                # paho gets simultaneous alarms in seq order and before the backlog.
+                for row in rows:
+                    tg.create_task(self._send(row))
+                if len(rows) == self._claim_size:
+                    continue  # there may be more stored behind these
+            if not wakeup.is_set():
+                self._alarms_clear.set()  # every stored alarm is now ahead of the backlog
+                await wakeup.wait()
+
+    async def _sender(self) -> None:
+        alarm_wakeup = self._outbox.alarm_wakeup(self._name)
+        while True:
+            if alarm_wakeup.is_set():
+                self._alarms_clear.clear()  # an alarm is stored: let it go first
+            await self._alarms_clear.wait()
+            row = self._ready_row()
+            if row is None:
+                async with self._claiming:  # one sender claims; the others queue behind it
+                    row = await self._next_row()
+            await self._send(row)
+
+    async def _send(self, row: PendingDelivery) -> None:
+        # Nothing awaits between taking the row and handing it to paho (publish() calls paho
+        # before its first await), so rows leave in the order they were taken.
+        payload = contract.finish_event_payload(
+            row.body, historical=row.occurred_at_ms < self._since_ms, attempt=row.attempt
+        )
+        self._in_flight += 1
+        try:
+            await self._publisher.publish(
+                contract.event_topic(self._site, row.category), payload, timeout_s=None
+            )
+        finally:
+            self._in_flight -= 1
+        self._last_ack = asyncio.get_running_loop().time()
+        self._acked.append(row.seq)
+        self.sent += 1
+        self._ack_ready.set()
+
+    def _ready_row(self) -> PendingDelivery | None:
+        """The next queued row, unless the queue is empty, a claim is under way, or something
+        more urgent than the queue's head arrived (then the sender takes the slow path)."""
+        if not self._queue or self._claiming.locked():
+            return None
+        self._note_urgent()
+        if self._urgent is not None and self._urgent < self._queue[0].lane:
+            return None
+        return self._queue.popleft()
+
+    def _note_urgent(self) -> None:
+        lane = self._outbox.take_new_lane(self._name, _BACKLOG_LANES)
+        if lane is not None and (self._urgent is None or lane < self._urgent):
+            self._urgent = lane
+
+    async def _next_row(self) -> PendingDelivery:
+        """Called with `_claiming` held."""
         wakeup = self._outbox.wakeup(self._name)
         while True:
-            await self._window.acquire()
-            try:
-                row = await self._next_row(wakeup)
-            except BaseException:
-                self._window.release()
-                raise
-            tg.create_task(self._publish(row), name=f"drain:{self._name}:{row.seq}")
-
-    async def _next_row(self, wakeup: asyncio.Event) -> PendingDelivery:
-        while True:
-            new_lane = self._outbox.take_new_lane(self._name)
             wakeup.clear()
-            if self._queue and new_lane is not None and new_lane < self._queue[0].lane:
+            self._note_urgent()
+            urgent, self._urgent = self._urgent, None
+            if self._queue and urgent is not None and urgent < self._queue[0].lane:
                 # Something more urgent than what is queued: claim just those lanes, now.
-                await self._claim(lanes=[lane for lane in Lane if lane < self._queue[0].lane])
+                await self._claim(lanes=[ln for ln in _BACKLOG_LANES if ln < self._queue[0].lane])
             elif not self._queue:
-                await self._claim(lanes=list(Lane))
+                await self._claim(lanes=list(_BACKLOG_LANES))
             if self._queue:
                 return self._queue.popleft()
             await wakeup.wait()
@@ -97,18 +186,6 @@ class Drain:
         if rows:
             merged = sorted([*rows, *self._queue], key=lambda r: (r.lane, r.seq))
             self._queue = deque(merged)
-
-    async def _publish(self, row: PendingDelivery) -> None:
-        try:
-            payload = contract.finish_event_payload(
-                row.body, historical=row.occurred_at_ms < self._since_ms, attempt=row.attempt
-            )
-            await self._publisher.publish(contract.event_topic(self._site, row.category), payload)
-        finally:
-            self._window.release()
-        self._acked.append(row.seq)
-        self.sent += 1
-        self._ack_ready.set()
 
     async def _marker(self) -> None:
         # Each mark_sent takes whatever PUBACKs arrived meanwhile: batches form by themselves.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,11 +50,13 @@ class Connection:
         *,
         qos: int = 1,
         retain: bool = False,
-        timeout_s: float = 10.0,
+        timeout_s: float | None = 10.0,
     ) -> None:
-        """Return once the broker has acknowledged (PUBACK for QoS 1)."""
+        """Return once the broker has acknowledged (PUBACK for QoS 1). `timeout_s=None` waits
+        without a timer of its own (the caller supervises; one timer per message is costly)."""
+        timeout = math.inf if timeout_s is None else timeout_s
         try:
-            await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout_s)
+            await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"publish to {topic} failed: {exc}") from exc
 
@@ -99,6 +102,8 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
         max_inflight_messages=params.max_inflight,
         clean_session=params.clean_session,
     )
+    # aiomqtt warns above 10 pending publishes; a pipelined drain keeps a window of them.
+    client.pending_calls_threshold = params.max_inflight * 2 + 10
     try:
         entered = await client.__aenter__()
     except aiomqtt.MqttError as exc:

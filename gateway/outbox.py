@@ -86,7 +86,8 @@ class Outbox:
         self._batch_delay_s = batch_delay_ms / 1000
         self._recover_interval_s = recover_interval_s
         self._wakeups = {name: asyncio.Event() for name in router.destinations}
-        self._new_lane: dict[str, Lane | None] = {name: None for name in router.destinations}
+        self._new_lanes: dict[str, set[Lane]] = {name: set() for name in router.destinations}
+        self._alarm_wakeups = {name: asyncio.Event() for name in router.destinations}
         self._queued: list[_Item] = []
         self._has_queued = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -104,7 +105,7 @@ class Outbox:
         opened = await self._store.open()
         self.boot_count = opened.boot_count
         self._last_seq = await self._store.call(_max_seq)
-        for wakeup in self._wakeups.values():
+        for wakeup in [*self._wakeups.values(), *self._alarm_wakeups.values()]:
             wakeup.set()  # a restart resumes whatever each destination had pending
         if opened.moved_aside is not None:
             await self.append(
@@ -190,8 +191,9 @@ class Outbox:
         stamped = self._stamp(items)
         rows = [self._row(event) for event, _ in stamped]
         if not self.degraded:
+            urgent = any(event.lane is Lane.ALARM for event, _ in stamped)
             try:
-                await self._store.call(lambda db: _insert(db, rows, stamped))
+                await self._store.call(lambda db: _insert(db, rows, stamped), urgent=urgent)
             except STORAGE_ERRORS as exc:
                 if isinstance(exc, sqlite3.IntegrityError):
                     raise  # a bug (a reused id or seq), not a disk fault
@@ -307,7 +309,7 @@ class Outbox:
         query = _ClaimQuery(
             destination, limit, after or {}, set(self._unsynced_sent[destination]), tuple(lanes)
         )
-        rows = await self._store.call(query.run)
+        rows = await self._store.call(query.run, urgent=Lane.TELEMETRY not in query.lanes)
         if self.spill.rows:
             rows = self._merge_spill(query, rows)
         return rows
@@ -353,16 +355,23 @@ class Outbox:
                     await self._flush_locked([])
 
     def _note_new(self, destination: str, lane: Lane) -> None:
-        current = self._new_lane[destination]
-        if current is None or lane < current:
-            self._new_lane[destination] = lane
+        self._new_lanes[destination].add(lane)
         self._wakeups[destination].set()
+        if lane is Lane.ALARM:
+            self._alarm_wakeups[destination].set()
 
-    def take_new_lane(self, destination: str) -> Lane | None:
-        """The highest-priority lane queued for `destination` since the last call, if any: lets
-        a sender see that an alarm arrived while it drains a backlog."""
-        lane, self._new_lane[destination] = self._new_lane[destination], None
-        return lane
+    def take_new_lane(self, destination: str, among: Sequence[Lane] = tuple(Lane)) -> Lane | None:
+        """The highest-priority lane of `among` that got a row for `destination` since the last
+        call, if any (and forget those lanes): lets a sender see that something more urgent
+        arrived while it drains a backlog."""
+        new = self._new_lanes[destination]
+        found = [lane for lane in among if lane in new]
+        new.difference_update(found)
+        return min(found) if found else None
+
+    def alarm_wakeup(self, destination: str) -> asyncio.Event:
+        """Set whenever an alarm-lane row is queued for `destination`."""
+        return self._alarm_wakeups[destination]
 
     def wakeup(self, destination: str) -> asyncio.Event:
         """Set whenever a row is queued for `destination`; the uplink clears it."""
@@ -496,6 +505,7 @@ class _ClaimQuery:
                     "UPDATE deliveries SET attempts = attempts + 1 WHERE destination=? AND seq=?",
                     [(self.destination, row[0]) for row in found],
                 ),
+                durable=False,
             )
         return [
             PendingDelivery(seq, type_, Lane(lane), attempts + 1, occurred, body.encode())
@@ -510,6 +520,7 @@ def _mark_sent(db: sqlite3.Connection, destination: str, seqs: Iterable[int], at
             "UPDATE deliveries SET sent_at_ms=? WHERE destination=? AND seq=?",
             [(at, destination, seq) for seq in seqs],
         ),
+        durable=False,
     )
 
 

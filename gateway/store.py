@@ -11,10 +11,13 @@ know what rows mean (`outbox`, `retention` and `inspect` do).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -72,20 +75,120 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Worker:
+    """The store's one thread. Jobs run one at a time; an urgent job (an alarm's commit) runs
+    before every normal job still waiting (delivery bookkeeping of a backlog drain)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: list[tuple[int, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], _T], *, urgent: bool) -> asyncio.Future[_T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+
+        def settle(result: _T | None, error: BaseException | None) -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def job() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        with self._ready:
+            if self._closed:
+                raise StoreError("the store is closed")
+            heapq.heappush(self._jobs, (0 if urgent else 1, next(self._order), job))
+            self._ready.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs and not self._closed:
+                    self._ready.wait()
+                if not self._jobs:
+                    return
+                _, _, job = heapq.heappop(self._jobs)
+            job()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file from a thread and connection of its own, so that
+    no commit (an alarm's least of all) pays for a checkpoint. Automatic checkpoints are off on
+    the writer's connection."""
+
+    def __init__(self, path: Path, every_commits: int = 200, every_s: float = 1.0) -> None:
+        self._path = path
+        self._every_commits = every_commits
+        self._every_s = every_s
+        self._commits = 0
+        self._due = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="outbox-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits >= self._every_commits:
+            self._commits = 0
+            self._due.set()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop:
+                self._due.wait(self._every_s)  # a timer too, for a trickle of commits
+                self._due.clear()
+                if self._stop:
+                    break
+                with contextlib.suppress(sqlite3.Error):  # busy or full: the next round retries
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._due.set()
+        self._thread.join()
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._worker = _Worker("outbox")
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
 
-    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `fn(connection)` on the store's thread."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: fn(self._conn())
-        )
+    async def call(self, fn: Callable[[sqlite3.Connection], _T], *, urgent: bool = False) -> _T:
+        """Run `fn(connection)` on the store's thread; `urgent` jumps the queue."""
+        result = await self._worker.submit(lambda: fn(self._conn()), urgent=urgent)
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        return result
 
     async def open(self) -> OpenResult:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+        result = await self._worker.submit(self._open_sync, urgent=True)
+        self._checkpointer = _Checkpointer(self.path)
+        return result
 
     async def close(self) -> None:
         def close_sync() -> None:
@@ -93,8 +196,13 @@ class Store:
                 self._db.close()
                 self._db = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, close_sync)
-        self._executor.shutdown(wait=True)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        try:
+            await self._worker.submit(close_sync, urgent=False)
+        finally:
+            self._worker.close()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -147,6 +255,7 @@ class Store:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # `_Checkpointer` does it, off this thread
             # FULL: every commit is fsynced. Lower lanes are batched (group commit) so a burst
             # still costs one fsync.
             db.execute("PRAGMA synchronous=FULL")
@@ -161,14 +270,24 @@ class Store:
         return db
 
 
-def in_transaction(db: sqlite3.Connection, fn: Callable[[], _T]) -> _T:
-    """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, rolling back on any error."""
-    db.execute("BEGIN IMMEDIATE")
+def in_transaction(db: sqlite3.Connection, fn: Callable[[], _T], *, durable: bool = True) -> _T:
+    """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, rolling back on any error.
+
+    `durable=False` is for delivery bookkeeping (attempt counts, PUBACK marks): committed
+    without an fsync of its own (the next durable commit carries it to disk). Losing it to a
+    power cut only means a row is sent again, with the same id."""
+    if not durable:
+        db.execute("PRAGMA synchronous=NORMAL")
     try:
-        result = fn()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    finally:
+        if not durable:
+            db.execute("PRAGMA synchronous=FULL")
     return result

@@ -3,6 +3,8 @@
     python -m simulators dido --tcp 127.0.0.1:5020 [--unit 1]
     python -m simulators dido --rtu /dev/ttyUSB0 --baud 9600
     python -m simulators dido --pty            # prints the tty the gateway should open
+    python -m simulators access --pty [--address 1 --address 2]   # access controllers
+    python -m simulators bollard --tcp 127.0.0.1:5021 [--layout vendor_b]   # rising bollard
 
 Owns argument parsing and the command prompt only; the devices live in their own modules.
 """
@@ -15,6 +17,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
+from simulators import access_cli, bollard_cli
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
 from simulators.vserial import VirtualSerialLink
 
@@ -40,6 +43,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--pty", action="store_true", help="serve RTU on a new virtual serial link")
     dido.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     dido.add_argument("--baud", type=int, default=9600, help="RTU baud rate (default 9600)")
+    access_cli.add_parser(devices)
+    bollard_cli.add_parser(devices)
     return parser.parse_args(argv)
 
 
@@ -116,7 +121,8 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(args))
+        runners = {"access": access_cli.run, "bollard": bollard_cli.run}
+        asyncio.run(runners.get(args.device, _run)(args))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class Broker:
         *,
         qos: int = 1,
         retain: bool = False,
-        timeout_s: float = 10.0,
+        timeout_s: float | None = 10.0,
     ) -> None:
         if not self.up.is_set():
             raise mqtt.MqttFailure(f"{self.name} is down")
@@ -220,6 +220,11 @@ def check(log: list[tuple[str, str, int, int]], appended: dict[int, Lane]) -> No
         ("slow", "bureau", False),
     ],
     claim_size=512,
+)
+# Regression (found by this test): more stored alarms than one claim takes were left behind.
+@example(
+    ops=[("slow", "bureau", True), ("append", Lane.ALARM, 20), ("slow", "bureau", False)],
+    claim_size=8,
 )
 def test_every_routed_event_arrives_in_lane_order_and_alarms_go_first(
     ops: list[tuple[Any, ...]], claim_size: int

@@ -4,13 +4,14 @@ the app uses to build them from config."""
 from __future__ import annotations
 
 from drivers.lines.modbus import ModbusLine
+from drivers.lines.serial import SerialLine
 from edge_config.models import LineConfig, ModbusRtuLine, ModbusTcpLine
 
-Line = ModbusLine
+Line = ModbusLine | SerialLine
 
 
 def make_line(name: str, config: LineConfig) -> Line:
     """The owner of line `name`."""
     if isinstance(config, ModbusTcpLine | ModbusRtuLine):
         return ModbusLine(name, config)
-    raise NotImplementedError(f"line type {config.type} has no owner yet")
+    return SerialLine(name, config)

@@ -1,11 +1,14 @@
 """The single owner of one Modbus line: a Modbus TCP connection or an RS-485 port with many units.
 
-Owns the pymodbus client of the line, the lock that keeps one request on the wire at a time, the
-RTU inter-frame gap, (re)opening the line on demand, translating every pymodbus failure into the
+Owns the pymodbus client of the line, the arbiter that keeps one request on the wire at a time and
+grants the line by priority (`drivers.lines.arbiter`: alarm boxes first, no starvation), the RTU
+inter-frame gap, (re)opening the line on demand, translating every pymodbus failure into the
 typed errors of `drivers.base`, logging a failure once per state change, and request counters.
 
-It does not retry, sleep between attempts or back off (the driver loops own that policy), does not
-know what a register means (drivers and `drivers.codecs` do), and does not poll on its own.
+It does not retry, sleep between attempts or back off (the driver loops own that policy, see
+`drivers.pacing`), does not know what a register means (drivers and `drivers.codecs` do), and
+does not poll on its own. Every request is bounded by the line's `timeout_ms`, so a silent unit
+costs the others at most one timeout per request it is sent.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from drivers.base import (
     DriverError,
     LineError,
 )
+from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 
 T = TypeVar("T")
@@ -71,7 +75,7 @@ class ModbusLine:
         self._log: structlog.typing.FilteringBoundLogger = (
             log if log is not None else structlog.get_logger()
         ).bind(line=name)
-        self._lock = asyncio.Lock()
+        self._arbiter = LineArbiter()
         self._client: ModbusBaseClient | None = None
         self._closed = False
         if isinstance(config, ModbusRtuLine):
@@ -107,7 +111,7 @@ class ModbusLine:
 
     async def connect(self) -> None:
         """Open the line; raises LineError if the port or connection cannot be opened."""
-        async with self._lock:
+        async with self._arbiter.turn():
             self._closed = False
             try:
                 await self._ensure_open()
@@ -123,9 +127,14 @@ class ModbusLine:
             self._client.close()
 
     async def drop_connection(self) -> None:
-        """Close the current connection; the next request opens a fresh one. For a peer that
-        stopped answering: a TCP connection to a rebooted module can stay half-open forever."""
-        async with self._lock:
+        """Close the current TCP connection; the next request opens a fresh one. For a peer that
+        stopped answering: a TCP connection to a rebooted module can stay half-open forever.
+
+        A no-op on a serial line: a port does not go half-open, and reopening it for one silent
+        unit would only disturb the other units on the bus."""
+        if isinstance(self._config, ModbusRtuLine):
+            return
+        async with self._arbiter.turn():
             if self._client is not None:
                 self._client.close()
                 self._client = None
@@ -144,42 +153,61 @@ class ModbusLine:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def read_discrete_inputs(self, unit: int, address: int, count: int) -> list[bool]:
+    # `priority`: when several requests wait for the line, the highest goes first (see
+    # `drivers.lines.arbiter`); PRIORITY_NORMAL unless the caller is an alarm box.
+
+    async def read_discrete_inputs(
+        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
+    ) -> list[bool]:
         return await self._request(
             unit,
             lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
             lambda r: _bits(r, count),
+            priority,
         )
 
-    async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
+    async def read_coils(
+        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
+    ) -> list[bool]:
         return await self._request(
             unit,
             lambda c: c.read_coils(address, count=count, device_id=unit),
             lambda r: _bits(r, count),
+            priority,
         )
 
-    async def read_input_registers(self, unit: int, address: int, count: int) -> list[int]:
+    async def read_input_registers(
+        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
+    ) -> list[int]:
         return await self._request(
             unit,
             lambda c: c.read_input_registers(address, count=count, device_id=unit),
             lambda r: _registers(r, count),
+            priority,
         )
 
-    async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
+    async def read_holding_registers(
+        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
+    ) -> list[int]:
         return await self._request(
             unit,
             lambda c: c.read_holding_registers(address, count=count, device_id=unit),
             lambda r: _registers(r, count),
+            priority,
         )
 
-    async def write_coil(self, unit: int, address: int, value: bool) -> None:
+    async def write_coil(
+        self, unit: int, address: int, value: bool, *, priority: int = PRIORITY_NORMAL
+    ) -> None:
         await self._request(
-            unit, lambda c: c.write_coil(address, value, device_id=unit), _no_result
+            unit, lambda c: c.write_coil(address, value, device_id=unit), _no_result, priority
         )
 
-    async def write_register(self, unit: int, address: int, value: int) -> None:
+    async def write_register(
+        self, unit: int, address: int, value: int, *, priority: int = PRIORITY_NORMAL
+    ) -> None:
         await self._request(
-            unit, lambda c: c.write_register(address, value, device_id=unit), _no_result
+            unit, lambda c: c.write_register(address, value, device_id=unit), _no_result, priority
         )
 
     # -- internals ---------------------------------------------------------------------------
@@ -189,10 +217,11 @@ class ModbusLine:
         unit: int,
         call: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]],
         parse: Callable[[ModbusPDU], T],
+        priority: int,
     ) -> T:
         if not 0 <= unit <= 247:
             raise ValueError(f"unit id {unit} outside 0..247")
-        async with self._lock:
+        async with self._arbiter.turn(priority):
             self._requests += 1
             try:
                 client = await self._ensure_open()
@@ -213,7 +242,7 @@ class ModbusLine:
             return result
 
     async def _ensure_open(self) -> ModbusBaseClient:
-        """The connected client; opens the line once if needed. Caller holds the lock."""
+        """The connected client; opens the line once if needed. Caller holds the line."""
         if self._closed:
             raise LineError(f"line {self.name} is closed")
         if self._client is None:

@@ -1,0 +1,65 @@
+"""Insert-type bollards ("随拔随插"): removable bollards standing in ground sockets, each socket
+with a presence sensor wired to an input of a Modbus DI module (docs/drivers/bollard_sockets.md).
+
+Owns the poll loop of one DI module's sockets and the `bollard.pulled` / `bollard.inserted`
+events (plus `device.offline` / `device.online`). It does not judge whether a pull is allowed at
+this hour (school rules do) and does not own the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from drivers.base import CommandError, DriverContext
+from drivers.codecs import span
+from drivers.lines.modbus import ModbusLine
+from drivers.polling import DeviceHealth, poll_forever
+from edge_config.devices_modbus import BollardSocketsDevice
+from gateway.events import Severity
+
+
+class BollardSockets:
+    kind = "bollard_sockets"
+
+    def __init__(self, config: BollardSocketsDevice, line: ModbusLine, ctx: DriverContext) -> None:
+        self._cfg = config
+        self._line = line
+        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
+        self._start, self._count = span(s.input for s in config.sockets)
+        self.present: dict[str, bool] | None = None
+        """Socket name -> a bollard stands in it; None before the first poll."""
+
+    @property
+    def health(self) -> DeviceHealth:
+        return self._health
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        await poll_forever(
+            self.poll_once, interval_ms=self._cfg.poll_interval_ms, health=self._health, ready=ready
+        )
+
+    async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
+        raise CommandError("bollard_sockets takes no commands (the sensors are read-only)")
+
+    async def poll_once(self) -> None:
+        bits = await self._line.read_discrete_inputs(self._cfg.unit_id, self._start, self._count)
+        await self._health.answered()
+        closed_means_present = self._cfg.present_when == "closed"
+        now = {
+            s.name: bits[s.input - self._start] == closed_means_present for s in self._cfg.sockets
+        }
+        previous, self.present = self.present, now
+        for socket in self._cfg.sockets:
+            here = now[socket.name]
+            if previous is None:
+                if not here:  # an empty socket at start: receivers may have missed the pull
+                    await self._emit("bollard.pulled", socket.name, socket.input, initial=True)
+            elif here != previous[socket.name]:
+                kind = "bollard.inserted" if here else "bollard.pulled"
+                await self._emit(kind, socket.name, socket.input)
+
+    async def _emit(self, kind: str, name: str, input_: int, *, initial: bool = False) -> None:
+        data: dict[str, object] = {"socket": name, "input": input_}
+        if initial:
+            data["initial"] = True
+        await self._health.emit(kind, Severity.INFO, **data)

@@ -1,0 +1,103 @@
+"""Who gets a shared line next: a small priority lock with a bound on overtaking.
+
+Owns the order in which waiting requests are granted the line: the highest priority first, first
+come first served within a priority, and no starvation: a waiter that later arrivals have
+overtaken `max_overtakes` times is served before anyone who arrived after it. It does not know
+Modbus, time or devices; `drivers.lines.modbus.ModbusLine` holds one arbiter per line.
+
+Why a bound on overtakes rather than time-based aging: it is deterministic (no clock), and it
+gives each waiter a guarantee in requests rather than seconds: at most `max_overtakes`
+higher-priority requests go before it, on top of the requests that were already ahead of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+PRIORITY_NORMAL = 0
+PRIORITY_ALARM = 10
+"""Alarm boxes: a press must not wait behind bollard and I/O polls."""
+
+DEFAULT_MAX_OVERTAKES = 4
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    priority: int
+    granted: asyncio.Future[None] = field(repr=False)
+    overtaken: int = 0
+
+
+class LineArbiter:
+    """`async with arbiter.turn(priority):` holds the line; one holder at a time."""
+
+    def __init__(self, max_overtakes: int = DEFAULT_MAX_OVERTAKES) -> None:
+        if max_overtakes < 1:
+            raise ValueError("max_overtakes must be at least 1")
+        self._max_overtakes = max_overtakes
+        self._busy = False
+        self._waiters: list[_Waiter] = []
+        """In arrival order. A line has a handful of devices, so linear scans are cheapest."""
+        self.grants = 0
+        self.overtaken_grants = 0
+        """Grants given to a waiter because it had been overtaken too often (a starvation save)."""
+
+    def locked(self) -> bool:
+        return self._busy
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    @asynccontextmanager
+    async def turn(self, priority: int = PRIORITY_NORMAL) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if not self._busy and not self._waiters:
+            self._busy = True
+            self.grants += 1
+            return
+        waiter = _Waiter(priority, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await waiter.granted
+        except asyncio.CancelledError:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                self._release()  # granted just as we were cancelled: pass the line on
+            elif waiter in self._waiters:  # a release may have dropped it already
+                self._waiters.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        # A waiter whose task was cancelled keeps its place until that task runs again; when
+        # many are cancelled at once (shutdown) the line must not be granted to one of them.
+        self._waiters = [w for w in self._waiters if not w.granted.done()]
+        if not self._waiters:
+            self._busy = False
+            return
+        chosen = self._next()
+        index = self._waiters.index(chosen)
+        for earlier in self._waiters[:index]:
+            earlier.overtaken += 1
+        del self._waiters[index]
+        self.grants += 1
+        chosen.granted.set_result(None)  # the line stays busy: it passes straight to `chosen`
+
+    def _next(self) -> _Waiter:
+        for waiter in self._waiters:  # the oldest starving waiter first
+            if waiter.overtaken >= self._max_overtakes:
+                self.overtaken_grants += 1
+                return waiter
+        best = self._waiters[0]
+        for waiter in self._waiters[1:]:
+            if waiter.priority > best.priority:  # strictly greater keeps FIFO within a priority
+                best = waiter
+        return best

@@ -1,0 +1,297 @@
+"""The single owner of one plain serial line (RS-485 or RS-232) carrying a request/answer protocol
+of its own framing, such as the access controllers' (drivers.access_codec).
+
+Owns the port (opened lazily through pyserial-asyncio-fast, reopened after a failure, locked
+against a second opener), the lock that keeps one transaction on the wire at a time, the silence
+kept between frames, the answer timeout, translating port failures into the typed errors of
+`drivers.base`, logging a failure once per state change, and counters.
+
+It does not frame or parse bytes: each transaction brings an `AnswerReader` that consumes what
+arrives and says when the answer is complete. It does not retry or back off (drivers do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+import serial
+import structlog
+from serial_asyncio_fast import create_serial_connection
+
+from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError, LineError
+from drivers.lines.modbus import inter_frame_gap_s
+from edge_config.models import SerialLine as SerialLineConfig
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
+
+
+class AnswerReader(Protocol[T_co]):
+    """Consumes the bytes that arrive after a request; returns the answer once it is complete,
+    None while it is not. Frames that are not the awaited answer (a late answer to an earlier
+    request, another unit's traffic) are the reader's to skip."""
+
+    def feed(self, data: bytes) -> T_co | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SerialLineStats:
+    requests: int
+    failures: int
+    timeouts: int
+    opens: int
+    stray_bytes: int
+    """Bytes that arrived while no transaction was waiting (late answers, noise)."""
+
+
+class _Port(asyncio.Protocol):
+    """The asyncio protocol of one open port: hands bytes and the loss of the port to the line."""
+
+    def __init__(self, line: SerialLine) -> None:
+        self._line = line
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._line._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._line._on_lost(self, exc)
+
+
+class SerialLine:
+    """One serial port; every transaction with any unit on it goes through here, one at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        config: SerialLineConfig,
+        *,
+        log: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._log: structlog.typing.FilteringBoundLogger = (
+            log if log is not None else structlog.get_logger()
+        ).bind(line=name)
+        self._lock = asyncio.Lock()
+        self._gap_s = inter_frame_gap_s(
+            config.baudrate,
+            bytesize=config.bytesize,
+            parity=config.parity,
+            stopbits=config.stopbits,
+        )
+        self._transport: asyncio.Transport | None = None
+        self._port: _Port | None = None
+        self._closed = False
+        self._waiting: tuple[AnswerReader[object], asyncio.Future[object]] | None = None
+        self._last_activity = 0.0
+        """Monotonic time of the last byte seen or transaction ended; the gap counts from here."""
+        self._rx_seen = False
+        self._failing: set[int | None] = set()
+        """Units (None: the line itself) whose failure is already logged."""
+        self._requests = 0
+        self._failures = 0
+        self._timeouts = 0
+        self._opens = 0
+        self._stray_bytes = 0
+
+    @property
+    def stats(self) -> SerialLineStats:
+        return SerialLineStats(
+            self._requests,
+            self._failures,
+            self._timeouts,
+            self._opens,
+            self._stray_bytes,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def timeout_ms(self) -> int:
+        return self._config.timeout_ms
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the port now; raises LineError if it cannot be opened."""
+        async with self._lock:
+            self._closed = False
+            try:
+                await self._ensure_open()
+            except LineError as exc:
+                self._note_failure(None, exc)
+                raise
+
+    async def close(self) -> None:
+        """Close the port. Transactions raise LineError until `connect()` is called again."""
+        # No lock: closing must not wait behind a transaction; that one then fails with LineError.
+        self._closed = True
+        await self._shut()
+
+    async def drop_connection(self) -> None:
+        """Close the port; the next transaction opens it afresh (a USB adapter re-plugged, or a
+        driver state that a reopen clears)."""
+        async with self._lock:
+            await self._shut()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def transact(
+        self,
+        request: bytes | Callable[[], bytes],
+        reader: AnswerReader[T],
+        *,
+        unit: int | None = None,
+        timeout_ms: int | None = None,
+    ) -> T:
+        """Send `request` and return what `reader` makes of the bytes that come back.
+
+        `request` may be a function that builds the bytes once the line is ours, for a request
+        that carries the time it is sent (setting a clock). Raises DeviceTimeout if nothing came
+        back in time, DeviceProtocolError if bytes came but no answer the reader accepts,
+        LineError if the port cannot be opened or is lost. `unit` only names the unit in logs.
+        """
+        timeout_s = (timeout_ms if timeout_ms is not None else self._config.timeout_ms) / 1000
+        async with self._lock:
+            self._requests += 1
+            try:
+                transport = await self._ensure_open()
+                await self._keep_gap()
+                data = request() if callable(request) else request
+                answer = await self._exchange(transport, data, reader, timeout_s)
+            except DriverError as exc:
+                self._failures += 1
+                if isinstance(exc, DeviceTimeout):
+                    self._timeouts += 1
+                self._note_failure(None if isinstance(exc, LineError) else unit, exc)
+                raise
+            self._note_ok(unit)
+            return answer
+
+    async def _exchange(
+        self,
+        transport: asyncio.Transport,
+        request: bytes,
+        reader: AnswerReader[T],
+        timeout_s: float,
+    ) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting = (reader, future)  # type: ignore[assignment]  # T is erased while waiting
+        self._rx_seen = False
+        try:
+            transport.write(request)
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            if self._rx_seen:
+                raise DeviceProtocolError(
+                    f"line {self.name}: no valid answer within {timeout_s * 1000:.0f} ms"
+                ) from None
+            raise DeviceTimeout(
+                f"line {self.name}: no answer within {timeout_s * 1000:.0f} ms"
+            ) from None
+        finally:
+            self._waiting = None
+            self._last_activity = max(self._last_activity, time.monotonic())
+
+    async def _ensure_open(self) -> asyncio.Transport:
+        """The open transport; opens the port if needed. Caller holds the lock."""
+        if self._closed:
+            raise LineError(f"line {self.name} is closed")
+        if self._transport is not None and not self._transport.is_closing():
+            return self._transport
+        cfg = self._config
+        port = _Port(self)
+        try:
+            transport, _ = await create_serial_connection(
+                asyncio.get_running_loop(),
+                lambda: port,
+                cfg.port,
+                baudrate=cfg.baudrate,
+                bytesize=cfg.bytesize,
+                parity=cfg.parity,
+                stopbits=cfg.stopbits,
+                exclusive=True,  # one owner per line: a second opener gets an error, not a share
+            )
+        except (OSError, ValueError, serial.SerialException) as exc:
+            raise LineError(f"cannot open line {self.name} ({cfg.port}): {exc}") from exc
+        self._transport, self._port = transport, port
+        self._opens += 1
+        self._last_activity = time.monotonic()
+        return transport
+
+    async def _shut(self) -> None:
+        transport, port = self._transport, self._port
+        self._transport = self._port = None
+        if transport is not None and port is not None:
+            # abort, not close: nothing we would still want to flush, and close() waits for
+            # the driver to drain, which a wedged adapter may never do.
+            transport.abort()
+            await port.lost  # pyserial-asyncio closes the port in a task; let it finish
+
+    async def _keep_gap(self) -> None:
+        """Wait until the line has been silent for 3.5 characters since the last byte or
+        transaction, so a request never runs into the tail of an answer on RS-485."""
+        # Not a poller: each sleep is exactly the time left, and repeats only if a byte arrived.
+        while (wait_s := self._last_activity + self._gap_s - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait_s)
+
+    # -- called by _Port ---------------------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        self._last_activity = time.monotonic()
+        if self._waiting is None:
+            self._stray_bytes += len(data)
+            return
+        reader, future = self._waiting
+        self._rx_seen = True
+        answer = reader.feed(data)
+        if answer is not None and not future.done():
+            future.set_result(answer)
+
+    def _on_lost(self, port: _Port, exc: Exception | None) -> None:
+        if port is self._port:  # the port broke under us (unplugged), not closed by us
+            self._transport = self._port = None
+        if self._waiting is not None and not self._waiting[1].done():
+            self._waiting[1].set_exception(
+                LineError(f"line {self.name}: port lost ({exc or 'closed'})")
+            )
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def _note_failure(self, unit: int | None, exc: DriverError) -> None:
+        if unit in self._failing:
+            return
+        self._failing.add(unit)
+        event = "serial_line_failing" if unit is None else "serial_unit_failing"
+        self._log.warning(event, unit=unit, error=str(exc), error_type=type(exc).__name__)
+
+    def _note_ok(self, unit: int | None) -> None:
+        if None in self._failing:
+            self._failing.discard(None)
+            self._log.info("serial_line_recovered")
+        if unit is not None and unit in self._failing:
+            self._failing.discard(unit)
+            self._log.info("serial_unit_recovered", unit=unit)

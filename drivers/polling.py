@@ -1,0 +1,112 @@
+"""The poll loop and device health shared by the polled Modbus drivers (bollard, bollard sockets,
+generic points), in the shape of `drivers.alarm_box`.
+
+Owns the poll loop (cadence and backoff from `drivers.pacing.PollPacer`, as the alarm box's),
+a device's `device.offline` / `device.online` events after `offline_after_ms` of silence
+(dropping the connection on going offline, in case it is half-open), a helper that emits an
+event for the device, and `read_table`, which reads any of the four Modbus tables by name. It
+does not know what a device's registers mean, and does not own the line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import structlog
+
+from drivers.base import DriverContext, DriverError, LineError
+from drivers.lines.modbus import ModbusLine
+from drivers.pacing import PollPacer
+from gateway.events import Event, Severity, new_event
+
+Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
+
+
+async def read_table(
+    line: ModbusLine, unit: int, table: Table, address: int, count: int
+) -> list[int]:
+    """Read `count` items of one Modbus table; bits come back as 0 / 1."""
+    if table == "coil":
+        return [int(b) for b in await line.read_coils(unit, address, count)]
+    if table == "discrete_input":
+        return [int(b) for b in await line.read_discrete_inputs(unit, address, count)]
+    if table == "holding_register":
+        return await line.read_holding_registers(unit, address, count)
+    return await line.read_input_registers(unit, address, count)
+
+
+class DeviceHealth:
+    """Online/offline bookkeeping of one polled device."""
+
+    def __init__(self, ctx: DriverContext, line: ModbusLine, offline_after_ms: int) -> None:
+        self._ctx = ctx
+        self._line = line
+        self._offline_after_ms = offline_after_ms
+        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        self.online: bool | None = None
+        """None until the first poll: the first answer is not an `online` event."""
+        self._last_ok = time.monotonic()
+        self.polls = 0
+        self.failures = 0
+
+    async def emit(self, event_type: str, severity: Severity, **data: Any) -> Event:
+        return await self._ctx.emit(
+            new_event(
+                event_type,
+                self._ctx.device,
+                severity=severity,
+                occurred_at_ms=self._ctx.clock_ms(),
+                data=data,
+                drill=self._ctx.drill,
+            )
+        )
+
+    async def answered(self) -> None:
+        self.polls += 1
+        self._last_ok = time.monotonic()
+        if self.online is not True:
+            if self.online is False:
+                self._log.info("device_online")
+                await self.emit("device.online", Severity.INFO)
+            self.online = True
+
+    async def failed(self, exc: DriverError) -> None:
+        self.failures += 1
+        silent_s = time.monotonic() - self._last_ok
+        if self.online is not False and silent_s * 1000 >= self._offline_after_ms:
+            self.online = False
+            self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
+            await self.emit("device.offline", Severity.MAJOR, error=str(exc))
+            await self._line.drop_connection()  # a fresh connection, in case this one is half-open
+
+
+async def poll_forever(
+    poll_once: Callable[[], Awaitable[None]],
+    *,
+    interval_ms: int,
+    health: DeviceHealth,
+    ready: Callable[[], None],
+) -> None:
+    """Call `poll_once` every `interval_ms` until cancelled; `ready()` after the first success.
+    `poll_once` calls `health.answered()` itself, as soon as the device has answered."""
+    # Offline (or its line down), the device is polled less often so its timeouts leave a
+    # shared line to the others; its first answer brings back the normal cadence.
+    pacer = PollPacer(interval_ms / 1000)
+    was_ready = False
+    while True:
+        try:
+            await poll_once()
+            delay = pacer.answered()
+            if not was_ready:
+                was_ready = True
+                ready()
+        except LineError as exc:
+            await health.failed(exc)
+            delay = pacer.failed(back_off=True)  # the port or socket is gone: do not spin
+        except DriverError as exc:
+            await health.failed(exc)
+            delay = pacer.failed(back_off=health.online is False)
+        await asyncio.sleep(delay)

@@ -1,0 +1,52 @@
+"""Configuration of an access controller (kind "access_controller"): which serial line and bus
+address it answers on, how often it is polled, its doors and readers, and its clock policy.
+
+Owns the shape and per-field rules of that one device kind. The check that its line is a
+`serial` line spans sections and lives in `edge_config.loader`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from edge_config.models import Ident, Strict
+
+_NAMED = "names keyed by number, e.g. {1 = 'main gate'}"
+
+
+class AccessControllerDevice(Strict):
+    kind: Literal["access_controller"]
+    line: Ident
+    address: int = Field(ge=1, le=254, description="the controller's address on its RS-485 bus")
+    location: str = ""
+    poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
+    offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
+    drill: bool = Field(default=False, description="mark every event of this controller a drill")
+    doors: dict[int, str] = Field(
+        min_length=1, description=f"the doors the controller drives: {_NAMED}"
+    )
+    readers: dict[int, str] = Field(default_factory=dict, description=f"card readers: {_NAMED}")
+    held_open_alarm_s: int = Field(
+        default=30,
+        ge=1,
+        le=3_600,
+        description="the controller reports a door held open longer than this",
+    )
+    clock_check_interval_s: int = Field(default=300, ge=1, le=86_400)
+    max_clock_skew_ms: int = Field(default=1_000, ge=50, le=3_600_000)
+    command_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="tries of a command whose answer does not come (same seq: never done twice)",
+    )
+
+    @field_validator("doors", "readers")
+    @classmethod
+    def _numbers_fit_a_byte(cls, value: dict[int, str]) -> dict[int, str]:
+        for number in value:
+            if not 1 <= number <= 255:
+                raise ValueError(f"number {number} outside 1..255")
+        return value

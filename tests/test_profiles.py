@@ -1,0 +1,159 @@
+"""Bollard profiles as data: the shipped files load, config can pick one and override single
+registers, a new vendor is a new file, and the wheel ships the files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+import drivers.profiles
+from drivers.profiles import ProfileError, load_profile, profile_names
+from edge_config.devices_modbus import BollardDevice, BollardProfile
+
+ROOT = Path(__file__).parent.parent
+
+
+def device(**values: Any) -> BollardDevice:
+    return BollardDevice.model_validate({"kind": "bollard", "line": "io"} | values)
+
+
+def test_shipped_profiles() -> None:
+    assert {"generic_bollard", "vendor_b"} <= set(profile_names())
+    for name in profile_names():
+        assert load_profile(name).name == name
+
+
+def test_generic_and_vendor_b_differ_where_it_matters() -> None:
+    generic, vendor_b = (
+        load_profile("generic_bollard").registers,
+        load_profile("vendor_b").registers,
+    )
+    assert generic.position is not None and vendor_b.position is not None
+    assert generic.position.decode(2) == "up" and vendor_b.position.decode(1) == "up"
+    assert vendor_b.position.decode(3) is None  # not a code this controller uses
+    assert generic.raise_command is not None and generic.raise_command.table == "coil"
+    assert vendor_b.raise_command is not None and vendor_b.raise_command.value == 1
+    assert vendor_b.cycle_counter is not None and vendor_b.cycle_counter.word_order == "little"
+
+
+def test_device_defaults_to_the_generic_profile() -> None:
+    assert device().register_map() == load_profile("generic_bollard").registers
+
+
+def test_override_replaces_one_register_whole() -> None:
+    config = device(
+        profile="vendor_b",
+        registers={"fault_code": {"table": "input_register", "address": 7}},
+    )
+    merged = config.register_map()
+    profile = load_profile("vendor_b").registers
+    assert merged.fault_code is not None and merged.fault_code.table == "input_register"
+    assert merged.fault_code.address == 7
+    assert merged.position == profile.position and merged.raise_command == profile.raise_command
+
+
+def test_override_can_remove_an_optional_register() -> None:
+    assert device(registers={"efo_input": None}).register_map().efo_input is None
+
+
+def test_unknown_profile_is_refused_with_the_known_names() -> None:
+    with pytest.raises(
+        ValidationError, match=r"no profile 'vendor_z' is shipped .*generic_bollard"
+    ):
+        device(profile="vendor_z")
+    with pytest.raises(ProfileError):
+        load_profile("vendor_z")
+
+
+def test_override_that_breaks_the_map_is_refused() -> None:
+    with pytest.raises(ValidationError, match="no position"):
+        device(registers={"position": None})
+    with pytest.raises(ValidationError, match="two commands write the same value"):
+        device(registers={"lower_command": {"table": "coil", "address": 0}})
+
+
+def test_a_new_vendor_is_a_new_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Copy the shipped profiles plus a new one into a scratch package dir, and point the
+    # profiles package there: no code changes, only a file.
+    for source in Path(drivers.profiles.__file__).parent.glob("*.toml"):
+        shutil.copy(source, tmp_path)
+    (tmp_path / "vendor_c.toml").write_text(
+        """
+kind = "bollard"
+name = "vendor_c"
+vendor = "Vendor C"
+[registers.position]
+table = "holding_register"
+address = 0
+values = { "0" = "down", "1" = "up", "2" = "rising", "3" = "lowering" }
+[registers.raise_command]
+table = "holding_register"
+address = 10
+value = 1
+[registers.lower_command]
+table = "holding_register"
+address = 10
+value = 0
+"""
+    )
+    monkeypatch.setattr(drivers.profiles, "PROFILES", tmp_path)
+    load_profile.cache_clear()
+    try:
+        config = device(profile="vendor_c")
+        assert config.register_map().efo_input is None
+        assert "vendor_c" in profile_names()
+    finally:
+        load_profile.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('kind = "bollard"\nname = "x"\n', "registers"),
+        (
+            'kind = "bollard"\nname = "x"\n[registers.position]\ntable = "holding_register"\n'
+            'address = 0\nvalues = { "0" = "down" }\n',
+            "no register value maps to up",
+        ),
+        ('kind = "bollard"\nname = "x"\nregisters = {}\n', "no position, raise_command"),
+        ('kind = "bollard"\nname = "x"\nvendor = 3\n', "vendor"),
+    ],
+)
+def test_broken_profile_files_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        BollardProfile.model_validate(tomllib.loads(text))
+
+
+@pytest.mark.timeout(120)
+def test_the_wheel_ships_the_profile_files(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0 and "hatchling" in built.stderr:
+        pytest.skip("hatchling is not installed in this environment")
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("schoolgate-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "drivers/profiles/generic_bollard.toml" in names
+    assert "drivers/profiles/vendor_b.toml" in names
