@@ -24,6 +24,9 @@ from drivers.pacing import PollPacer
 from edge_config.models import AlarmBoxDevice
 from gateway.events import Severity, new_event
 
+_COUNTER_RESET_LIMIT = 1000
+"""More presses than this between two looks means the module's counter was reset."""
+
 
 class AlarmBox:
     kind = "alarm_box"
@@ -88,14 +91,15 @@ class AlarmBox:
         if self._outputs[name] is None:
             raise CommandError(f"this box has no {name} wired (set {name}_coil)")
         await self.set_output(name, on)
+        await self._apply_outputs()  # a person is waiting for the answer: write it now
         return {name: on}
 
     async def set_output(self, name: str, on: bool) -> None:
+        """Ask for an output; the poll loop writes it after its next read. Never waits on the
+        line: the latch calls this from inside a poll, and the next read must not be delayed."""
         coil = self._outputs.get(name)
-        if coil is None:
-            return  # this box has no such output wired
-        self._wanted[coil] = on
-        await self._apply_outputs()
+        if coil is not None:  # else this box has no such output wired
+            self._wanted[coil] = on
 
     # -- one poll ----------------------------------------------------------------------------
 
@@ -131,9 +135,7 @@ class AlarmBox:
             register = self._counter_regs.get(button)
             if register is not None and counters is not None and self._ir_span is not None:
                 value = counters[register - self._ir_span[0]]
-                if button in self._counters:
-                    presses = counter_delta(self._counters[button], value)
-                self._counters[button] = value
+                presses = await self._counted_presses(button, value, first=first)
             elif (
                 state[button]
                 and not previous[button]
@@ -157,6 +159,30 @@ class AlarmBox:
         if reset is not None and state[reset] and not previous[reset] and not first:
             await self._ctx.panic.reset_pressed(self._ctx.device.id, occurred_at_ms=now_ms)
         self._previous = state
+
+    async def _counted_presses(self, button: int, value: int, *, first: bool) -> int:
+        """Presses the module counted since we last looked. At start the last value seen before
+        the restart is the baseline, so a press made while the gateway was down (or before its
+        first poll) still raises its alarm."""
+        known = self._counters.get(button)
+        memory = self._ctx.memory
+        if known is None and first and memory is not None:
+            known = await memory.recall(f"counter:{button}")
+        presses = 0
+        if known is not None:
+            presses = counter_delta(known, value)
+            if presses > _COUNTER_RESET_LIMIT:
+                # Not thousands of presses: the module restarted and its counter began again.
+                self._log.warning("press_counter_restarted", button=button, was=known, now=value)
+                presses = value
+            if presses and first:
+                self._log.warning(
+                    "presses_counted_while_not_polled", button=button, presses=presses
+                )
+        self._counters[button] = value
+        if value != known and memory is not None:
+            await memory.remember(f"counter:{button}", value)
+        return presses
 
     async def _apply_outputs(self) -> None:
         for coil, on in list(self._wanted.items()):

@@ -62,6 +62,14 @@ class PanicSink(Protocol):
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None: ...
 
 
+class DeviceMemory(Protocol):
+    """Small integers a driver keeps across restarts (a module's press-counter values)."""
+
+    async def recall(self, key: str) -> int | None: ...
+
+    async def remember(self, key: str, value: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DriverContext:
     device: DeviceRef
@@ -72,6 +80,8 @@ class DriverContext:
     clock_ms: Callable[[], int]
     """Wall-clock milliseconds since the epoch; injected so tests control time."""
     drill: bool = False
+    memory: DeviceMemory | None = None
+    """None where nothing persists (unit tests); the gateway gives the outbox's store."""
 
 
 class CommandError(DriverError):

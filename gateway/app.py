@@ -119,6 +119,7 @@ class Gateway:
                 emit=self.outbox.emit,
                 clock_ms=now_ms,
                 drill=device.drill,
+                memory=self.outbox.memory(device_id),
             )
             driver = REGISTRY[device.kind](device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
@@ -225,6 +226,7 @@ class Gateway:
                     u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
                 },
                 "open_alarms": len(self.latches.open_alarms),
+                "devices_ready": self.devices_ready.is_set(),
             }
         raise control.RequestError(f"unknown op {op!r} (alarms, reset, command, status)")
 

@@ -373,6 +373,10 @@ class Outbox:
         """Set whenever an alarm-lane row is queued for `destination`."""
         return self._alarm_wakeups[destination]
 
+    def memory(self, device_id: str) -> DeviceStore:
+        """A device's small persistent values (kept in the store's `meta` table)."""
+        return DeviceStore(self._store, device_id)
+
     def wakeup(self, destination: str) -> asyncio.Event:
         """Set whenever a row is queued for `destination`; the uplink clears it."""
         return self._wakeups[destination]
@@ -391,6 +395,42 @@ class Outbox:
     async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read or maintenance function on the store thread (for `retention`)."""
         return await self._store.call(fn)
+
+
+class DeviceStore:
+    """`drivers.base.DeviceMemory` on the store: keys live in `meta` as `device:<id>:<key>`.
+    Writes are bookkeeping (no fsync of their own) and never raise: a full disk only means the
+    value is re-learned after a restart."""
+
+    def __init__(self, store: Store, device_id: str) -> None:
+        self._store = store
+        self._prefix = f"device:{device_id}:"
+
+    async def recall(self, key: str) -> int | None:
+        name = self._prefix + key
+
+        def read(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._store.call(read)
+
+    async def remember(self, key: str, value: int) -> None:
+        name = self._prefix + key
+
+        def write(db: sqlite3.Connection) -> None:
+            in_transaction(
+                db,
+                lambda: db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                ),
+                durable=False,
+            )
+
+        with contextlib.suppress(*STORAGE_ERRORS):
+            await self._store.call(write)
 
 
 def _storage_event(event_type: str, severity: Severity, **data: object) -> Event:

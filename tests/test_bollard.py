@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from driver_support import Recorder, modbus_line, running
 
+from driver_support import Recorder, modbus_line, running
 from drivers.base import CommandError, DriverError
 from drivers.bollard import Bollard
 from edge_config.devices_modbus import BollardDevice

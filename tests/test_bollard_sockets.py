@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from driver_support import Recorder, modbus_line, running
 
+from driver_support import Recorder, modbus_line, running
 from drivers.base import CommandError
 from drivers.bollard_sockets import BollardSockets
 from edge_config.devices_modbus import BollardSocketsDevice

@@ -241,6 +241,7 @@ async def test_press_shorter_than_the_poll_interval_is_caught_by_the_counter(
         gateway.start()
         try:
             await online(police)
+            await gateway.wait_ready()  # the counter's first value is the baseline
             await module.pulse(0, 5)  # 5 ms: between two polls 1 s apart
             alarm = await police.wait_event(is_panic, timeout_s=10)
         finally:
@@ -287,3 +288,27 @@ async def test_box_whose_tcp_server_restarts_is_reached_again(
         finally:
             await gateway.stop()
     assert alarm["device"]["id"] == "box"
+
+
+async def test_press_while_the_gateway_is_down_is_counted_when_it_comes_back(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(
+        tmp_path, police_broker, bureau_broker, modbus_tcp_port=port, press_counter=True
+    )
+    async with listen("police", police_broker.host, police_broker.port) as police:
+        gateway.start()
+        await online(police)
+        await gateway.wait_ready()  # it has seen the counter once: that value is remembered
+        await gateway.stop()
+        await module.pulse(0, 5)  # pressed, and released, while no gateway is running
+        gateway.start()
+        try:
+            alarm = await police.wait_event(is_panic, timeout_s=15)
+        finally:
+            await gateway.stop()
+    assert alarm["data"]["presses"] == 1

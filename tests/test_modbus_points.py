@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from driver_support import Recorder, modbus_line, running
 from structlog.testing import capture_logs
 
+from driver_support import Recorder, modbus_line, running
 from drivers.base import CommandError
 from drivers.lines.modbus import ModbusLine
 from drivers.modbus_points import ModbusPoints

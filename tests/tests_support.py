@@ -4,6 +4,7 @@ generated config, against simulator modules and mosquitto brokers the test owns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway import control
 from simulators.broker import MosquittoBroker
 
 TEMPLATE = """\
@@ -143,6 +145,16 @@ class GatewayProcess:
         out, err = await proc.communicate()
         assert proc.returncode is not None
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+    async def wait_ready(self, timeout_s: float = 15.0) -> None:
+        """Until every device has answered its first poll (asked over the control socket)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                with contextlib.suppress(control.ControlError):
+                    status = await control.request(self.dir / "control.sock", {"op": "status"})
+                    if status["devices_ready"]:
+                        return
+                await asyncio.sleep(0.02)
 
     async def wait_stored(self, event_type: str, timeout_s: float = 10.0) -> str:
         """Wait until the outbox file holds an event of this type; returns its id."""
