@@ -1,28 +1,26 @@
 """The one-key alarm box: a Modbus DI/DO module with panic buttons, a reset input, a lamp and a
 siren (docs/drivers/alarm_box.md has the register map).
 
-Owns the poll loop of one box: reading the button contacts (and the module's press counters where
-it has them, so a press shorter than the poll interval is still seen), debouncing, reporting
-presses and the reset input to the `PanicSink`, driving the lamp and siren coils, and the box's
-`device.offline` / `device.online` events. It does not latch alarms (`gateway.rules.latch` does)
-and does not own the line (`drivers.lines.modbus.ModbusLine` does).
+Owns one poll of a box: reading the button contacts (and the module's press counters where it
+has them, so a press shorter than the poll interval, or made while the gateway was down, is still
+seen), debouncing, reporting presses and the reset input to the `PanicSink`, and driving the lamp
+and siren coils. The loop, pacing and `device.offline` / `device.online` are `drivers.polling`'s,
+shared with the other polled devices. It does not latch alarms (`gateway.rules.latch` does) and
+does not own the line (`drivers.lines.modbus.ModbusLine` does).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Mapping
 
 import structlog
 
-from drivers.base import CommandError, DriverContext, DriverError, LineError
+from drivers.base import CommandError, DriverContext
 from drivers.codecs import counter_delta, span
 from drivers.lines.arbiter import PRIORITY_ALARM
 from drivers.lines.modbus import ModbusLine
-from drivers.pacing import PollPacer
+from drivers.polling import DeviceHealth, poll_forever
 from edge_config.models import AlarmBoxDevice
-from gateway.events import Severity, new_event
 
 _COUNTER_RESET_LIMIT = 1000
 """More presses than this between two looks means the module's counter was reset."""
@@ -54,32 +52,25 @@ class AlarmBox:
         self._previous: dict[int, bool] | None = None
         self._counters: dict[int, int] = {}
         self._lockout_until_ms: dict[int, int] = {}
-        self._online: bool | None = None
-        self._last_ok = time.monotonic()
-        self.polls = 0
-        self.failures = 0
+        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
 
     # -- Driver ------------------------------------------------------------------------------
 
     async def run(self, ready: Callable[[], None]) -> None:
-        # Offline (or its line down), the box is polled less often so its timeouts leave a
-        # shared line to the others; its first answer brings back the normal cadence.
-        pacer = PollPacer(self._cfg.poll_interval_ms / 1000)
-        was_ready = False
-        while True:
-            try:
-                await self.poll_once()
-                delay = pacer.answered()
-                if not was_ready:
-                    was_ready = True
-                    ready()
-            except LineError as exc:
-                await self._failed(exc)
-                delay = pacer.failed(back_off=True)  # the port or socket is gone: do not spin
-            except DriverError as exc:
-                await self._failed(exc)
-                delay = pacer.failed(back_off=self._online is False)
-            await asyncio.sleep(delay)
+        await poll_forever(
+            self.poll_once,
+            interval_ms=self._cfg.poll_interval_ms,
+            health=self._health,
+            ready=ready,
+        )
+
+    @property
+    def polls(self) -> int:
+        return self._health.polls
+
+    @property
+    def failures(self) -> int:
+        return self._health.failures
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`lamp` / `siren` with `on`: drive an output by hand (installer test of the wiring)."""
@@ -114,8 +105,9 @@ class AlarmBox:
             counters = await self._line.read_input_registers(
                 unit, *self._ir_span, priority=self.line_priority
             )
-        self.polls += 1
-        await self._succeeded()
+        if self._health.online is False:
+            self._applied.clear()  # the module may have lost its outputs; assert them again
+        await self._health.answered()
         state = {addr: bool(bits[addr - self._di_start]) for addr in self._inputs()}
         await self._handle(state, counters, now_ms)
         if self._wanted != self._applied:
@@ -191,35 +183,3 @@ class AlarmBox:
                     self._cfg.unit_id, coil, on, priority=self.line_priority
                 )
                 self._applied[coil] = on
-
-    # -- health ------------------------------------------------------------------------------
-
-    async def _succeeded(self) -> None:
-        self._last_ok = time.monotonic()
-        if self._online is not True:
-            if self._online is False:
-                self._log.info("device_online")
-                await self._health_event("device.online", Severity.INFO)
-            self._online = True
-
-    async def _failed(self, exc: DriverError) -> None:
-        self.failures += 1
-        silent_s = time.monotonic() - self._last_ok
-        if self._online is not False and silent_s * 1000 >= self._cfg.offline_after_ms:
-            self._online = False
-            self._applied.clear()  # the module may have lost its outputs; re-assert them
-            self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
-            await self._health_event("device.offline", Severity.MAJOR, error=str(exc))
-            await self._line.drop_connection()  # a fresh connection, in case this one is half-open
-
-    async def _health_event(self, event_type: str, severity: Severity, **data: object) -> None:
-        await self._ctx.emit(
-            new_event(
-                event_type,
-                self._ctx.device,
-                severity=severity,
-                occurred_at_ms=self._ctx.clock_ms(),
-                data=dict(data),
-                drill=self._ctx.drill,
-            )
-        )
