@@ -1,9 +1,9 @@
 """A simulated Modbus DI/DO module: the cheap 8-in/8-out RS-485/TCP I/O boards installers wire
 panic buttons and lamps to.
 
-Owns the module's state (input contacts, relay outputs, press counters), its fault knobs and
-serving one or more modules over Modbus TCP or RTU with pymodbus's server. It does not know about
-alarms or the gateway, and does not own a serial port pair (`simulators.vserial` does).
+Owns the module's state (input contacts, relay outputs, press counters) and its fault knobs.
+Serving it over Modbus TCP or RTU is `simulators.modbus_serve`'s (re-exported here). It does not
+know about alarms or the gateway, and does not own a serial port pair (`simulators.vserial` does).
 
 Register map (unit id = `DiDoModule.unit_id`; N inputs, M outputs, default 8 and 8):
 
@@ -25,16 +25,16 @@ which drops the outgoing frame. Requests to unit ids that no module serves are n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 
 from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from simulators.modbus_serve import serve_rtu, serve_tcp
+
+__all__ = ["DiDoModule", "serve_rtu", "serve_tcp"]
+
 _WRITE_FUNCTIONS = {5, 6, 15, 16}
-_NOBODY = 0
 """pymodbus routes unknown unit ids to device 0; ours answers nothing (see `_answer_filter`)."""
 
 
@@ -174,97 +174,3 @@ def _pack_bits(bits: list[bool]) -> list[int]:
 
 def _store(registers: list[int], values: list[int]) -> None:
     registers[: len(values)] = values
-
-
-def _by_unit(modules: DiDoModule | Mapping[int, DiDoModule]) -> dict[int, DiDoModule]:
-    if isinstance(modules, DiDoModule):
-        return {modules.unit_id: modules}
-    for unit, module in modules.items():
-        if unit != module.unit_id:
-            raise ValueError(f"module with unit id {module.unit_id} listed under {unit}")
-    return dict(modules)
-
-
-def _devices(units: dict[int, DiDoModule]) -> list[SimDevice]:
-    async def answer_nothing(*_args: object) -> ExcCodes:
-        return ExcCodes.GATEWAY_NO_RESPONSE  # dropped by the answer filter like any unknown unit
-
-    nobody = SimDevice(
-        id=_NOBODY,
-        simdata=[SimData(0, values=0, datatype=DataType.REGISTERS)],
-        action=answer_nothing,
-    )
-    return [nobody, *(module.sim_device() for module in units.values())]
-
-
-def _answer_filter(
-    units: dict[int, DiDoModule], unit_of: Callable[[bytes], int]
-) -> Callable[[bool, bytes], bytes]:
-    def trace_packet(sending: bool, data: bytes) -> bytes:
-        if not sending:
-            return data
-        module = units.get(unit_of(data))
-        return b"" if module is None or module.silent else data
-
-    return trace_packet
-
-
-def _tcp_unit(frame: bytes) -> int:
-    return frame[6] if len(frame) > 6 else _NOBODY  # MBAP: tid(2) proto(2) len(2) unit(1)
-
-
-def _rtu_unit(frame: bytes) -> int:
-    return frame[0] if frame else _NOBODY
-
-
-@asynccontextmanager
-async def serve_tcp(
-    modules: DiDoModule | Mapping[int, DiDoModule], host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[tuple[str, int]]:
-    """Serve modules over Modbus TCP; yields the (host, port) actually listened on."""
-    units = _by_unit(modules)
-    server = ModbusTcpServer(
-        _devices(units),
-        address=(host, port),
-        trace_packet=_answer_filter(units, _tcp_unit),
-    )
-    await server.serve_forever(background=True)
-    try:
-        # serve_forever keeps the asyncio.Server as its "transport"; port 0 resolves there.
-        bound_port: int = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        yield host, bound_port
-    finally:
-        await server.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pymodbus
-        for module in units.values():
-            await module._finish_answers()
-
-
-@asynccontextmanager
-async def serve_rtu(
-    modules: DiDoModule | Mapping[int, DiDoModule],
-    port_path: str,
-    *,
-    baudrate: int = 9600,
-    bytesize: int = 8,
-    parity: str = "N",
-    stopbits: int = 1,
-) -> AsyncIterator[None]:
-    """Serve modules as RTU slaves on one serial line (several unit ids share an RS-485 bus)."""
-    units = _by_unit(modules)
-    server = ModbusSerialServer(
-        _devices(units),
-        framer=FramerType.RTU,
-        port=port_path,
-        baudrate=baudrate,
-        bytesize=bytesize,
-        parity=parity,
-        stopbits=stopbits,
-        trace_packet=_answer_filter(units, _rtu_unit),
-    )
-    await server.serve_forever(background=True)
-    try:
-        yield
-    finally:
-        await server.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pymodbus
-        for module in units.values():
-            await module._finish_answers()

@@ -3,8 +3,8 @@ Modbus TCP or RTU, and the fault knobs every unit shares.
 
 Owns `SimUnit` (what a server needs from a unit), `UnitBase` (the `silent` / `delay_ms` knobs and
 the bookkeeping that lets a closed server leave no task behind), and `serve_tcp` / `serve_rtu`,
-which accept a mix of unit types on one bus. It generalises `simulators.dido`'s serving without
-changing it; a `DiDoModule` is a `SimUnit` too. It does not simulate any device itself.
+which accept a mix of unit types on one bus (a `DiDoModule` is a `SimUnit` too; `simulators.dido`
+re-exports them). It does not simulate any device itself.
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators.dido import _NOBODY, _rtu_unit, _tcp_unit
-
 WRITE_FUNCTIONS = {5, 6, 15, 16}
+_NOBODY = 0
+"""pymodbus routes unknown unit ids to device 0; ours answers nothing (see `_answer_filter`)."""
+
+
+def _tcp_unit(frame: bytes) -> int:
+    return frame[6] if len(frame) > 6 else _NOBODY  # MBAP: tid(2) proto(2) len(2) unit(1)
+
+
+def _rtu_unit(frame: bytes) -> int:
+    return frame[0] if frame else _NOBODY
 
 
 class SimUnit(Protocol):

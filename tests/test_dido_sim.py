@@ -132,7 +132,7 @@ async def test_modules_share_one_rtu_line() -> None:
 
 
 async def test_mapping_must_match_unit_ids() -> None:
-    with pytest.raises(ValueError, match="unit id 2"):
+    with pytest.raises(ValueError, match="unit with id 2 listed under 1"):
         async with serve_tcp({1: DiDoModule(2)}):
             pass
     with pytest.raises(ValueError, match=r"1\.\.247"):
