@@ -150,9 +150,7 @@ def test_the_wheel_ships_the_profile_files(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    if built.returncode != 0 and "hatchling" in built.stderr:
-        pytest.skip("hatchling is not installed in this environment")
-    assert built.returncode == 0, built.stderr
+    assert built.returncode == 0, built.stderr  # hatchling comes with the dev extras
     (wheel,) = tmp_path.glob("schoolgate-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "drivers/profiles/generic_bollard.toml" in names
