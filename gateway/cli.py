@@ -170,6 +170,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(duration_s=args.duration, press_every_s=args.press_every))
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from simulators import scenario  # noqa: PLC0415 - the runner pulls in the simulators
+
+    return scenario.main(args.file, expect=args.expect)
+
+
 def _with_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c",
@@ -250,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="end after this many seconds")
     p.add_argument("--press-every", type=float, default=2.0, help="seconds between presses")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("scenario", help="play a scenario file against the simulated gate")
+    p.add_argument("file", type=Path, help="scenario TOML (docs/simulators/scenarios.md)")
+    p.add_argument("--expect", action="store_true", help="check its [[expect]]; exit 1 if unmet")
+    p.set_defaults(func=cmd_scenario)
     return parser
 
 

@@ -5,6 +5,7 @@
     python -m simulators dido --pty            # prints the tty the gateway should open
     python -m simulators access --pty [--address 1 --address 2]   # access controllers
     python -m simulators bollard --tcp 127.0.0.1:5021 [--layout vendor_b]   # rising bollard
+    python -m simulators scenario FILE [--expect]   # a timeline against the whole simulated gate
 
 Owns argument parsing and the command prompt only; the devices live in their own modules.
 """
@@ -17,7 +18,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
-from simulators import access_cli, bollard_cli
+from simulators import access_cli, bollard_cli, scenario
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
 from simulators.vserial import VirtualSerialLink
 
@@ -45,6 +46,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     dido.add_argument("--baud", type=int, default=9600, help="RTU baud rate (default 9600)")
     access_cli.add_parser(devices)
     bollard_cli.add_parser(devices)
+    scenario.add_parser(devices)
     return parser.parse_args(argv)
 
 
@@ -120,6 +122,8 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
+    if args.device == "scenario":
+        sys.exit(scenario.main(args.file, expect=args.expect))
     with contextlib.suppress(KeyboardInterrupt):
         runners = {"access": access_cli.run, "bollard": bollard_cli.run}
         asyncio.run(runners.get(args.device, _run)(args))
