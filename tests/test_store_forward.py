@@ -263,3 +263,22 @@ async def test_the_flusher_retries_the_disk_by_itself_after_an_append_fault(tmp_
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
+
+
+async def test_age_cap_evicts_old_undelivered_telemetry_and_state_but_not_alarms(
+    tmp_path: Path,
+) -> None:
+    day = 86_400_000
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        old_alarm = await outbox.append(make("alarm.panic", at_ms=1 * day, alarm_id="a"))
+        await outbox.append(make("telemetry.temp", at_ms=1 * day))
+        await outbox.append(make("device.online", at_ms=1 * day))
+        fresh = await outbox.append(make("telemetry.temp", at_ms=9 * day))
+        policy = RetentionPolicy(max_bytes=1 << 30, max_age_ms=7 * day)
+        report = await Retention(outbox, policy).enforce(now_ms=10 * day)
+        kept = await outbox.call(
+            lambda db: [s for (s,) in db.execute("SELECT seq FROM events ORDER BY seq")]
+        )
+    assert report.evicted_undelivered == {"telemetry": 1, "state": 1}
+    assert kept[:2] == [old_alarm.seq, fresh.seq]  # then the gateway.eviction report
+    assert len(kept) == 3
