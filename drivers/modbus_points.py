@@ -68,8 +68,9 @@ class ModbusPoints:
         self._line = line
         self._health = DeviceHealth(ctx, line, config.offline_after_ms)
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        self._points = config.resolved_points()
         spans: dict[Function, list[tuple[int, int]]] = {}
-        for point in config.points:
+        for point in self._points:
             spans.setdefault(point.function, []).append((point.address, point.register_count))
         self._plan = [
             (function, start, count)
@@ -118,7 +119,7 @@ class ModbusPoints:
             items.update({(function, start + i): w for i, w in enumerate(words)})
         await self._health.answered()
         now = time.monotonic()
-        for point in self._cfg.points:
+        for point in self._points:
             keys = [(point.function, point.address + i) for i in range(point.register_count)]
             if all(k in items for k in keys):
                 await self._consider(point, decode_point(point, [items[k] for k in keys]), now)

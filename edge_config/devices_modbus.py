@@ -174,10 +174,10 @@ class BollardDevice(_ModbusDevice):
         """The profile's map with this device's overrides; ValueError if it is unusable."""
         # Imported here, not at the top: drivers imports this module, and by validation time
         # both are loaded. Resolving in the validator refuses a bad profile at check-config.
-        from drivers.profiles import ProfileError, load_profile  # noqa: PLC0415
+        from drivers.profiles import ProfileError, bollard_profile  # noqa: PLC0415
 
         try:
-            profile = load_profile(self.profile)
+            profile = bollard_profile(self.profile)
         except ProfileError as exc:
             raise ValueError(f"profile: {exc}") from None
         try:
@@ -280,18 +280,54 @@ class ModbusPoint(Strict):
         return self
 
 
+class PointsProfile(Strict):
+    """A shipped points profile (drivers/profiles/NAME.toml with kind = "modbus_points"): the
+    points of one device model, so a new device of that model needs one line of config."""
+
+    kind: Literal["modbus_points"]
+    name: Ident
+    vendor: str = ""
+    description: str = ""
+    points: list[ModbusPoint] = Field(min_length=1)
+
+
 class ModbusPointsDevice(_ModbusDevice):
     kind: Literal["modbus_points"]
     poll_interval_ms: int = Field(default=1_000, ge=5, le=3_600_000)
     offline_after_ms: int = Field(default=5_000, ge=100, le=3_600_000)
-    points: list[ModbusPoint] = Field(min_length=1)
+    profile: Ident | None = Field(
+        default=None, description="a points profile in drivers/profiles/, without .toml"
+    )
+    points: list[ModbusPoint] = Field(
+        default_factory=list,
+        description="points of this device; with a profile, a point of the same name replaces "
+        "the profile's, others are added",
+    )
+
+    def resolved_points(self) -> list[ModbusPoint]:
+        """The profile's points with this device's replacements and additions."""
+        if self.profile is None:
+            return list(self.points)
+        # Imported here: drivers.profiles imports this module to read profile files.
+        from drivers.profiles import ProfileError, points_profile  # noqa: PLC0415
+
+        try:
+            base = points_profile(self.profile).points
+        except ProfileError as exc:
+            raise ValueError(f"profile: {exc}") from None
+        own = {p.name: p for p in self.points}
+        merged = [own.pop(p.name, p) for p in base]
+        return merged + list(own.values())
 
     @model_validator(mode="after")
     def _points(self) -> ModbusPointsDevice:
-        names = [p.name for p in self.points]
+        if self.profile is None and not self.points:
+            raise ValueError("give points, or a profile that has them")
+        points = self.resolved_points()
+        names = [p.name for p in points]
         if dup := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"points: names must be unique; repeated: {', '.join(dup)}")
-        for i, point in enumerate(self.points):
+        for i, point in enumerate(points):
             if point.interval_ms is not None and point.interval_ms < self.poll_interval_ms:
                 raise ValueError(
                     f"points[{i}].interval_ms ({point.interval_ms}) is shorter than "

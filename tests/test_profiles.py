@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 import drivers.profiles
-from drivers.profiles import ProfileError, load_profile, profile_names
-from edge_config.devices_modbus import BollardDevice, BollardProfile
+from drivers.profiles import ProfileError, bollard_profile, load_profile, profile_names
+from edge_config.devices_modbus import BollardDevice, BollardProfile, ModbusPointsDevice
 
 ROOT = Path(__file__).parent.parent
 
@@ -33,8 +33,8 @@ def test_shipped_profiles() -> None:
 
 def test_generic_and_vendor_b_differ_where_it_matters() -> None:
     generic, vendor_b = (
-        load_profile("generic_bollard").registers,
-        load_profile("vendor_b").registers,
+        bollard_profile("generic_bollard").registers,
+        bollard_profile("vendor_b").registers,
     )
     assert generic.position is not None and vendor_b.position is not None
     assert generic.position.decode(2) == "up" and vendor_b.position.decode(1) == "up"
@@ -45,7 +45,7 @@ def test_generic_and_vendor_b_differ_where_it_matters() -> None:
 
 
 def test_device_defaults_to_the_generic_profile() -> None:
-    assert device().register_map() == load_profile("generic_bollard").registers
+    assert device().register_map() == bollard_profile("generic_bollard").registers
 
 
 def test_override_replaces_one_register_whole() -> None:
@@ -54,7 +54,7 @@ def test_override_replaces_one_register_whole() -> None:
         registers={"fault_code": {"table": "input_register", "address": 7}},
     )
     merged = config.register_map()
-    profile = load_profile("vendor_b").registers
+    profile = bollard_profile("vendor_b").registers
     assert merged.fault_code is not None and merged.fault_code.table == "input_register"
     assert merged.fault_code.address == 7
     assert merged.position == profile.position and merged.raise_command == profile.raise_command
@@ -155,3 +155,34 @@ def test_the_wheel_ships_the_profile_files(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "drivers/profiles/generic_bollard.toml" in names
     assert "drivers/profiles/vendor_b.toml" in names
+
+
+def _meter(**kw: object) -> ModbusPointsDevice:
+    return ModbusPointsDevice.model_validate(
+        {"kind": "modbus_points", "line": "bus", "profile": "power_meter_generic", **kw}
+    )
+
+
+def test_points_profile_gives_a_device_its_points_and_config_replaces_or_adds() -> None:
+    assert [p.name for p in _meter().resolved_points()] == [
+        "voltage",
+        "current",
+        "active_power",
+        "energy_total",
+    ]
+    own = _meter(
+        points=[
+            {"name": "current", "function": "input_register", "address": 8, "data_type": "float32"},
+            {"name": "door_contact", "function": "discrete_input", "address": 0},
+        ]
+    )
+    points = {p.name: p for p in own.resolved_points()}
+    assert points["current"].address == 8 and "door_contact" in points
+    assert len(points) == 5
+
+
+def test_points_profile_errors_are_refused_at_startup() -> None:
+    with pytest.raises(ValidationError, match="no profile 'meter_x' is shipped"):
+        _meter(profile="meter_x")
+    with pytest.raises(ValidationError, match="is a bollard profile, not a points one"):
+        _meter(profile="generic_bollard")
