@@ -129,7 +129,10 @@ def test_good_sections_load_with_their_defaults() -> None:
         (SOCKETS | {"sockets": [{"input": 0}]}, "devices.d.sockets[0].name: required key"),
         (SOCKETS | {"present_when": "high"}, "devices.d.present_when: Input should be 'closed'"),
         # generic points
-        ({"kind": "modbus_points", "line": "io"}, "devices.d: give points, or a profile that has them"),
+        (
+            {"kind": "modbus_points", "line": "io"},
+            "devices.d: give points, or a profile that has them",
+        ),
         (points(function="register"), "devices.d.points[0].function: Input should be 'coil'"),
         (points(data_type="float64"), "devices.d.points[0].data_type: Input should be 'bool'"),
         (points(fucntion="coil"), "devices.d.points[0].fucntion: unknown key"),

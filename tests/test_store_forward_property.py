@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -205,6 +206,7 @@ def check(log: list[tuple[str, str, int, int]], appended: dict[int, Lane]) -> No
             )
 
 
+@pytest.mark.timeout(180)  # 150 examples take ~5 s alone; room for a loaded machine
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, claim_size=st.sampled_from([8, 64, 512]))
 # The case the rule is for, always tried: an alarm stored behind a long backlog at a slow broker.
