@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -176,6 +177,64 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return scenario.main(args.file, expect=args.expect)
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway import auth, keys  # noqa: PLC0415 - keep the other commands free of crypto
+
+    try:
+        if args.keys_command == "new":
+            files = keys.write_key_pair(args.out, args.id)
+            print(f"wrote {files.private_key} (private, mode 0600: keep it on this machine)")
+            print(f"wrote {files.public_key}")
+            print(f"public key: {files.public_b64}\n")
+            print(keys.config_snippet(args.role, args.id, files), end="")
+            return 0
+        private_key = keys.load_private_key(args.key)
+    except keys.KeyFileError as exc:
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        return 1
+    params: dict[str, object] = {}
+    for item in args.args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"schoolgate: argument {item!r} is not key=value", file=sys.stderr)
+            return 2
+        params[key] = _parse_value(value)
+    try:
+        issued_at = datetime.fromisoformat(args.issued_at) if args.issued_at else None
+        command = auth.build_command(
+            gateway=args.gateway,
+            school=args.school,
+            command=args.name,
+            args=params,
+            issued_at=issued_at or datetime.now().astimezone(),
+        )
+    except ValueError as exc:
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        return 2
+    signed = auth.sign_command(command, private_key, args.id)
+    print(json.dumps(signed, ensure_ascii=False, separators=(",", ":")))
+    return 0
+
+
+def _add_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="Ed25519 keys for signed commands and events")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    p = keys_sub.add_parser("new", help="create a key pair; prints the config to paste")
+    p.add_argument("--role", choices=["gateway", "receiver"], required=True)
+    p.add_argument("--id", required=True, help="key id; the files are ID.key and ID.pub")
+    p.add_argument("--out", type=Path, required=True, help="directory to write them to")
+    p.set_defaults(func=cmd_keys)
+    p = keys_sub.add_parser("sign-command", help="print a signed command (for testers)")
+    p.add_argument("--key", type=Path, required=True, help="the receiver's private key file")
+    p.add_argument("--id", required=True, help="the key id the gateway trusts")
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--school", required=True)
+    p.add_argument("--issued-at", help="ISO 8601 with offset (default: now)")
+    p.add_argument("name", metavar="COMMAND")
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_keys)
+
+
 def _with_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c",
@@ -251,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_command)
 
     _add_store_commands(sub)
+    _add_keys_commands(sub)
 
     p = sub.add_parser("demo", help="run a simulated gate with two local brokers, no hardware")
     p.add_argument("--duration", type=float, default=None, help="end after this many seconds")
