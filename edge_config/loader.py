@@ -8,13 +8,14 @@ It never fixes bad input: a config with any error is refused whole.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from edge_config.models import MODBUS_LINE_TYPES, DestinationConfig, GatewayConfig
+from edge_config.models import MODBUS_LINE_TYPES, DestinationConfig, GatewayConfig, TlsConfig
 
 REQUIRED_DESTINATIONS = ("police",)
 
@@ -78,6 +79,52 @@ def read_password(dest: DestinationConfig) -> str | None:
     return None
 
 
+def _no_passphrase() -> bytes:
+    # An encrypted key would make OpenSSL prompt on the terminal; a daemon must fail instead.
+    raise ValueError("encrypted private keys are not supported")
+
+
+def tls_errors(name: str, tls: TlsConfig) -> list[str]:
+    """Why this destination's TLS files cannot be used; empty when they can."""
+    where = f"destinations.{name}.tls"
+    errors: list[str] = []
+    files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+    for key, path in files.items():
+        if path is None:
+            continue
+        try:
+            mode = path.stat().st_mode
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            errors.append(f"{where}.{key}: cannot read {path}: {exc.strerror or exc}")
+            continue
+        # As ssh does: a private key others can read is no longer private.
+        if key == "key_file" and mode & 0o077:
+            errors.append(
+                f"{where}.key_file: {path} is open to group or others "
+                f"(mode {mode & 0o777:04o}); chmod 600 it"
+            )
+    if errors:
+        return errors
+    # Load them once now, so a bad PEM or a key that does not match the certificate stops the
+    # start-up instead of every connection attempt.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=tls.ca_file)
+    except ssl.SSLError as exc:
+        errors.append(f"{where}.ca_file: {tls.ca_file} holds no usable CA certificate ({exc})")
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
+        except (ssl.SSLError, ValueError) as exc:
+            errors.append(
+                f"{where}.cert_file: {tls.cert_file} and key_file {tls.key_file} are not a "
+                f"usable certificate and matching unencrypted key ({exc})"
+            )
+    return errors
+
+
 def _cross_checks(config: GatewayConfig) -> list[str]:
     errors = [
         f"destinations.{name}: required destination is missing"
@@ -108,6 +155,8 @@ def _cross_checks(config: GatewayConfig) -> list[str]:
                 f"destinations.{name}.password_file: cannot read {dest.password_file}: "
                 f"{exc.strerror or exc}"
             )
+        if dest.tls is not None:
+            errors.extend(tls_errors(name, dest.tls))
     # Two sessions with one client id on one broker keep kicking each other off.
     sessions = [(d.host, d.port, d.client_id) for d in config.destinations.values()]
     if len(set(sessions)) != len(sessions):

@@ -75,6 +75,31 @@ class ControlConfig(Strict):
     socket_path: Path | None = None
 
 
+class TlsConfig(Strict):
+    """TLS to one broker; with `cert_file` and `key_file` also mutual TLS (the broker checks us).
+
+    Paths only: the loader checks that the files can be read and that the key is private."""
+
+    ca_file: Path = Field(description="PEM file of the CA(s) that signed the broker's certificate")
+    cert_file: Path | None = Field(default=None, description="our client certificate chain (PEM)")
+    key_file: Path | None = Field(
+        default=None, description="our unencrypted private key (PEM), mode 0600 or 0400"
+    )
+    server_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="name sent as SNI and checked in the broker's certificate, when it differs "
+        "from `host` (e.g. connecting by IP address)",
+    )
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (mutual TLS), or neither")
+        return self
+
+
 class DestinationConfig(Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=1883, ge=1, le=65535)
@@ -90,6 +115,7 @@ class DestinationConfig(Strict):
         "a type 'alarm.panic', or 'lane:alarm' for every alarm-lane type. Default: police gets "
         "alarms and their resets, every other destination everything",
     )
+    tls: TlsConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

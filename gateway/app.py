@@ -63,6 +63,15 @@ def broker_params(config: GatewayConfig, name: str) -> mqtt.BrokerParams:
         max_inflight=dest.max_inflight,
         will_topic=contract.status_topic(site),
         will_payload=contract.status_payload(site, online=False),
+        tls=None
+        if dest.tls is None
+        else mqtt.TlsParams(
+            ca_file=dest.tls.ca_file,
+            cert_file=dest.tls.cert_file,
+            key_file=dest.tls.key_file,
+            server_name=dest.tls.server_name,
+            min_version=dest.tls.min_version,
+        ),
     )
 
 

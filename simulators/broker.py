@@ -1,8 +1,8 @@
 """Private mosquitto brokers on loopback for the demo, the tests and the benchmarks.
 
 Owns starting, stopping and restarting one mosquitto process on a fixed free port with a
-throw-away config (anonymous access, loopback only, state in a temporary folder). Never a public
-broker.
+throw-away config (anonymous access, loopback only, state in a temporary folder), optionally with
+a TLS listener beside the plain one. Never a public broker.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -37,16 +38,50 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The broker's side of TLS: the CA it trusts for client certificates, and its own."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 class MosquittoBroker:
-    def __init__(self, name: str = "broker", port: int | None = None) -> None:
+    """One mosquitto with a plain listener on `port`; with `tls`, also a TLS listener on
+    `tls_port` (the plain one stays, so a test's subscriber can watch what arrives over TLS).
+    `allow_anonymous=False` without a password file refuses every client: the way to see a
+    refused login."""
+
+    def __init__(
+        self,
+        name: str = "broker",
+        port: int | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        require_client_cert: bool = False,
+        allow_anonymous: bool = True,
+    ) -> None:
         self.name = name
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self.tls_port: int | None = None
         self._dir = Path(tempfile.mkdtemp(prefix=f"schoolgate-{name}-"))
         self._conf = self._dir / "mosquitto.conf"
+        tls_listener = ""
+        if tls is not None:
+            self.tls_port = free_port()
+            tls_listener = (
+                f"listener {self.tls_port} {self.host}\n"
+                f"cafile {tls.ca_file}\n"
+                f"certfile {tls.cert_file}\n"
+                f"keyfile {tls.key_file}\n"
+                f"require_certificate {str(require_client_cert).lower()}\n"
+            )
         self._conf.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            + tls_listener
+            + f"allow_anonymous {str(allow_anonymous).lower()}\n"
             # Persistent sessions let a test's listener keep its queue across a broker restart.
             "persistence true\n"
             f"persistence_location {self._dir}/\n"
@@ -79,14 +114,23 @@ class MosquittoBroker:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode() if self._proc.stderr else ""
                 raise BrokerError(f"mosquitto {self.name} exited at start: {err.strip()}")
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection(self.host, self.port)
-                writer.close()
-                await writer.wait_closed()
+            if await self._listening(self.port) and (
+                self.tls_port is None or await self._listening(self.tls_port)
+            ):
                 return
             await asyncio.sleep(0.02)
         await self.stop()
         raise BrokerError(f"mosquitto {self.name} did not listen on port {self.port}")
+
+    async def _listening(self, port: int) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(self.host, port)
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):  # a TLS listener may drop a bare TCP probe early
+            await writer.wait_closed()
+        return True
 
     async def stop(self, *, graceful: bool = False) -> None:
         """SIGKILL by default (a broker that dies); `graceful` sends SIGTERM, which lets
