@@ -63,6 +63,11 @@ class Uplink:
                     failing_since = time.monotonic()
                     # Logged once per outage, not on every retry.
                     self._log.warning("uplink_down", error=str(group.exceptions[0]))
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A TaskGroup cancelled while a child failed raises the failure, not
+                # CancelledError: the cancel must not be lost in the reconnect loop.
+                raise asyncio.CancelledError
             await asyncio.sleep(self._backoff.next_delay_s())
 
     def _on_connected(self, failing_since: float | None) -> None:

@@ -105,6 +105,9 @@ async def listen(
                     async for topic, payload in conn.messages():
                         await listener._record(topic, payload)
             except mqtt.MqttFailure:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None  # closing, not a broker fault
                 await asyncio.sleep(0.1)
 
     task = asyncio.create_task(pump(), name=f"listener:{name}")

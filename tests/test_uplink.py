@@ -147,3 +147,30 @@ async def test_uplink_retries_a_broker_that_is_not_there_yet(tmp_path: Path) -> 
                     await asyncio.sleep(0.02)
                 assert await outbox.pending_count("police") == 0
                 assert uplink.connected and uplink.sent_count == 1
+
+
+async def test_cancel_while_the_connection_drops_still_stops_the_uplink(tmp_path: Path) -> None:
+    # Regression: a TaskGroup that sees a child's MqttFailure while its task is being cancelled
+    # raises the failure, not CancelledError; the reconnect loop took it and ran on, so a
+    # shutdown that met a dropping broker never finished.
+    router = Router({"police": ["*"]})
+    async with Outbox(tmp_path / "o.db", SITE, router) as outbox:
+        for attempt in range(15):
+            broker = MosquittoBroker(f"drop{attempt}")
+            async with broker:
+                uplink = Uplink(
+                    "police",
+                    params("police", broker),
+                    outbox,
+                    SITE,
+                    backoff=Backoff(base_s=0.01, cap_s=0.02),
+                )
+                task = asyncio.create_task(uplink.run())
+                async with asyncio.timeout(10):
+                    while not uplink.connected:  # noqa: ASYNC110 - a bounded look at a flag
+                        await asyncio.sleep(0.005)
+                await broker.stop()  # the connection drops ...
+                await asyncio.sleep(attempt * 0.0005)  # ... at varying moments of the cancel
+                task.cancel()
+                done, _ = await asyncio.wait([task], timeout=5)
+                assert done, f"attempt {attempt}: the uplink ignored its cancellation"
