@@ -57,17 +57,12 @@ class Uplink:
                     self._on_connected(failing_since)
                     failing_since = None
                     await self._session(conn)
-            except* mqtt.MqttFailure as group:
+            except mqtt.MqttFailure as exc:
                 self.connected = False
                 if failing_since is None:
                     failing_since = time.monotonic()
                     # Logged once per outage, not on every retry.
-                    self._log.warning("uplink_down", error=str(group.exceptions[0]))
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # A TaskGroup cancelled while a child failed raises the failure, not
-                # CancelledError: the cancel must not be lost in the reconnect loop.
-                raise asyncio.CancelledError
+                    self._log.warning("uplink_down", error=str(exc))
             await asyncio.sleep(self._backoff.next_delay_s())
 
     def _on_connected(self, failing_since: float | None) -> None:
@@ -89,16 +84,33 @@ class Uplink:
             contract.status_payload(self._site, online=True, at_ms=self._clock_ms()),
             retain=True,
         )
+        # Two tasks, the first to end ends the session. Not a TaskGroup: in Python 3.11 a
+        # TaskGroup whose child fails leaves its task marked as cancelled (no uncancel), and a
+        # real shutdown cancel that meets a failing child comes out as the failure; either way
+        # this reconnect loop could not tell a shutdown from a lost connection.
+        watch = asyncio.create_task(conn.wait_closed(), name=f"uplink:{self.name}:watch")
+        drain = asyncio.create_task(self._drain(conn), name=f"uplink:{self.name}:drain")
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(conn.wait_closed(), name=f"uplink:{self.name}:watch")
-                tg.create_task(self._drain(conn), name=f"uplink:{self.name}:drain")
+            done, _ = await asyncio.wait({watch, drain}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            await _cancel_all(watch, drain)
             # Shutting down: say so before the clean disconnect, which suppresses the will.
             offline = contract.status_payload(self._site, online=False, at_ms=self._clock_ms())
             with contextlib.suppress(mqtt.MqttFailure):
                 await conn.publish(status, offline, retain=True, timeout_s=1.0)
             raise
+        await _cancel_all(watch, drain)
+        for task in done:
+            error = task.exception()
+            if isinstance(error, BaseExceptionGroup):
+                failures, rest = error.split(mqtt.MqttFailure)
+                if rest is not None:
+                    raise rest  # a bug, not the broker: let it be seen
+                if failures is not None:
+                    raise _first_leaf(failures)
+            if error is not None:
+                raise error
+        raise mqtt.MqttFailure("session ended")
 
     async def _drain(self, conn: mqtt.Connection) -> None:
         self._active = drain = Drain(
@@ -119,3 +131,15 @@ class Uplink:
     def sent_count(self) -> int:
         """Events this uplink has had acknowledged since start."""
         return self._sent_before + (self._active.sent if self._active is not None else 0)
+
+
+async def _cancel_all(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    # Their outcomes are read by the caller where they matter; here they only have to end.
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _first_leaf(group: BaseExceptionGroup[mqtt.MqttFailure]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
