@@ -81,41 +81,39 @@ async def test_latched_until_reset_repeat_recorded_then_reset_by_cli(
 ) -> None:
     module, port = box
     gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
-    async with listen("police", police_broker.host, police_broker.port) as police:
-        gateway.start()
-        try:
-            await online(police)
-            await module.pulse(0, 100)
-            alarm = await police.wait_event(is_panic)
-            # A person cannot press twice with no gap: let a poll see the release first.
-            await asyncio.sleep(0.15)
-            await module.pulse(0, 100)  # pressed again while latched: recorded, not a new alarm
-            again = await police.wait_event(lambda e: e["type"] == "alarm.panic_repeated")
-            assert again["alarm_id"] == alarm["id"] and again["data"]["presses"] == 2
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        await module.pulse(0, 100)
+        alarm = await police.wait_event(is_panic)
+        # A person cannot press twice with no gap: let a poll see the release first.
+        await asyncio.sleep(0.15)
+        await module.pulse(0, 100)  # pressed again while latched: recorded, not a new alarm
+        again = await police.wait_event(lambda e: e["type"] == "alarm.panic_repeated")
+        assert again["alarm_id"] == alarm["id"] and again["data"]["presses"] == 2
 
-            listed = await gateway.cli("alarms")
-            assert listed.returncode == 0 and alarm["id"] in listed.stdout
+        listed = await gateway.cli("alarms")
+        assert listed.returncode == 0 and alarm["id"] in listed.stdout
 
-            refused = await gateway.cli("reset", "no-such-alarm")
-            assert refused.returncode == 1 and "no latched alarm" in refused.stderr
+        refused = await gateway.cli("reset", "no-such-alarm")
+        assert refused.returncode == 1 and "no latched alarm" in refused.stderr
 
-            refused = await gateway.cli("command", "box", "lamp", "on=maybe")
-            assert refused.returncode == 1 and "needs a boolean 'on'" in refused.stderr
-            refused = await gateway.cli("command", "nobox", "lamp", "on=true")
-            assert refused.returncode == 1 and "no device 'nobox'" in refused.stderr
+        refused = await gateway.cli("command", "box", "lamp", "on=maybe")
+        assert refused.returncode == 1 and "needs a boolean 'on'" in refused.stderr
+        refused = await gateway.cli("command", "nobox", "lamp", "on=true")
+        assert refused.returncode == 1 and "no device 'nobox'" in refused.stderr
 
-            done = await gateway.cli("reset", alarm["id"], "--by", "guard li")
-            assert done.returncode == 0, done.stderr
-            reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
-            assert reset["alarm_id"] == alarm["id"] and reset["data"]["reset_by"] == "guard li"
-            await module.wait_coil(0, False, timeout_s=5)
-            assert "no latched alarms" in (await gateway.cli("alarms")).stdout
-            # An installer tests the lamp wiring by hand.
-            lamp = await gateway.cli("command", "box", "lamp", "on=true")
-            assert lamp.returncode == 0 and '"lamp": true' in lamp.stdout, lamp.stderr
-            await module.wait_coil(0, True, timeout_s=5)
-        finally:
-            await gateway.stop()
+        done = await gateway.cli("reset", alarm["id"], "--by", "guard li")
+        assert done.returncode == 0, done.stderr
+        reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
+        assert reset["alarm_id"] == alarm["id"] and reset["data"]["reset_by"] == "guard li"
+        await module.wait_coil(0, False, timeout_s=5)
+        assert "no latched alarms" in (await gateway.cli("alarms")).stdout
+        # An installer tests the lamp wiring by hand.
+        lamp = await gateway.cli("command", "box", "lamp", "on=true")
+        assert lamp.returncode == 0 and '"lamp": true' in lamp.stdout, lamp.stderr
+        await module.wait_coil(0, True, timeout_s=5)
     assert len(police.events("alarm.panic")) == 1
 
 
@@ -127,18 +125,16 @@ async def test_reset_input_on_the_box_resets_its_alarms(
 ) -> None:
     module, port = box
     gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
-    async with listen("police", police_broker.host, police_broker.port) as police:
-        gateway.start()
-        try:
-            await online(police)
-            await module.pulse(0, 100)
-            alarm = await police.wait_event(is_panic)
-            await module.wait_coil(0, True, timeout_s=5)
-            await module.pulse(7, 200)  # the key switch
-            reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
-            await module.wait_coil(0, False, timeout_s=5)
-        finally:
-            await gateway.stop()
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        await module.pulse(0, 100)
+        alarm = await police.wait_event(is_panic)
+        await module.wait_coil(0, True, timeout_s=5)
+        await module.pulse(7, 200)  # the key switch
+        reset = await police.wait_event(lambda e: e["type"] == "alarm.reset")
+        await module.wait_coil(0, False, timeout_s=5)
     assert reset["alarm_id"] == alarm["id"] and reset["data"]["reset_by"] == "reset input"
 
 
@@ -150,17 +146,15 @@ async def test_alarm_pressed_during_police_outage_arrives_when_broker_returns(
 ) -> None:
     module, port = box
     gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
-    async with listen("police", police_broker.host, police_broker.port) as police:
-        gateway.start()
-        try:
-            await online(police)
-            await police_broker.stop(graceful=True)
-            await module.pulse(0, 100)
-            await gateway.wait_stored("alarm.panic")
-            await police_broker.start()
-            alarm = await police.wait_event(is_panic, timeout_s=20)
-        finally:
-            await gateway.stop()
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        await police_broker.stop(graceful=True)
+        await module.pulse(0, 100)
+        await gateway.wait_stored("alarm.panic")
+        await police_broker.start()
+        alarm = await police.wait_event(is_panic, timeout_s=20)
     assert alarm["historical"] is True
     assert [e["id"] for e in police.events("alarm.panic")] == [alarm["id"]]
 
@@ -211,14 +205,10 @@ async def test_alarm_box_over_modbus_rtu_on_a_serial_line(
         gateway = GatewayProcess(
             tmp_path, police_broker, bureau_broker, serial_port=link.host_end, unit=3
         )
-        gateway.start()
-        try:
-            await online(police)
+        async with gateway.running(police):
             await module.pulse(0, 150)
             alarm = await police.wait_event(is_panic)
             await module.wait_coil(0, True, timeout_s=5)
-        finally:
-            await gateway.stop()
     assert alarm["device"]["id"] == "box"
 
 
@@ -237,15 +227,13 @@ async def test_press_shorter_than_the_poll_interval_is_caught_by_the_counter(
         poll_ms=1000,
         press_counter=True,
     )
-    async with listen("police", police_broker.host, police_broker.port) as police:
-        gateway.start()
-        try:
-            await online(police)
-            await gateway.wait_ready()  # the counter's first value is the baseline
-            await module.pulse(0, 5)  # 5 ms: between two polls 1 s apart
-            alarm = await police.wait_event(is_panic, timeout_s=10)
-        finally:
-            await gateway.stop()
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        await gateway.wait_ready()  # the counter's first value is the baseline
+        await module.pulse(0, 5)  # 5 ms: between two polls 1 s apart
+        alarm = await police.wait_event(is_panic, timeout_s=10)
     assert alarm["data"]["presses"] == 1
 
 
@@ -257,16 +245,14 @@ async def test_box_that_stops_answering_goes_offline_and_back_online(
 ) -> None:
     module, port = box
     gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
-    async with listen("police", police_broker.host, police_broker.port) as police:
-        gateway.start()
-        try:
-            await online(police)
-            module.silent = True
-            offline = await police.wait_event(lambda e: e["type"] == "device.offline")
-            module.silent = False
-            await police.wait_event(lambda e: e["type"] == "device.online")
-        finally:
-            await gateway.stop()
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        module.silent = True
+        offline = await police.wait_event(lambda e: e["type"] == "device.offline")
+        module.silent = False
+        await police.wait_event(lambda e: e["type"] == "device.online")
     assert offline["device"]["id"] == "box" and offline["severity"] == "major"
 
 

@@ -10,10 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway import control
 from simulators.broker import MosquittoBroker
+from simulators.listener import Listener
 
 TEMPLATE = """\
 [site]
@@ -113,6 +115,19 @@ class GatewayProcess:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
             )
+
+    @contextlib.asynccontextmanager
+    async def running(self, listener: Listener) -> AsyncIterator[None]:
+        """Start the gateway, wait for its retained `online` at `listener`'s broker, and stop
+        it (SIGTERM, clean exit asserted) when the block ends."""
+        self.start()
+        try:
+            await listener.wait_for(
+                lambda m: m.topic.endswith("/status") and m.json["online"] is True, timeout_s=15
+            )
+            yield
+        finally:
+            assert await self.stop() == 0, self.log_text()[-2000:]
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         proc, self.proc = self.proc, None
