@@ -9,10 +9,9 @@ Two measurements, both printed with p50/p99/max and the machine they ran on:
    I/O modules polled at normal priority every 200 ms, one dead one), press -> the driver reports
    it. Isolates the line scheduling.
 2. end-to-end: the real gateway process with the same bus, press -> `alarm.panic` received from
-   the police mosquitto broker on loopback (outbox write and MQTT publish included). Until the
-   bollard and generic-point drivers land, the four other devices are configured as alarm boxes
-   polled every 200 ms, so they share the alarm priority: a pessimistic stand-in (FIFO among
-   equals instead of the measured box going first).
+   the police mosquitto broker on loopback (outbox write and MQTT publish included). The four
+   other devices are insert-type bollard socket sensors (DI modules) polled every 200 ms at
+   normal priority, one of them dead.
 
 The target (issue 4) is press-to-arrival p99 < 300 ms. Results go to docs/benchmarks.md.
 """
@@ -141,13 +140,13 @@ input = 0
 
 OTHER = """
 [devices.other{unit}]
-kind = "alarm_box"
+kind = "bollard_sockets"
 line = "bus"
 unit_id = {unit}
 poll_interval_ms = 200
-lamp_coil = 0
-[[devices.other{unit}.buttons]]
+[[devices.other{unit}.sockets]]
 input = 0
+name = "socket {unit}"
 """
 
 
