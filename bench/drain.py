@@ -41,6 +41,7 @@ from gateway.routing import Router
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.listener import Listener, listen
+from simulators.measure import gateway_command, percentile
 
 SITE = contract.Site("bench-school", "bench-gate", ZoneInfo("Asia/Shanghai"))
 SENSOR = DeviceRef("sensor", "modbus_points", "bench")
@@ -74,11 +75,6 @@ reset_input = 7
 [[devices.box.buttons]]
 input = 0
 """
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def raw_paho_rate(port: int, count: int, payload: bytes) -> float:
@@ -191,16 +187,7 @@ async def main(rows: int, presses: int, write: Path | None) -> None:
                 )
                 log = (workdir / "gateway.log").open("wb")
                 gateway = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway",
-                        "run",
-                        "-c",
-                        str(config),
-                        "--log-format",
-                        "json",
-                    ],
+                    gateway_command(config),
                     stdout=log,
                     stderr=log,
                 )

@@ -35,6 +35,7 @@ from gateway import control, logsetup
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_rtu
 from simulators.listener import listen
+from simulators.measure import gateway_command, percentile
 from simulators.shared_bus import ALARM_UNIT, SharedBus, shared_bus
 from simulators.vserial import VirtualSerialLink
 
@@ -58,11 +59,6 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def report(name: str, latencies_ms: list[float]) -> bool:
@@ -181,14 +177,7 @@ async def e2e_latencies(presses: int, workdir: Path) -> list[float]:
         )
         log = (workdir / "gateway.log").open("wb")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "run",
-            "-c",
-            str(config),
-            "--log-format",
-            "json",
+            *gateway_command(config),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

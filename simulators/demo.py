@@ -24,11 +24,7 @@ from pathlib import Path
 from gateway import control
 from simulators.broker import BrokerError
 from simulators.gate import RESET_INPUT, GateError, SimulatedGate, simulated_gate
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from simulators.measure import percentile
 
 
 def _life(gate: SimulatedGate) -> list[tuple[str, Callable[[], object]]]:
@@ -125,7 +121,7 @@ async def run_demo(*, duration_s: float | None, press_every_s: float = 2.0) -> i
         print(
             f"{len(latencies)} presses, every one delivered to police and bureau and reset. "
             f"Press-to-police latency: p50 {statistics.median(latencies):.1f} ms, "
-            f"p99 {_percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
+            f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
         )
     shutil.rmtree(workdir, ignore_errors=True)  # kept only when something failed
     return 0

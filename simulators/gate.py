@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +36,7 @@ from simulators.bollard import GENERIC, VENDOR_B, BollardController, SocketSenso
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import Listener, Received, listen
+from simulators.measure import gateway_command
 from simulators.modbus_serve import SimUnit, serve_rtu, serve_tcp
 from simulators.vserial import VirtualSerialLink
 
@@ -286,7 +286,7 @@ async def _gateway_process(
     `devices_ready` (every driver has polled its device once)."""
     ready = asyncio.Event()
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "gateway", "run", "-c", str(config_path), "--log-format", "json"],
+        *gateway_command(config_path),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

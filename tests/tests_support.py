@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway import control
 from simulators.broker import MosquittoBroker
 from simulators.listener import Listener
+from simulators.measure import gateway_command
 
 TEMPLATE = """\
 [site]
@@ -100,16 +101,7 @@ class GatewayProcess:
     def start(self, env: dict[str, str] | None = None) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway",
-                    "run",
-                    "-c",
-                    str(self.config),
-                    "--log-format",
-                    "json",
-                ],
+                gateway_command(self.config),
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
