@@ -39,10 +39,20 @@ def _remove_stale(path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(path: Path, handler: Handler) -> AsyncIterator[None]:
+async def serve(
+    path: Path, handler: Handler, *, read_timeout_s: float = 5.0
+) -> AsyncIterator[None]:
+    handlers: set[asyncio.Task[Any]] = set()
+
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         try:
-            line = await reader.readline()
+            # A client that connects and says nothing must not hold a connection (or, on
+            # Python 3.12+, the shutdown, which waits for every connection) for ever.
+            async with asyncio.timeout(read_timeout_s):
+                line = await reader.readline()
             try:
                 request = json.loads(line[:_MAX_REQUEST])
                 if not isinstance(request, dict):
@@ -52,9 +62,10 @@ async def serve(path: Path, handler: Handler) -> AsyncIterator[None]:
                 answer = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            handlers.discard(task)
             writer.close()
 
     _remove_stale(path)
@@ -64,15 +75,19 @@ async def serve(path: Path, handler: Handler) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
+        # asyncio runs each connection's handler in a task of its own, outside our TaskGroup;
+        # a shutdown ends them, or (Python 3.12+) wait_closed would wait for them.
+        for handler_task in handlers:
+            handler_task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
         _remove_stale(path)
 
 
 async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=_MAX_REQUEST), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=_MAX_REQUEST)
     except (OSError, TimeoutError) as exc:
         raise ControlError(
             f"the gateway is not running (no control socket at {path}): {exc}"
@@ -80,7 +95,8 @@ async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -
     try:
         writer.write(json.dumps(body).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            line = await reader.readline()
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"no answer from the gateway at {path}: {exc}") from exc
     finally:

@@ -192,5 +192,7 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
         yield Connection(entered)
     finally:
         # The connection is gone either way; a failed goodbye changes nothing.
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can drop a shutdown's cancel.
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
-            await asyncio.wait_for(client.__aexit__(None, None, None), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await client.__aexit__(None, None, None)

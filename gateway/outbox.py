@@ -170,11 +170,15 @@ class Outbox:
         next_recovery = 0.0
         while True:
             timeout = self._recover_interval_s if self.degraded else None
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
+            # arrives with the event, and the shutdown would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._has_queued.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._has_queued.wait()
             if self._has_queued.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_now.wait(), self._batch_delay_s)
+                    async with asyncio.timeout(self._batch_delay_s):
+                        await self._flush_now.wait()
                 async with self._write_lock:
                     await self._flush_locked([])
             # While degraded, try the disk again at most once per interval.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -139,6 +140,32 @@ async def test_concurrent_requests_are_serialised(rig: Rig) -> None:
     )
     assert results[0::2] == [[True] + [False] * 7] * 5
     assert results[1::2] == [[False] * 7 + [True]] * 5
+
+
+async def test_a_cancel_that_meets_the_answer_is_never_lost(rig: Rig) -> None:
+    """Regression: pymodbus waits for the answer with asyncio.wait_for, which on Python 3.11
+    returns the answer and drops a cancel that arrives in the same loop turn (fixed in 3.12).
+    A driver loop then polled on through the gateway's shutdown, which hung. Cancels are
+    thrown at random moments of a busy poll; every one must end the task."""
+    rng = random.Random(7)
+    # A round trip: ~1 ms over TCP, ~25 ms at 9600 baud. Cancels land all over it.
+    spread_s = 0.004 if rig.link is None else 0.05
+
+    async def poll() -> None:
+        while True:
+            await rig.line.read_discrete_inputs(1, 0, 8)
+
+    for _ in range(60):
+        task = asyncio.create_task(poll())
+        await asyncio.sleep(rng.uniform(0.0005, spread_s))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if not done:  # clean up before failing, or the task outlives the test
+            task.cancel()
+            await asyncio.wait({task})
+        assert done, "a cancel was swallowed: the poll went on"
+        assert task.cancelled()
+    assert await rig.line.read_discrete_inputs(1, 0, 8) == [False] * 8  # the line still works
 
 
 async def test_corrupted_answer_then_recovery(rtu_rig: Rig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,6 +11,7 @@ import pytest
 
 from gateway import contract
 from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.outbox import _MAX_BATCH as MAX_BATCH
 from gateway.outbox import Outbox, OutboxError
 from gateway.routing import Router
 
@@ -121,3 +123,24 @@ async def test_using_a_closed_outbox_is_a_typed_error(tmp_path: Path) -> None:
     await outbox.close()
     with pytest.raises(OutboxError, match="closed"):  # typed, never silently dropped
         await outbox.append(event("device.online"))
+
+
+async def test_a_cancel_that_meets_a_queued_event_stops_the_flusher(tmp_path: Path) -> None:
+    """Regression: the flusher waited with asyncio.wait_for, which on Python 3.11 drops a cancel
+    that arrives in the same loop turn as the event it waits for; the gateway's shutdown then
+    waited for the flusher forever. The queued event is still stored by close()."""
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        flusher = asyncio.create_task(outbox.run())
+        await asyncio.sleep(0.01)  # the flusher waits for work
+        outbox.submit(event("device.online"))
+        await asyncio.sleep(0.001)  # the flusher now waits out the batch delay
+        for _ in range(MAX_BATCH):  # a full batch asks for the flush now...
+            outbox.submit(event("device.online"))
+        flusher.cancel()  # ...in the same turn as a shutdown
+        done, _ = await asyncio.wait({flusher}, timeout=2.0)
+        if not done:
+            flusher.cancel()
+            await asyncio.wait({flusher})
+        assert done and flusher.cancelled(), "the flusher went on after its cancel"
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        assert await outbox.pending_count("bureau") == MAX_BATCH + 1

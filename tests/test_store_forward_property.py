@@ -65,7 +65,11 @@ class Broker:
 
 
 async def supervise(broker: Broker, outbox: Outbox, claim_size: int) -> None:
-    """What the uplink does for a drain: wait for the broker, drain, start again after a fault."""
+    """What the uplink does for a drain: wait for the broker, drain, start again after a fault.
+
+    Like the uplink, the drain runs in a task of its own: a cancel that meets a failing publish
+    comes out of the drain's TaskGroup as the failure (Python 3.11), and suppressing that here
+    would swallow the cancel of `stop()` (the harness then hung on an outage)."""
     while True:
         await broker.up.wait()
         # A small claim size makes the drain claim often (its per-lane cursors); a large one
@@ -79,8 +83,15 @@ async def supervise(broker: Broker, outbox: Outbox, claim_size: int) -> None:
             connected_since_ms=0,
             claim_size=claim_size,
         )
+        task = asyncio.create_task(drain.run())
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         with contextlib.suppress(ExceptionGroup):
-            await drain.run()
+            task.result()
         await asyncio.sleep(0)
 
 

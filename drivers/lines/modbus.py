@@ -247,8 +247,11 @@ class ModbusLine:
             raise LineError(f"line {self.name} is closed")
         if self._client is None:
             self._client = self._make_client()
-        if not self._client.connected and not await self._client.connect():
-            raise LineError(f"cannot open line {self.name} ({self._target})")
+        if not self._client.connected:
+            opened = await self._client.connect()
+            _honour_dropped_cancel()  # connect waits with asyncio.wait_for too
+            if not opened:
+                raise LineError(f"cannot open line {self.name} ({self._target})")
         return self._client
 
     def _make_client(self) -> ModbusBaseClient:
@@ -311,7 +314,7 @@ class ModbusLine:
     ) -> ModbusPDU:
         self._rx_seen = False
         try:
-            return await call(client)
+            response = await call(client)
         except ConnectionException as exc:
             raise LineError(f"line {self.name}: {exc}") from exc
         except ModbusIOException as exc:
@@ -329,6 +332,9 @@ class ModbusLine:
             raise DeviceProtocolError(f"line {self.name}: {exc}") from exc
         except OSError as exc:
             raise LineError(f"line {self.name}: {exc}") from exc
+        else:
+            _honour_dropped_cancel()
+            return response
         finally:
             self._last_activity = max(self._last_activity, time.monotonic())
 
@@ -346,6 +352,15 @@ class ModbusLine:
         if unit in self._failing:
             self._failing.discard(unit)
             self._log.info("modbus_unit_recovered", unit=unit)
+
+
+def _honour_dropped_cancel() -> None:
+    """pymodbus waits with asyncio.wait_for, which on Python 3.11 returns the result and drops a
+    cancel that arrives in the same loop turn (fixed in 3.12); the poll loop calling us would then
+    run on through the gateway's shutdown. The task still counts the request: honour it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _no_result(_response: ModbusPDU) -> None:
