@@ -381,16 +381,26 @@ def verify_command(
 # --- event payloads ---------------------------------------------------------------------------
 
 
+UNSIGNED_FIELDS: Final = frozenset({"sig", "signer", "historical", "attempt"})
+"""Not covered by a payload's signature: the signature itself, and an event's delivery fields,
+which differ per broker and attempt (an event is signed once, when it is stored)."""
+
+
+def _signed_part(obj: Mapping[str, Any]) -> bytes:
+    return canonical({k: v for k, v in obj.items() if k not in UNSIGNED_FIELDS})
+
+
 def sign_payload(payload: bytes, private_key: Ed25519PrivateKey, key_id: str) -> bytes:
     """`payload` (a JSON object) with `"sig"` and `"signer"` appended.
 
-    The signature is over the canonical form of the payload as given; the payload's own bytes are
-    kept (not re-encoded), so a receiver that ignores signatures sees the same fields as before.
+    The signature is over the canonical form of the payload's fields except `UNSIGNED_FIELDS`;
+    the payload's own bytes are kept (not re-encoded), so a receiver that ignores signatures sees
+    the same fields as before.
     """
     obj = _parse_object(payload)
     if "sig" in obj or "signer" in obj:
         raise ValueError("payload is already signed")
-    sig = _b64(private_key.sign(canonical(obj)))
+    sig = _b64(private_key.sign(_signed_part(obj)))
     tail = json.dumps({"sig": sig, "signer": key_id}, ensure_ascii=False, separators=(",", ":"))
     body = payload.rstrip()
     separator = b"," if obj else b""
@@ -413,7 +423,7 @@ def verify_payload(raw: bytes, public_keys: Mapping[str, Ed25519PublicKey]) -> d
     if sig is None:
         raise PayloadRejected("bad_signature", "missing or not a base64 Ed25519 signature")
     try:
-        key.verify(sig, canonical({k: v for k, v in obj.items() if k != "signer"}))
+        key.verify(sig, _signed_part(obj))
     except ValueError:
         raise PayloadRejected("malformed", "a string is not valid Unicode") from None
     except InvalidSignature:

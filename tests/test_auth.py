@@ -268,27 +268,35 @@ def event_payload() -> bytes:
         data={"button": 1},
         alarm_id="a-1",
     )
-    body = contract.encode_event_body(SITE, dataclasses.replace(event, seq=7))
-    return contract.finish_event_payload(body, historical=False, attempt=1)
+    return contract.encode_event_body(SITE, dataclasses.replace(event, seq=7))
+
+
+def delivered(signed_body: bytes, attempt: int = 1) -> bytes:
+    """What a broker gets: the stored (signed) body and the delivery fields."""
+    return contract.finish_event_payload(signed_body, historical=False, attempt=attempt)
 
 
 GATEWAY_KEY = Ed25519PrivateKey.generate()
 GATEWAY_KEYS = {"gate-1": GATEWAY_KEY.public_key()}
 
 
-def test_signed_event_payload_verifies() -> None:
+def test_signed_event_payload_verifies_with_any_delivery_fields() -> None:
     payload = event_payload()
-    signed_payload = auth.sign_payload(payload, GATEWAY_KEY, "gate-1")
-    assert signed_payload.startswith(payload[:-1])  # appended, the body is not re-encoded
-    assert auth.verify_payload(signed_payload, GATEWAY_KEYS) == {
-        **json.loads(payload),
-        "signer": "gate-1",
-    }
+    signed_body = auth.sign_payload(payload, GATEWAY_KEY, "gate-1")
+    assert signed_body.startswith(payload[:-1])  # appended, the body is not re-encoded
+    for attempt in (1, 2):
+        assert auth.verify_payload(delivered(signed_body, attempt), GATEWAY_KEYS) == {
+            **json.loads(payload),
+            "signer": "gate-1",
+            "historical": False,
+            "attempt": attempt,
+        }
 
 
 def test_every_flipped_byte_of_a_signed_payload_fails() -> None:
-    signed_payload = auth.sign_payload(event_payload(), GATEWAY_KEY, "gate-1")
-    for index in range(len(signed_payload)):
+    signed_body = auth.sign_payload(event_payload(), GATEWAY_KEY, "gate-1")
+    signed_payload = delivered(signed_body)
+    for index in range(len(signed_body) - 1):  # every byte the signature covers, and sig itself
         flipped = bytearray(signed_payload)
         flipped[index] ^= 0x01
         with pytest.raises(auth.PayloadRejected):
@@ -305,7 +313,7 @@ def test_every_flipped_byte_of_a_signed_payload_fails() -> None:
     ],
 )
 def test_event_payload_refusals(mutate: Callable[[dict[str, Any]], object], reason: str) -> None:
-    obj = json.loads(auth.sign_payload(event_payload(), GATEWAY_KEY, "gate-1"))
+    obj = json.loads(delivered(auth.sign_payload(event_payload(), GATEWAY_KEY, "gate-1")))
     mutate(obj)
     with pytest.raises(auth.PayloadRejected) as caught:
         auth.verify_payload(encode(obj), GATEWAY_KEYS)
