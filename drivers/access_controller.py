@@ -178,7 +178,10 @@ class AccessController:
             if not event.active:
                 severity = Severity.INFO  # the tamper switch closed again
         self.events_taken += 1
-        await self._ctx.emit(
+        # Durably, not through the group commit: the next poll acknowledges the event, and the
+        # controller then forgets it; a crash within the batch delay would lose it for good.
+        store = self._ctx.store or self._ctx.emit
+        await store(
             new_event(
                 event_type,
                 self._ctx.device,

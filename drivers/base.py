@@ -82,6 +82,9 @@ class DriverContext:
     drill: bool = False
     memory: DeviceMemory | None = None
     """None where nothing persists (unit tests); the gateway gives the outbox's store."""
+    store: Callable[[Event], Awaitable[Event]] | None = None
+    """Store an event durably, whatever its lane (on disk when this returns). For events a
+    device forgets once we acknowledge them; None where nothing persists (then `emit`)."""
 
 
 class CommandError(DriverError):

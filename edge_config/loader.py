@@ -15,18 +15,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge_config.models import MODBUS_LINE_TYPES, DestinationConfig, GatewayConfig, TlsConfig
+from edge_config.errors import ConfigError
+from edge_config.models import (
+    MODBUS_LINE_TYPES,
+    AlarmBoxDevice,
+    DestinationConfig,
+    GatewayConfig,
+    TlsConfig,
+)
+from edge_config.security import load_security
 
 REQUIRED_DESTINATIONS = ("police",)
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; `errors` lists every problem found."""
-
-    def __init__(self, path: Path, errors: list[str]) -> None:
-        super().__init__(f"{path}: " + "; ".join(errors))
-        self.path = path
-        self.errors = errors
 
 
 _UNION_TAGS = frozenset(
@@ -164,12 +163,33 @@ def _cross_checks(config: GatewayConfig) -> list[str]:
     return errors
 
 
+def _reference_checks(config: GatewayConfig) -> list[str]:
+    errors: list[str] = []
+    if config.alarms.ack_destination not in config.destinations:
+        errors.append(
+            f"alarms.ack_destination: no destination named {config.alarms.ack_destination!r}"
+        )
+    fault_device = config.supervision.fault_device
+    if fault_device is not None:
+        device = config.devices.get(fault_device)
+        if not isinstance(device, AlarmBoxDevice) or device.fault_coil is None:
+            errors.append(
+                f"supervision.fault_device: {fault_device!r} is not an alarm box with a fault_coil"
+            )
+    return errors
+
+
 def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
-    errors = _cross_checks(config)
+    errors = _cross_checks(config) + _reference_checks(config)
+    if config.security is not None:
+        try:
+            load_security(config.security, path.parent)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
     if errors:
         raise ConfigError(path, errors)
     return config

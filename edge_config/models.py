@@ -116,6 +116,10 @@ class DestinationConfig(Strict):
         "alarms and their resets, every other destination everything",
     )
     tls: TlsConfig | None = None
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1",
+        description="MQTT version; with 5, commands' response topic and correlation data are used",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -213,6 +217,9 @@ class AlarmBoxDevice(Strict):
     reset_input: int | None = Field(default=None, ge=0, le=65535)
     lamp_coil: int | None = Field(default=0, ge=0, le=65535)
     siren_coil: int | None = Field(default=None, ge=0, le=65535)
+    fault_coil: int | None = Field(
+        default=None, ge=0, le=65535, description="a fault lamp: on while an uplink path is down"
+    )
     drill: bool = Field(default=False, description="mark every event of this box as a drill")
 
     @model_validator(mode="after")
@@ -222,8 +229,9 @@ class AlarmBoxDevice(Strict):
             raise ValueError("two buttons share one discrete input")
         if self.reset_input is not None and self.reset_input in inputs:
             raise ValueError("reset_input is also a panic button input")
-        if self.lamp_coil is not None and self.lamp_coil == self.siren_coil:
-            raise ValueError("lamp_coil and siren_coil are the same coil")
+        coils = [c for c in (self.lamp_coil, self.siren_coil, self.fault_coil) if c is not None]
+        if len(set(coils)) != len(coils):
+            raise ValueError("lamp_coil, siren_coil and fault_coil must be different coils")
         return self
 
 
@@ -246,6 +254,38 @@ DeviceConfig = Annotated[
 ]
 
 
+class AlarmsConfig(Strict):
+    """The acknowledgement loop: who acknowledges, and what happens when nobody does."""
+
+    ack_destination: Ident = Field(
+        default="police", description="the destination whose PUBACK and acknowledgement count"
+    )
+    ack_timeout_s: float = Field(
+        default=30, gt=0, le=3600, description="no acknowledgement this long: escalate"
+    )
+    escalate_siren: bool = Field(default=True, description="sound the box's siren on escalation")
+
+
+class SupervisionConfig(Strict):
+    """Path supervision (EN 50136 style): heartbeats out, and a local fault when a path is lost."""
+
+    heartbeat_s: float = Field(default=30, ge=1, le=3600)
+    report_after_s: float = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="a destination unreachable this long is a fault: reported on the other "
+        "paths and shown locally",
+    )
+    fault_device: Ident | None = Field(
+        default=None, description="an alarm box whose `fault` output shows a path fault"
+    )
+
+
+# The [security] section builds on `Strict` and `Ident` too.
+from edge_config.security import SecurityConfig  # noqa: E402
+
+
 class GatewayConfig(Strict):
     site: SiteConfig
     store: StoreConfig = StoreConfig()
@@ -254,6 +294,12 @@ class GatewayConfig(Strict):
     destinations: dict[Ident, DestinationConfig]
     lines: dict[Ident, LineConfig] = Field(default_factory=dict)
     devices: dict[Ident, DeviceConfig] = Field(default_factory=dict)
+    alarms: AlarmsConfig = AlarmsConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
+    security: SecurityConfig | None = Field(
+        default=None,
+        description="signing keys: without it commands are refused and payloads go unsigned",
+    )
 
     @property
     def control_socket(self) -> Path:

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, field_validator, model_validator
 
-from edge_config.loader import ConfigError
+from edge_config.errors import ConfigError
 from edge_config.models import Ident, Strict
 from gateway import auth, keys
 
@@ -88,6 +88,7 @@ def load_security(config: SecurityConfig, config_dir: Path) -> Security:
 
     Raises ConfigError listing every key that cannot be used.
     """
+
     errors: list[str] = []
     gateway_key: Ed25519PrivateKey | None = None
     try:

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,13 +24,16 @@ from drivers.base import Driver, DriverContext, DriverError
 from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from gateway import contract, control, mqtt, sdnotify
-from gateway.events import DeviceRef
-from gateway.outbox import Outbox
+from edge_config.security import Security, load_security
+from gateway import auth, contract, control, mqtt, sdnotify
+from gateway.commands import Commands
+from gateway.events import DeviceRef, Severity, new_event
+from gateway.outbox import GATEWAY_DEVICE, Outbox
+from gateway.paths import PathBoard
 from gateway.retention import Retention, RetentionPolicy
 from gateway.routing import Router, default_routes
 from gateway.rules.latch import AlarmLatches, BoxInfo, UnknownAlarm
-from gateway.uplink import Uplink
+from gateway.uplink import Services, Uplink
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +55,14 @@ def site_of(config: GatewayConfig) -> contract.Site:
     )
 
 
-def broker_params(config: GatewayConfig, name: str) -> mqtt.BrokerParams:
+def broker_params(
+    config: GatewayConfig, name: str, security: Security | None = None
+) -> mqtt.BrokerParams:
     dest = config.destinations[name]
     site = site_of(config)
+    will = contract.status_payload(site, online=False)
+    if security is not None:
+        will = auth.sign_payload(will, security.gateway_key, security.gateway_key_id)
     return mqtt.BrokerParams(
         host=dest.host,
         port=dest.port,
@@ -62,7 +72,8 @@ def broker_params(config: GatewayConfig, name: str) -> mqtt.BrokerParams:
         keepalive_s=dest.keepalive_s,
         max_inflight=dest.max_inflight,
         will_topic=contract.status_topic(site),
-        will_payload=contract.status_payload(site, online=False),
+        will_payload=will,
+        protocol=dest.protocol,
         tls=None
         if dest.tls is None
         else mqtt.TlsParams(
@@ -76,9 +87,13 @@ def broker_params(config: GatewayConfig, name: str) -> mqtt.BrokerParams:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, config_dir: Path = Path()) -> None:
         self.config = config
         self.site = site_of(config)
+        self.security = (
+            None if config.security is None else load_security(config.security, config_dir)
+        )
+        self._drill_until_ms = 0
         router = Router(
             {
                 name: d.routes if d.routes is not None else default_routes(name)
@@ -91,6 +106,8 @@ class Gateway:
             router,
             batch_delay_ms=config.store.batch_delay_ms,
             spill_limit=config.store.memory_limit_events,
+            signer=None if self.security is None else self.sign,
+            drill=self._drill_active,
         )
         store = config.store
         self.retention = Retention(
@@ -116,7 +133,14 @@ class Gateway:
             for device_id, device in config.devices.items()
             if isinstance(device, AlarmBoxDevice)
         }
-        self.latches = AlarmLatches(self.outbox, boxes)
+        alarms = config.alarms
+        self.latches = AlarmLatches(
+            self.outbox,
+            boxes,
+            ack_destination=alarms.ack_destination,
+            ack_timeout_s=alarms.ack_timeout_s,
+            escalate_siren=alarms.escalate_siren,
+        )
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
         }
@@ -129,13 +153,36 @@ class Gateway:
                 clock_ms=now_ms,
                 drill=device.drill,
                 memory=self.outbox.memory(device_id),
+                store=self.outbox.append,
             )
             driver = REGISTRY[device.kind](device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
             if isinstance(driver, AlarmBox):
-                self.latches.attach_feedback(device_id, driver.set_output)
+                self.latches.attach_feedback(device_id, driver.set_pattern)
+        supervision = config.supervision
+        self.paths = PathBoard(
+            config.destinations,
+            self.outbox,
+            self.site,
+            report_after_s=supervision.report_after_s,
+            fault_output=None if supervision.fault_device is None else self._show_path_fault,
+        )
+        self.commands = Commands(self.site, self.security, self)
+        services = Services(
+            commands=self.commands,
+            paths=self.paths,
+            heartbeat_s=supervision.heartbeat_s,
+            on_sent=self.latches.delivered,
+            sign=None if self.security is None else self.sign,
+        )
         self.uplinks = [
-            Uplink(name, broker_params(config, name), self.outbox, self.site)
+            Uplink(
+                name,
+                broker_params(config, name, self.security),
+                self.outbox,
+                self.site,
+                services=services,
+            )
             for name in config.destinations
         ]
         self.stop_requested = asyncio.Event()
@@ -172,6 +219,8 @@ class Gateway:
                                 driver.run(self._device_ready), name=f"driver:{device_id}"
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
+                        tg.create_task(self.latches.run(), name="latches:escalation")
+                        tg.create_task(self.paths.run(), name="paths:supervision")
                         tg.create_task(self.retention.run(), name="outbox:retention")
                         tg.create_task(self._watchdog(), name="watchdog")
                         tg.create_task(self._stop_on_request(), name="stop")
@@ -182,6 +231,54 @@ class Gateway:
                 loop.remove_signal_handler(sig)
             sdnotify.notify("STOPPING=1")
             log.info("gateway_stopped")
+
+    # -- signing, drills and the path fault output ----------------------------------------------
+
+    def sign(self, payload: bytes) -> bytes:
+        assert self.security is not None
+        return auth.sign_payload(payload, self.security.gateway_key, self.security.gateway_key_id)
+
+    def _drill_active(self) -> bool:
+        return now_ms() < self._drill_until_ms
+
+    async def _show_path_fault(self, on: bool) -> None:
+        device_id = self.config.supervision.fault_device
+        driver = self.drivers.get(device_id or "")
+        if isinstance(driver, AlarmBox):
+            await driver.set_output("fault", on)
+
+    # -- what commands act on (gateway.commands.CommandTarget) ----------------------------------
+
+    async def acknowledge(self, alarm_id: str, *, by: str, issuer: str, command_id: str) -> None:
+        await self.latches.acknowledge(
+            alarm_id, by=by, issuer=issuer, command_id=command_id, occurred_at_ms=now_ms()
+        )
+
+    async def reset(self, alarm_id: str, *, by: str) -> None:
+        await self.latches.reset(alarm_id, by=by, occurred_at_ms=now_ms())
+
+    async def device_command(
+        self, device_id: str, name: str, args: Mapping[str, object]
+    ) -> dict[str, object]:
+        return await self.drivers[device_id].command(name, args)
+
+    def devices_of_kind(self, kind: str) -> list[str]:
+        return [d for d, device in self.config.devices.items() if device.kind == kind]
+
+    async def drill(self, *, start: bool, minutes: int, by: str) -> None:
+        at = now_ms()
+        if start:
+            event_type, data = "gateway.drill_started", {"by": by, "minutes": minutes}
+        else:
+            event_type, data = "gateway.drill_stopped", {"by": by}
+        # The start is itself a drill event; the stop is not (it ends one).
+        self._drill_until_ms = at + minutes * 60_000 if start else 0
+        await self.outbox.append(
+            new_event(
+                event_type, GATEWAY_DEVICE, severity=Severity.INFO, occurred_at_ms=at, data=data
+            )
+        )
+        log.warning("drill", started=start, minutes=minutes, by=by)
 
     def _device_ready(self) -> None:
         self._ready_count += 1

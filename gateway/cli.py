@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from edge_config import ConfigError, GatewayConfig, load_config
-from gateway import control, inspect, logsetup
+from gateway import console_cli, control, inspect, logsetup
 
 DEFAULT_CONFIG = Path(os.environ.get("SCHOOLGATE_CONFIG", "/etc/schoolgate/schoolgate.toml"))
 
@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` fast and light
 
     async def main() -> None:
-        await Gateway(config).run()
+        await Gateway(config, config_dir=args.config.parent).run()
 
     asyncio.run(main())
     return 0
@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_store_commands(sub)
     _add_keys_commands(sub)
+    console_cli.add_parser(sub)
 
     p = sub.add_parser("demo", help="run a simulated gate with two local brokers, no hardware")
     p.add_argument("--duration", type=float, default=None, help="end after this many seconds")

@@ -45,6 +45,18 @@ def status_topic(site: Site) -> str:
     return f"{site.base_topic}/status"
 
 
+def heartbeat_topic(site: Site) -> str:
+    return f"{site.base_topic}/heartbeat"
+
+
+def commands_topic(site: Site) -> str:
+    return f"{site.base_topic}/commands"
+
+
+def results_topic(site: Site) -> str:
+    return f"{site.base_topic}/results"
+
+
 def iso_ms(epoch_ms: int, tz: ZoneInfo) -> str:
     """ISO 8601 with milliseconds and the site's UTC offset, e.g. 2026-11-24T08:00:00.123+08:00."""
     return datetime.fromtimestamp(epoch_ms / 1000, tz).isoformat(timespec="milliseconds")
@@ -105,3 +117,62 @@ def status_payload(site: Site, *, online: bool, at_ms: int | None = None) -> byt
     if at_ms is not None:
         body["at"] = iso_ms(at_ms, site.tz)
     return _dumps(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    destination: str
+    boot: int
+    from_seq: int
+    last_seq: int
+    routed: int
+    pending: int
+    paths: dict[str, str]
+
+
+def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
+    return _dumps(
+        {
+            "schema": SCHEMA_VERSION,
+            "type": "heartbeat",
+            "school": site.school_id,
+            "gateway": site.gateway_id,
+            "destination": beat.destination,
+            "boot": beat.boot,
+            "from_seq": beat.from_seq,
+            "last_seq": beat.last_seq,
+            "routed": beat.routed,
+            "pending": beat.pending,
+            "paths": beat.paths,
+            "at": iso_ms(at_ms, site.tz),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command_id: str | None
+    command: str | None
+    status: str
+    """done, rejected or failed"""
+    reason: str | None = None
+    detail: str = ""
+    result: dict[str, Any] | None = None
+
+
+def result_payload(site: Site, outcome: CommandResult, *, at_ms: int) -> bytes:
+    return _dumps(
+        {
+            "schema": SCHEMA_VERSION,
+            "type": "command.result",
+            "school": site.school_id,
+            "gateway": site.gateway_id,
+            "command_id": outcome.command_id,
+            "command": outcome.command,
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "detail": outcome.detail,
+            "result": outcome.result or {},
+            "at": iso_ms(at_ms, site.tz),
+        }
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from gateway import contract, mqtt
@@ -47,6 +48,7 @@ class Drain:
         connected_since_ms: int,
         claim_size: int = 256,
         stall_timeout_s: float = 30.0,
+        on_sent: Callable[[str, list[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._name = destination
         self._outbox = outbox
@@ -68,6 +70,8 @@ class Drain:
         self._stall_timeout_s = stall_timeout_s
         self._in_flight = 0
         self._last_ack = asyncio.get_running_loop().time()
+        self._on_sent = on_sent
+        """Told of every batch marked sent (the latches light the lamp from it)."""
         self.sent = 0
 
     async def run(self) -> None:
@@ -200,3 +204,5 @@ class Drain:
             # Shielded: a cancel (shutdown, lost connection) must not drop a PUBACK already
             # taken, or the row would be sent again.
             await asyncio.shield(self._outbox.mark_sent(self._name, seqs))
+            if self._on_sent is not None:
+                await self._on_sent(self._name, seqs)

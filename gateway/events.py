@@ -34,13 +34,16 @@ _ALARM_TYPES = frozenset(
     {
         "alarm.panic",
         "alarm.panic_repeated",
+        "alarm.escalated",
         "bollard.emergency_raise",
         "bollard.breach",
         "access.door_forced",
         "access.tamper",
     }
 )
-"""The alarm lane: sent before anything else. Everything not telemetry is the state lane."""
+"""The alarm lane: sent before anything else. Everything not telemetry is the state lane
+(`alarm.reset`, `alarm.acknowledged`, `gateway.path_down` / `path_up`, `gateway.drill_started` /
+`drill_stopped`, ...)."""
 _TELEMETRY_PREFIXES = ("telemetry.", "heartbeat.", "report.")
 
 

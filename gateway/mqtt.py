@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Literal
 
 import aiomqtt
+from paho.mqtt import client as mqtt_client
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 class MqttFailure(Exception):
@@ -108,13 +111,36 @@ class BrokerParams:
     will_topic: str | None = None
     will_payload: bytes = b""
     tls: TlsParams | None = None
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received message; the MQTT 5 reply fields are None on 3.1.1."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+def _reply_fields(message: aiomqtt.Message) -> tuple[str | None, bytes | None]:
+    props = message.properties
+    if props is None:
+        return None, None
+    topic = getattr(props, "ResponseTopic", None)
+    data = getattr(props, "CorrelationData", None)
+    return (topic if isinstance(topic, str) else None), (
+        bytes(data) if isinstance(data, bytes | bytearray) else None
+    )
 
 
 class Connection:
     """One live MQTT session."""
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: aiomqtt.Client, *, v5: bool = False) -> None:
         self._client = client
+        self.v5 = v5
 
     async def publish(
         self,
@@ -124,12 +150,20 @@ class Connection:
         qos: int = 1,
         retain: bool = False,
         timeout_s: float | None = 10.0,
+        correlation_data: bytes | None = None,
     ) -> None:
         """Return once the broker has acknowledged (PUBACK for QoS 1). `timeout_s=None` waits
-        without a timer of its own (the caller supervises; one timer per message is costly)."""
+        without a timer of its own (the caller supervises; one timer per message is costly).
+        `correlation_data` is sent on MQTT 5 only (a reply to a request that carried it)."""
         timeout = math.inf if timeout_s is None else timeout_s
+        properties = None
+        if correlation_data is not None and self.v5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation_data
         try:
-            await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+            await self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties, timeout=timeout
+            )
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"publish to {topic} failed: {exc}") from exc
 
@@ -139,7 +173,7 @@ class Connection:
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"subscribe to {topic_filter} failed: {exc}") from exc
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+    async def messages(self) -> AsyncIterator[Message]:
         """Incoming messages; raises MqttFailure when the connection drops. Iterating this is
         also how a publisher notices a dead connection promptly: a pending publish would
         otherwise only time out."""
@@ -147,7 +181,8 @@ class Connection:
             async for message in self._client.messages:
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload).encode()
-                yield message.topic.value, data
+                response_topic, correlation = _reply_fields(message) if self.v5 else (None, None)
+                yield Message(message.topic.value, data, response_topic, correlation)
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"connection lost: {exc}") from exc
         raise MqttFailure("connection closed")
@@ -167,6 +202,7 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
         context = None if params.tls is None else tls_context(params.tls)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise MqttFailure(f"TLS set-up for {params.host}:{params.port} failed: {exc}") from exc
+    v5 = params.protocol == "5"
     client = aiomqtt.Client(
         params.host,
         params.port,
@@ -177,7 +213,10 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
         will=will,
         timeout=params.connect_timeout_s,
         max_inflight_messages=params.max_inflight,
-        clean_session=params.clean_session,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        # MQTT 5 has clean start instead (paho refuses clean_session there).
+        clean_session=None if v5 else params.clean_session,
+        clean_start=params.clean_session if v5 else mqtt_client.MQTT_CLEAN_START_FIRST_ONLY,
         tls_context=context,
     )
     # aiomqtt warns above 10 pending publishes; a pipelined drain keeps a window of them.
@@ -189,7 +228,7 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
     except OSError as exc:  # DNS or socket errors escape aiomqtt's translation in places
         raise MqttFailure(f"cannot connect to {params.host}:{params.port}: {exc}") from exc
     try:
-        yield Connection(entered)
+        yield Connection(entered, v5=v5)
     finally:
         # The connection is gone either way; a failed goodbye changes nothing.
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can drop a shutdown's cancel.

@@ -79,8 +79,14 @@ class Outbox:
         batch_delay_ms: int = 50,
         spill_limit: int = 50_000,
         recover_interval_s: float = 1.0,
+        signer: Callable[[bytes], bytes] | None = None,
+        drill: Callable[[], bool] | None = None,
     ) -> None:
         self._store = Store(path)
+        self._signer = signer
+        """Signs an event's stored body once (gateway.auth.sign_payload with the gateway key)."""
+        self._drill = drill
+        """True while a drill runs: every event stored meanwhile is marked `drill`."""
         self._site = site
         self._router = router
         self._batch_delay_s = batch_delay_ms / 1000
@@ -135,10 +141,13 @@ class Outbox:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, event: Event) -> Event:
+    async def append(self, event: Event, *, destinations: list[str] | None = None) -> Event:
         """Store `event` now (with anything queued before it) and return it with its `seq`.
-        When this returns the event is fsynced, or held in memory if the disk is failing."""
-        item = _Item(event, self._router.destinations_for(event.type))
+        When this returns the event is fsynced, or held in memory if the disk is failing.
+        `destinations` overrides the routes (a path fault goes to every other path)."""
+        if destinations is None:
+            destinations = self._router.destinations_for(event.type)
+        item = _Item(event, destinations)
         async with self._write_lock:
             stored = await self._flush_locked([item])
         return stored[-1]  # queued events were flushed ahead of it
@@ -212,14 +221,17 @@ class Outbox:
 
     def _stamp(self, items: list[_Item]) -> list[tuple[Event, list[str]]]:
         stamped = []
+        drill = self._drill is not None and self._drill()
         for item in items:
             self._last_seq += 1
-            stamped.append((replace(item.event, seq=self._last_seq), item.destinations))
+            event = replace(item.event, seq=self._last_seq, drill=item.event.drill or drill)
+            stamped.append((event, item.destinations))
         return stamped
 
     def _row(self, event: Event) -> _Row:
         assert event.seq is not None  # stamped before it is encoded
-        body = contract.encode_event_body(self._site, event).decode()
+        encoded = contract.encode_event_body(self._site, event)
+        body = (encoded if self._signer is None else self._signer(encoded)).decode()
         return (
             event.seq,
             event.id,
@@ -399,6 +411,74 @@ class Outbox:
     async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read or maintenance function on the store thread (for `retention`)."""
         return await self._store.call(fn)
+
+    # -- read by heartbeats and replay ---------------------------------------------------------
+
+    async def last_sent_seq(self, destination: str) -> int:
+        """The highest seq this destination's broker has acknowledged (0 if none)."""
+
+        def read(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT max(seq) FROM deliveries WHERE destination=? AND sent_at_ms IS NOT NULL",
+                (destination,),
+            ).fetchone()
+            return int(row[0] or 0)
+
+        return await self._store.call(read)
+
+    async def routed_count(self, destination: str, after_seq: int, upto_seq: int) -> int:
+        """Events routed to `destination` with after_seq < seq <= upto_seq (on disk)."""
+
+        def read(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT count(*) FROM deliveries WHERE destination=? AND seq>? AND seq<=?",
+                (destination, after_seq, upto_seq),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._store.call(read)
+
+    async def replay(self, destination: str, from_seq: int, to_seq: int) -> list[PendingDelivery]:
+        """The stored events routed to `destination` with from_seq <= seq <= to_seq, in seq
+        order, sent or not (the local record); attempt counters are not changed."""
+
+        def read(db: sqlite3.Connection) -> list[PendingDelivery]:
+            found = db.execute(
+                "SELECT d.seq, e.type, d.lane, d.attempts, e.occurred_at_ms, e.body"
+                " FROM deliveries d JOIN events e ON e.seq = d.seq"
+                " WHERE d.destination=? AND d.seq BETWEEN ? AND ? ORDER BY d.seq",
+                (destination, from_seq, to_seq),
+            ).fetchall()
+            return [
+                PendingDelivery(seq, type_, Lane(lane), attempts + 1, occurred, body.encode())
+                for seq, type_, lane, attempts, occurred, body in found
+            ]
+
+        return await self._store.call(read)
+
+    # -- read by the latches -------------------------------------------------------------------
+
+    async def alarm_progress(
+        self, destination: str, alarm_ids: Sequence[str]
+    ) -> list[tuple[str, str, int, bool]]:
+        """`(alarm_id, type, seq, sent)` of every stored `alarm.panic`, `alarm.escalated` and
+        `alarm.acknowledged` of these alarms, in seq order; `sent`: `destination`'s broker has
+        acknowledged it (PUBACK). The record on disk: read at start, when nothing is in memory."""
+        if not alarm_ids:
+            return []
+        marks = ",".join("?" * len(alarm_ids))
+
+        def read(db: sqlite3.Connection) -> list[tuple[str, str, int, bool]]:
+            found = db.execute(
+                "SELECT e.alarm_id, e.type, e.seq, d.sent_at_ms IS NOT NULL"
+                " FROM events e LEFT JOIN deliveries d ON d.seq = e.seq AND d.destination = ?"
+                " WHERE e.type IN ('alarm.panic', 'alarm.escalated', 'alarm.acknowledged')"
+                f" AND e.alarm_id IN ({marks}) ORDER BY e.seq",
+                (destination, *alarm_ids),
+            ).fetchall()
+            return [(a, t, int(seq), bool(sent)) for a, t, seq, sent in found]
+
+        return await self._store.call(read)
 
 
 class DeviceStore:

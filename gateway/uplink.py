@@ -11,15 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
 from gateway import contract, mqtt
 from gateway.backoff import Backoff
+from gateway.commands import Commands
 from gateway.drain import Drain
 from gateway.outbox import Outbox
+from gateway.paths import PathBoard
+
+SentHook = Callable[[str, list[int]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What an uplink offers besides forwarding events, all optional."""
+
+    commands: Commands | None = None
+    """Subscribe to the commands topic and answer every command."""
+    paths: PathBoard | None = None
+    """Told when this path goes up or down and of every PUBACK."""
+    heartbeat_s: float | None = None
+    on_sent: SentHook | None = None
+    """Told of every batch of events this broker acknowledged."""
+    sign: Callable[[bytes], bytes] | None = None
+    """Signs the status, heartbeat and result payloads (events are signed when stored)."""
 
 
 def _now_ms() -> int:
@@ -36,8 +57,10 @@ class Uplink:
         *,
         backoff: Backoff | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        services: Services | None = None,
     ) -> None:
         self.name = name
+        self._services = services or Services()
         self._params = params
         self._outbox = outbox
         self._site = site
@@ -59,6 +82,8 @@ class Uplink:
                     await self._session(conn)
             except mqtt.MqttFailure as exc:
                 self.connected = False
+                if self._services.paths is not None:
+                    self._services.paths.down(self.name, str(exc))
                 if failing_since is None:
                     failing_since = time.monotonic()
                     # Logged once per outage, not on every retry.
@@ -67,6 +92,8 @@ class Uplink:
 
     def _on_connected(self, failing_since: float | None) -> None:
         self.connected = True
+        if self._services.paths is not None:
+            self._services.paths.up(self.name)
         self.connected_since_ms = self._clock_ms()
         self._log.info(
             "uplink_up",
@@ -79,27 +106,35 @@ class Uplink:
 
     async def _session(self, conn: mqtt.Connection) -> None:
         status = contract.status_topic(self._site)
+        if self._services.commands is not None:
+            # Before `online`: a receiver that sees us online can command us at once.
+            await conn.subscribe(contract.commands_topic(self._site), qos=1)
         await conn.publish(
             status,
-            contract.status_payload(self._site, online=True, at_ms=self._clock_ms()),
+            self._signed(contract.status_payload(self._site, online=True, at_ms=self._clock_ms())),
             retain=True,
         )
-        # Two tasks, the first to end ends the session. Not a TaskGroup: in Python 3.11 a
+        # A few tasks, the first to end ends the session. Not a TaskGroup: in Python 3.11 a
         # TaskGroup whose child fails leaves its task marked as cancelled (no uncancel), and a
         # real shutdown cancel that meets a failing child comes out as the failure; either way
         # this reconnect loop could not tell a shutdown from a lost connection.
-        watch = asyncio.create_task(conn.wait_closed(), name=f"uplink:{self.name}:watch")
-        drain = asyncio.create_task(self._drain(conn), name=f"uplink:{self.name}:drain")
+        tasks = {
+            asyncio.create_task(self._receive(conn), name=f"uplink:{self.name}:receive"),
+            asyncio.create_task(self._drain(conn), name=f"uplink:{self.name}:drain"),
+        }
+        if self._services.heartbeat_s is not None:
+            beat = self._heartbeats(conn, self._services.heartbeat_s)
+            tasks.add(asyncio.create_task(beat, name=f"uplink:{self.name}:heartbeat"))
         try:
-            done, _ = await asyncio.wait({watch, drain}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            await _cancel_all(watch, drain)
+            await _cancel_all(*tasks)
             # Shutting down: say so before the clean disconnect, which suppresses the will.
             offline = contract.status_payload(self._site, online=False, at_ms=self._clock_ms())
             with contextlib.suppress(mqtt.MqttFailure):
-                await conn.publish(status, offline, retain=True, timeout_s=1.0)
+                await conn.publish(status, self._signed(offline), retain=True, timeout_s=1.0)
             raise
-        await _cancel_all(watch, drain)
+        await _cancel_all(*tasks)
         for task in done:
             error = task.exception()
             if isinstance(error, BaseExceptionGroup):
@@ -112,6 +147,71 @@ class Uplink:
                 raise error
         raise mqtt.MqttFailure("session ended")
 
+    def _signed(self, payload: bytes) -> bytes:
+        return payload if self._services.sign is None else self._services.sign(payload)
+
+    async def _receive(self, conn: mqtt.Connection) -> None:
+        """Answer commands as they come (each in its own task: a bollard's travel must not hold
+        an acknowledgement); ends with MqttFailure when the connection drops."""
+        commands_topic = contract.commands_topic(self._site)
+        async with asyncio.TaskGroup() as tg:
+            async for message in conn.messages():
+                if message.topic == commands_topic and self._services.commands is not None:
+                    tg.create_task(self._answer(conn, message, self._services.commands))
+
+    async def _answer(
+        self, conn: mqtt.Connection, message: mqtt.Message, commands: Commands
+    ) -> None:
+        replay = functools.partial(self._replay, conn)
+        outcome = await commands.handle(message.payload, destination=self.name, replay=replay)
+        paths = self._services.paths
+        if paths is not None and outcome.status == "done" and outcome.command == "acknowledge":
+            paths.acknowledged(self.name)
+        payload = self._signed(contract.result_payload(self._site, outcome, at_ms=self._clock_ms()))
+        topic = contract.results_topic(self._site)
+        reply_to = message.response_topic
+        if conn.v5 and reply_to and not any(c in reply_to for c in "+#"):
+            topic = reply_to
+        await conn.publish(topic, payload, correlation_data=message.correlation_data)
+
+    async def _replay(self, conn: mqtt.Connection, from_seq: int, to_seq: int) -> list[int]:
+        """Re-send stored events of a seq range to this broker, marked historical; their
+        delivery state is not changed (they are copies from the local record)."""
+        rows = await self._outbox.replay(self.name, from_seq, to_seq)
+        for row in rows:
+            payload = contract.finish_event_payload(row.body, historical=True, attempt=row.attempt)
+            await conn.publish(contract.event_topic(self._site, row.category), payload)
+        self._log.info("replayed", from_seq=from_seq, to_seq=to_seq, events=len(rows))
+        return [row.seq for row in rows]
+
+    async def _heartbeats(self, conn: mqtt.Connection, every_s: float) -> None:
+        previous: int | None = None
+        while True:
+            last = await self._outbox.last_sent_seq(self.name)
+            # The first heartbeat of a connection is a baseline: an empty range.
+            from_seq = last if previous is None else previous
+            routed = await self._outbox.routed_count(self.name, from_seq, last)
+            paths = self._services.paths
+            beat = contract.Heartbeat(
+                destination=self.name,
+                boot=self._outbox.boot_count,
+                from_seq=from_seq,
+                last_seq=last,
+                routed=routed,
+                pending=await self._outbox.pending_count(self.name),
+                paths=paths.snapshot() if paths is not None else {self.name: "up"},
+            )
+            payload = contract.heartbeat_payload(self._site, beat, at_ms=self._clock_ms())
+            await conn.publish(contract.heartbeat_topic(self._site), self._signed(payload))
+            previous = last
+            await asyncio.sleep(every_s)
+
+    async def _sent(self, destination: str, seqs: list[int]) -> None:
+        if self._services.paths is not None:
+            self._services.paths.puback(destination)
+        if self._services.on_sent is not None:
+            await self._services.on_sent(destination, seqs)
+
     async def _drain(self, conn: mqtt.Connection) -> None:
         self._active = drain = Drain(
             self.name,
@@ -120,6 +220,7 @@ class Uplink:
             conn,
             window=self._params.max_inflight,
             connected_since_ms=self.connected_since_ms or 0,
+            on_sent=self._sent,
         )
         try:
             await drain.run()

@@ -3,8 +3,11 @@ docs/schemas/topics.json and the JSON Schema each one names. The receiving side'
 docs/contract.md, for the tests, the scenario runner and the demo.
 
 Owns loading the schemas, matching a topic to its entry, and the checks a schema cannot make on
-its own (the payload's school, gateway and type category agree with the topic). It does not
-subscribe (`simulators.listener` does) and never builds payloads (`gateway.contract` does).
+its own (the payload's school and gateway agree with the topic, an event's type with its category,
+a heartbeat's range and paths with its destination). It covers both directions: what the gateway
+publishes (events, status, heartbeats, command results) and what a receiver sends it (commands).
+It does not subscribe (`simulators.listener` does), never builds payloads (`gateway.contract` and
+`gateway.auth` do) and does not verify signatures (`gateway.auth.verify_payload` does).
 
 `jsonschema` is a dev dependency and docs/schemas is not in the wheel: this runs from a source
 checkout, as the tests and the simulators do.
@@ -23,7 +26,16 @@ from typing import Any, Protocol
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # ships no stubs
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
-SCHEMA_FILES = ("event.schema.json", "status.schema.json")
+REPLAY_SPAN = 10_000
+"""A replay command covers fewer seqs than this (docs/contract.md; gateway.commands.MAX_REPLAY_SPAN,
+not imported: a receiver's tests should not need the gateway's drivers)."""
+SCHEMA_FILES = (
+    "event.schema.json",
+    "status.schema.json",
+    "heartbeat.schema.json",
+    "command.schema.json",
+    "result.schema.json",
+)
 
 
 class ContractViolation(ValueError):
@@ -48,7 +60,7 @@ class Message(Protocol):
 @dataclass(frozen=True, slots=True)
 class Checked:
     kind: str
-    """The topic's name in topics.json: `event` or `status`."""
+    """The topic's name in topics.json: `event`, `status`, `heartbeat`, `command` or `result`."""
     body: dict[str, Any]
 
 
@@ -115,6 +127,30 @@ class ContractChecker:
         if not matched:
             raise ContractViolation(topic, ["the topic matches no topic in topics.json"])
         entry, match = matched[0]
+        body, problems = self._validate(entry, topic, payload)
+        if isinstance(body, dict):
+            problems += _topic_agrees(entry.name, match, body)
+            problems += _body_agrees(entry.name, body)
+        if problems:
+            raise ContractViolation(topic, problems)
+        return Checked(entry.name, body)
+
+    def check_payload(self, kind: str, payload: bytes, *, topic: str = "(no topic)") -> Checked:
+        """A payload checked against the schema of `kind` (a name in topics.json) whatever its
+        topic: for an MQTT 5 command result sent to the command's response topic. `topic` only
+        names the message in a violation."""
+        entry = next((t for t in self._topics if t.name == kind), None)
+        if entry is None:
+            raise ValueError(f"no topic named {kind!r} in topics.json")
+        body, problems = self._validate(entry, topic, payload)
+        if isinstance(body, dict):
+            problems += _body_agrees(entry.name, body)
+        if problems:
+            raise ContractViolation(topic, problems)
+        return Checked(entry.name, body)
+
+    @staticmethod
+    def _validate(entry: _Topic, topic: str, payload: bytes) -> tuple[Any, list[str]]:
         try:
             body = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -123,11 +159,7 @@ class ContractChecker:
             f"{'/'.join(map(str, error.absolute_path)) or '(payload)'}: {error.message}"
             for error in sorted(entry.validator.iter_errors(body), key=lambda e: e.json_path)
         ]
-        if isinstance(body, dict):
-            problems += _topic_agrees(entry.name, match, body)
-        if problems:
-            raise ContractViolation(topic, problems)
-        return Checked(entry.name, body)
+        return body, problems
 
     def check_all(self, messages: Iterable[Message]) -> list[str]:
         """One line per broken message (`topic: problem; problem`); empty when all keep it."""
@@ -149,6 +181,26 @@ def _topic_agrees(kind: str, match: re.Match[str], body: dict[str, Any]) -> list
         category = event_type.split(".", 1)[0]
         if category != match["category"]:
             problems.append(f"type {event_type!r} is not in the topic's category")
+    return problems
+
+
+def _body_agrees(kind: str, body: dict[str, Any]) -> list[str]:
+    """The rules within one payload that JSON Schema cannot relate: an order between two
+    numbers, a key named by a value."""
+    problems: list[str] = []
+    if kind == "heartbeat":
+        first, last = body.get("from_seq"), body.get("last_seq")
+        if isinstance(first, int) and isinstance(last, int) and first > last:
+            problems.append(f"from_seq {first} is after last_seq {last}")
+        paths, destination = body.get("paths"), body.get("destination")
+        if isinstance(paths, dict) and isinstance(destination, str) and destination not in paths:
+            problems.append(f"paths has no entry for its own destination {destination!r}")
+    args = body.get("args")
+    if kind == "command" and body.get("command") == "replay" and isinstance(args, dict):
+        first, last = args.get("from_seq"), args.get("to_seq")
+        if isinstance(first, int) and isinstance(last, int) and not 0 <= last - first < REPLAY_SPAN:
+            span = f"from_seq <= to_seq < from_seq + {REPLAY_SPAN}"
+            problems.append(f"args: need {span}, not {first}..{last}")
     return problems
 
 

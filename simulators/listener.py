@@ -102,8 +102,8 @@ async def listen(
                 async with mqtt.connect(params) as conn:
                     await conn.subscribe(topic_filter, qos=1)
                     subscribed.set()
-                    async for topic, payload in conn.messages():
-                        await listener._record(topic, payload)
+                    async for message in conn.messages():
+                        await listener._record(message.topic, message.payload)
             except mqtt.MqttFailure:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,7 +19,10 @@ from drivers.base import CommandError, DriverContext
 from drivers.lines.serial import SerialLine
 from edge_config.devices_access import AccessControllerDevice
 from edge_config.models import SerialLine as SerialLineConfig
+from gateway import contract
 from gateway.events import DeviceRef, Event, Lane, Severity
+from gateway.outbox import Outbox
+from gateway.routing import Router
 from simulators.access_controller import SimBus, SimController, serve_serial
 from simulators.broker import MosquittoBroker
 from simulators.listener import listen
@@ -25,6 +30,7 @@ from simulators.vserial import VirtualSerialLink
 from tests_support import GatewayProcess
 
 pytestmark = pytest.mark.timeout(60)
+SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 
 
 class Sink:
@@ -394,3 +400,44 @@ async def test_forced_door_reaches_the_police(
     }
     assert forced["severity"] == "critical"
     assert forced["data"]["door_name"] == "pedestrian gate"
+
+
+async def test_an_event_is_on_disk_before_the_controller_is_told_to_drop_it(
+    tmp_path: Path,
+) -> None:
+    """Regression (found by the chaos soak): the driver acknowledged a card swipe as soon as it
+    was queued for the group commit, so a SIGKILL within the batch delay lost it for good (the
+    controller drops what we acknowledged). Stored with a long batch delay: when the controller
+    has let go of the event, the event must already be in the outbox file."""
+    sim = SimController(3)
+    routes = Router({"police": ["alarm.*"], "bureau": ["*"]})
+    # The group commit would wait 30 s: only a durable store puts the swipe on disk sooner.
+    outbox = Outbox(tmp_path / "o.db", SITE, routes, batch_delay_ms=30_000)
+    async with (
+        outbox,
+        VirtualSerialLink(baudrate=9600) as link,
+        serve_serial([sim], link.device_end, baudrate=9600),
+        SerialLine(
+            "doors",
+            SerialLineConfig(type="serial", port=link.host_end, baudrate=9600, timeout_ms=150),
+        ) as line,
+    ):
+        cfg = device(3)
+        ref = DeviceRef("door3", "access_controller", cfg.location)
+        ctx = DriverContext(ref, NoPanic(), outbox.emit, clock_ms, store=outbox.append)
+        driver = AccessController(cfg, line, ctx)
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(driver.run(ready.set))
+            flusher = tg.create_task(outbox.run())
+            await ready.wait()
+            sim.present_card(42)
+            await sim.wait_drained()  # the controller got our acknowledgement
+            db = sqlite3.connect(tmp_path / "o.db")
+            try:
+                stored = db.execute("SELECT count(*) FROM events WHERE type='access.card'")
+                assert stored.fetchone()[0] == 1, "acknowledged before it was stored"
+            finally:
+                db.close()
+            task.cancel()
+            flusher.cancel()

@@ -1,6 +1,9 @@
-"""The MQTT contract's JSON Schemas (docs/schemas) against what the gateway publishes: the schemas
-are valid; a payload of every event type built by `gateway.contract` keeps them and broken ones do
-not; and every message the whole simulated gate publishes during two shipped scenarios keeps them.
+"""The MQTT contract's JSON Schemas (docs/schemas) against what the gateway publishes and what it
+is sent: the schemas are valid; a payload of every event type built by `gateway.contract` keeps
+them and broken ones do not; so do heartbeats and command results, and a signed command
+(`gateway.auth`) of every command, whose args the command handler takes exactly when the schema
+does; and every message the whole simulated gate publishes during two shipped scenarios keeps them.
+(The signed alarm loop's messages are checked in tests/test_alarm_loop_e2e.py.)
 """
 
 from __future__ import annotations
@@ -9,18 +12,27 @@ import asyncio
 import dataclasses
 import json
 import re
+import typing
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import contract
+from drivers.base import CommandError
+from edge_config.security import Security
+from gateway import auth, commands, contract
 from gateway.events import DeviceRef, Event, Severity, new_event, new_event_id
+from gateway.rules.latch import UnknownAlarm
 from simulators.contract_check import (
     SCHEMA_DIR,
     SCHEMA_FILES,
     ContractChecker,
+    ContractViolation,
     check_schemas,
     default_checker,
     load_json,
@@ -172,7 +184,35 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
         {"written_back": 12, "dropped_in_memory": 0, "fault": "database or disk is full"},
     ),
     ("gateway.eviction", Severity.MAJOR, GATEWAY, {"evicted_undelivered": {"telemetry": 400}}),
+    (
+        "alarm.acknowledged",
+        Severity.INFO,
+        BOX,
+        {"by": "Officer Li", "issuer": "police-console", "command_id": "7d4c", "after_ms": 3500},
+    ),
+    (
+        "alarm.escalated",
+        Severity.CRITICAL,
+        BOX,
+        {"button": 0, "button_name": "desk", "presses": 1, "after_s": 30.004, "siren": True},
+    ),
+    (
+        "gateway.path_down",
+        Severity.MAJOR,
+        GATEWAY,
+        {
+            "destination": "police",
+            "down_since": "2026-11-24T08:14:02.137+08:00",
+            "error": "refused",
+        },
+    ),
+    ("gateway.path_up", Severity.INFO, GATEWAY, {"destination": "police", "down_s": 61.5}),
+    ("gateway.drill_started", Severity.INFO, GATEWAY, {"by": "Officer Li", "minutes": 60}),
+    ("gateway.drill_stopped", Severity.INFO, GATEWAY, {"by": "Officer Li"}),
 ]
+
+PAYLOAD_TYPES = {"heartbeat", "command.result"}
+"""The `type` of the payloads that are not events (heartbeats, command results)."""
 
 
 def make_event(row: tuple[str, Severity, DeviceRef, dict[str, Any]], seq: int = 42) -> Event:
@@ -211,15 +251,32 @@ def test_the_schemas_are_valid_json_schema_2020_12() -> None:
 def test_the_table_covers_every_type_and_the_docs_name_no_other() -> None:
     assert {row[0] for row in EVENTS} == schema_types()
     # docs/contract.md and the drivers' pages name the types a receiver can get: the schema
-    # must know each one, so a type written down without a schema is caught here.
+    # must know each one, so a type written down without a schema is caught here. The contract
+    # also names commands (`bollard.raise`, `drill.start`, ...) and the payload types
+    # `heartbeat` and `command.result`: those are told apart by name, and may never be the name
+    # of an event type, so setting them aside cannot hide an undocumented one.
+    assert not (auth.COMMANDS | PAYLOAD_TYPES) & schema_types()
+    categories = "|".join(sorted({t.split(".")[0] for t in schema_types()}))
+    named = re.compile(rf"`((?:{categories})\.[a-z_]+)`")
     documented = set()
     for page in [ROOT / "docs" / "contract.md", *(ROOT / "docs" / "drivers").glob("*.md")]:
-        documented |= set(
-            re.findall(
-                r"`((?:alarm|device|bollard|access|telemetry|gateway)\.[a-z_]+)`", page.read_text()
-            )
-        )
-    assert documented <= schema_types()
+        documented |= set(named.findall(page.read_text()))
+    assert documented - auth.COMMANDS - PAYLOAD_TYPES <= schema_types()
+    # Every command is in the contract's table, and each payload type in its example.
+    contract_page = (ROOT / "docs" / "contract.md").read_text()
+    assert {n for n in auth.COMMANDS if f"`{n}`" not in contract_page} == set()
+    assert {n for n in PAYLOAD_TYPES if f'"type": "{n}"' not in contract_page} == set()
+
+
+def test_the_schemas_name_the_commands_and_reasons_the_gateway_knows() -> None:
+    command_schema = load_json("command.schema.json")
+    result_schema = load_json("result.schema.json")
+    assert set(command_schema["properties"]["command"]["enum"]) == auth.COMMANDS
+    assert set(result_schema["$defs"]["command"]["enum"]) == auth.COMMANDS
+    rejected = result_schema["allOf"][1]["then"]["properties"]["reason"]["enum"]
+    assert set(rejected) == set(typing.get_args(auth.Reason))
+    assert load_json("heartbeat.schema.json")["properties"]["type"]["const"] == "heartbeat"
+    assert result_schema["properties"]["type"]["const"] == "command.result"
 
 
 # -- payloads built by gateway.contract -------------------------------------------------------
@@ -311,10 +368,20 @@ def test_broken_event_payloads_do_not_validate(body: dict[str, Any]) -> None:
     assert default_checker().problems(topic, json.dumps(body).encode())
 
 
-def test_signature_fields_are_allowed_ahead_of_signing() -> None:
-    body = _with(sig="c2lnbmF0dXJl", signer="north-gate-2026")
+def test_signed_events_and_status_validate_and_a_bad_signature_field_does_not() -> None:
+    # Events are signed when stored, before the delivery fields are appended.
+    event = make_event(EVENTS[0])
+    body = signed(contract.encode_event_body(SITE, event))
+    payload = contract.finish_event_payload(body, historical=False, attempt=1)
     topic = contract.event_topic(SITE, "alarm")
-    assert default_checker().problems(topic, json.dumps(body).encode()) == []
+    assert default_checker().problems(topic, payload) == []
+    status = signed(contract.status_payload(SITE, online=True, at_ms=AT_MS))
+    assert default_checker().problems(contract.status_topic(SITE), status) == []
+    for changes in [{"sig": "c2lnbmF0dXJl"}, {"signer": "North Gate"}, {"sig": None}]:
+        broken = json.loads(payload) | changes
+        assert default_checker().problems(topic, json.dumps(broken).encode()), changes
+    unsigned = {k: v for k, v in json.loads(payload).items() if k != "sig"}
+    assert default_checker().problems(topic, json.dumps(unsigned).encode())  # signer alone
 
 
 @pytest.mark.parametrize(
@@ -384,6 +451,350 @@ def test_broken_data_variants_do_not_validate() -> None:
 def test_a_payload_that_is_not_json_is_named() -> None:
     problems = default_checker().problems(contract.status_topic(SITE), b"\xff online")
     assert problems and "not UTF-8 JSON" in problems[0]
+
+
+# -- heartbeats, commands and command results ------------------------------------------------
+
+GATEWAY_KEY = Ed25519PrivateKey.generate()
+CONSOLE_KEY = Ed25519PrivateKey.generate()
+COMMAND_ID = "7d4c3a51-3f1e-4c1b-9e0a-4b8f2b6c9d10"
+ISSUED_AT = datetime.fromtimestamp(AT_MS / 1000, SITE.tz)
+BEAT = contract.Heartbeat(
+    destination="police",
+    boot=7,
+    from_seq=1180,
+    last_seq=1212,
+    routed=3,
+    pending=0,
+    paths={"police": "up", "bureau": "down"},
+)
+
+
+def signed(payload: bytes) -> bytes:
+    return auth.sign_payload(payload, GATEWAY_KEY, "north-gate-2026")
+
+
+def heartbeat(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(contract.heartbeat_payload(SITE, BEAT, at_ms=AT_MS))
+    return body | changes
+
+
+def check_heartbeat(body: dict[str, Any]) -> list[str]:
+    return default_checker().problems(contract.heartbeat_topic(SITE), json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("sign", [False, True], ids=["unsigned", "signed"])
+def test_heartbeats_built_by_the_contract_module_validate(*, sign: bool) -> None:
+    first = dataclasses.replace(BEAT, from_seq=0, last_seq=0, routed=0, paths={"police": "up"})
+    for beat in (BEAT, first):
+        payload = contract.heartbeat_payload(SITE, beat, at_ms=AT_MS)
+        checked = default_checker().check(
+            contract.heartbeat_topic(SITE), signed(payload) if sign else payload
+        )
+        assert checked.kind == "heartbeat" and checked.body["last_seq"] == beat.last_seq
+
+
+BROKEN_HEARTBEATS: dict[str, dict[str, Any]] = {
+    **{
+        f"no {key}": {k: v for k, v in heartbeat().items() if k != key}
+        for key in load_json("heartbeat.schema.json")["required"]
+    },
+    "type event": heartbeat(type="alarm.panic"),
+    "boot 0": heartbeat(boot=0),
+    "negative pending": heartbeat(pending=-1),
+    "seq as text": heartbeat(last_seq="1212"),
+    "a path neither up nor down": heartbeat(paths={"police": "up", "bureau": "unknown"}),
+    "no paths": heartbeat(paths={}),
+    "its own path missing": heartbeat(paths={"bureau": "up"}),
+    "from_seq after last_seq": heartbeat(from_seq=1300),
+    "at without ms": heartbeat(at="2026-11-24T08:00:30+08:00"),
+    "extra key": heartbeat(uptime_s=5),
+    "sig without signer": heartbeat(sig="c2ln"),
+    "another gateway": heartbeat(gateway="south-gate"),
+}
+
+
+@pytest.mark.parametrize("body", BROKEN_HEARTBEATS.values(), ids=BROKEN_HEARTBEATS.keys())
+def test_broken_heartbeats_do_not_validate(body: dict[str, Any]) -> None:
+    assert check_heartbeat(body)
+
+
+def result(outcome: contract.CommandResult) -> bytes:
+    return contract.result_payload(SITE, outcome, at_ms=AT_MS)
+
+
+def check_result(payload: bytes | dict[str, Any]) -> list[str]:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return default_checker().problems(contract.results_topic(SITE), raw)
+
+
+REJECTED = typing.get_args(auth.Reason)
+FAILED = ("bad_args", "unknown_alarm", "unknown_device", "device_error")
+REPLAYED = {"destination": "police", "from_seq": 1, "to_seq": 42, "seqs": [3, 42]}
+RESULTS: list[contract.CommandResult] = [
+    contract.CommandResult(COMMAND_ID, "acknowledge", "done", result={"alarm_id": ALARM_ID}),
+    contract.CommandResult(COMMAND_ID, "reset", "done", result={"alarm_id": ALARM_ID}),
+    contract.CommandResult(COMMAND_ID, "replay", "done", result=REPLAYED),
+    contract.CommandResult(COMMAND_ID, "replay", "done", result=REPLAYED | {"seqs": []}),
+    contract.CommandResult(
+        COMMAND_ID, "drill.start", "done", result={"drill": True, "minutes": 60}
+    ),
+    contract.CommandResult(
+        COMMAND_ID, "drill.stop", "done", result={"drill": False}
+    ),
+    contract.CommandResult(
+        COMMAND_ID, "lockdown", "done", result={"devices": {"gate_doors": {"lockdown": True}}}
+    ),
+    contract.CommandResult(COMMAND_ID, "time.set", "done", result={"devices": {}}),
+    contract.CommandResult(COMMAND_ID, "bollard.raise", "done", result={"position": "up"}),
+    contract.CommandResult(
+        COMMAND_ID, "unlock", "done", result={"door": 1, "door_name": "g", "unlocked": True}
+    ),
+    # rejected: before it was read (no [security], not JSON), and after
+    contract.CommandResult(None, None, "rejected", "unknown_key", "this gateway trusts no keys"),
+    contract.CommandResult(None, None, "rejected", "malformed", "not a JSON object"),
+    contract.CommandResult("not-a-uuid", "fire", "rejected", "malformed", "unknown command"),
+    *(
+        contract.CommandResult(COMMAND_ID, "acknowledge", "rejected", reason, "why")
+        for reason in REJECTED
+    ),
+    *(contract.CommandResult(COMMAND_ID, "unlock", "failed", reason, "why") for reason in FAILED),
+]
+
+
+@pytest.mark.parametrize("outcome", RESULTS, ids=[f"{r.command}-{r.reason}" for r in RESULTS])
+def test_command_results_built_by_the_contract_module_validate(
+    outcome: contract.CommandResult,
+) -> None:
+    for payload in (result(outcome), signed(result(outcome))):
+        checked = default_checker().check(contract.results_topic(SITE), payload)
+        assert checked.kind == "result" and checked.body["status"] == outcome.status
+
+
+def test_an_mqtt5_reply_on_a_response_topic_is_checked_by_its_kind() -> None:
+    payload = signed(result(RESULTS[0]))
+    assert default_checker().check_payload("result", payload).body["command_id"] == COMMAND_ID
+    with pytest.raises(ContractViolation, match="reason"):
+        default_checker().check_payload("result", json.dumps(_result(reason="stale")).encode())
+    with pytest.raises(ValueError, match="no topic named"):
+        default_checker().check_payload("reply", payload)
+
+
+def _result(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(result(RESULTS[0]))
+    return body | changes
+
+
+def _failed(**changes: Any) -> dict[str, Any]:
+    outcome = contract.CommandResult(COMMAND_ID, "unlock", "failed", "bad_args", "door")
+    body: dict[str, Any] = json.loads(result(outcome))
+    return body | changes
+
+
+BROKEN_RESULTS: dict[str, dict[str, Any]] = {
+    **{
+        f"no {key}": {k: v for k, v in _result().items() if k != key}
+        for key in load_json("result.schema.json")["required"]
+    },
+    "status ok": _result(status="ok"),
+    "done with a reason": _result(reason="stale"),
+    "done with a detail": _result(detail="but"),
+    "done without its id": _result(command_id=None),
+    "done, an unknown command": _result(command="fire"),
+    "done, acknowledge without alarm_id": _result(result={}),
+    "done, replay without seqs": _result(command="replay", result={"from_seq": 1}),
+    "rejected without a reason": _failed(status="rejected", reason=None),
+    "rejected for bad args": _failed(status="rejected"),
+    "rejected with a result": _failed(status="rejected", reason="stale", result={"x": 1}),
+    "failed for a stale command": _failed(reason="stale"),
+    "failed without a reason": _failed(reason=None),
+    "failed, unknown reason": _failed(reason="busy"),
+    "failed without its command": _failed(command=None),
+    "type event": _result(type="alarm.acknowledged"),
+    "extra key": _result(issuer="police-console"),
+    "at without offset": _result(at="2026-11-24T08:15:05.260"),
+    "another school": _result(school="other-school"),
+}
+
+
+@pytest.mark.parametrize("body", BROKEN_RESULTS.values(), ids=BROKEN_RESULTS.keys())
+def test_broken_command_results_do_not_validate(body: dict[str, Any]) -> None:
+    assert check_result(body)
+
+
+# Valid args of every command, the optional ones both left out and given.
+COMMAND_ARGS: list[tuple[str, dict[str, Any]]] = [
+    ("acknowledge", {"alarm_id": ALARM_ID, "by": "Officer Li"}),
+    ("reset", {"alarm_id": ALARM_ID, "by": "Officer Li"}),
+    ("bollard.raise", {"device": "bollard_1"}),
+    ("bollard.lower", {"device": "bollard_1"}),
+    ("unlock", {"device": "gate_doors", "door": 1}),
+    ("unlock", {"device": "gate_doors", "door": 2, "open_s": 10}),
+    ("lockdown", {}),
+    ("lockdown", {"device": "gate_doors"}),
+    ("lockdown.release", {}),
+    ("lockdown.release", {"device": "gate_doors"}),
+    ("drill.start", {}),
+    ("drill.start", {"minutes": 5, "by": "Officer Li"}),
+    ("drill.stop", {}),
+    ("drill.stop", {"by": "Officer Li"}),
+    ("time.set", {}),
+    ("time.set", {"time": "2026-11-24T08:15:05.210+08:00"}),
+    ("time.set", {"time": "2026-11-24T00:15:05Z"}),
+    ("replay", {"from_seq": 1, "to_seq": 42}),
+    ("replay", {"from_seq": 7, "to_seq": 7 + 9_999}),
+]
+
+
+def command(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    obj = auth.build_command(
+        gateway=SITE.gateway_id,
+        school=SITE.school_id,
+        command=name,
+        args=args,
+        issued_at=ISSUED_AT,
+        command_id=COMMAND_ID,
+    )
+    return auth.sign_command(obj, CONSOLE_KEY, "police-console")
+
+
+def check_command(body: dict[str, Any]) -> list[str]:
+    return default_checker().problems(contract.commands_topic(SITE), json.dumps(body).encode())
+
+
+class Target:
+    """The command handler's target with one alarm, one bollard and one access controller; it
+    refuses what a driver would refuse (a door that is not configured)."""
+
+    async def acknowledge(self, alarm_id: str, *, by: str, issuer: str, command_id: str) -> None:
+        if alarm_id != ALARM_ID:
+            raise UnknownAlarm(alarm_id)
+
+    async def reset(self, alarm_id: str, *, by: str) -> None:
+        await self.acknowledge(alarm_id, by=by, issuer="", command_id="")
+
+    async def device_command(
+        self, device_id: str, name: str, args: Mapping[str, object]
+    ) -> dict[str, object]:
+        if name == "unlock" and args.get("door") not in (1, 2):
+            raise CommandError(f"no door {args.get('door')!r}")
+        return {"done": name}
+
+    def devices_of_kind(self, kind: str) -> list[str]:
+        return {"bollard": ["bollard_1"], "access_controller": ["gate_doors"]}.get(kind, [])
+
+    async def drill(self, *, start: bool, minutes: int, by: str) -> None:
+        pass
+
+
+async def handled(body: dict[str, Any]) -> contract.CommandResult:
+    """What the real command handler answers to `body` (sent through the police broker)."""
+    trust = auth.TrustStore(
+        MappingProxyType(
+            {"police-console": auth.TrustedKey(CONSOLE_KEY.public_key(), frozenset({"*"}))}
+        )
+    )
+    security = Security(GATEWAY_KEY, "north-gate-2026", trust, auth.DEFAULT_WINDOW)
+    handler = commands.Commands(SITE, security, Target(), clock_ms=lambda: AT_MS)
+
+    async def replay(first: int, last: int) -> list[int]:
+        return [first]
+
+    return await handler.handle(json.dumps(body).encode(), destination="police", replay=replay)
+
+
+def test_the_args_table_covers_every_command() -> None:
+    assert {name for name, _ in COMMAND_ARGS} == auth.COMMANDS
+
+
+@pytest.mark.parametrize(("name", "args"), COMMAND_ARGS, ids=[f"{n}{a}" for n, a in COMMAND_ARGS])
+async def test_every_signed_command_validates_and_the_gateway_does_it(
+    name: str, args: dict[str, Any]
+) -> None:
+    body = command(name, args)
+    checked = default_checker().check(contract.commands_topic(SITE), json.dumps(body).encode())
+    assert checked.kind == "command" and checked.body["command"] == name
+    # The schema's args are the handler's: what validates is done, and its answer validates.
+    outcome = await handled(body)
+    assert (outcome.status, outcome.reason, outcome.detail) == ("done", None, "")
+    assert check_result(signed(result(outcome))) == []
+
+
+def _command(**changes: Any) -> dict[str, Any]:
+    return command("acknowledge", {"alarm_id": ALARM_ID, "by": "Officer Li"}) | changes
+
+
+BROKEN_COMMANDS: dict[str, dict[str, Any]] = {
+    **{
+        f"no {key}": {k: v for k, v in _command().items() if k != key}
+        for key in load_json("command.schema.json")["required"]
+    },
+    "unknown command": _command(command="fire"),
+    "schema 2": _command(schema=2),
+    "an upper-case id": _command(id=COMMAND_ID.upper()),
+    "args a list": _command(args=[]),
+    "issued_at without offset": _command(issued_at="2026-11-24T08:15:05.210"),
+    "a sig that is not base64": _command(sig="not a signature"),
+    "a signer key": _command(signer="police-console"),
+    "another gateway": _command(gateway="south-gate"),
+}
+
+
+@pytest.mark.parametrize("body", BROKEN_COMMANDS.values(), ids=BROKEN_COMMANDS.keys())
+async def test_broken_command_envelopes_do_not_validate_nor_move_anything(
+    body: dict[str, Any],
+) -> None:
+    assert check_command(body)
+    outcome = await handled(body)
+    assert outcome.status == "rejected", outcome  # the signature covers what was changed
+
+
+# Args the schema refuses, with what the gateway answers (bad_args from the command handler).
+BAD_ARGS: list[tuple[str, dict[str, Any], str]] = [
+    ("acknowledge", {"alarm_id": ALARM_ID}, "bad_args"),
+    ("acknowledge", {"alarm_id": ALARM_ID, "by": ""}, "bad_args"),
+    ("acknowledge", {"alarm_id": "", "by": "Officer Li"}, "bad_args"),
+    ("acknowledge", {"alarm_id": ALARM_ID, "by": "Officer Li", "note": "x"}, "bad_args"),
+    ("reset", {"by": "Officer Li"}, "bad_args"),
+    ("bollard.raise", {}, "bad_args"),
+    ("bollard.lower", {"device": 1}, "bad_args"),
+    ("unlock", {"device": "gate_doors"}, "bad_args"),
+    ("unlock", {"device": "gate_doors", "door": 0}, "bad_args"),
+    ("unlock", {"device": "gate_doors", "door": "1"}, "bad_args"),
+    ("unlock", {"door": 1}, "bad_args"),
+    ("lockdown", {"device": ""}, "bad_args"),
+    ("lockdown.release", {"doors": [1]}, "bad_args"),
+    ("drill.start", {"minutes": 0}, "bad_args"),
+    ("drill.start", {"minutes": 1441}, "bad_args"),
+    ("drill.start", {"minutes": "5"}, "bad_args"),
+    ("drill.stop", {"minutes": True}, "bad_args"),
+    ("time.set", {"time": "08:15"}, "bad_args"),
+    ("time.set", {"time": "2026-11-24T08:15:05"}, "bad_args"),
+    ("replay", {"from_seq": 1}, "bad_args"),
+    ("replay", {"from_seq": 0, "to_seq": 5}, "bad_args"),
+    ("replay", {"from_seq": 5, "to_seq": 4}, "bad_args"),
+    ("replay", {"from_seq": 1, "to_seq": 10_001}, "bad_args"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "reason"), BAD_ARGS, ids=[f"{n}{a}" for n, a, _ in BAD_ARGS]
+)
+async def test_commands_with_bad_args_do_not_validate_and_fail_at_the_gateway(
+    name: str, args: dict[str, Any], reason: str
+) -> None:
+    body = command(name, args)
+    assert check_command(body)
+    outcome = await handled(body)
+    assert (outcome.status, outcome.reason) == ("failed", reason), outcome
+    assert check_result(result(outcome)) == []
+
+
+def test_a_drill_by_nobody_does_not_validate() -> None:
+    # The handler takes these (an empty `by` as is, one that is not text as the issuer), but a
+    # drill event's `by` must be non-empty: the contract asks for a person or leaving it out.
+    assert check_command(command("drill.start", {"by": ""}))
+    assert check_command(command("drill.stop", {"by": 5}))
 
 
 # -- end to end: everything the whole simulated gate publishes --------------------------------

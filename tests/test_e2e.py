@@ -58,8 +58,9 @@ async def test_press_reaches_police_and_bureau_once_with_the_right_fields(
             await module.pulse(0, 150)
             alarm = await police.wait_event(is_panic)
             same = await bureau.wait_event(is_panic)
-            await module.wait_coil(0, True, timeout_s=5)  # the guard's lamp
-            assert module.coil(1) is True  # the siren is configured for this box
+            await module.wait_coil(0, True, timeout_s=5)  # the guard's lamp (blinking)
+            # A silent alarm: the siren sounds only if nobody acknowledges (escalation).
+            assert module.coil(1) is False
         finally:
             assert await gateway.stop() == 0
     assert alarm["school"] == "school-7" and alarm["gateway"] == "gate-east"

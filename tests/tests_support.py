@@ -35,6 +35,7 @@ host = "127.0.0.1"
 port = {police}
 client_id = "gate-east-police"
 routes = ["alarm.*", "device.*"]
+{police_extra}
 
 [destinations.bureau]
 host = "127.0.0.1"
@@ -53,10 +54,13 @@ reset_input = 7
 lamp_coil = 0
 siren_coil = 1
 offline_after_ms = 1000
+{box_extra}
 [[devices.box.buttons]]
 input = 0
 name = "desk"
 {counter}
+
+{extra}
 """
 
 
@@ -72,7 +76,12 @@ class GatewayProcess:
         unit: int = 1,
         poll_ms: int = 50,
         press_counter: bool = False,
+        extra: str = "",
+        box_extra: str = "",
+        police_extra: str = "",
     ) -> None:
+        """`extra` is appended to the config (whole sections); `box_extra` and `police_extra`
+        are lines added to the alarm box's and the police destination's sections."""
         self.dir = workdir
         if modbus_tcp_port is not None:
             lines = f'[lines.io]\ntype = "modbus_tcp"\nhost = "127.0.0.1"\nport = {modbus_tcp_port}'
@@ -89,6 +98,9 @@ class GatewayProcess:
                 unit=unit,
                 poll_ms=poll_ms,
                 counter="press_counter_register = 0" if press_counter else "",
+                extra=extra,
+                box_extra=box_extra,
+                police_extra=police_extra,
             )
         )
         self.log = workdir / "gateway.log"

@@ -1,20 +1,30 @@
-"""Panic-alarm latching (GB 50394-2007 5.2.2-5.2.3): a panic alarm stays active until a person
-resets it, and a press while latched is recorded, not lost.
+"""Panic-alarm latching (GB 50394-2007 5.2.2-5.2.3) and the acknowledgement loop: a panic alarm
+stays active until a person resets it, a press while latched is recorded, not lost, and an alarm
+nobody acknowledges in time is escalated.
 
-Owns the set of open (latched) alarms and the events that open, repeat and reset them, and keeps
-each box's feedback lamp (and siren, where configured) in step. The latch state is not a table of
-its own: it is derived from the stored events (an `alarm.panic` with no `alarm.reset` for its
-`alarm_id`), so the event and the latch can never disagree, and a restart restores every latch.
-It does not poll devices (drivers do) and does not send anything (the outbox and uplinks do).
+Owns the set of open (latched) alarms, the events that open, repeat, acknowledge, escalate and
+reset them, the escalation timer, and what each box's lamp and siren show: the lamp follows the
+newest open alarm of its box (fast blinking = stored, not yet at the `ack_destination` broker;
+slow = that broker has it (PUBACK); steady = acknowledged; off = no open alarm), the siren sounds
+while an open alarm of the box is escalated (with `escalate_siren`). The latch state is not a
+table of its own: it is derived from the stored events (an `alarm.panic` with no `alarm.reset`
+for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated`; whether the broker took it), so
+the events and the latch can never disagree, and a restart restores every latch as it was. It
+does not poll devices or blink coils (drivers do), does not send anything (the outbox and uplinks
+do) and does not check who may acknowledge (the command handler does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
+from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
 from gateway.events import DeviceRef, Event, Severity, new_event_id
 from gateway.outbox import Outbox
@@ -40,18 +50,52 @@ class Latch:
     button: int
     raised_at_ms: int
     presses: int
+    seqs: set[int] = field(default_factory=set)
+    """The seqs of its `alarm.panic` and `alarm.escalated`: either one taken by the
+    acknowledging destination's broker means the alarm is there."""
+    delivered: bool = False
+    acknowledged: bool = False
+    escalated: bool = False
+
+    @property
+    def lamp(self) -> OutputPattern:
+        if self.acknowledged:
+            return OutputPattern.STEADY
+        return OutputPattern.SLOW if self.delivered else OutputPattern.FAST
 
 
-FeedbackSetter = Callable[[str, bool], Awaitable[None]]
-"""`(output_name, on)`: drives an alarm box's `lamp` or `siren`."""
+FeedbackSetter = Callable[[str, OutputPattern], Awaitable[bool]]
+"""`(output_name, pattern) -> wired`: drives an alarm box's `lamp` or `siren`
+(`drivers.alarm_box.AlarmBox.set_pattern`); False when the box has no such output. It must not
+wait on the line: it is called from inside the box's own poll."""
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class AlarmLatches:
-    def __init__(self, outbox: Outbox, boxes: Mapping[str, BoxInfo]) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        boxes: Mapping[str, BoxInfo],
+        *,
+        ack_destination: str = "police",
+        ack_timeout_s: float = 30.0,
+        escalate_siren: bool = True,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
         self._outbox = outbox
         self._boxes = boxes
+        self._ack_destination = ack_destination
+        self._ack_timeout_ms = round(ack_timeout_s * 1000)
+        self._escalate_siren = escalate_siren
+        self._clock_ms = clock_ms
+        """Wall-clock ms, the clock of `occurred_at_ms`: deadlines survive a restart."""
         self._open: dict[str, Latch] = {}
+        self._by_seq: dict[int, Latch] = {}
         self._feedback: dict[str, FeedbackSetter] = {}
+        self._deadlines_changed = asyncio.Event()
 
     def attach_feedback(self, device_id: str, setter: FeedbackSetter) -> None:
         self._feedback[device_id] = setter
@@ -61,15 +105,31 @@ class AlarmLatches:
         return list(self._open.values())
 
     async def restore(self) -> None:
-        """Re-open every latch that was open before a restart and relight its lamp."""
+        """Re-open every latch that was open before a restart, with its delivered, acknowledged
+        and escalated state, and show it again on its box's lamp and siren."""
         for alarm in await self._outbox.open_alarms():
             self._open[alarm.alarm_id] = Latch(
                 alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
             )
+        progress = await self._outbox.alarm_progress(self._ack_destination, list(self._open))
+        for alarm_id, event_type, seq, sent in progress:
+            latch = self._open[alarm_id]
+            if event_type == "alarm.acknowledged":
+                latch.acknowledged = True
+                continue
+            latch.escalated = latch.escalated or event_type == "alarm.escalated"
+            latch.delivered = latch.delivered or sent
+            self._track(latch, seq)
         for device_id in {latch.device_id for latch in self._open.values()}:
             await self._show(device_id)
+        self._deadlines_changed.set()
         if self._open:
-            log.warning("alarms_still_latched", count=len(self._open))
+            log.warning(
+                "alarms_still_latched",
+                count=len(self._open),
+                acknowledged=sum(latch.acknowledged for latch in self._open.values()),
+                escalated=sum(latch.escalated for latch in self._open.values()),
+            )
 
     # -- PanicSink ----------------------------------------------------------------------------
 
@@ -112,7 +172,11 @@ class AlarmLatches:
         )
         # Durable before anything else happens: the latch exists once the event is on disk.
         stored = await self._outbox.append(event)
+        # No await from here to `_track`: a PUBACK of this seq cannot be handled before it.
         self._open[latch.alarm_id] = latch
+        if event_type == "alarm.panic":
+            self._track(latch, stored.seq)
+            self._deadlines_changed.set()
         log.warning(
             "alarm_latched" if event_type == "alarm.panic" else "alarm_pressed_again",
             alarm_id=latch.alarm_id,
@@ -135,6 +199,119 @@ class AlarmLatches:
             raise UnknownAlarm(alarm_id)
         await self._reset(latch, by=by, occurred_at_ms=occurred_at_ms)
 
+    async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
+        """A broker acknowledged (PUBACK) these seqs. When it is the `ack_destination`'s and one
+        is an open alarm's `alarm.panic` or `alarm.escalated`, its lamp goes from fast to slow
+        blinking. Called for every PUBACK batch: a dictionary look-up per seq, nothing stored
+        (after a restart the delivery rows tell the same)."""
+        if destination != self._ack_destination or not self._by_seq:
+            return
+        devices = set()
+        for seq in seqs:
+            latch = self._by_seq.get(seq)
+            if latch is not None and not latch.delivered:
+                latch.delivered = True
+                devices.add(latch.device_id)
+                log.info("alarm_delivered", alarm_id=latch.alarm_id, destination=destination)
+        for device_id in devices:
+            await self._show(device_id)
+
+    async def acknowledge(
+        self, alarm_id: str, *, by: str, issuer: str, command_id: str, occurred_at_ms: int
+    ) -> None:
+        """Record that `by` (through the key `issuer`, command `command_id`) took the alarm: an
+        `alarm.acknowledged` event, the lamp steady, no escalation. A second acknowledgement of
+        the same alarm changes nothing. Raises UnknownAlarm when no open alarm has that id."""
+        latch = self._open.get(alarm_id)
+        if latch is None:
+            raise UnknownAlarm(alarm_id)
+        if latch.acknowledged:
+            return
+        latch.acknowledged = True  # before the await: a concurrent second one is a no-op too
+        box = self._boxes[latch.device_id]
+        event = Event(
+            id=new_event_id(),
+            type="alarm.acknowledged",
+            severity=Severity.INFO,
+            device=box.device,
+            occurred_at_ms=occurred_at_ms,
+            data={
+                "by": by,
+                "issuer": issuer,
+                "command_id": command_id,
+                "after_ms": max(0, occurred_at_ms - latch.raised_at_ms),
+            },
+            drill=box.drill,
+            alarm_id=alarm_id,
+        )
+        try:
+            stored = await self._outbox.append(event)
+        except BaseException:
+            latch.acknowledged = False  # not recorded, so not acknowledged
+            raise
+        log.info("alarm_acknowledged", alarm_id=alarm_id, by=by, issuer=issuer, seq=stored.seq)
+        self._deadlines_changed.set()
+        await self._show(latch.device_id)
+
+    async def run(self) -> None:
+        """The escalation timer: an open alarm not acknowledged within `ack_timeout_s` of being
+        raised is escalated once. Sleeps until the next deadline, woken early by a new alarm or
+        a restore; runs until cancelled."""
+        while True:
+            self._deadlines_changed.clear()
+            now_ms = self._clock_ms()
+            next_deadline_ms: int | None = None
+            for latch in list(self._open.values()):
+                if latch.acknowledged or latch.escalated or latch.alarm_id not in self._open:
+                    continue  # (not in `_open`: reset while an earlier one was escalated)
+                deadline_ms = latch.raised_at_ms + self._ack_timeout_ms
+                if deadline_ms <= now_ms:
+                    await self._escalate(latch, now_ms)
+                elif next_deadline_ms is None or deadline_ms < next_deadline_ms:
+                    next_deadline_ms = deadline_ms
+            if self._deadlines_changed.is_set():
+                continue  # something changed while escalating: look again
+            timeout_s = None if next_deadline_ms is None else (next_deadline_ms - now_ms) / 1000
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._deadlines_changed.wait()
+
+    async def _escalate(self, latch: Latch, now_ms: int) -> None:
+        latch.escalated = True
+        box = self._boxes[latch.device_id]
+        # The siren is only asked for here (no line I/O), so the event can tell whether it is
+        # sounding; the box's next poll writes it.
+        siren = self._escalate_siren and await self._drive(
+            latch.device_id, "siren", OutputPattern.STEADY
+        )
+        event = Event(
+            id=new_event_id(),
+            type="alarm.escalated",
+            severity=Severity.CRITICAL,
+            device=box.device,
+            occurred_at_ms=now_ms,
+            data={
+                "button": latch.button,
+                "button_name": box.button_names.get(latch.button, ""),
+                "presses": latch.presses,
+                "after_s": round(max(0, now_ms - latch.raised_at_ms) / 1000, 3),
+                "siren": siren,
+            },
+            drill=box.drill,
+            alarm_id=latch.alarm_id,
+        )
+        stored = await self._outbox.append(event)
+        if latch.alarm_id in self._open:  # (else reset meanwhile)
+            self._track(latch, stored.seq)
+        log.warning(
+            "alarm_escalated",
+            alarm_id=latch.alarm_id,
+            device=latch.device_id,
+            seq=stored.seq,
+            siren=siren,
+        )
+        await self._show(latch.device_id)
+
     async def _reset(self, latch: Latch, *, by: str, occurred_at_ms: int) -> None:
         box = self._boxes[latch.device_id]
         event = Event(
@@ -149,8 +326,16 @@ class AlarmLatches:
         )
         await self._outbox.append(event)
         self._open.pop(latch.alarm_id, None)
+        for seq in latch.seqs:
+            self._by_seq.pop(seq, None)
+        self._deadlines_changed.set()
         log.info("alarm_reset", alarm_id=latch.alarm_id, device=latch.device_id, by=by)
         await self._show(latch.device_id)
+
+    def _track(self, latch: Latch, seq: int | None) -> None:
+        if seq is not None:
+            latch.seqs.add(seq)
+            self._by_seq[seq] = latch
 
     def _latch_for(self, device_id: str, button: int) -> Latch | None:
         for latch in self._open.values():
@@ -159,14 +344,24 @@ class AlarmLatches:
         return None
 
     async def _show(self, device_id: str) -> None:
+        """The lamp shows the box's newest open alarm (latches are kept in the order raised);
+        the siren sounds while any of its open alarms is escalated."""
+        latches = [latch for latch in self._open.values() if latch.device_id == device_id]
+        lamp = latches[-1].lamp if latches else OutputPattern.OFF
+        sounding = self._escalate_siren and any(latch.escalated for latch in latches)
+        await self._drive(device_id, "lamp", lamp)
+        await self._drive(
+            device_id, "siren", OutputPattern.STEADY if sounding else OutputPattern.OFF
+        )
+
+    async def _drive(self, device_id: str, output: str, pattern: OutputPattern) -> bool:
         setter = self._feedback.get(device_id)
         if setter is None:
-            return
-        latched = any(latch.device_id == device_id for latch in self._open.values())
-        for output in ("lamp", "siren"):
-            try:
-                await setter(output, latched)
-            except DriverError as exc:
-                # The alarm is already stored and queued; a lamp that cannot be lit is logged,
-                # and the driver re-applies its wanted outputs on its next good poll.
-                log.error("feedback_failed", device=device_id, output=output, error=str(exc))
+            return False
+        try:
+            return await setter(output, pattern)
+        except DriverError as exc:
+            # The alarm is already stored and queued; a lamp that cannot be lit is logged,
+            # and the driver re-applies its wanted outputs on its next good poll.
+            log.error("feedback_failed", device=device_id, output=output, error=str(exc))
+            return False

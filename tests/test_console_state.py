@@ -1,0 +1,200 @@
+"""The console's pure parts: de-duplication, the gap check, the silence check, the board order,
+the view's text, and `Console.handle` refusing payloads that verify but make no sense."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway import mqtt
+from gateway.console import Console, ConsoleOptions
+from gateway.console_state import (
+    MAX_REPLAY_SPAN,
+    AlarmBoard,
+    Deduper,
+    Gap,
+    GapTracker,
+    GatewayRef,
+    SilenceTracker,
+)
+from gateway.console_view import age_text, alarm_line
+
+GW = GatewayRef("school-1", "gate-1")
+
+
+def test_deduper_forgets_the_oldest_past_capacity() -> None:
+    dedupe = Deduper(capacity=2)
+    assert [dedupe.first_time(i) for i in ("a", "b", "a", "c", "a")] == [
+        True, True, False, True, True,
+    ]  # fmt: skip
+    assert dedupe.duplicates == 1
+    with pytest.raises(ValueError, match="capacity"):
+        Deduper(0)
+
+
+def test_first_heartbeat_of_a_connection_is_a_baseline() -> None:
+    gaps = GapTracker()
+    assert gaps.heartbeat(GW, 0, 500, 500) is None  # all history: a console never saw it
+    assert gaps.heartbeat(GW, 500, 500, 0) is None
+    gap = gaps.heartbeat(GW, 500, 503, 2)
+    assert gap is not None and gap.seen == 0
+    assert gaps.heartbeat(GW, 500, 503, 2) is None  # the same heartbeat again
+    assert gaps.saw(GW, 501) == []
+    assert gaps.saw(GW, 499) == []  # outside the range
+    assert gaps.saw(GW, 503) == [gap]
+    assert (gaps.found, gaps.filled, gaps.open_gaps()) == (1, 1, [])
+
+
+def test_gap_check_counts_each_gateway_apart() -> None:
+    gaps = GapTracker()
+    other = GatewayRef("school-1", "gate-2")
+    gaps.saw(other, 2)
+    assert gaps.heartbeat(GW, 1, 2, 1) is not None
+    assert gaps.heartbeat(other, 1, 2, 1) is None
+
+
+def test_seen_seqs_are_pruned_below_the_last_heartbeat_but_not_below_an_open_gap() -> None:
+    gaps = GapTracker(prune_above=10)
+    gap = gaps.heartbeat(GW, 5, 10, 5)
+    for seq in range(11, 40):
+        gaps.saw(GW, seq)
+    assert gaps.heartbeat(GW, 30, 39, 9) is None  # prunes below 5, the open gap's start
+    for seq in (6, 7, 8, 9):
+        gaps.saw(GW, seq)
+    assert gaps.saw(GW, 10) == [gap]
+    assert gaps.heartbeat(GW, 39, 41, 2) is not None  # prunes up to 39: nothing is open below
+    assert gaps.heartbeat(GW, 30, 39, 9) is None  # older than the last one checked: ignored
+    assert gaps.found == 2
+
+
+def test_replay_ranges_are_inclusive_and_within_the_contract_limit() -> None:
+    assert Gap(GW, 2, 5, 3, 2).replay_ranges() == [(3, 5)]
+    ranges = Gap(GW, 0, 2 * MAX_REPLAY_SPAN + 5, 9, 0).replay_ranges()
+    assert ranges[0] == (1, MAX_REPLAY_SPAN + 1)
+    assert all(high - low <= MAX_REPLAY_SPAN for low, high in ranges)
+    assert ranges[-1][1] == 2 * MAX_REPLAY_SPAN + 5
+    assert [r[0] for r in ranges[1:]] == [r[1] + 1 for r in ranges[:-1]]
+
+
+def test_silence_tracker_flags_quiet_once_and_reports_the_way_back() -> None:
+    silence = SilenceTracker(1000, [GW], now_ms=0)
+    assert silence.check(999) == []
+    [quiet] = silence.check(1000)
+    assert (quiet["reason"], quiet["quiet_s"]) == ("quiet", 1.0)
+    assert silence.check(5000) == []  # reported once
+    assert silence.heard(GW, 5001) == [
+        {"console": "back", "school": "school-1", "gateway": "gate-1"}
+    ]
+    [offline] = silence.heard(GW, 5002, online=False)
+    assert offline["reason"] == "offline"
+    assert silence.check(99_000) == []  # already silent
+    assert silence.heard(GW, 99_001) == []  # an event is no "online"
+    assert silence.heard(GW, 99_002, online=True)[0]["console"] == "back"
+    with pytest.raises(ValueError, match="positive"):
+        SilenceTracker(0, [], 0)
+
+
+def event(
+    event_id: str,
+    event_type: str = "alarm.panic",
+    at: str = "2026-11-24T08:00:00.000+08:00",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {"id": event_id, "type": event_type, "occurred_at": at, "device": {"id": "box"}} | extra
+
+
+def test_acknowledgement_before_its_alarm_is_kept_for_it() -> None:
+    board = AlarmBoard()
+    board.apply(GW, event("ack", "alarm.acknowledged", alarm_id="a1", data={"by": "Li"}), 0)
+    assert board.ordered() == []  # nothing to show yet
+    board.apply(GW, event("a1", alarm_id="a1"), 0)
+    [alarm] = board.ordered()
+    assert alarm.acknowledged_by == "Li" and board.top_unacknowledged() is None
+
+
+def test_board_ignores_state_events_and_shows_latchless_alarm_lane_events() -> None:
+    board = AlarmBoard()
+    assert board.apply(GW, event("e1", "device.offline"), 0) is None
+    forced = board.apply(GW, event("e2", "access.door_forced", at="not a time"), 1234)
+    assert forced is not None and forced.alarm_id == "e2" and forced.raised_at_ms == 1234
+
+
+def test_closed_alarms_are_forgotten_past_the_limit() -> None:
+    board = AlarmBoard(keep_closed=1)
+    for n in range(3):
+        board.apply(GW, event(f"a{n}", alarm_id=f"a{n}"), 0)
+        board.apply(GW, event(f"r{n}", "alarm.reset", alarm_id=f"a{n}"), 0)
+    assert [a.alarm_id for a in board.ordered()] == ["a2"]
+
+
+@pytest.mark.parametrize(
+    ("age_ms", "text"),
+    [
+        (-5000, "0s"),
+        (59_999, "59s"),
+        (65_000, "1m05s"),
+        (7_260_000, "2h01m"),
+        (90_000_000, "1d01h"),
+    ],
+)
+def test_age_text(age_ms: int, text: str) -> None:
+    assert age_text(age_ms) == text
+
+
+def test_alarm_line_colors_only_open_unacknowledged_real_alarms() -> None:
+    board = AlarmBoard()
+    alarm = board.apply(GW, event("a1", alarm_id="a1", data={"presses": 2}), 0)
+    assert alarm is not None
+    assert alarm_line(1, alarm, alarm.raised_at_ms).startswith("\x1b[1m\x1b[31m[1]")
+    assert "x2" in alarm_line(1, alarm, alarm.raised_at_ms, color=False)
+    assert alarm_line(10, alarm, alarm.raised_at_ms, color=False).startswith("    ")
+
+
+def unsigned_console() -> tuple[Console, list[dict[str, Any]]]:
+    records: list[dict[str, Any]] = []
+    params = mqtt.BrokerParams("127.0.0.1", 1, client_id="unit")
+    options = ConsoleOptions(broker=params, gateway_keys={}, allow_unsigned=True)
+    return Console(options, records.append), records
+
+
+BASE = "schoolgate/v1/school-1/gate-1"
+WHO = {"school": "school-1", "gateway": "gate-1"}
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "detail"),
+    [
+        (f"{BASE}/events/alarm", WHO | {"id": "e", "type": "alarm.panic"}, "seq"),
+        (f"{BASE}/events/alarm", WHO | {"id": "e", "seq": True, "type": "x"}, "seq"),
+        (f"{BASE}/events/alarm", WHO | {"id": "", "seq": 1, "type": "x"}, "id"),
+        (f"{BASE}/events/alarm", WHO | {"id": "e", "seq": 1}, "type"),
+        (f"{BASE}/heartbeat", WHO | {"type": "status"}, "heartbeat"),
+        (f"{BASE}/heartbeat", WHO | {"type": "heartbeat", "from_seq": 1}, "last_seq"),
+        (
+            f"{BASE}/heartbeat",
+            WHO | {"type": "heartbeat", "from_seq": 5, "last_seq": 6, "routed": 2},
+            "range",
+        ),
+        (f"{BASE}/status", WHO | {"online": "yes"}, "online"),
+        (f"{BASE}/status", {"school": "school-1", "gateway": "gate-2", "online": True}, "topic"),
+        (f"{BASE}/status", [1, 2], "not a JSON object"),
+    ],
+)
+def test_payloads_that_make_no_sense_are_refused(topic: str, payload: Any, detail: str) -> None:
+    console, records = unsigned_console()
+    console.handle(topic, json.dumps(payload).encode())
+    [notice] = records
+    assert notice["console"] == "refused" and notice["reason"] == "malformed"
+    assert detail in notice["detail"]
+    assert console.refused["malformed"] == 1
+
+
+def test_topics_outside_the_gateway_tree_are_ignored() -> None:
+    console, records = unsigned_console()
+    console.handle("elsewhere/x/y/events/alarm", b"{}")
+    console.handle(f"{BASE}", b"{}")
+    console.handle(f"{BASE}/commands", b"{}")
+    console.handle(f"{BASE}/results", json.dumps(WHO | {"command_id": "not ours"}).encode())
+    assert records == []
