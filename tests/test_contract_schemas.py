@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drivers.base import CommandError
 from edge_config.security import Security
 from gateway import auth, commands, contract
-from gateway.events import DeviceRef, Event, Severity, new_event, new_event_id
+from gateway.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.latch import UnknownAlarm
 from simulators.contract_check import (
     SCHEMA_DIR,
@@ -51,7 +51,7 @@ SOCKETS = DeviceRef("lane_sockets", "bollard_sockets", "North gate, pedestrian l
 DOORS = DeviceRef("gate_doors", "access_controller", "North gate, pedestrian gate")
 UPS = DeviceRef("gatehouse_ups", "modbus_points", "")
 GATEWAY = DeviceRef("gateway", "gateway", "")
-ALARM_ID = new_event_id()
+ALARM_ID = "01a20c49-600f-7000-9b87-ba52e904390a"  # fixed: it is in test ids (xdist compares them)
 CARD_GRANTED: dict[str, Any] = {
     "controller_seq": 1,
     "card": 12345678,
@@ -539,9 +539,7 @@ RESULTS: list[contract.CommandResult] = [
     contract.CommandResult(
         COMMAND_ID, "drill.start", "done", result={"drill": True, "minutes": 60}
     ),
-    contract.CommandResult(
-        COMMAND_ID, "drill.stop", "done", result={"drill": False}
-    ),
+    contract.CommandResult(COMMAND_ID, "drill.stop", "done", result={"drill": False}),
     contract.CommandResult(
         COMMAND_ID, "lockdown", "done", result={"devices": {"gate_doors": {"lockdown": True}}}
     ),
