@@ -331,6 +331,21 @@ class Gateway:
                 "uplinks": {
                     u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
                 },
+                "paths": {
+                    name: {
+                        "up": path.up,
+                        "since_ms": path.since_ms,
+                        "error": path.error,
+                        "last_puback_ms": path.last_puback_ms,
+                        "last_ack_ms": path.last_ack_ms,
+                        "fault_reported": path.reported,
+                    }
+                    for name, path in self.paths.paths.items()
+                },
+                "commands": {
+                    "accepted": self.commands.accepted,
+                    "rejected": self.commands.rejected,
+                },
                 "open_alarms": len(self.latches.open_alarms),
                 "devices_ready": self.devices_ready.is_set(),
             }
