@@ -320,7 +320,7 @@ async def _gateway_process(
 
 @contextlib.asynccontextmanager
 async def simulated_gate(
-    workdir: Path | None = None, *, ready_timeout_s: float = 20.0
+    workdir: Path | None = None, *, ready_timeout_s: float = 20.0, extra_config: str = ""
 ) -> AsyncIterator[SimulatedGate]:
     """Start everything, wait until the gateway has polled every device and both brokers have
     it online, yield the gate; tear it all down on exit. Raises `GateError` when it cannot start.
@@ -357,6 +357,7 @@ async def simulated_gate(
                 gate_bus=gate_bus.host_end,
                 door_bus=door_link.host_end,
             )
+            + extra_config  # whole sections, e.g. [security] for tests of signed commands
         )
         log_path = workdir / "gateway.log"
         async with _gateway_process(config_path, log_path) as (proc, devices_ready):
