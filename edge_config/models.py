@@ -108,6 +108,13 @@ class DestinationConfig(Strict):
     password_file: Path | None = None
     password_env: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_max_s: float = Field(
+        default=2.0,
+        ge=0.2,
+        le=300,
+        description="longest wait between reconnect attempts (random below it): the delay of "
+        "the first delivery after the broker is back",
+    )
     max_inflight: int = Field(default=32, ge=1, le=1000)
     routes: list[str] | None = Field(
         default=None,

@@ -26,6 +26,7 @@ from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from edge_config.security import Security, load_security
 from gateway import auth, contract, control, mqtt, sdnotify
+from gateway.backoff import Backoff
 from gateway.commands import Commands
 from gateway.events import DeviceRef, Severity, new_event
 from gateway.outbox import GATEWAY_DEVICE, Outbox
@@ -181,6 +182,7 @@ class Gateway:
                 broker_params(config, name, self.security),
                 self.outbox,
                 self.site,
+                backoff=Backoff(base_s=0.2, cap_s=config.destinations[name].reconnect_max_s),
                 services=services,
             )
             for name in config.destinations
