@@ -31,6 +31,7 @@ from gateway.backoff import Backoff
 from gateway.console_state import (
     AlarmBoard,
     Deduper,
+    Gap,
     GapTracker,
     GatewayRef,
     Notice,
@@ -137,6 +138,8 @@ class Console:
         self.refused: Counter[str] = Counter()
         self.recent: deque[Notice] = deque(maxlen=_RECENT_NOTICES)
         self.events_seen = 0
+        self.heartbeats_heard = 0
+        """Verified heartbeats, every gateway: each one is a gap check (or a baseline for it)."""
         self.connected = False
         self._reported_down = False
         self.subscribed = asyncio.Event()
@@ -220,17 +223,25 @@ class Console:
         if from_seq > last_seq or routed > last_seq - from_seq:
             raise PayloadError("heartbeat range does not hold `routed` events")
         self._notices(self.silence.heard(ref, now, online=True))
+        self.heartbeats_heard += 1
         if self.options.share_group is not None:
             return  # each console of a share group sees only part of the events (console.md)
-        gap = self.gaps.heartbeat(ref, from_seq, last_seq, routed)
-        if gap is None:
-            return
+        # First the range between the last heartbeat heard and this one (heartbeats missed
+        # while this console was away), then this heartbeat's own range.
+        for gap in (
+            self.gaps.missed(ref, from_seq, last_seq),
+            self.gaps.heartbeat(ref, from_seq, last_seq, routed),
+        ):
+            if gap is not None:
+                self._ask_replay(gap)
+
+    def _ask_replay(self, gap: Gap) -> None:
         signer = self.options.signer
         self._notice({**gap.notice("gap"), "replay": "requested" if signer else "no_key"})
         if signer is None:
             return
         for low, high in gap.replay_ranges():
-            outgoing = self._queue(ref, "replay", {"from_seq": low, "to_seq": high})
+            outgoing = self._queue(gap.ref, "replay", {"from_seq": low, "to_seq": high})
             gap.replay_ids.append(outgoing.command_id)
 
     def _on_result(self, ref: GatewayRef, obj: dict[str, Any], now: int) -> None:
@@ -251,6 +262,12 @@ class Console:
                 "detail": obj.get("detail", ""),
             }
         )
+        if outgoing.command == "replay" and obj.get("status") == "done":
+            answer = obj.get("result")
+            seqs = answer.get("seqs") if isinstance(answer, dict) else None
+            if isinstance(seqs, list) and all(type(s) is int for s in seqs):
+                filled = self.gaps.replied(outgoing.command_id, seqs)
+                self._notices(gap.notice("gap_filled") for gap in filled)
 
     def _refuse(self, topic: str, reason: str, detail: str) -> None:
         self.refused[reason] += 1

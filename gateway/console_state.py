@@ -184,9 +184,13 @@ class Gap:
     from_seq: int
     """Exclusive, as in the heartbeat: the gap is in `(from_seq, last_seq]`."""
     last_seq: int
-    routed: int
+    routed: int | None
+    """None: the heartbeats that covered the range were missed, so how many events were routed
+    there is not known until the replay's result lists them (`GapTracker.replied`)."""
     seen: int
     replay_ids: list[str] = field(default_factory=list)
+    replied_seqs: dict[str, list[int]] = field(default_factory=dict)
+    """The `seqs` of each answered replay command of this gap, by command id."""
 
     def replay_ranges(self) -> list[tuple[int, int]]:
         """Inclusive `(from_seq, to_seq)` ranges for replay commands, each within the limit."""
@@ -214,12 +218,16 @@ class GapTracker:
     """Distinct `seq` seen per gateway, checked against each heartbeat's `routed`.
 
     A heartbeat with `from_seq == 0` is the first of a gateway's connection and covers all its
-    history, which a console started later never saw: it is not checked (docs/console.md)."""
+    history, which a console started later never saw: it is not checked (docs/console.md).
+    A range between two heartbeats heard (`missed`: the console was away while the heartbeats
+    covering it went out, or the gateway reconnected) has no `routed`: it is a gap of unknown
+    size, asked for in full and settled by the replay's answer (`replied`)."""
 
     def __init__(self, prune_above: int = 50_000) -> None:
         self._seen: dict[GatewayRef, set[int]] = {}
         self._open: dict[GatewayRef, list[Gap]] = {}
         self._floor: dict[GatewayRef, int] = {}
+        self._heard_upto: dict[GatewayRef, int] = {}
         self._prune_above = prune_above
         self.found = 0
         self.filled = 0
@@ -240,7 +248,7 @@ class GapTracker:
         for gap in self._open.get(ref, []):
             if gap.from_seq < seq <= gap.last_seq:
                 gap.seen = self._count(ref, gap.from_seq, gap.last_seq)
-                if gap.seen >= gap.routed:
+                if gap.routed is not None and gap.seen >= gap.routed:
                     closed.append(gap)
         if closed:
             self._open[ref] = [g for g in self._open[ref] if g not in closed]
@@ -265,6 +273,40 @@ class GapTracker:
         self._open.setdefault(ref, []).append(gap)
         self.found += 1
         return gap
+
+    def missed(self, ref: GatewayRef, from_seq: int, last_seq: int) -> Gap | None:
+        """Call with every heartbeat before `heartbeat`: a range `(last heard last_seq,
+        from_seq]` that no heartbeat this console received has covered, or None. Nothing is
+        known before the first heartbeat heard from a gateway (a console started later)."""
+        upto = self._heard_upto.get(ref)
+        self._heard_upto[ref] = max(last_seq, upto or 0)
+        if upto is None or from_seq <= upto:
+            return None
+        gap = Gap(ref, upto, from_seq, None, self._count(ref, upto, from_seq))
+        self._open.setdefault(ref, []).append(gap)
+        self.found += 1
+        return gap
+
+    def replied(self, command_id: str, seqs: Iterable[int]) -> list[Gap]:
+        """A replay command of a gap answered `done` with these `seqs` (the replayed events,
+        published before the answer); the gaps this fills. A gap of unknown size learns its
+        `routed` once every replay command asked for it has been answered."""
+        closed: list[Gap] = []
+        for ref, gaps in self._open.items():
+            for gap in gaps:
+                if command_id not in gap.replay_ids:
+                    continue
+                gap.replied_seqs[command_id] = list(seqs)
+                if gap.routed is None and len(gap.replied_seqs) == len(gap.replay_ids):
+                    replied = {s for done in gap.replied_seqs.values() for s in done}
+                    gap.routed = sum(1 for s in replied if gap.from_seq < s <= gap.last_seq)
+                gap.seen = self._count(ref, gap.from_seq, gap.last_seq)
+                if gap.routed is not None and gap.seen >= gap.routed:
+                    closed.append(gap)
+        for gap in closed:
+            self._open[gap.ref].remove(gap)
+        self.filled += len(closed)
+        return closed
 
     def _prune(self, ref: GatewayRef) -> None:
         seen = self._seen.get(ref)

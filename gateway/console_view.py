@@ -68,6 +68,10 @@ def alarm_line(number: int, alarm: Alarm, now_ms: int, *, color: bool = True) ->
     return text
 
 
+def _or_unknown(count: int | None) -> str:
+    return "?" if count is None else str(count)
+
+
 def notice_line(notice: dict[str, Any]) -> str:
     kind = notice.get("console")
     fields = " ".join(f"{k}={v}" for k, v in notice.items() if k != "console" and v not in ("",))
@@ -103,7 +107,8 @@ def render(console: Console, now_ms: int, *, color: bool = True) -> str:
     if open_gaps:
         lines += ["", "open seq gaps:"]
         lines += [
-            f"  {gap.ref}  ({gap.from_seq}, {gap.last_seq}]  seen {gap.seen} of {gap.routed}"
+            f"  {gap.ref}  ({gap.from_seq}, {gap.last_seq}]  "
+            f"seen {gap.seen} of {_or_unknown(gap.routed)}"
             for gap in open_gaps
         ]
     if console.refused:

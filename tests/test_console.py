@@ -135,6 +135,12 @@ def result(command: auth.Command, status_word: str = "done", reason: str | None 
     )
 
 
+def signed_result(command: auth.Command, answer: dict[str, Any]) -> bytes:
+    obj = json.loads(result(command))
+    obj.pop("sig"), obj.pop("signer")
+    return signed({**obj, "result": answer})
+
+
 def topic(kind: str, site: contract.Site = SITE) -> str:
     return f"{site.base_topic}/{kind}"
 
@@ -411,6 +417,43 @@ async def test_gap_from_a_heartbeat_is_replayed_and_filled(police_broker: Mosqui
     assert records.events()[4]["historical"] is True
     assert (console.gaps.found, console.gaps.filled) == (1, 1)
     assert console.gaps.open_gaps() == []
+
+
+async def test_range_of_missed_heartbeats_is_replayed_in_full(
+    police_broker: MosquittoBroker,
+) -> None:
+    # Regression: a console away for longer than a heartbeat missed the heartbeats that covered
+    # the events it missed, so no heartbeat it heard afterwards showed a gap.
+    records = Records()
+    sent = [make_event(seq, "device.online", data={}) for seq in range(1, 7)]
+    console = Console(options(police_broker, **WITH_KEY), records)
+    async with running(console), gateway(police_broker) as gw:
+        await gw.event(sent[0])
+        await gw.publish("heartbeat", heartbeat(0, 1, 1))
+        # Away: events 2..4 and the heartbeat (1, 4] never reach the console.
+        await gw.event(sent[4])
+        await gw.publish("heartbeat", heartbeat(4, 5, 1))  # its own range is complete
+        command = await gw.next_command()
+        assert (command.command, command.args) == ("replay", {"from_seq": 2, "to_seq": 4})
+        gap = await records.wait_notice("gap")
+        assert (gap["from_seq"], gap["last_seq"], gap["routed"], gap["seen"]) == (1, 4, None, 0)
+        assert gap["replay"] == "requested"
+        text = console_view.render(console, console.now_ms(), color=False)
+        assert "(1, 4]  seen 0 of ?" in text
+        for event in sent[1:3]:  # seq 4 was routed elsewhere: the answer does not list it
+            await gw.event(event, historical=True, attempt=2)
+        await gw.publish("results", signed_result(command, {"seqs": [2, 3]}))
+        filled = await records.wait_notice("gap_filled")
+        # A heartbeat repeated late, or the next one in line, opens nothing.
+        await gw.publish("heartbeat", heartbeat(4, 5, 1))
+        await gw.event(sent[5])
+        await gw.publish("heartbeat", heartbeat(5, 6, 1))
+        await records.wait_for(lambda r: r.get("console") is None and r.get("seq") == 6)
+        await asyncio.sleep(0.2)
+    assert (filled["routed"], filled["seen"]) == (2, 2)
+    assert [e["seq"] for e in records.events()] == [1, 5, 2, 3, 6]
+    assert (console.gaps.found, console.gaps.filled, console.gaps.open_gaps()) == (1, 1, [])
+    assert [c["command"] for c in records.notices("command_queued")] == ["replay"]
 
 
 async def test_gap_without_a_key_is_reported_but_not_replayed(
