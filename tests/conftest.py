@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from simulators.broker import MosquittoBroker
+from simulators.dido import DiDoModule, serve_tcp
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +52,11 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     me = asyncio.current_task()
     leaked = [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
     assert not leaked, f"test leaked asyncio tasks: {leaked}"
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[tuple[DiDoModule, int]]:
+    """A simulated alarm box (DI/DO module, unit 1) on Modbus TCP: the module and its port."""
+    module = DiDoModule(unit_id=1)
+    async with serve_tcp(module) as (_, port):
+        yield module, port

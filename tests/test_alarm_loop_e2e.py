@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +27,9 @@ from paho.mqtt.properties import Properties
 from gateway import auth, keys, mqtt
 from simulators.broker import MosquittoBroker
 from simulators.contract_check import ContractChecker
-from simulators.dido import DiDoModule, serve_tcp
+from simulators.dido import DiDoModule
 from simulators.listener import Listener, Received, listen
-from tests_support import GatewayProcess
+from tests_support import GatewayProcess, blinks
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -88,13 +87,6 @@ commands = ["replay"]
 """
 
 
-@pytest.fixture
-async def box() -> AsyncIterator[tuple[DiDoModule, int]]:
-    module = DiDoModule(unit_id=1)
-    async with serve_tcp(module) as (_, port):
-        yield module, port
-
-
 def make_gateway(
     tmp_path: Path,
     police: MosquittoBroker,
@@ -144,17 +136,6 @@ async def steady(module: DiDoModule, coil: int, *, seconds: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
-
-
-async def blinks(module: DiDoModule, coil: int, *, within_s: float) -> bool:
-    """The coil goes both on and off within the time."""
-    seen: set[bool] = set()
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within_s
-    while loop.time() < end and len(seen) < 2:
-        seen.add(module.coil(coil))
-        await asyncio.sleep(0.02)
-    return len(seen) == 2
 
 
 async def test_press_acknowledge_lamp_steady_and_the_bureau_is_told(

@@ -30,9 +30,9 @@ from gateway import console_view, keys, mqtt
 from gateway.console import Console, ConsoleOptions, Signer
 from gateway.console_state import GatewayRef
 from simulators.broker import MosquittoBroker
-from simulators.dido import DiDoModule, serve_tcp
+from simulators.dido import DiDoModule
 from simulators.listener import Listener, listen
-from tests_support import GatewayProcess
+from tests_support import GatewayProcess, blinks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,13 +45,6 @@ OPERATOR = "Officer Li"
 
 
 # --- the gate -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def box() -> AsyncIterator[tuple[DiDoModule, int]]:
-    module = DiDoModule(unit_id=1)
-    async with serve_tcp(module) as (_, port):
-        yield module, port
 
 
 class Gate:
@@ -254,16 +247,6 @@ async def goes_steady(module: DiDoModule, coil: int, *, hold_s: float, timeout_s
             return True
         await asyncio.sleep(0.02)
     return False
-
-
-async def blinks(module: DiDoModule, coil: int, *, within_s: float) -> bool:
-    seen: set[bool] = set()
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within_s
-    while loop.time() < end and len(seen) < 2:
-        seen.add(module.coil(coil))
-        await asyncio.sleep(0.02)
-    return len(seen) == 2
 
 
 def board_line(console: Console, alarm_id: str) -> str:

@@ -9,7 +9,6 @@ and `schoolgate reset`; the will; Modbus RTU on a serial line; a press shorter t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from simulators.vserial import VirtualSerialLink
 from tests_support import GatewayProcess
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def box() -> AsyncIterator[tuple[DiDoModule, int]]:
-    module = DiDoModule(unit_id=1)
-    async with serve_tcp(module) as (_, port):
-        yield module, port
 
 
 def is_panic(event: dict[str, object]) -> bool:

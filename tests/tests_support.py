@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway import control
 from simulators.broker import MosquittoBroker
+from simulators.dido import DiDoModule
 from simulators.listener import Listener
 from simulators.measure import gateway_command
 
@@ -195,3 +196,14 @@ class GatewayProcess:
 
     def log_text(self) -> str:
         return self.log.read_text()
+
+
+async def blinks(module: DiDoModule, coil: int, *, within_s: float) -> bool:
+    """The simulated module's coil goes both on and off within the time (a blinking lamp)."""
+    seen: set[bool] = set()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within_s
+    while loop.time() < end and len(seen) < 2:
+        seen.add(module.coil(coil))
+        await asyncio.sleep(0.02)
+    return len(seen) == 2
