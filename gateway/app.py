@@ -28,8 +28,9 @@ from edge_config.security import Security, load_security
 from gateway import auth, contract, control, mqtt, sdnotify
 from gateway.backoff import Backoff
 from gateway.commands import Commands
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import GATEWAY_DEVICE, Outbox
+from gateway.drill import Drill
+from gateway.events import DeviceRef
+from gateway.outbox import Outbox
 from gateway.paths import PathBoard
 from gateway.retention import Retention, RetentionPolicy
 from gateway.routing import Router, default_routes
@@ -94,7 +95,6 @@ class Gateway:
         self.security = (
             None if config.security is None else load_security(config.security, config_dir)
         )
-        self._drill_until_ms = 0
         router = Router(
             {
                 name: d.routes if d.routes is not None else default_routes(name)
@@ -108,8 +108,9 @@ class Gateway:
             batch_delay_ms=config.store.batch_delay_ms,
             spill_limit=config.store.memory_limit_events,
             signer=None if self.security is None else self.sign,
-            drill=self._drill_active,
+            drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
         )
+        self.drill_mode = Drill(self.outbox)
         store = config.store
         self.retention = Retention(
             self.outbox,
@@ -223,6 +224,7 @@ class Gateway:
                         tg.create_task(self.outbox.run(), name="outbox:flush")
                         tg.create_task(self.latches.run(), name="latches:escalation")
                         tg.create_task(self.paths.run(), name="paths:supervision")
+                        tg.create_task(self.drill_mode.run(), name="drill:timer")
                         tg.create_task(self.retention.run(), name="outbox:retention")
                         tg.create_task(self._watchdog(), name="watchdog")
                         tg.create_task(self._stop_on_request(), name="stop")
@@ -234,14 +236,11 @@ class Gateway:
             sdnotify.notify("STOPPING=1")
             log.info("gateway_stopped")
 
-    # -- signing, drills and the path fault output ----------------------------------------------
+    # -- signing and the path fault output ----------------------------------------------
 
     def sign(self, payload: bytes) -> bytes:
         assert self.security is not None
         return auth.sign_payload(payload, self.security.gateway_key, self.security.gateway_key_id)
-
-    def _drill_active(self) -> bool:
-        return now_ms() < self._drill_until_ms
 
     async def _show_path_fault(self, on: bool) -> None:
         device_id = self.config.supervision.fault_device
@@ -268,19 +267,10 @@ class Gateway:
         return [d for d, device in self.config.devices.items() if device.kind == kind]
 
     async def drill(self, *, start: bool, minutes: int, by: str) -> None:
-        at = now_ms()
         if start:
-            event_type, data = "gateway.drill_started", {"by": by, "minutes": minutes}
+            await self.drill_mode.start(minutes=minutes, by=by)
         else:
-            event_type, data = "gateway.drill_stopped", {"by": by}
-        # The start is itself a drill event; the stop is not (it ends one).
-        self._drill_until_ms = at + minutes * 60_000 if start else 0
-        await self.outbox.append(
-            new_event(
-                event_type, GATEWAY_DEVICE, severity=Severity.INFO, occurred_at_ms=at, data=data
-            )
-        )
-        log.warning("drill", started=start, minutes=minutes, by=by)
+            await self.drill_mode.stop(by=by)
 
     def _device_ready(self) -> None:
         self._ready_count += 1

@@ -1,0 +1,59 @@
+"""Drill mode against a real outbox: events stored during a drill are marked, the start and stop
+are recorded, and a drill ends by itself when its minutes are up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from gateway import contract
+from gateway.drill import Drill
+from gateway.events import DeviceRef, Severity, new_event
+from gateway.outbox import Outbox
+from gateway.routing import Router
+
+SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
+BOX = DeviceRef("box", "alarm_box", "")
+
+
+def stored(path: Path) -> list[tuple[str, bool, dict[str, object]]]:
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT body FROM events ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    return [(b["type"], b["drill"], b["data"]) for b in (json.loads(r[0]) for r in rows)]
+
+
+async def test_a_drill_marks_what_is_stored_and_ends_by_itself(tmp_path: Path) -> None:
+    drill: Drill
+    async with Outbox(
+        tmp_path / "o.db",
+        SITE,
+        Router({"police": ["*"]}),
+        drill=lambda: drill.active(),  # noqa: PLW0108 - made next
+    ) as outbox:
+        drill = Drill(outbox, minute_ms=200)  # a drill "minute" of 0.2 s
+        async with asyncio.TaskGroup() as tg:
+            timer = tg.create_task(drill.run())
+            await drill.start(minutes=1, by="Officer Li")
+            await outbox.append(
+                new_event("alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=1)
+            )
+            async with asyncio.timeout(10):  # the timer ends it after its 0.2 s
+                while len(stored(outbox.path)) < 3:  # noqa: ASYNC110 - the store is the event
+                    await asyncio.sleep(0.01)
+            assert not drill.active()
+            await outbox.append(
+                new_event("alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=2)
+            )
+            timer.cancel()
+    assert stored(tmp_path / "o.db") == [
+        ("gateway.drill_started", True, {"by": "Officer Li", "minutes": 1}),
+        ("alarm.panic", True, {}),
+        ("gateway.drill_stopped", False, {"by": "timer"}),
+        ("alarm.panic", False, {}),
+    ]
