@@ -10,12 +10,14 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-import sqlite_utils
 
 from edge_config import ConfigError, GatewayConfig, load_config
 from gateway import console_cli, control, inspect, logsetup
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 DEFAULT_CONFIG = Path(os.environ.get("SCHOOLGATE_CONFIG", "/etc/schoolgate/schoolgate.toml"))
 

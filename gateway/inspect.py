@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from gateway.contract import iso_ms
 from gateway.events import Lane
@@ -33,6 +34,9 @@ def open_readonly(path: Path) -> sqlite_utils.Database:
         raise InspectError(f"no store at {path} (has the gateway run with this config?)")
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA query_only=ON")
+    # Imported here: it costs the daemon ~15 MB of memory, and only these commands use it.
+    import sqlite_utils  # noqa: PLC0415
+
     db = sqlite_utils.Database(conn)
     if "events" not in db.table_names():
         raise InspectError(f"{path} is not a schoolgate store")
