@@ -1,0 +1,461 @@
+"""The markdown report of `bench/run_all.py`: renders the suite's results (the dict written to
+bench/results/latest.json) and puts it into docs/benchmarks.md between `<!-- suite:begin -->` and
+`<!-- suite:end -->`, keeping every other section, and the chaos block between
+`<!-- chaos:begin -->` and `<!-- chaos:end -->`, exactly as they are. Every figure comes from the
+results; nothing here is measured or typed in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+CHAOS_BEGIN, CHAOS_END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
+SUBJECTS = ("schoolgate", "thingsboard")
+DRAIN_HEADING = "## Store-and-forward drain"
+
+
+def replace_drain_section(doc: Path, section: str) -> None:
+    """Put bench/drain.py's fresh section in place of the old one, which ends at the next
+    heading or marker, whichever comes first."""
+    text = doc.read_text()
+    section = section.rstrip("\n") + "\n\n"
+    if DRAIN_HEADING not in text:
+        at = text.index(BEGIN) if BEGIN in text else len(text)
+        doc.write_text(text[:at] + section + text[at:])
+        return
+    start = text.index(DRAIN_HEADING)
+    ends = [i for i in (text.find("\n## ", start + 1), text.find("\n<!--", start)) if i != -1]
+    end = min(ends) + 1 if ends else len(text)
+    doc.write_text(text[:start] + section + text[end:])
+
+
+def write(doc: Path, section: str) -> None:
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        start, end = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:start] + block + text[end:]
+    elif CHAOS_BEGIN in text:
+        start = text.index(CHAOS_BEGIN)
+        text = text[:start] + block + "\n\n" + text[start:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    if CHAOS_BEGIN not in text:
+        text = text.rstrip("\n") + f"\n\n{CHAOS_BEGIN}\n{CHAOS_END}\n"
+    doc.write_text(text)
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def ratio(ours: Any, theirs: Any, digits: int = 2) -> str:
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or not ours:
+        return "n/a"
+    return f"{theirs / ours:.{digits}f}"
+
+
+def met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def get(results: dict[str, Any], *path: Any) -> Any:
+    node: Any = results
+    for key in path:
+        if node is None:
+            return None
+        if isinstance(node, list):
+            node = node[key] if -len(node) <= key < len(node) else None
+        else:
+            node = node.get(key)
+    return node
+
+
+def best_step(steps: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return max(steps, key=lambda s: s["delivered_per_s"]) if steps else None
+
+
+def render(results: dict[str, Any], *, plots_error: str | None) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    tbv = results["thingsboard_version"]
+    out: list[str] = []
+    add = out.append
+    add(f"## Side by side with the ThingsBoard IoT Gateway {tbv} (bench/run_all.py)\n")
+    add(
+        "One command runs every figure below against the same simulators and private mosquitto "
+        "brokers on loopback, in one run: schoolgate (`gateway run`, its own process, as "
+        "bench/drain.py starts it), the ThingsBoard IoT Gateway "
+        f"(`thingsboard-gateway=={tbv}` from PyPI, installed by the script into "
+        "`.bench-venvs/tb`, Modbus connector, SQLite storage) and raw paho-mqtt QoS 1.\n"
+    )
+    add(
+        "```\n.venv/bin/python bench/run_all.py            # --quick: a short development run"
+        "\n```\n"
+    )
+    add(
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['os']}, Python "
+        f"{m['python']}; a shared machine: load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.2f}' for x in results['load_start'])} at the start and "
+        f"{'/'.join(f'{x:.2f}' for x in results['load_end'])} at the end; the run took "
+        f"{results.get('duration_s', 0) / 60:.0f} min"
+        + (
+            " (**--quick**: development figures, too few samples to quote)"
+            if results["quick"]
+            else ""
+        )
+        + ".\n"
+    )
+    loads = [
+        f"{name} {phase} {values[0]:.2f}"
+        for name in SUBJECTS
+        for phase, values in (get(results, name, "load") or {}).items()
+    ]
+    if loads:
+        add("1-minute load average after each phase: " + "; ".join(loads) + ".\n")
+    _targets(results, add)
+    _latency(results, add, s)
+    _throughput(results, add)
+    _outage(results, add)
+    _footprint(results, add)
+    _notes(results, add)
+    errors = dict(results.get("errors") or {})
+    if plots_error:
+        errors["plots"] = plots_error
+    if errors:
+        add("### What did not run\n")
+        for key, error in errors.items():
+            add(f"- {key}: `{error[:400]}`")
+        add("")
+    return "\n".join(out) + "\n"
+
+
+def _targets(r: dict[str, Any], add: Any) -> None:
+    add("### Targets\n")
+    add("| target | measured | |")
+    add("| --- | --- | --- |")
+    for poll, lat in (get(r, "schoolgate", "latency") or {}).items():
+        if lat and "p99" in lat:
+            limit = int(poll) + 30
+            add(
+                f"| alarm p99 ≤ poll + 30 ms, Modbus TCP, poll {poll} ms | p99 "
+                f"{lat['p99']:.1f} ms over {lat['n']} presses (limit {limit} ms) | "
+                f"{met(lat['p99'] <= limit)} |"
+            )
+    drain = get(r, "schoolgate", "drain_section", "figures") or {}
+    if "drain / raw" in drain:
+        add(
+            "| forwarding ≥ 50% of raw paho QoS 1 | outbox drain "
+            f"{drain.get('gateway drain (msg/s)')}"
+            f" msg/s vs raw {drain.get('raw paho QoS 1 (msg/s)')} msg/s in the same run: "
+            f"{drain['drain / raw']:.2f} (bench/drain.py, {drain.get('backlog rows')} rows) | "
+            f"{met(drain['drain / raw'] >= 0.5)} |"
+        )
+    else:
+        add(
+            "| forwarding ≥ 50% of raw paho QoS 1 | not re-measured in this run (see drain) | n/a |"
+        )
+    first = get(r, "schoolgate", "outage", "first_delivery_after_up_s")
+    add(
+        f"| first delivery ≤ 2 s after the broker returns | {num(first, 2)} s after the "
+        f"{num(get(r, 'schoolgate', 'outage', 'down_s'), 0)} s outage | "
+        f"{met(first <= 2 if first is not None else None)} |"
+    )
+    rc = get(r, "schoolgate", "reconnects") or {}
+    if "max" in rc:
+        add(
+            f"| the same, over {rc['cycles']} outages of {rc['down_s']:.0f} s | p50 "
+            f"{rc['p50']:.2f} s, max {rc['max']:.2f} s | "
+            f"{met(rc['max'] <= 2 and not rc['never'])} |"
+        )
+    demo = get(r, "schoolgate", "footprint_demo") or {}
+    rss, cpu = demo.get("idle_rss_mb"), demo.get("idle_cpu_percent")
+    add(
+        f"| idle RSS ≤ 40 MB, demo gate at default intervals | {num(rss)} MB | "
+        f"{met(rss <= 40 if rss is not None else None)} |"
+    )
+    add(
+        f"| idle CPU ≤ 1% of a core, demo gate | {num(cpu, 2)}% | "
+        f"{met(cpu <= 1 if cpu is not None else None)} |"
+    )
+    add(_better_row(r))
+    add("")
+
+
+def _better_row(r: dict[str, Any]) -> str:
+    if not r.get("thingsboard"):
+        return "| better than ThingsBoard | ThingsBoard not measured | n/a |"
+    parts, oks = [], []
+    p99s = [
+        (get(r, "schoolgate", "latency", p, "p99"), get(r, "thingsboard", "latency", p, "p99"))
+        for p in ("20", "50", "100")
+    ]
+    lat_ok = all(o is not None and t is not None and o < t for o, t in p99s)
+    parts.append("latency p99 " + ("lower at every poll" if lat_ok else "NOT lower everywhere"))
+    oks.append(lat_ok)
+    ours, theirs = (
+        best_step(get(r, "schoolgate", "throughput")),
+        best_step(get(r, "thingsboard", "throughput")),
+    )
+    if ours and theirs:
+        ok = ours["datapoints_per_cpu_s"] > theirs["datapoints_per_cpu_s"]
+        parts.append(
+            f"datapoints per CPU-second {ours['datapoints_per_cpu_s']:.0f} vs "
+            f"{theirs['datapoints_per_cpu_s']:.0f}"
+        )
+        oks.append(ok)
+    o_rss = get(r, "schoolgate", "footprint_single", "idle_rss_mb")
+    t_rss = get(r, "thingsboard", "footprint_single", "idle_rss_mb")
+    if o_rss and t_rss:
+        parts.append(f"idle RSS {o_rss:.1f} vs {t_rss:.1f} MB")
+        oks.append(o_rss < t_rss)
+    o_lost = get(r, "schoolgate", "outage", "lost")
+    t_lost = get(r, "thingsboard", "outage", "lost")
+    if o_lost is not None and t_lost is not None:
+        parts.append(f"lost in the outage {o_lost} vs {t_lost}")
+        if o_lost == t_lost:
+            verdict = (
+                met(all(oks)) + f" (events lost: equal, {o_lost} each)" if all(oks) else met(False)
+            )
+            return f"| better than ThingsBoard (same run) | {'; '.join(parts)} | {verdict} |"
+        oks.append(o_lost < t_lost)
+    return f"| better than ThingsBoard (same run) | {'; '.join(parts)} | {met(all(oks))} |"
+
+
+def _latency(r: dict[str, Any], add: Any, s: dict[str, Any]) -> None:
+    add("### 1. Alarm latency: press in the simulator -> arrival at a subscriber on the broker\n")
+    add(
+        "Modbus TCP, one alarm box (DI/DO module), SQLite storage on both sides. A press is held "
+        "until it arrives, then released (schoolgate: the latched alarm is reset over the control "
+        "socket); the next press follows after two poll intervals, the 30 ms debounce and a "
+        "random fraction of a poll, so presses land at every phase of the poll cycle. "
+        f"schoolgate: {s['presses']} presses per interval; ThingsBoard: up to {s['tb_presses']}, "
+        f"or as many as fit in {s.get('tb_budget_s', 0):.0f} s (a press it never delivers costs "
+        "the bench the whole wait). 'Never arrived': no message showing the press within 3 s "
+        "while the button was held "
+        "(ThingsBoard reports on change; when it misses the short release between two presses, "
+        "the next press is no change to it and is never sent: the merging of states a user "
+        "would see as a lost alarm).\n"
+    )
+    add(
+        "| poll | schoolgate p50 / p99 / max (ms) | n | ThingsBoard p50 / p99 / max (ms) | n "
+        "| p99 ThingsBoard / schoolgate |"
+    )
+    add("| --- | --- | --- | --- | --- | --- |")
+    for poll in (str(p) for p in s["polls_ms"]):
+        o = get(r, "schoolgate", "latency", poll) or {}
+        t = get(r, "thingsboard", "latency", poll) or {}
+
+        def cell(x: dict[str, Any]) -> str:
+            if "p99" not in x:
+                return "n/a"
+            missed = f" ({x['missed']} never arrived)" if x.get("missed") else ""
+            return f"{x['p50']:.1f} / {x['p99']:.1f} / {x['max']:.1f}{missed}"
+
+        add(
+            f"| {poll} ms | {cell(o)} | {o.get('n', 0)} | {cell(t)} | {t.get('n', 0)} | "
+            f"{ratio(o.get('p99'), t.get('p99'))} |"
+        )
+    rtu = get(r, "schoolgate", "rtu") or {}
+    if "p99" in rtu:
+        add(
+            f"\nShared 9600-baud RTU line (bench/shared_line.py's end-to-end set-up: alarm box at "
+            f"50 ms and four bollard socket modules at 200 ms, one of them dead, line timeout "
+            f"100 ms), schoolgate: p50 {rtu['p50']:.1f} / p99 {rtu['p99']:.1f} / max "
+            f"{rtu['max']:.1f} ms over {rtu['n']} presses. ThingsBoard was not run on the RTU "
+            "line (see below).\n"
+        )
+    add("Presses shorter than the poll interval (20 ms press, 100 ms poll), delivered:\n")
+    add("| | schoolgate | ThingsBoard |")
+    add("| --- | --- | --- |")
+    o, t = get(r, "schoolgate", "short_presses"), get(r, "thingsboard", "short_presses")
+
+    def short(x: dict[str, Any] | None) -> str:
+        return f"{x['delivered']} of {x['presses']}" if x else "n/a"
+
+    add(f"| short presses delivered | {short(o)} | {short(t)} |")
+    add("\n![latency](img/latency.png)\n")
+
+
+def per_broker(step: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {b['datapoints_per_s']:.0f}" for name, b in step["brokers"].items())
+
+
+def _throughput(r: dict[str, Any], add: Any) -> None:
+    add("### 2. Throughput: many devices changing fast\n")
+    add(
+        "N simulated Modbus TCP devices (one connection each, one simulator process) x 10 input "
+        "registers, every register changing every 100 ms (each change a unique value), polled "
+        "every 100 ms; N doubles from 20 until delivery saturates (under 90% of changes "
+        "delivered, no gain, or a backlog still draining 5 s after the window). schoolgate "
+        "sends every datapoint to both brokers (police and bureau), ThingsBoard to its one. "
+        "CPU and peak RSS are the gateway process's, from /proc.\n"
+    )
+    add(
+        "| gateway | devices | changes/s | delivered datapoints/s, all brokers (per broker) "
+        "| fraction "
+        "delivered | gateway CPU (% of a core) | datapoints per CPU-second | peak RSS (MB) | "
+        "simulator CPU (%) |"
+    )
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in SUBJECTS:
+        for step in get(r, name, "throughput") or []:
+            add(
+                f"| {name} | {step['devices']} | {step['changes_per_s']:.0f} | "
+                f"{step['delivered_per_s']:.0f} ({per_broker(step)}) | "
+                f"{step['fraction_delivered']:.3f} | "
+                f"{step['cpu_percent']:.0f} | {step['datapoints_per_cpu_s']:.0f} | "
+                f"{step['peak_rss_mb']:.1f} | {step['sim_cpu_percent']:.0f} |"
+            )
+    raw = r.get("raw_paho") or {}
+    ours = best_step(get(r, "schoolgate", "throughput"))
+    theirs = best_step(get(r, "thingsboard", "throughput"))
+    if raw:
+        add(
+            f"\nRaw paho-mqtt QoS 1 to a fresh mosquitto in this run (one client, window 32, "
+            f"{raw['payload_bytes']} B payloads): {raw['msg_per_s']:,.0f} msg/s."
+        )
+    if ours and theirs:
+        add(
+            f"Best step: schoolgate {ours['delivered_per_s']:.0f} datapoints/s "
+            f"({ours['datapoints_per_cpu_s']:.0f} per CPU-second), ThingsBoard "
+            f"{theirs['delivered_per_s']:.0f} ({theirs['datapoints_per_cpu_s']:.0f} per "
+            f"CPU-second): ThingsBoard / schoolgate per CPU-second "
+            f"{ratio(ours['datapoints_per_cpu_s'], theirs['datapoints_per_cpu_s'])}."
+        )
+    add(
+        "Polling throughput is bound by the Modbus simulators and the 2 cores they share with "
+        "the gateway and brokers; the forwarding ceiling is the outbox drain below and in "
+        "bench/drain.py's section.\n"
+    )
+    add("![throughput](img/throughput.png)\n")
+
+
+def _outage(r: dict[str, Any], add: Any) -> None:
+    add("### 3. Outage and drain\n")
+    o = get(r, "schoolgate", "outage") or get(r, "thingsboard", "outage") or {}
+    add(
+        f"The police broker is stopped for {num(o.get('down_s'), 0)} s (SIGTERM, so mosquitto "
+        f"keeps the subscriber's session) while {o.get('devices')} devices keep changing "
+        f"{o.get('points')} registers each every {o.get('period_ms')} ms (polled every "
+        f"{o.get('poll_ms')} ms, every datapoint to police) and the panic button is pressed once; "
+        "then it comes back. Lost = changes made while the gateway ran that never reached the "
+        "police subscriber; presses continue while the backlog drains (until it has drained: "
+        "few presses fit when it drains fast).\n"
+    )
+    add("| figure | schoolgate | ThingsBoard | ThingsBoard / schoolgate |")
+    add("| --- | --- | --- | --- |")
+    rows = [
+        ("changes made", "changes", 0),
+        ("lost", "lost", 0),
+        ("duplicated", "duplicates", 0),
+        ("backlog at the return (datapoints)", "backlog_datapoints", 0),
+        ("first delivery after the return (s)", "first_delivery_after_up_s", 2),
+        ("drain time after the return (s)", "drain_s", 2),
+        (
+            "press during the outage: arrived after the return (s)",
+            "press_during_outage_delivered_after_up_s",
+            2,
+        ),
+    ]
+    for label, key, digits in rows:
+        o, t = get(r, "schoolgate", "outage", key), get(r, "thingsboard", "outage", key)
+        add(f"| {label} | {num(o, digits)} | {num(t, digits)} | {ratio(o, t)} |")
+    for label, key in (
+        ("press-to-arrival before the outage p50 / p99 (ms)", "latency_before_ms"),
+        ("press-to-arrival during the drain p50 / p99 (ms)", "latency_during_drain_ms"),
+    ):
+        cells = []
+        for name in SUBJECTS:
+            values = get(r, name, "outage", key) or []
+            if values:
+                ordered = sorted(values)
+                p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+                cells.append(f"{ordered[len(ordered) // 2]:.1f} / {p99:.1f} (n={len(values)})")
+            else:
+                cells.append("n/a")
+        add(f"| {label} | {cells[0]} | {cells[1]} | |")
+    cells = []
+    for name in SUBJECTS:
+        rc = get(r, name, "reconnects") or {}
+        if "p50" in rc:
+            cells.append(
+                f"p50 {rc['p50']:.2f} / max {rc['max']:.2f} over {rc['cycles']} outages of "
+                f"{rc['down_s']:.0f} s" + (f", {rc['never']} never" if rc["never"] else "")
+            )
+        else:
+            cells.append("n/a")
+    add(f"| first delivery after the return, repeated outages (s) | {cells[0]} | {cells[1]} | |")
+    for name in SUBJECTS:
+        rerun = get(r, name, "outage", "rerun")
+        if rerun:
+            add(
+                f"\n{name}'s outage run failed in the suite run ({rerun['first_attempt_error']}) "
+                f"and was re-run alone at {rerun['at']} (load "
+                f"{'/'.join(f'{x:.2f}' for x in rerun['load'])}), with the broker on a port "
+                "below the ephemeral range."
+            )
+    add("\n![drain](img/drain.png)\n")
+
+
+def _footprint(r: dict[str, Any], add: Any) -> None:
+    add("### 4. Footprint\n")
+    add(
+        "| set-up | gateway | start-up (s) | idle CPU (% of a core) | idle RSS (MB) "
+        "| peak RSS (MB) |"
+    )
+    add("| --- | --- | --- | --- | --- | --- |")
+    demo = get(r, "schoolgate", "footprint_demo")
+    if demo:
+        add(
+            f"| demo gate (5 devices on 3 lines, default intervals) | schoolgate | "
+            f"{num(demo['startup_to_all_devices_polled_s'], 2)} (to every device polled) | "
+            f"{demo['idle_cpu_percent']:.2f} | {demo['idle_rss_mb']:.1f} | "
+            f"{demo['peak_rss_mb']:.1f} |"
+        )
+    for name in SUBJECTS:
+        fp = get(r, name, "footprint_single")
+        if fp:
+            add(
+                f"| one alarm box polled each second | {name} | "
+                f"{fp['startup_to_first_poll_s']:.2f} (to first poll) | "
+                f"{fp['idle_cpu_percent']:.2f} | {fp['idle_rss_mb']:.1f} | "
+                f"{fp['peak_rss_mb']:.1f} |"
+            )
+    add("")
+
+
+def _notes(r: dict[str, Any], add: Any) -> None:
+    add("### Where the comparison is not like for like\n")
+    add(
+        "- **Alarm semantics.** schoolgate latches a press as `alarm.panic` (one event, then a "
+        "reset); ThingsBoard forwards the discrete input as a telemetry value (`panic` 0/1) and "
+        "would leave alarm logic to a server rule chain. Latency is timed to the first message "
+        "that shows the press in each case.\n"
+        "- **Reporting.** ThingsBoard is configured with `reportStrategy: ON_CHANGE` per device "
+        "(its shipped default, ON_RECEIVED, sends every poll): the same rule as ours, and fewer "
+        "messages for it to send. It packs all changed values of a device into one message; "
+        "schoolgate sends one event per datapoint. Throughput is counted in datapoints for both.\n"
+        "- **Brokers.** schoolgate forwards to two brokers (police and bureau); ThingsBoard "
+        "connects to one (the police mosquitto here), so it does half the publishing.\n"
+        "- **A server stand-in.** The ThingsBoard gateway sends nothing until the server answers "
+        "its `getSessionLimits` RPC; mosquitto is not ThingsBoard, so the bench answers that RPC "
+        "on the broker (no rate limits, 100 in flight). Remote configuration is off, statistics "
+        "on (its default).\n"
+        "- **Short presses.** schoolgate reads the module's press counter (the example "
+        "config's `press_counter_register`); ThingsBoard polls the input as a user would "
+        "configure it and cannot see a press that ends between two polls.\n"
+        "- **Modbus reads.** ThingsBoard reads each configured register with its own request; "
+        "schoolgate reads a device's points in one block. Both are what each does with a "
+        "natural config, and the simulator's CPU is shown so a simulator-bound step is visible.\n"
+        "- **RTU.** ThingsBoard was measured over Modbus TCP only.\n"
+    )
+
+
+__all__ = ["render", "write"]

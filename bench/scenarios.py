@@ -1,0 +1,506 @@
+"""The issue-6 benchmark scenarios, each run the same way against any gateway in
+`bench/subjects.py` (schoolgate) or `bench/thingsboard/tb.py` (ThingsBoard): alarm latency,
+throughput, outage and drain, footprint, short presses. Every function starts its own brokers
+and simulators, runs one gateway process, and returns plain data (lists and numbers) for
+`bench/run_all.py` to compare and report. Nothing here writes files outside `workdir`.
+
+Presses are timed from the moment the simulated contact closes (`time.time_ns()` in this
+process) to the arrival of the gateway's message at a subscriber on the broker (stamped by the
+same clock), so the figure is what a police receiver would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import statistics
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from loadsim import LoadSim
+from procstat import measuring, memory_kb
+from subjects import Counter, Datapoint, Layout, Running
+
+from simulators.broker import MosquittoBroker
+from simulators.dido import DiDoModule, serve_tcp
+from simulators.gate import simulated_gate
+from simulators.listener import Listener, Received, listen
+from simulators.measure import percentile
+
+DEBOUNCE_MS = 30
+
+
+def stable_port() -> int:
+    """A free port below the ephemeral range: a broker that is stopped and started again must
+    get its port back, and on a busy machine an outgoing connection can take an ephemeral one
+    in the meantime (it happened: mosquitto could not restart after a 20 s outage)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+class Subject(Protocol):
+    name: str
+    brokers: tuple[str, ...]
+    listen_filter: str
+
+    def run(
+        self, layout: Layout, workdir: Path
+    ) -> contextlib.AbstractAsyncContextManager[Running]: ...
+
+
+class FirstPollBox(DiDoModule):
+    """A DI/DO module that remembers when it was first read: the gateway's first poll."""
+
+    first_read_ns: int | None = None
+
+    async def _on_access(self, *args: Any) -> Any:
+        if self.first_read_ns is None:
+            self.first_read_ns = time.time_ns()
+        return await super()._on_access(*args)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "n": len(values),
+        "p50": statistics.median(values),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+async def wait_first_data(running: Running, listener: Listener, timeout_s: float = 60) -> None:
+    if running.first_data is not None:
+        await listener.wait_for(running.first_data, timeout_s=timeout_s)
+
+
+async def press_once(
+    box: DiDoModule, listener: Listener, running: Running, poll_ms: int, timeout_s: float = 10
+) -> float | None:
+    """One press held until it arrives; the latency in ms, or None if it never arrived."""
+    since = len(listener.messages)
+    pressed = time.time_ns()
+    box.press(0)
+    try:
+        arrived = await listener.wait_for(running.press_arrived, since=since, timeout_s=timeout_s)
+    except TimeoutError:
+        box.release(0)
+        await asyncio.sleep(1)
+        return None
+    box.release(0)
+    await running.after_press(arrived, listener)
+    # The release must be seen by a poll and outlast the debounce before the next press; the
+    # random part lands presses at every phase of the poll cycle, as a person's would.
+    await asyncio.sleep((2 * poll_ms + DEBOUNCE_MS + random.uniform(0, poll_ms)) / 1000)
+    return (arrived.arrived_ns - pressed) / 1e6
+
+
+@contextlib.asynccontextmanager
+async def _box_run(
+    subject: Subject, workdir: Path, poll_ms: int, box: DiDoModule
+) -> AsyncIterator[tuple[Running, Listener]]:
+    async with (
+        MosquittoBroker("police") as police,
+        serve_tcp(box) as (_, port),
+        listen("police", "127.0.0.1", police.port, subject.listen_filter) as listener,
+    ):
+        layout = Layout(police_port=police.port, box_port=port, box_poll_ms=poll_ms)
+        async with subject.run(layout, workdir) as running:
+            await wait_first_data(running, listener)
+            yield running, listener
+
+
+async def latency(
+    subject: Subject,
+    workdir: Path,
+    *,
+    poll_ms: int,
+    presses: int,
+    budget_s: float | None = None,
+    miss_after_s: float = 3.0,
+) -> dict[str, Any]:
+    """Press-to-arrival over Modbus TCP at one poll interval, `presses` times or until
+    `budget_s` is spent. A press held `miss_after_s` without arriving counts as never arrived
+    (the p99s here are well under a second)."""
+    box = DiDoModule(1)
+    latencies: list[float] = []
+    missed = 0
+    async with _box_run(subject, workdir, poll_ms, box) as (running, listener):
+        await asyncio.sleep(1)
+        stop_at = time.monotonic() + budget_s if budget_s else None
+        async with measuring(running.pid) as usage:
+            for _ in range(presses):
+                if stop_at is not None and time.monotonic() > stop_at:
+                    break
+                got = await press_once(box, listener, running, poll_ms, timeout_s=miss_after_s)
+                if got is None:
+                    missed += 1
+                else:
+                    latencies.append(got)
+    return {
+        "poll_ms": poll_ms,
+        "latencies_ms": latencies,
+        "missed": missed,
+        "miss_after_s": miss_after_s,
+        "budget_s": budget_s,
+        "cpu_percent": usage.cpu_percent,
+        **{k: v for k, v in summary(latencies).items()},
+    }
+
+
+async def short_presses(
+    subject: Subject, workdir: Path, *, poll_ms: int, hold_ms: int, presses: int
+) -> dict[str, Any]:
+    """Presses shorter than the poll interval: how many does a receiver ever get?"""
+    box = DiDoModule(1)
+    delivered = 0
+    async with _box_run(subject, workdir, poll_ms, box) as (running, listener):
+        await asyncio.sleep(1)
+        for _ in range(presses):
+            since = len(listener.messages)
+            await asyncio.sleep(random.uniform(0, poll_ms) / 1000)
+            await box.pulse(0, hold_ms)
+            try:
+                arrived = await listener.wait_for(running.press_arrived, since=since, timeout_s=2)
+            except TimeoutError:
+                continue
+            delivered += 1
+            await running.after_press(arrived, listener)
+            await asyncio.sleep(2 * poll_ms / 1000)
+    return {"poll_ms": poll_ms, "hold_ms": hold_ms, "presses": presses, "delivered": delivered}
+
+
+def _unique_in(
+    arrivals: list[tuple[int, Datapoint]], first: int, last: int
+) -> dict[Datapoint, int]:
+    """First arrival (ns) of each distinct datapoint whose value is a tick in [first, last]."""
+    seen: dict[Datapoint, int] = {}
+    for at, point in arrivals:
+        value = point[2]
+        if isinstance(value, int | float) and first <= value <= last and point not in seen:
+            seen[point] = at
+    return seen
+
+
+async def _first_arrival(counter: Counter, timeout_s: float = 60) -> None:
+    """The counter's thread records arrivals; this samples it (there is no event to await)."""
+    async with asyncio.timeout(timeout_s):
+        while not counter.arrivals:  # noqa: ASYNC110 - filled by paho's thread
+            await asyncio.sleep(0.05)
+
+
+async def _settle(counters: list[Counter], quiet_s: float, limit_s: float) -> float:
+    """Wait until no datapoint arrives for `quiet_s`; returns how long that took."""
+    start = time.monotonic()
+    last = -1
+    quiet_since = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        now = sum(len(c.arrivals) for c in counters)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start - quiet_s
+
+
+async def throughput(
+    subject: Subject,
+    workdir: Path,
+    *,
+    devices: int,
+    points: int,
+    period_ms: int,
+    poll_ms: int,
+    window_s: float,
+) -> dict[str, Any]:
+    """`devices` x `points` registers changing every `period_ms`, polled every `poll_ms`;
+    what reaches each broker during `window_s`, and the gateway's CPU and peak RSS."""
+    sim = LoadSim(devices, points, period_ms)
+    async with (
+        MosquittoBroker("police") as police,
+        MosquittoBroker("bureau") as bureau,
+        sim.running(),
+    ):
+        ports = {"police": police.port, "bureau": bureau.port}
+        layout = Layout(
+            police_port=police.port,
+            bureau_port=bureau.port,
+            load_port=sim.port,
+            load_devices=devices,
+            load_points=points,
+            load_poll_ms=poll_ms,
+            telemetry_to_police=True,
+        )
+        async with subject.run(layout, workdir) as running:
+            with contextlib.ExitStack() as stack:
+                counters = [
+                    stack.enter_context(
+                        Counter(name, ports[name], running.telemetry_filter, running.parse)
+                    )
+                    for name in subject.brokers
+                ]
+                await _first_arrival(counters[0])
+                await asyncio.sleep(2)  # past the start-up burst
+                first_tick = sim.tick + 1
+                before = [len(c.snapshot()) for c in counters]
+                async with measuring(running.pid) as usage, measuring(sim.pid) as sim_usage:
+                    await asyncio.sleep(window_s)
+                    during = [len(c.snapshot()) - b for c, b in zip(counters, before, strict=True)]
+                last_tick = sim.tick
+                await sim.stop_changes()
+                backlog_s = await _settle(counters, 2.0, 60.0)
+                peak_mb = memory_kb(running.pid).get("VmHWM", 0) / 1024
+    changes = (last_tick - first_tick + 1) * devices * points
+    per_broker = {}
+    for counter, arrived in zip(counters, during, strict=True):
+        arrivals = counter.snapshot()
+        unique = _unique_in(arrivals, first_tick, last_tick)
+        per_broker[counter.name] = {
+            "datapoints_per_s": arrived / usage.wall_s,
+            "messages": counter.messages,
+            "fraction_delivered": len(unique) / changes if changes else 0.0,
+            "duplicates": sum(1 for _, p in arrivals if p in unique) - len(unique),
+        }
+    total_rate = sum(b["datapoints_per_s"] for b in per_broker.values())
+    return {
+        "devices": devices,
+        "points": points,
+        "changes_per_s": devices * points * 1000 / period_ms,
+        "window_s": usage.wall_s,
+        "brokers": per_broker,
+        "delivered_per_s": total_rate,
+        "fraction_delivered": min(b["fraction_delivered"] for b in per_broker.values()),
+        "cpu_percent": usage.cpu_percent,
+        "cpu_s": usage.cpu_s,
+        "datapoints_per_cpu_s": total_rate * usage.wall_s / usage.cpu_s if usage.cpu_s else 0.0,
+        "peak_rss_mb": peak_mb,
+        "sim_cpu_percent": sim_usage.cpu_percent,
+        "backlog_after_window_s": backlog_s,
+    }
+
+
+async def outage(
+    subject: Subject,
+    workdir: Path,
+    *,
+    down_s: float,
+    devices: int = 20,
+    points: int = 5,
+    period_ms: int = 200,
+    poll_ms: int = 100,
+    box_poll_ms: int = 50,
+) -> dict[str, Any]:
+    """The police broker stops for `down_s` while registers keep changing and a button is
+    pressed; then it comes back. Lost, duplicated, first delivery after the return, drain
+    time, and alarm latency while the backlog drains."""
+    sim = LoadSim(devices, points, period_ms)
+    box = DiDoModule(1)
+    async with (
+        MosquittoBroker("police", stable_port()) as police,
+        MosquittoBroker("bureau") as bureau,
+        sim.running(),
+        serve_tcp(box) as (_, box_port),
+        listen("police", "127.0.0.1", police.port, subject.listen_filter) as listener,
+    ):
+        layout = Layout(
+            police_port=police.port,
+            bureau_port=bureau.port,
+            box_port=box_port,
+            box_poll_ms=box_poll_ms,
+            load_port=sim.port,
+            load_devices=devices,
+            load_points=points,
+            load_poll_ms=poll_ms,
+            telemetry_to_police=True,
+        )
+        async with subject.run(layout, workdir) as running:
+            with Counter("police", police.port, running.telemetry_filter, running.parse) as counter:
+                await wait_first_data(running, listener)
+                await _first_arrival(counter)
+                await asyncio.sleep(2)
+                first_tick = sim.tick + 1
+                before = [await press_once(box, listener, running, box_poll_ms) for _ in range(5)]
+                # graceful: mosquitto keeps the subscriber's session, so what the broker had
+                # accepted before it went down is not counted against the gateway.
+                tick_at_down = sim.tick
+                await police.stop(graceful=True)
+                down_at = time.time_ns()
+                await asyncio.sleep(down_s / 2)
+                since = len(listener.messages)
+                pressed_down = time.time_ns()
+                await box.pulse(0, 3 * box_poll_ms)
+                await asyncio.sleep(down_s / 2)
+                tick_at_up = sim.tick
+                await police.start()
+                up_at = time.time_ns()
+                held: Received | None = None
+                with contextlib.suppress(TimeoutError):
+                    held = await listener.wait_for(running.press_arrived, since=since, timeout_s=90)
+                if held is not None:
+                    await running.after_press(held, listener)
+                # Presses while the backlog drains, until every change made before the return
+                # has arrived (or 90 s).
+                during: list[float] = []
+                drained_at: int | None = None
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    got = await press_once(box, listener, running, box_poll_ms, timeout_s=60)
+                    if got is not None:
+                        during.append(got)
+                    backlog = _unique_in(counter.snapshot(), first_tick, tick_at_up)
+                    if len(backlog) >= (tick_at_up - first_tick + 1) * devices * points:
+                        drained_at = max(backlog.values())
+                        break
+                await asyncio.sleep(2)
+                last_tick = await sim.stop_changes()
+                await _settle([counter], 3.0, 60.0)
+                arrivals = counter.snapshot()
+    expected = (last_tick - first_tick + 1) * devices * points
+    unique = _unique_in(arrivals, first_tick, last_tick)
+    after_up = sorted(at for at, _ in arrivals if at >= up_at)
+    curve_ms = [(at - up_at) / 1e6 for at in after_up]
+    # The broker hands the subscriber what it had queued before it stopped as soon as the
+    # subscriber is back: the gateway's first delivery is the first change made while it was down.
+    fresh = [
+        at
+        for at, point in arrivals
+        if at >= up_at and isinstance(point[2], int | float) and point[2] > tick_at_down
+    ]
+    backlog_points = (tick_at_up - first_tick + 1) * devices * points
+    drain_s = (drained_at - up_at) / 1e9 if drained_at is not None else None
+    return {
+        "down_s": down_s,
+        "devices": devices,
+        "points": points,
+        "period_ms": period_ms,
+        "poll_ms": poll_ms,
+        "changes": expected,
+        "delivered_unique": len(unique),
+        "lost": expected - len(unique),
+        "duplicates": sum(1 for _, p in arrivals if p in unique) - len(unique),
+        "first_delivery_after_up_s": (min(fresh) - up_at) / 1e9 if fresh else None,
+        "drain_s": drain_s,
+        "backlog_datapoints": backlog_points,
+        "press_during_outage_delivered_after_up_s": (
+            (held.arrived_ns - up_at) / 1e9 if held is not None else None
+        ),
+        "press_during_outage_total_s": (
+            (held.arrived_ns - pressed_down) / 1e9 if held is not None else None
+        ),
+        "latency_before_ms": [x for x in before if x is not None],
+        "latency_during_drain_ms": during,
+        "drain_curve_ms": curve_ms,
+        "down_at_ns": down_at,
+    }
+
+
+async def footprint_single(subject: Subject, workdir: Path, *, idle_s: float) -> dict[str, Any]:
+    """One alarm box polled each second (the orientation figure's set-up): start-up to the
+    first poll, then CPU and RSS at idle."""
+    box = FirstPollBox(1)
+    async with _box_run(subject, workdir, 1000, box) as (running, _listener):
+        startup_s = ((box.first_read_ns or 0) - running.spawned_ns) / 1e9
+        await asyncio.sleep(2)
+        async with measuring(running.pid) as usage:
+            await asyncio.sleep(idle_s)
+    return {
+        "startup_to_first_poll_s": startup_s,
+        "idle_cpu_percent": usage.cpu_percent,
+        "idle_rss_mb": usage.rss_mb,
+        "peak_rss_mb": usage.peak_mb,
+    }
+
+
+async def footprint_demo_gate(workdir: Path, *, idle_s: float) -> dict[str, Any]:
+    """schoolgate with the demo gate's devices (simulators.gate) at their default intervals."""
+    async with simulated_gate(workdir) as gate:
+        pid = gate.gateway.pid
+        stat = Path(f"/proc/{pid}/stat").read_text()  # noqa: ASYNC240 - tiny /proc reads
+        start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])  # noqa: ASYNC240
+        started_wall = time.time() - (uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+        ready_wall = None
+        for line in gate.log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == "devices_ready":
+                    ready_wall = datetime.fromisoformat(entry["timestamp"]).timestamp()
+                    break
+        await asyncio.sleep(2)
+        async with measuring(pid) as usage:
+            await asyncio.sleep(idle_s)
+    return {
+        "startup_to_all_devices_polled_s": (
+            ready_wall - started_wall if ready_wall is not None else None
+        ),
+        "idle_cpu_percent": usage.cpu_percent,
+        "idle_rss_mb": usage.rss_mb,
+        "peak_rss_mb": usage.peak_mb,
+    }
+
+
+async def reconnects(
+    subject: Subject, workdir: Path, *, cycles: int, down_s: float
+) -> dict[str, Any]:
+    """The police broker stops for `down_s` and comes back, `cycles` times, while 5 devices
+    change a register every 200 ms: the time from each return to the first change made while
+    it was down arriving (the reconnect delay is random in a jittered backoff, so one outage
+    says little)."""
+    sim = LoadSim(5, 1, 200)
+    async with MosquittoBroker("police", stable_port()) as police, sim.running():
+        layout = Layout(
+            police_port=police.port,
+            load_port=sim.port,
+            load_devices=5,
+            load_points=1,
+            load_poll_ms=100,
+            telemetry_to_police=True,
+        )
+        async with subject.run(layout, workdir) as running:
+            with Counter("police", police.port, running.telemetry_filter, running.parse) as counter:
+                await _first_arrival(counter)
+                delays: list[float | None] = []
+                for _ in range(cycles):
+                    await asyncio.sleep(2)
+                    tick_at_down = sim.tick
+                    await police.stop(graceful=True)
+                    await asyncio.sleep(down_s)
+                    await police.start()
+                    up_at = time.time_ns()
+                    found = None
+                    deadline = time.monotonic() + 60
+                    while found is None and time.monotonic() < deadline:
+                        await asyncio.sleep(0.02)
+                        fresh = [
+                            at
+                            for at, point in counter.snapshot()
+                            if at >= up_at and isinstance(point[2], int) and point[2] > tick_at_down
+                        ]
+                        found = (min(fresh) - up_at) / 1e9 if fresh else None
+                    delays.append(found)
+    got = [d for d in delays if d is not None]
+    return {
+        "cycles": cycles,
+        "down_s": down_s,
+        "first_delivery_s": delays,
+        "never": len(delays) - len(got),
+        **({"p50": statistics.median(got), "max": max(got)} if got else {}),
+    }

@@ -1,0 +1,289 @@
+"""The gateways under test, behind one small interface so every scenario measures them the same
+way: schoolgate (the real `gateway run` process, started as bench/drain.py does) here, the
+ThingsBoard IoT Gateway in `bench/thingsboard/tb.py`.
+
+Owns `Layout` (which simulated devices a run has and how often they are polled), the paho-based
+`Counter` that records every datapoint a broker delivers (in its own thread, so counting
+thousands of messages a second does not slow the benchmark's event loop), and `Schoolgate`:
+config generation, start, readiness, what counts as a press arriving, and the reset after it.
+Scenarios live in `bench/scenarios.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from gateway import control
+from simulators.listener import Listener, Received
+from simulators.measure import gateway_command
+
+Datapoint = tuple[str, str, object]
+"""(device, point name, value) as delivered."""
+
+
+@dataclass
+class Layout:
+    """The simulated devices of one run, all on Modbus TCP on loopback."""
+
+    police_port: int
+    bureau_port: int | None = None
+    box_port: int | None = None
+    box_poll_ms: int = 50
+    load_port: int | None = None
+    load_devices: int = 0
+    load_points: int = 0
+    load_poll_ms: int = 100
+    telemetry_to_police: bool = False
+    """Police gets everything (outage runs); otherwise the alarm lane only, bureau the rest."""
+
+
+class Counter:
+    """Every datapoint one broker delivers on `topic_filter`, with its arrival time (ns)."""
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        topic_filter: str,
+        parse: Callable[[str, bytes], list[Datapoint]],
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.topic_filter = topic_filter
+        self.parse = parse
+        self.arrivals: list[tuple[int, Datapoint]] = []
+        self.messages = 0
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=f"bench-counter-{name}-{time.monotonic_ns()}",
+            clean_session=False,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: paho.Client, *_args: object) -> None:
+        client.subscribe(self.topic_filter, qos=1)
+        self._subscribed.set()
+
+    def _on_message(self, _client: object, _userdata: object, message: paho.MQTTMessage) -> None:
+        now = time.time_ns()
+        try:
+            points = self.parse(message.topic, message.payload)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            points = []
+        with self._lock:
+            self.messages += 1
+            self.arrivals.extend((now, p) for p in points)
+
+    def snapshot(self) -> list[tuple[int, Datapoint]]:
+        with self._lock:
+            return list(self.arrivals)
+
+    def __enter__(self) -> Counter:
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError(f"counter {self.name} did not subscribe")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def parse_schoolgate(topic: str, payload: bytes) -> list[Datapoint]:
+    if "/events/" not in topic:
+        return []
+    event = json.loads(payload)
+    if event.get("type") != "telemetry.point":
+        return []
+    return [(event["device"]["id"], event["data"]["name"], event["data"]["value"])]
+
+
+# -- schoolgate --------------------------------------------------------------------------------
+
+CONFIG_HEAD = """\
+[site]
+school_id = "bench-school"
+gateway_id = "bench-gate"
+
+[store]
+path = "{dir}/outbox.db"
+
+[control]
+socket_path = "{dir}/control.sock"
+
+[destinations.police]
+host = "127.0.0.1"
+port = {police}
+client_id = "bench-police"
+{police_routes}
+"""
+
+BUREAU = """
+[destinations.bureau]
+host = "127.0.0.1"
+port = {bureau}
+client_id = "bench-bureau"
+routes = ["*"]
+"""
+
+BOX = """
+[lines.box_io]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+
+[devices.box]
+kind = "alarm_box"
+line = "box_io"
+unit_id = 1
+poll_interval_ms = {poll}
+lamp_coil = 0
+[[devices.box.buttons]]
+input = 0
+press_counter_register = 0
+"""
+
+LOAD_DEVICE = """
+[lines.io{unit}]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+
+[devices.d{unit}]
+kind = "modbus_points"
+line = "io{unit}"
+unit_id = {unit}
+poll_interval_ms = {poll}
+{points}"""
+
+LOAD_POINT = """[[devices.d{unit}.points]]
+name = "p{i}"
+function = "input_register"
+address = {i}
+data_type = "uint16"
+"""
+
+
+def schoolgate_config(layout: Layout, workdir: Path) -> str:
+    text = CONFIG_HEAD.format(
+        dir=workdir,
+        police=layout.police_port,
+        police_routes='routes = ["*"]' if layout.telemetry_to_police else "",
+    )
+    if layout.bureau_port is not None:
+        text += BUREAU.format(bureau=layout.bureau_port)
+    if layout.box_port is not None:
+        text += BOX.format(port=layout.box_port, poll=layout.box_poll_ms)
+    for unit in range(1, layout.load_devices + 1):
+        points = "".join(LOAD_POINT.format(unit=unit, i=i) for i in range(layout.load_points))
+        text += LOAD_DEVICE.format(
+            unit=unit, port=layout.load_port, poll=layout.load_poll_ms, points=points
+        )
+    return text
+
+
+def is_panic(message: Received) -> bool:
+    return "/events/" in message.topic and message.json.get("type") == "alarm.panic"
+
+
+@dataclass
+class Running:
+    """A started gateway as the scenarios see it."""
+
+    name: str
+    pid: int
+    workdir: Path
+    spawned_ns: int
+    press_arrived: Callable[[Received], bool]
+    after_press: Callable[[Received, Listener], Any]
+    """Awaitable factory: what follows an arrived press before the next one (reset, ...)."""
+    alarm_filter: str
+    telemetry_filter: str
+    parse: Callable[[str, bytes], list[Datapoint]]
+    first_data: Callable[[Received], bool] | None = None
+    """Readiness seen at the broker (a gateway without a status socket): the first datapoint."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Schoolgate:
+    name = "schoolgate"
+    brokers = ("police", "bureau")
+    listen_filter = "schoolgate/#"
+
+    @contextlib.asynccontextmanager
+    async def run(self, layout: Layout, workdir: Path) -> AsyncIterator[Running]:
+        config = workdir / "schoolgate.toml"
+        config.write_text(schoolgate_config(layout, workdir))
+        socket = workdir / "control.sock"
+        log = (workdir / "gateway.log").open("wb")
+        spawned_ns = time.time_ns()
+        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+            gateway_command(config), stdout=log, stderr=subprocess.STDOUT
+        )
+
+        async def reset(arrived: Received, listener: Listener) -> None:
+            alarm_id = arrived.json["alarm_id"]
+            since = len(listener.messages)
+            await control.request(socket, {"op": "reset", "alarm_id": alarm_id, "by": "bench"})
+            await listener.wait_for(
+                lambda m: (
+                    "/events/" in m.topic
+                    and m.json.get("type") == "alarm.reset"
+                    and m.json.get("alarm_id") == alarm_id
+                ),
+                since=max(0, since - 5),
+                timeout_s=10,
+            )
+
+        try:
+            await self._wait_ready(socket, proc)
+            yield Running(
+                name=self.name,
+                pid=proc.pid,
+                workdir=workdir,
+                spawned_ns=spawned_ns,
+                press_arrived=is_panic,
+                after_press=reset,
+                alarm_filter="schoolgate/v1/+/+/events/alarm",
+                telemetry_filter="schoolgate/#",
+                parse=parse_schoolgate,
+            )
+        except BaseException:
+            log.flush()
+            print(f"schoolgate log ends with:\n{(workdir / 'gateway.log').read_text()[-3000:]}")
+            raise
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    await asyncio.to_thread(proc.wait, 15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    await asyncio.to_thread(proc.wait)
+            log.close()
+
+    async def _wait_ready(self, socket: Path, proc: subprocess.Popen[bytes]) -> None:
+        async with asyncio.timeout(60):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"schoolgate exited with {proc.returncode}")
+                with contextlib.suppress(control.ControlError, OSError):
+                    if (await control.request(socket, {"op": "status"}))["devices_ready"]:
+                        return
+                await asyncio.sleep(0.02)
