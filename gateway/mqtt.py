@@ -23,6 +23,8 @@ from paho.mqtt import client as mqtt_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.cancel import honour_dropped_cancel
+
 
 class MqttFailure(Exception):
     """The broker could not be reached, refused us, or the connection dropped."""
@@ -166,12 +168,15 @@ class Connection:
             )
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"publish to {topic} failed: {exc}") from exc
+        if timeout_s is not None:
+            honour_dropped_cancel()  # aiomqtt waited with asyncio.wait_for (gateway.cancel)
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         try:
             await self._client.subscribe(topic_filter, qos=qos)
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"subscribe to {topic_filter} failed: {exc}") from exc
+        honour_dropped_cancel()  # aiomqtt waited with asyncio.wait_for (gateway.cancel)
 
     async def messages(self) -> AsyncIterator[Message]:
         """Incoming messages; raises MqttFailure when the connection drops. Iterating this is

@@ -36,6 +36,7 @@ from drivers.base import (
 )
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
+from gateway.cancel import honour_dropped_cancel
 
 T = TypeVar("T")
 
@@ -249,7 +250,7 @@ class ModbusLine:
             self._client = self._make_client()
         if not self._client.connected:
             opened = await self._client.connect()
-            _honour_dropped_cancel()  # connect waits with asyncio.wait_for too
+            honour_dropped_cancel()  # connect waits with asyncio.wait_for too (gateway.cancel)
             if not opened:
                 raise LineError(f"cannot open line {self.name} ({self._target})")
         return self._client
@@ -333,7 +334,7 @@ class ModbusLine:
         except OSError as exc:
             raise LineError(f"line {self.name}: {exc}") from exc
         else:
-            _honour_dropped_cancel()
+            honour_dropped_cancel()  # pymodbus waited with asyncio.wait_for (gateway.cancel)
             return response
         finally:
             self._last_activity = max(self._last_activity, time.monotonic())
@@ -352,15 +353,6 @@ class ModbusLine:
         if unit in self._failing:
             self._failing.discard(unit)
             self._log.info("modbus_unit_recovered", unit=unit)
-
-
-def _honour_dropped_cancel() -> None:
-    """pymodbus waits with asyncio.wait_for, which on Python 3.11 returns the result and drops a
-    cancel that arrives in the same loop turn (fixed in 3.12); the poll loop calling us would then
-    run on through the gateway's shutdown. The task still counts the request: honour it."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _no_result(_response: ModbusPDU) -> None:
