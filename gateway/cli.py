@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from edge_config import ConfigError, GatewayConfig, load_config
@@ -77,6 +77,31 @@ def cmd_alarms(args: argparse.Namespace) -> int:
             f"{alarm['alarm_id']}  {alarm['device']} button {alarm['button']}  "
             f"since {alarm['raised_at']}  presses {alarm['presses']}"
         )
+    return 0
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """What an installer checks after start-up: each path, devices, open alarms, commands."""
+    answer = _control(args, {"op": "status"})
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False))
+        return 0
+    print(f"devices ready: {'yes' if answer.get('devices_ready') else 'not yet'}")
+    print(f"open alarms: {answer.get('open_alarms', 0)}")
+    uplinks, paths = _mapping(answer.get("uplinks")), _mapping(answer.get("paths"))
+    for name, path in paths.items():
+        state = "up" if path["up"] else f"DOWN ({path['error']})"
+        fault = "  fault reported" if path["fault_reported"] else ""
+        sent = _mapping(uplinks.get(name)).get("sent", 0)
+        print(f"path {name}: {state}, {sent} events sent since start{fault}")
+    commands = _mapping(answer.get("commands"))
+    print(
+        f"commands: {commands.get('accepted', 0)} accepted, {commands.get('rejected', 0)} refused"
+    )
     return 0
 
 
@@ -303,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("alarms", help="list the latched panic alarms")
     with_config(p)
     p.set_defaults(func=cmd_alarms)
+
+    p = sub.add_parser("status", help="paths, devices, open alarms and commands of the daemon")
+    p.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
+    with_config(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("command", help="send a command to a device (e.g. `box lamp on=true`)")
     p.add_argument("device")

@@ -415,6 +415,10 @@ async def test_police_path_down_is_reported_to_the_bureau_and_lights_the_fault_l
             lambda m: m.topic == f"{BASE}/heartbeat" and m.json["paths"]["police"] == "down"
         )
         assert beat.json["destination"] == "bureau"
+        status = await gateway.cli("status")  # what the installer sees
+        assert status.returncode == 0, status.stderr
+        assert "path police: DOWN" in status.stdout and "fault reported" in status.stdout
+        assert "path bureau: up" in status.stdout
         await police_broker.start()
         up = await bureau.wait_event(lambda e: e["type"] == "gateway.path_up", timeout_s=20)
         assert up["data"]["destination"] == "police"
