@@ -25,6 +25,7 @@ from gateway.cli import main
 from gateway.console import Console, ConsoleOptions, Signer
 from gateway.events import DeviceRef, Severity, new_event
 from simulators.broker import MosquittoBroker, free_port
+from tests_support import ConsoleRecords
 
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = "schoolgate/v1"
@@ -186,41 +187,11 @@ async def gateway(broker: MosquittoBroker) -> AsyncIterator[Gateway]:
 # --- the console under test -------------------------------------------------------------------
 
 
-class Records:
-    """The console's sink: every event and notice, and a way to await one."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self._new = asyncio.Event()
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.items.append(record)
-        self._new.set()
-
-    def events(self) -> list[dict[str, Any]]:
-        return [r for r in self.items if "console" not in r]
-
-    def notices(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.items if r.get("console") == kind]
-
-    async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for record in self.items:
-                    if predicate(record):
-                        return record
-                self._new.clear()
-                await self._new.wait()
+class Records(ConsoleRecords):
+    """The console's sink; events are awaited by id here."""
 
     async def wait_event(self, event_id: str) -> dict[str, Any]:
         return await self.wait_for(lambda r: r.get("id") == event_id and "console" not in r)
-
-    async def wait_notice(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return await self.wait_for(
-            lambda r: r.get("console") == kind and all(r.get(k) == v for k, v in fields.items())
-        )
 
 
 def options(broker: MosquittoBroker, **overrides: Any) -> ConsoleOptions:

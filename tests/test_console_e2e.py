@@ -32,7 +32,7 @@ from gateway.console_state import GatewayRef
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import Listener, listen
-from tests_support import GatewayProcess, blinks
+from tests_support import ConsoleRecords, GatewayProcess, blinks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,46 +118,12 @@ commands = ["acknowledge", "replay"]
 # --- the console --------------------------------------------------------------------------------
 
 
-class Records:
-    """The console's sink: every event and notice it gives out, and a way to await one."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self._new = asyncio.Event()
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.items.append(record)
-        self._new.set()
-
-    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
-        found = [r for r in self.items if "console" not in r]
-        return [e for e in found if event_type is None or e["type"] == event_type]
-
-    def notices(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.items if r.get("console") == kind]
-
-    async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for record in self.items:
-                    if predicate(record):
-                        return record
-                self._new.clear()
-                await self._new.wait()
+class Records(ConsoleRecords):
+    """The console's sink; events are awaited by type here."""
 
     async def wait_event(self, event_type: str, timeout_s: float = 10.0) -> dict[str, Any]:
         return await self.wait_for(
             lambda r: "console" not in r and r["type"] == event_type, timeout_s
-        )
-
-    async def wait_notice(
-        self, kind: str, timeout_s: float = 10.0, **fields: Any
-    ) -> dict[str, Any]:
-        return await self.wait_for(
-            lambda r: r.get("console") == kind and all(r.get(k) == v for k, v in fields.items()),
-            timeout_s,
         )
 
 

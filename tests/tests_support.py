@@ -10,8 +10,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from gateway import control
 from simulators.broker import MosquittoBroker
@@ -207,3 +208,42 @@ async def blinks(module: DiDoModule, coil: int, *, within_s: float) -> bool:
         seen.add(module.coil(coil))
         await asyncio.sleep(0.02)
     return len(seen) == 2
+
+
+class ConsoleRecords:
+    """A console's sink (`gateway.console`): every event and notice it gives out, and a way to
+    await one."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._new = asyncio.Event()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.items.append(record)
+        self._new.set()
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        found = [r for r in self.items if "console" not in r]
+        return [e for e in found if event_type is None or e["type"] == event_type]
+
+    def notices(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.items if r.get("console") == kind]
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for record in self.items:
+                    if predicate(record):
+                        return record
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_notice(
+        self, kind: str, timeout_s: float = 10.0, **fields: Any
+    ) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda r: r.get("console") == kind and all(r.get(k) == v for k, v in fields.items()),
+            timeout_s,
+        )
