@@ -29,18 +29,15 @@ from typing import IO, Any
 
 from gateway import control
 from simulators.access_controller import SimBus, SimController, serve_serial
-from simulators.bollard import GENERIC, VENDOR_B, BollardController, SocketSensors
+from simulators.bollard import BollardController, SocketSensors
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.gate import (
-    BOLLARD_TRAVEL_MS,
-    BOLLARD_UNITS,
     DOOR_BUS_BAUD,
-    DOORS,
     GATE_BUS_BAUD,
-    SOCKETS_UNIT,
     BrokerName,
     GateError,
+    gate_devices,
     gateway_config,
 )
 from simulators.listener import Listener, Received, listen
@@ -286,13 +283,7 @@ class ChaosGate:
 @contextlib.asynccontextmanager
 async def chaos_gate(workdir: Path, *, tmpfs_mb: int = 32) -> AsyncIterator[ChaosGate]:
     """Start the gate with its gateway and wait until it is ready; tear it all down on exit."""
-    panic_box = DiDoModule(unit_id=1)
-    bollards = {
-        1: BollardController(BOLLARD_UNITS[1], layout=GENERIC, travel_ms=BOLLARD_TRAVEL_MS),
-        2: BollardController(BOLLARD_UNITS[2], layout=VENDOR_B, travel_ms=BOLLARD_TRAVEL_MS),
-    }
-    sockets = SocketSensors(SOCKETS_UNIT, sockets=2)
-    doors = SimController(1, doors=DOORS)
+    panic_box, bollards, sockets, doors = gate_devices()
     on_gate_bus: dict[int, SimUnit] = {b.unit_id: b for b in bollards.values()}
     on_gate_bus[sockets.unit_id] = sockets
     ns = StoreNamespace(workdir / "store", tmpfs_mb)

@@ -318,6 +318,21 @@ async def _gateway_process(
     # copy_log ends at EOF, which comes when the process has exited.
 
 
+def gate_devices() -> tuple[DiDoModule, dict[int, BollardController], SocketSensors, SimController]:
+    """The simulated devices of the gate (the demo's and the chaos soak's): the alarm box, the
+    two bollards, the socket sensors and the access controller."""
+    bollards = {
+        1: BollardController(BOLLARD_UNITS[1], layout=GENERIC, travel_ms=BOLLARD_TRAVEL_MS),
+        2: BollardController(BOLLARD_UNITS[2], layout=VENDOR_B, travel_ms=BOLLARD_TRAVEL_MS),
+    }
+    return (
+        DiDoModule(unit_id=1),
+        bollards,
+        SocketSensors(SOCKETS_UNIT, sockets=2),
+        SimController(1, doors=DOORS),
+    )
+
+
 @contextlib.asynccontextmanager
 async def simulated_gate(
     workdir: Path | None = None, *, ready_timeout_s: float = 20.0, extra_config: str = ""
@@ -327,13 +342,7 @@ async def simulated_gate(
     The config, outbox and log go to `workdir` (a new temporary folder when None); the caller
     removes it, so a failed run can keep it for a look."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="schoolgate-gate-"))
-    panic_box = DiDoModule(unit_id=1)
-    bollards = {
-        1: BollardController(BOLLARD_UNITS[1], layout=GENERIC, travel_ms=BOLLARD_TRAVEL_MS),
-        2: BollardController(BOLLARD_UNITS[2], layout=VENDOR_B, travel_ms=BOLLARD_TRAVEL_MS),
-    }
-    sockets = SocketSensors(SOCKETS_UNIT, sockets=2)
-    doors = SimController(1, doors=DOORS)
+    panic_box, bollards, sockets, doors = gate_devices()
     on_gate_bus: dict[int, SimUnit] = {b.unit_id: b for b in bollards.values()}
     on_gate_bus[sockets.unit_id] = sockets
     async with (
