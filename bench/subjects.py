@@ -269,13 +269,7 @@ class Schoolgate:
             print(f"schoolgate log ends with:\n{(workdir / 'gateway.log').read_text()[-3000:]}")
             raise
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    await asyncio.to_thread(proc.wait, 15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    await asyncio.to_thread(proc.wait)
+            await stop_process(proc)
             log.close()
 
     async def _wait_ready(self, socket: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -287,3 +281,14 @@ class Schoolgate:
                     if (await control.request(socket, {"op": "status"}))["devices_ready"]:
                         return
                 await asyncio.sleep(0.02)
+
+
+async def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a gateway under test and wait for it; SIGKILL it after 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)

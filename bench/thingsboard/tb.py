@@ -16,7 +16,6 @@ It does not measure anything; `bench/scenarios.py` does, the same way for both g
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -33,7 +32,7 @@ BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from subjects import Datapoint, Layout, Running  # noqa: E402
+from subjects import Datapoint, Layout, Running, stop_process  # noqa: E402
 
 from simulators.listener import Listener, Received  # noqa: E402
 
@@ -256,13 +255,7 @@ class ThingsBoard:
             print(f"thingsboard log ends with:\n{(workdir / 'tb.log').read_text()[-3000:]}")
             raise
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    await asyncio.to_thread(proc.wait, 15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    await asyncio.to_thread(proc.wait)
+            await stop_process(proc)
             log.close()
 
 
