@@ -319,7 +319,11 @@ def main() -> int:
     parser.add_argument("--skip-thingsboard", action="store_true")
     parser.add_argument("--skip-drain", action="store_true", help="do not re-run bench/drain.py")
     parser.add_argument("--drain-rows", type=int, default=100_000)
-    parser.add_argument("--no-write", action="store_true", help="leave docs/ as they are")
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="leave docs/ and bench/results/latest.json as they are (raw results: no-write.json)",
+    )
     parser.add_argument(
         "--render-only",
         action="store_true",
@@ -343,9 +347,11 @@ def main() -> int:
         started = time.monotonic()
         results = asyncio.run(suite(args))
         results["duration_s"] = time.monotonic() - started
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1))
-        log(f"raw results: {RESULTS}")
+        # --no-write keeps the results docs/ were rendered from (--render-only redraws them).
+        target = RESULTS.with_name("no-write.json") if args.no_write else RESULTS
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(results, indent=1))
+        log(f"raw results: {target}")
     if args.no_write:
         print(report.render(results, plots_error=None))
         return 0
