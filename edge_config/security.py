@@ -16,7 +16,9 @@ the whole section with every error listed.
     public_key = "base64 of the 32 raw bytes, or a path to a PEM / .pub file"
     commands = ["acknowledge", "replay"]    # or ["*"] for every command
 
-It does not verify commands (`gateway.auth`) nor create keys (`gateway.keys`).
+It does not verify commands (`gateway.auth`) nor create keys (`gateway.keys`). Only
+`load_security` imports `cryptography` (through `gateway.keys`): a config without the section
+never loads it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, field_validator, model_validator
 
 from edge_config.errors import ConfigError
 from edge_config.models import Ident, Strict
-from gateway import auth, keys
+from gateway import auth
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 class TrustedKeyConfig(Strict):
@@ -88,6 +93,7 @@ def load_security(config: SecurityConfig, config_dir: Path) -> Security:
 
     Raises ConfigError listing every key that cannot be used.
     """
+    from gateway import keys  # noqa: PLC0415 - cryptography only with a [security] section
 
     errors: list[str] = []
     gateway_key: Ed25519PrivateKey | None = None

@@ -4,7 +4,8 @@ Owns what makes a command trustworthy before anything acts on it: the Ed25519 si
 the gateway trusts for that command, the freshness window (DC-09: -40 s/+20 s of our clock) and
 replay protection (`ReplayCache`). It also signs outgoing event payloads so a receiver can verify
 the gateway (`sign_payload` / `verify_payload`). Pure and synchronous: no I/O, no clock (the caller
-passes `now_ms`), no logging.
+passes `now_ms`), no logging. It imports `cryptography` only when a signature is checked: keys
+come from `gateway.keys`, so a gateway without a `[security]` section never loads it (about 7 MB).
 
 It does not read keys or config (`gateway.keys`, `edge_config.security`), subscribe to MQTT or
 answer rejected commands (the uplink's command handler), nor check a command's `args` against
@@ -27,12 +28,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from gateway.contract import SCHEMA_VERSION, Site
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 COMMANDS: Final = frozenset(
     {
@@ -358,6 +362,9 @@ def verify_command(
     sig = _signature(obj.get("sig"))
     if sig is None:
         raise CommandRejected("bad_signature", "missing or not a base64 Ed25519 signature")
+    # Reached only with a trusted key, which gateway.keys made, so cryptography is loaded already.
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - only with keys
+
     try:
         signed = canonical({k: v for k, v in obj.items() if k != "sig"})
         key.public_key.verify(sig, signed)
@@ -422,6 +429,8 @@ def verify_payload(raw: bytes, public_keys: Mapping[str, Ed25519PublicKey]) -> d
     sig = _signature(obj.pop("sig", None))
     if sig is None:
         raise PayloadRejected("bad_signature", "missing or not a base64 Ed25519 signature")
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - only with keys
+
     try:
         key.verify(sig, _signed_part(obj))
     except ValueError:

@@ -1,0 +1,96 @@
+"""What a running gateway has imported: `cryptography` (about 7 MB resident) only when the config
+has a `[security]` section. A gateway without one must start, run and refuse commands without it.
+
+The child (`startup_child.py`) does what `schoolgate run` does with the simulated gate's config
+(every device kind and line type, both destinations; nothing needs to answer), so an import of
+cryptography anywhere on the way in, in a driver, in the uplinks or in the command path, shows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators.broker import free_port
+from simulators.gate import gateway_config
+
+CHILD = Path(__file__).parent / "startup_child.py"
+ROOT = Path(__file__).parent.parent
+
+
+def run_child(workdir: Path, extra_config: str = "") -> dict[str, Any]:
+    config = workdir / "schoolgate.toml"
+    config.write_text(
+        gateway_config(
+            workdir,
+            police_port=free_port(),
+            bureau_port=free_port(),
+            modbus_port=free_port(),
+            gate_bus=str(workdir / "no-gate-bus"),
+            door_bus=str(workdir / "no-door-bus"),
+        )
+        + extra_config
+    )
+    out = workdir / "imports.json"
+    done = subprocess.run(
+        [sys.executable, str(CHILD), str(config), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    assert done.returncode == 0, f"child failed:\n{done.stdout}\n{done.stderr}"
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def crypto_modules(modules: list[str]) -> list[str]:
+    return [name for name in modules if name.split(".")[0] == "cryptography"]
+
+
+def test_a_gateway_without_security_never_imports_cryptography(tmp_path: Path) -> None:
+    child = run_child(tmp_path)
+    assert "status_keys" in child  # it ran: the control socket answered
+    assert crypto_modules(child["running"]) == []
+    # A command is refused as before, and refusing it does not load cryptography either.
+    assert (child["status"], child["reason"]) == ("rejected", "unknown_key")
+    assert child["detail"] == "this gateway trusts no keys ([security])"
+    assert crypto_modules(child["after_command"]) == []
+
+
+def test_a_gateway_with_security_loads_cryptography_and_checks_signatures(tmp_path: Path) -> None:
+    # The control: the same child does see cryptography when keys are configured.
+    from gateway import keys  # noqa: PLC0415 - the other test proves importing it is not free
+
+    gate = keys.write_key_pair(tmp_path / "keys", "north-gate")
+    receiver = keys.write_key_pair(tmp_path / "keys", "police-console")
+    security = (
+        "\n[security]\n"
+        f'gateway_key_file = "{gate.private_key}"\n'
+        'gateway_key_id = "north-gate"\n'
+        "[[security.trusted_keys]]\n"
+        'id = "police-console"\n'
+        f'public_key = "{receiver.public_b64}"\n'
+        'commands = ["acknowledge"]\n'
+    )
+    child = run_child(tmp_path, security)
+    assert "cryptography.hazmat.primitives.asymmetric.ed25519" in child["running"]
+    assert (child["status"], child["reason"]) == ("rejected", "bad_signature")
+
+
+@pytest.mark.parametrize("module", ["gateway.auth", "edge_config.security", "gateway.commands"])
+def test_modules_on_the_start_up_path_do_not_import_cryptography(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'cryptography'], 'imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
