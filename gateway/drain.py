@@ -63,6 +63,12 @@ class Drain:
         """A lane that got a row since the last claim (seen while taking a queued row)."""
         self._since_ms = connected_since_ms
         self._claim_size = max(claim_size, window)
+        self._low_water = self._claim_size // 2
+        self._more = False
+        """The last claim was full: more of the backlog may wait on disk."""
+        self._refill = asyncio.Event()
+        """Set when the queue runs low: the refiller claims the next chunk while the senders
+        go on with what is queued, so the window never waits for the store thread."""
         self._cursors = dict.fromkeys(Lane, 0)
         self._queue: deque[PendingDelivery] = deque()
         self._acked: list[int] = []
@@ -73,6 +79,7 @@ class Drain:
         self._on_sent = on_sent
         """Told of every batch marked sent (the latches light the lamp from it)."""
         self.sent = 0
+        self._topics: dict[str, str] = {}
 
     async def run(self) -> None:
         """Send until cancelled or a publish fails (the failure propagates: reconnect). A broker
@@ -82,6 +89,7 @@ class Drain:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._marker(), name=f"drain:{self._name}:marker")
                 tg.create_task(self._watch_stall(), name=f"drain:{self._name}:stall")
+                tg.create_task(self._refiller(), name=f"drain:{self._name}:refill")
                 # Alarms have a sender of their own: they never wait for a window slot or
                 # behind a claim of the backlog.
                 tg.create_task(self._express(tg), name=f"drain:{self._name}:alarms")
@@ -127,7 +135,8 @@ class Drain:
         while True:
             if alarm_wakeup.is_set():
                 self._alarms_clear.clear()  # an alarm is stored: let it go first
-            await self._alarms_clear.wait()
+            if not self._alarms_clear.is_set():  # a coroutine per message costs: test first
+                await self._alarms_clear.wait()
             row = self._ready_row()
             if row is None:
                 async with self._claiming:  # one sender claims; the others queue behind it
@@ -140,11 +149,12 @@ class Drain:
         payload = contract.finish_event_payload(
             row.body, historical=row.occurred_at_ms < self._since_ms, attempt=row.attempt
         )
+        topic = self._topics.get(row.category)
+        if topic is None:
+            topic = self._topics[row.category] = contract.event_topic(self._site, row.category)
         self._in_flight += 1
         try:
-            await self._publisher.publish(
-                contract.event_topic(self._site, row.category), payload, timeout_s=None
-            )
+            await self._publisher.publish(topic, payload, timeout_s=None)
         finally:
             self._in_flight -= 1
         self._last_ack = asyncio.get_running_loop().time()
@@ -153,14 +163,26 @@ class Drain:
         self._ack_ready.set()
 
     def _ready_row(self) -> PendingDelivery | None:
-        """The next queued row, unless the queue is empty, a claim is under way, or something
-        more urgent than the queue's head arrived (then the sender takes the slow path)."""
-        if not self._queue or self._claiming.locked():
+        """The next queued row, unless the queue is empty or something more urgent than the
+        queue's head arrived (then the sender takes the slow path). A claim under way does not
+        stop it: a claim only adds rows above each lane's cursor and merges them in order."""
+        if not self._queue:
             return None
         self._note_urgent()
         if self._urgent is not None and self._urgent < self._queue[0].lane:
             return None
-        return self._queue.popleft()
+        row = self._queue.popleft()
+        if self._more and len(self._queue) < self._low_water:
+            self._refill.set()
+        return row
+
+    async def _refiller(self) -> None:
+        while True:
+            await self._refill.wait()
+            async with self._claiming:
+                self._refill.clear()
+                if len(self._queue) < self._low_water:
+                    await self._claim(lanes=list(_BACKLOG_LANES))
 
     def _note_urgent(self) -> None:
         lane = self._outbox.take_new_lane(self._name, _BACKLOG_LANES)
@@ -185,6 +207,7 @@ class Drain:
 
     async def _claim(self, lanes: list[Lane]) -> None:
         rows = await self._outbox.claim(self._name, self._claim_size, self._cursors, lanes)
+        self._more = len(rows) == self._claim_size
         for row in rows:
             self._cursors[row.lane] = max(self._cursors[row.lane], row.seq)
         if rows:

@@ -381,6 +381,8 @@ class Outbox:
         call, if any (and forget those lanes): lets a sender see that something more urgent
         arrived while it drains a backlog."""
         new = self._new_lanes[destination]
+        if not new:  # the common case, asked once per message sent
+            return None
         found = [lane for lane in among if lane in new]
         new.difference_update(found)
         return min(found) if found else None
@@ -625,9 +627,10 @@ class _ClaimQuery:
         with contextlib.suppress(*STORAGE_ERRORS):
             in_transaction(
                 db,
-                lambda: db.executemany(
-                    "UPDATE deliveries SET attempts = attempts + 1 WHERE destination=? AND seq=?",
-                    [(self.destination, row[0]) for row in found],
+                lambda: db.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1 WHERE destination = ?"
+                    " AND seq IN (SELECT value FROM json_each(?))",
+                    (self.destination, _seq_array(row[0] for row in found)),
                 ),
                 durable=False,
             )
@@ -637,12 +640,20 @@ class _ClaimQuery:
         ]
 
 
+def _seq_array(seqs: Iterable[int]) -> str:
+    """Seqs as one JSON array for `seq IN (SELECT value FROM json_each(?))`: one statement for a
+    whole batch, where executemany would step (and hand the GIL to and fro) once per row while
+    the event loop is busiest."""
+    return "[" + ",".join(str(int(seq)) for seq in seqs) + "]"
+
+
 def _mark_sent(db: sqlite3.Connection, destination: str, seqs: Iterable[int], at: int) -> None:
     in_transaction(
         db,
-        lambda: db.executemany(
-            "UPDATE deliveries SET sent_at_ms=? WHERE destination=? AND seq=?",
-            [(at, destination, seq) for seq in seqs],
+        lambda: db.execute(
+            "UPDATE deliveries SET sent_at_ms = ? WHERE destination = ?"
+            " AND seq IN (SELECT value FROM json_each(?))",
+            (at, destination, _seq_array(seqs)),
         ),
         durable=False,
     )

@@ -282,3 +282,42 @@ async def test_age_cap_evicts_old_undelivered_telemetry_and_state_but_not_alarms
     assert report.evicted_undelivered == {"telemetry": 1, "state": 1}
     assert kept[:2] == [old_alarm.seq, fresh.seq]  # then the gateway.eviction report
     assert len(kept) == 3
+
+
+async def test_the_next_chunk_is_claimed_before_the_queue_runs_dry(tmp_path: Path) -> None:
+    """The window must not stall on the store thread between chunks of a backlog: the refiller
+    claims the next chunk while half of the current one is still queued."""
+    queued_at_claim: list[int] = []
+    drain: Drain | None = None
+
+    class Acking(Recorder):
+        async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+            await super().publish(topic, payload, **kwargs)
+            await asyncio.sleep(0.0005)  # a PUBACK takes a round trip
+
+    class Watched(Outbox):
+        async def claim(self, *args: Any, **kwargs: Any) -> Any:
+            lanes = kwargs.get("lanes", args[3] if len(args) > 3 else ())
+            if drain is not None and Lane.TELEMETRY in lanes:  # not the alarm sender's claims
+                queued_at_claim.append(len(drain._queue))
+            return await super().claim(*args, **kwargs)
+
+    async with Watched(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        for i in range(1200):
+            outbox.submit(make("telemetry.temp", at_ms=i))
+        await outbox.flush()
+        publisher = Acking()
+        drain = Drain("bureau", outbox, SITE, publisher, window=8, connected_since_ms=0)
+        task = asyncio.create_task(drain.run())
+        try:
+            await wait_until(lambda: drain is not None and drain.sent >= 1200)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    seqs = [p["seq"] for p in publisher.published]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 1200
+    # Claims of 256: the first finds an empty queue, the following ones a queue still holding
+    # rows (claimed ahead), until the backlog is exhausted.
+    assert len(queued_at_claim) >= 5
+    assert all(n > 0 for n in queued_at_claim[1:5]), queued_at_claim
