@@ -1,6 +1,6 @@
 """Child process for test_startup_imports.py: does what `schoolgate run -c CONFIG` does (load the
 config, build the gateway, run it until its control socket answers), hands it one signed-looking
-command, stops it, and writes what was imported to a JSON file.
+command, stops it, and writes what was imported (and how many objects start-up froze) to JSON.
 
     python tests/startup_child.py CONFIG OUT_JSON
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import sys
 import uuid
@@ -56,6 +57,7 @@ async def main(config_path: Path, out: Path) -> None:
             except control.ControlError:
                 await asyncio.sleep(0.05)
     imported_when_running = sorted(sys.modules)
+    frozen = gc.get_freeze_count()
     result = await gateway.commands.handle(
         command_bytes(config.site.school_id, config.site.gateway_id),
         destination="police",
@@ -69,6 +71,7 @@ async def main(config_path: Path, out: Path) -> None:
                 "running": imported_when_running,
                 "after_command": sorted(sys.modules),
                 "status_keys": sorted(status),
+                "frozen": frozen,
                 "status": result.status,
                 "reason": result.reason,
                 "detail": result.detail,

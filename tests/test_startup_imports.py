@@ -94,3 +94,10 @@ def test_modules_on_the_start_up_path_do_not_import_cryptography(module: str) ->
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_start_up_objects_are_moved_out_of_the_collectors_reach(tmp_path: Path) -> None:
+    """gc.freeze() after start-up: the idle gateway's full collections no longer walk the
+    modules, config and drivers (about a fifth of its idle CPU)."""
+    child = run_child(tmp_path)
+    assert child["frozen"] > 20_000
