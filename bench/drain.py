@@ -3,9 +3,13 @@ process starts with the broker up and drains it, while a panic button is pressed
 simulated alarm box. Compared with raw paho-mqtt QoS 1 publishing measured in the same run
 against the same broker.
 
-    .venv/bin/python bench/drain.py [--rows 1000000] [--presses 100] [--write docs/benchmarks.md]
+    .venv/bin/python bench/drain.py [--rows 1000000] [--presses 100] [--rounds 3]
+                                    [--write docs/benchmarks.md]
 
-Prints the raw paho rate, the drain rate and their ratio, and the press-to-arrival latency of
+Raw paho and the drain alternate (raw, drain, raw, drain, ..., raw) so each drain is compared with
+the raw runs just before and after it on a machine whose load drifts. Prints the raw paho rates,
+the forwarding rates (first to last PUBACK, from the gateway's own delivery records) and their
+ratios, and the press-to-arrival latency of
 alarms (simulated press -> `alarm.panic` at a subscriber on the broker) during the drain and at
 idle afterwards, with the ratio of the p99s.
 """
@@ -19,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -124,6 +129,20 @@ async def fill_backlog(path: Path, rows: int) -> None:
             await outbox.flush()
 
 
+def forwarding_rate(db_path: Path) -> float:
+    """Backlog rows acknowledged per second from the first recorded PUBACK batch to the last,
+    read from the gateway's own delivery records (rows of the first batch not counted): the
+    forwarding rate without the process's start-up, which the footprint measures on its own."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
+        first, last = db.execute(
+            "SELECT MIN(sent_at_ms), MAX(sent_at_ms) FROM deliveries WHERE lane = 2"
+        ).fetchone()
+        (after_first,) = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE lane = 2 AND sent_at_ms > ?", (first,)
+        ).fetchone()
+    return float(after_first) / (max(last - first, 1) / 1000)
+
+
 def pending(db_path: Path) -> int:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
         (n,) = db.execute(
@@ -157,90 +176,119 @@ async def press(box: DiDoModule, listener: Listener, gap_s: float) -> float:
     return (hit.arrived_ns - pressed) / 1e6
 
 
-async def main(rows: int, presses: int, write: Path | None) -> None:
+@dataclasses.dataclass
+class Round:
+    forwarding: float
+    """Backlog rows per second from the first PUBACK batch to the last (`forwarding_rate`)."""
+    end_to_end: float
+    """Backlog rows per second from the gateway process's start to an empty backlog."""
+    drain_s: float
+    during: list[float]
+    idle: list[float]
+
+
+async def drain_once(broker_port: int, workdir: Path, rows: int, idle_presses: int) -> Round:
+    """Fill a fresh outbox with `rows` telemetry rows, start the gateway, press the button
+    while it drains, then `idle_presses` more once the backlog is gone."""
+    t = time.perf_counter()
+    await fill_backlog(workdir / "outbox.db", rows)
+    print(f"backlog of {rows:,} telemetry rows stored in {time.perf_counter() - t:.1f} s")
+    box = DiDoModule(unit_id=1)
+    topic = contract.event_topic(SITE, "alarm")
+    async with (
+        serve_tcp(box) as (_, modbus_port),
+        listen("alarms", "127.0.0.1", broker_port, topic) as listener,
+    ):
+        config = workdir / "schoolgate.toml"
+        config.write_text(
+            CONFIG.format(
+                dir=workdir, port=broker_port, modbus=modbus_port, window=WINDOW, poll=POLL_MS
+            )
+        )
+        log = (workdir / "gateway.log").open("wb")
+        gateway = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+            gateway_command(config),
+            stdout=log,
+            stderr=log,
+        )
+        start = time.perf_counter()
+        await wait_ready(workdir / "control.sock")  # a press before the first poll is lost
+        during: list[float] = []
+        while await asyncio.to_thread(pending, workdir / "outbox.db") > 0:
+            during.append(await press(box, listener, 0.1))
+        drain_s = time.perf_counter() - start
+        forwarding = await asyncio.to_thread(forwarding_rate, workdir / "outbox.db")
+        idle = [await press(box, listener, 0.1) for _ in range(idle_presses)]
+        gateway.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(gateway.wait, 30)
+        log.close()
+    return Round(forwarding, rows / drain_s, drain_s, during, idle)
+
+
+async def main(rows: int, presses: int, rounds: int, write: Path | None) -> None:
     like = telemetry(rows)
     body = contract.encode_event_body(SITE, dataclasses.replace(like, seq=rows))  # type: ignore[type-var]
     sample = contract.finish_event_payload(body, historical=True, attempt=1)
+    raws: list[float] = []
+    done: list[Round] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         async with MosquittoBroker("bench") as broker:
-            raw = await asyncio.to_thread(raw_paho_rate, broker.port, min(rows, 50_000), sample)
-            print(f"raw paho QoS 1: {raw:,.0f} msg/s ({len(sample)} B payload, window {WINDOW})")
-            t = time.perf_counter()
-            await fill_backlog(workdir / "outbox.db", rows)
-            print(f"backlog of {rows:,} telemetry rows stored in {time.perf_counter() - t:.1f} s")
-            box = DiDoModule(unit_id=1)
-            topic = contract.event_topic(SITE, "alarm")
-            async with (
-                serve_tcp(box) as (_, modbus_port),
-                listen("alarms", "127.0.0.1", broker.port, topic) as listener,
-            ):
-                config = workdir / "schoolgate.toml"
-                config.write_text(
-                    CONFIG.format(
-                        dir=workdir,
-                        port=broker.port,
-                        modbus=modbus_port,
-                        window=WINDOW,
-                        poll=POLL_MS,
-                    )
+
+            async def raw_once() -> None:
+                raw = await asyncio.to_thread(raw_paho_rate, broker.port, min(rows, 50_000), sample)
+                raws.append(raw)
+                print(
+                    f"raw paho QoS 1: {raw:,.0f} msg/s ({len(sample)} B payload, window {WINDOW})"
                 )
-                log = (workdir / "gateway.log").open("wb")
-                gateway = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                    gateway_command(config),
-                    stdout=log,
-                    stderr=log,
-                )
-                start = time.perf_counter()
-                await wait_ready(workdir / "control.sock")  # a press before the first poll is lost
-                during: list[float] = []
-                while await asyncio.to_thread(pending, workdir / "outbox.db") > 0:
-                    during.append(await press(box, listener, 0.1))
-                drain_s = time.perf_counter() - start
-                idle = [await press(box, listener, 0.1) for _ in range(max(presses, len(during)))]
-                gateway.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(gateway.wait, 30)
-                log.close()
-    report(
-        rows=rows,
-        raw=raw,
-        drain_rate=rows / drain_s,
-        drain_s=drain_s,
-        during=during,
-        idle=idle,
-        write=write,
-    )
+
+            # Raw and drain alternate, and each drain is compared with the raw runs either side
+            # of it: a shared machine's load drifts within minutes.
+            await raw_once()
+            for i in range(rounds):
+                last = i == rounds - 1
+                scratch = Path(tempfile.mkdtemp(dir=workdir))
+                got = await drain_once(broker.port, scratch, rows, presses if last else 0)
+                await asyncio.to_thread(shutil.rmtree, scratch)
+                done.append(got)
+                await raw_once()
+                ratio = got.forwarding / ((raws[-2] + raws[-1]) / 2)
+                print(f"round {i + 1}: forwarding {got.forwarding:,.0f} msg/s, {ratio:.2f} of raw")
+    report(rows=rows, raws=raws, rounds=done, write=write)
 
 
-def report(
-    *,
-    rows: int,
-    raw: float,
-    drain_rate: float,
-    drain_s: float,
-    during: list[float],
-    idle: list[float],
-    write: Path | None,
-) -> None:
+def report(*, rows: int, raws: list[float], rounds: list[Round], write: Path | None) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    figures = {
+    ratios = [r.forwarding / ((raws[i] + raws[i + 1]) / 2) for i, r in enumerate(rounds)]
+    during = [ms for r in rounds for ms in r.during]
+    idle = rounds[-1].idle
+    middle = sorted(range(len(rounds)), key=lambda i: ratios[i])[len(rounds) // 2]
+    figures: dict[str, object] = {
         "machine": machine,
         "backlog rows": rows,
-        "raw paho QoS 1 (msg/s)": round(raw),
-        "gateway drain (msg/s)": round(drain_rate),
-        "drain / raw": round(drain_rate / raw, 2),
-        "drain time (s)": round(drain_s, 1),
-        f"press-to-arrival idle p50 / p99 (ms, poll {POLL_MS} ms)": (
-            f"{statistics.median(idle):.1f} / {percentile(idle, 0.99):.1f}"
+        "rounds (raw, drain, raw, ...)": len(rounds),
+        "raw paho QoS 1 (msg/s)": " / ".join(f"{r:.0f}" for r in raws),
+        "gateway forwarding, first to last PUBACK (msg/s)": " / ".join(
+            f"{r.forwarding:.0f}" for r in rounds
         ),
-        "press-to-arrival during drain p50 / p99 (ms)": (
-            f"{statistics.median(during):.1f} / {percentile(during, 0.99):.1f}"
-            if during
-            else "no press completed during the drain"
+        "forwarding / raw (each round, against the raw runs either side)": " / ".join(
+            f"{x:.2f}" for x in ratios
         ),
-        "presses during drain / idle": f"{len(during)} / {len(idle)}",
+        "forwarding / raw": round(ratios[middle], 2),
+        "backlog / time from process start to drained (msg/s)": round(rounds[middle].end_to_end),
+        "drain time from process start (s)": round(rounds[middle].drain_s, 1),
     }
-    if during:
+    if idle:
+        figures[f"press-to-arrival idle p50 / p99 (ms, poll {POLL_MS} ms)"] = (
+            f"{statistics.median(idle):.1f} / {percentile(idle, 0.99):.1f}"
+        )
+    figures["press-to-arrival during drain p50 / p99 (ms)"] = (
+        f"{statistics.median(during):.1f} / {percentile(during, 0.99):.1f}"
+        if during
+        else "no press completed during the drain"
+    )
+    figures["presses during drain / idle"] = f"{len(during)} / {len(idle)}"
+    if during and idle:
         figures["p99 during drain / idle p99"] = round(
             percentile(during, 0.99) / percentile(idle, 0.99), 2
         )
@@ -249,8 +297,9 @@ def report(
         section = (
             "## Store-and-forward drain (bench/drain.py)\n\n"
             f"Measured {time.strftime('%Y-%m-%d')} on {machine}; mosquitto on loopback; the real "
-            f"gateway process; in-flight window {WINDOW}. Command: "
-            f"`.venv/bin/python bench/drain.py --rows {rows}`.\n\n"
+            f"gateway process; in-flight window {WINDOW}; raw paho and the gateway's drain "
+            f"alternate, {len(rounds)} drains, the median round's ratio reported. Command: "
+            f"`.venv/bin/python bench/drain.py --rows {rows} --rounds {len(rounds)}`.\n\n"
             "| figure | value |\n| --- | --- |\n"
             + "".join(f"| {k} | {v} |\n" for k, v in figures.items())
             + "\n"
@@ -273,6 +322,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--presses", type=int, default=100, help="idle presses (at least)")
+    parser.add_argument("--rounds", type=int, default=3, help="drains, each between raw runs")
     parser.add_argument("--write", type=Path, help="record the results in this markdown file")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.presses, args.write))
+    asyncio.run(main(args.rows, args.presses, max(1, args.rounds), args.write))

@@ -31,24 +31,43 @@ def cdf(ax: Any, values: list[float], label: str, colour: str, style: str = "-")
 
 def latency(results: dict[str, Any], out: Path) -> None:
     polls = results["settings"]["polls_ms"]
-    fig, axes = plt.subplots(1, len(polls), figsize=(5 * len(polls), 4), sharey=True)
-    for ax, poll in zip(axes, polls, strict=True):
+    rtu = {
+        name: run
+        for name in COLOURS
+        if (run := (results.get(name) or {}).get("rtu")) and run.get("latencies_ms")
+    }
+    panels = len(polls) + (1 if rtu else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), sharey=True, squeeze=False)
+    row = list(axes[0])
+    for ax, poll in zip(row, polls, strict=False):
         for name, colour in COLOURS.items():
             run = ((results.get(name) or {}).get("latency") or {}).get(str(poll))
             if run and run["latencies_ms"]:
-                cdf(ax, run["latencies_ms"], f"{name} (n={len(run['latencies_ms'])})", colour)
+                cdf(ax, run["latencies_ms"], label(name, run), colour)
         ax.axvline(poll + 30, color="grey", linestyle=":", label=f"target p99 ({poll + 30} ms)")
-        ax.axhline(0.99, color="lightgrey", linewidth=0.8)
         ax.set_title(f"Modbus TCP, poll {poll} ms")
+    if rtu:
+        ax = row[-1]
+        for name, run in rtu.items():
+            cdf(ax, run["latencies_ms"], label(name, run), COLOURS[name])
+        ax.axvline(300, color="grey", linestyle=":", label="target p99 (300 ms)")
+        ax.set_title("shared 9600-baud RTU line, box poll 50 ms")
+    for ax in row:
+        ax.axhline(0.99, color="lightgrey", linewidth=0.8)
         ax.set_xlabel("press -> arrival at the broker's subscriber (ms)")
         ax.set_xscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    axes[0].set_ylabel("fraction of presses")
-    fig.suptitle("Alarm latency (cumulative distribution)")
+    row[0].set_ylabel("fraction of presses")
+    fig.suptitle("Alarm latency (cumulative distribution of the presses that arrived)")
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=110)
     plt.close(fig)
+
+
+def label(name: str, run: dict[str, Any]) -> str:
+    missed = run.get("missed") or 0
+    return f"{name} (n={len(run['latencies_ms'])}" + (f", {missed} never" if missed else "") + ")"
 
 
 def drain(results: dict[str, Any], out: Path) -> None:

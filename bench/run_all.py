@@ -3,6 +3,7 @@
 and mosquitto brokers, with raw paho-mqtt as the ceiling for forwarding.
 
     .venv/bin/python bench/run_all.py [--quick] [--presses N] [--skip-thingsboard]
+    .venv/bin/python bench/run_all.py --no-write --only rtu --subjects thingsboard --rtu-presses 5
 
 Writes the raw results to bench/results/latest.json, the report section of docs/benchmarks.md
 (between `<!-- suite:begin -->` and `<!-- suite:end -->`; the other sections, the chaos block
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import shutil
 import subprocess
@@ -35,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 import report  # noqa: E402
 import scenarios  # noqa: E402
-import shared_line  # noqa: E402
 from drain import raw_paho_rate, telemetry  # noqa: E402
 from procstat import loadavg, machine  # noqa: E402
 from subjects import Schoolgate  # noqa: E402
@@ -87,20 +88,53 @@ async def raw_baseline(count: int) -> dict[str, float]:
     return {"msg_per_s": rate, "payload_bytes": len(sample), "count": count}
 
 
+PHASES = (
+    "raw",
+    "latency",
+    "rtu",
+    "short",
+    "throughput",
+    "outage",
+    "reconnects",
+    "footprint",
+    "drain",
+)
+"""What `--only` can pick (development: one piece at a time; the report says what ran)."""
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    return {
+        "presses": args.presses or (40 if quick else 500),
+        "tb_presses": args.tb_presses or (20 if quick else 500),
+        # A safety net, not the plan: 500 ThingsBoard presses take 4-5 min per interval.
+        "tb_budget_s": 60.0 if quick else 600.0,
+        "miss_after_s": scenarios.MISS_AFTER_S,
+        "late_wait_s": scenarios.LATE_WAIT_S,
+        "rtu_presses": args.rtu_presses or (15 if quick else 300),
+        "rtu_budget_s": 60.0 if quick else 420.0,
+        "rtu_gap_s": scenarios.RTU_GAP_S,
+        "polls_ms": [int(p) for p in args.polls.split(",")] if args.polls else [20, 50, 100],
+        "window_s": 5.0 if quick else 10.0,
+        "steps": [20, 40] if quick else [20, 40, 80, 160],
+        "down_s": 5.0 if quick else 20.0,
+        "idle_s": 10.0 if quick else 30.0,
+        "short_presses": 10 if quick else 40,
+        "reconnect_cycles": 3 if quick else 6,
+    }
+
+
 async def suite(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
-    presses = args.presses or (40 if quick else 500)
-    tb_presses = args.tb_presses or (20 if quick else 200)
-    tb_budget_s = 60.0 if quick else 180.0
-    rtu_presses = args.rtu_presses or (30 if quick else 200)
-    polls = [20, 50, 100]
-    window_s = 5.0 if quick else 10.0
-    steps = [20, 40] if quick else [20, 40, 80, 160]
-    down_s = 5.0 if quick else 20.0
-    idle_s = 10.0 if quick else 30.0
-    subjects: list[Any] = [Schoolgate()]
+    only = set(args.only.split(",")) if args.only else set(PHASES)
+    unknown = only - set(PHASES)
+    if unknown:
+        raise SystemExit(f"--only: unknown phase(s) {sorted(unknown)}; pick from {PHASES}")
+    s = settings(args)
+    names = args.subjects.split(",") if args.subjects else ["schoolgate", "thingsboard"]
+    subjects: list[Any] = [Schoolgate()] if "schoolgate" in names else []
     errors: dict[str, str] = {}
-    if not args.skip_thingsboard:
+    if "thingsboard" in names and not args.skip_thingsboard:
         try:
             log(f"thingsboard-gateway {TB_VERSION}: venv {setup()}")
             subjects.append(ThingsBoard())
@@ -110,18 +144,9 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "load_start": loadavg(),
         "quick": quick,
+        "only": sorted(only) if args.only else None,
         "thingsboard_version": TB_VERSION,
-        "settings": {
-            "presses": presses,
-            "tb_presses": tb_presses,
-            "tb_budget_s": tb_budget_s,
-            "rtu_presses": rtu_presses,
-            "polls_ms": polls,
-            "window_s": window_s,
-            "steps": steps,
-            "down_s": down_s,
-            "idle_s": idle_s,
-        },
+        "settings": s,
         "errors": errors,
     }
     work = Path(tempfile.mkdtemp(prefix="schoolgate-suite-"))
@@ -131,64 +156,34 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    results["raw_paho"] = await guarded(
-        errors, "raw paho", lambda: raw_baseline(5_000 if quick else 30_000)
-    )
+    if "raw" in only:
+        results["raw_paho"] = await guarded(
+            errors, "raw paho", lambda: raw_baseline(5_000 if quick else 30_000)
+        )
     for subject in subjects:
-        name = subject.name
-        n = presses if name == "schoolgate" else tb_presses
-        out: dict[str, Any] = {"latency": {}, "throughput": [], "load": {}}
-        results[name] = out
-        for poll in polls:
-            out["latency"][str(poll)] = await guarded(
-                errors,
-                f"{name} latency poll {poll} ms",
-                lambda s=subject, p=poll, n=n: scenarios.latency(
-                    s,
-                    workdir(f"{s.name}-lat-{p}"),
-                    poll_ms=p,
-                    presses=n,
-                    budget_s=None if s.name == "schoolgate" else tb_budget_s,
-                ),
-            )
-            out["load"][f"latency {poll}"] = loadavg()
-        out["short_presses"] = await guarded(
+        results[subject.name] = await subject_phases(subject, s, only, errors, workdir)
+    schoolgate = results.get("schoolgate")
+    if schoolgate is not None and "footprint" in only:
+        schoolgate["footprint_demo"] = await guarded(
             errors,
-            f"{name} short presses",
-            lambda s=subject: scenarios.short_presses(
-                s, workdir(f"{s.name}-short"), poll_ms=100, hold_ms=20, presses=10 if quick else 40
+            "schoolgate footprint (demo gate)",
+            lambda: scenarios.footprint_demo_gate(workdir("demo-gate"), idle_s=s["idle_s"]),
+        )
+        schoolgate["footprint_demo_signed"] = await guarded(
+            errors,
+            "schoolgate footprint (demo gate, signed)",
+            lambda: scenarios.footprint_demo_gate(
+                workdir("demo-gate-signed"), idle_s=s["idle_s"], signed=True
             ),
         )
-        out["throughput"] = await saturate(subject, errors, workdir, steps, window_s)
-        out["load"]["throughput"] = loadavg()
-        out["outage"] = await guarded(
+        schoolgate["footprint_floor"] = await guarded(
             errors,
-            f"{name} outage",
-            lambda s=subject: scenarios.outage(s, workdir(f"{s.name}-outage"), down_s=down_s),
+            "footprint of the stack alone",
+            lambda: scenarios.footprint_floor(idle_s=s["idle_s"]),
         )
-        out["reconnects"] = await guarded(
-            errors,
-            f"{name} reconnects",
-            lambda s=subject: scenarios.reconnects(
-                s, workdir(f"{s.name}-reconnect"), cycles=3 if quick else 6, down_s=5.0
-            ),
-        )
-        out["footprint_single"] = await guarded(
-            errors,
-            f"{name} footprint (one device at 1 s)",
-            lambda s=subject: scenarios.footprint_single(s, workdir(f"{s.name}-fp"), idle_s=idle_s),
-        )
-    results["schoolgate"]["footprint_demo"] = await guarded(
-        errors,
-        "schoolgate footprint (demo gate)",
-        lambda: scenarios.footprint_demo_gate(workdir("demo-gate"), idle_s=idle_s),
-    )
-    results["schoolgate"]["rtu"] = await guarded(
-        errors, "schoolgate RTU shared line", lambda: rtu_latency(rtu_presses, workdir("rtu"))
-    )
-    if not args.skip_drain:
+    if schoolgate is not None and "drain" in only and not args.skip_drain:
         rows = 20_000 if quick else args.drain_rows
-        results["schoolgate"]["drain_section"] = await guarded(
+        schoolgate["drain_section"] = await guarded(
             errors, "schoolgate drain (bench/drain.py)", lambda: run_drain(rows)
         )
     results["load_end"] = loadavg()
@@ -196,9 +191,86 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+async def subject_phases(
+    subject: Any,
+    s: dict[str, Any],
+    only: set[str],
+    errors: dict[str, str],
+    workdir: Callable[[str], Path],
+) -> dict[str, Any]:
+    """Every phase in `only` for one gateway, in the suite's order."""
+    name = subject.name
+    tb = name != "schoolgate"
+    out: dict[str, Any] = {"latency": {}, "throughput": [], "load": {}}
+    if "latency" in only:
+        for poll in s["polls_ms"]:
+            out["latency"][str(poll)] = await guarded(
+                errors,
+                f"{name} latency poll {poll} ms",
+                functools.partial(
+                    scenarios.latency,
+                    subject,
+                    workdir(f"{name}-lat-{poll}"),
+                    poll_ms=poll,
+                    presses=s["tb_presses"] if tb else s["presses"],
+                    budget_s=s["tb_budget_s"] if tb else None,
+                ),
+            )
+            out["load"][f"latency {poll}"] = loadavg()
+    if "rtu" in only:
+        out["rtu"] = await guarded(
+            errors,
+            f"{name} RTU shared line",
+            lambda: scenarios.rtu_latency(
+                subject,
+                workdir(f"{name}-rtu"),
+                presses=s["rtu_presses"],
+                budget_s=s["rtu_budget_s"],
+            ),
+        )
+        out["load"]["rtu"] = loadavg()
+    if "short" in only:
+        out["short_presses"] = await guarded(
+            errors,
+            f"{name} short presses",
+            lambda: scenarios.short_presses(
+                subject,
+                workdir(f"{name}-short"),
+                poll_ms=100,
+                hold_ms=20,
+                presses=s["short_presses"],
+            ),
+        )
+    if "throughput" in only:
+        out["throughput"] = await saturate(subject, errors, workdir, s["steps"], s["window_s"])
+        out["load"]["throughput"] = loadavg()
+    if "outage" in only:
+        out["outage"] = await guarded(
+            errors,
+            f"{name} outage",
+            lambda: scenarios.outage(subject, workdir(f"{name}-outage"), down_s=s["down_s"]),
+        )
+    if "reconnects" in only:
+        out["reconnects"] = await guarded(
+            errors,
+            f"{name} reconnects",
+            lambda: scenarios.reconnects(
+                subject, workdir(f"{name}-reconnect"), cycles=s["reconnect_cycles"], down_s=5.0
+            ),
+        )
+    if "footprint" in only:
+        out["footprint_single"] = await guarded(
+            errors,
+            f"{name} footprint (one device at 1 s)",
+            lambda: scenarios.footprint_single(subject, workdir(f"{name}-fp"), idle_s=s["idle_s"]),
+        )
+    return out
+
+
 async def redo_outage(results: dict[str, Any]) -> None:
     down_s = results["settings"]["down_s"]
-    for subject in (Schoolgate(), ThingsBoard()):
+    subjects: tuple[Any, ...] = (Schoolgate(), ThingsBoard())
+    for subject in subjects:
         key = f"{subject.name} outage"
         if results.get(subject.name, {}).get("outage") is not None:
             continue
@@ -206,7 +278,7 @@ async def redo_outage(results: dict[str, Any]) -> None:
             got = await guarded(
                 results["errors"],
                 key,
-                lambda s=subject, d=Path(tmp): scenarios.outage(s, d, down_s=down_s),
+                functools.partial(scenarios.outage, subject, Path(tmp), down_s=down_s),
             )
         if got is not None:
             first_error = results["errors"].pop(key, "")
@@ -232,10 +304,11 @@ async def saturate(
         step = await guarded(
             errors,
             f"{subject.name} throughput {devices} devices",
-            lambda d=devices: scenarios.throughput(
+            functools.partial(
+                scenarios.throughput,
                 subject,
-                workdir(f"{subject.name}-tp-{d}"),
-                devices=d,
+                workdir(f"{subject.name}-tp-{devices}"),
+                devices=devices,
                 points=10,
                 period_ms=100,
                 poll_ms=100,
@@ -258,12 +331,6 @@ async def saturate(
         if saturated:
             break
     return done
-
-
-async def rtu_latency(presses: int, workdir: Path) -> dict[str, Any]:
-    """bench/shared_line.py's end-to-end run: 9600-baud RTU, alarm box + four others, one dead."""
-    latencies = await shared_line.e2e_latencies(presses, workdir)
-    return {"latencies_ms": latencies, **scenarios.summary(latencies)}
 
 
 async def run_drain(rows: int) -> dict[str, Any]:
@@ -315,8 +382,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short development run")
     parser.add_argument("--presses", type=int, help="schoolgate presses per poll interval")
     parser.add_argument("--tb-presses", type=int, help="ThingsBoard presses per poll interval")
-    parser.add_argument("--rtu-presses", type=int, help="presses on the shared RTU line")
+    parser.add_argument("--rtu-presses", type=int, help="presses on the shared RTU line, each")
     parser.add_argument("--skip-thingsboard", action="store_true")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (development; with "
+        "--no-write, so a partial run never replaces the report)",
+    )
+    parser.add_argument("--subjects", help="comma-separated: schoolgate,thingsboard (default both)")
+    parser.add_argument("--polls", help="comma-separated poll intervals in ms (default 20,50,100)")
     parser.add_argument("--skip-drain", action="store_true", help="do not re-run bench/drain.py")
     parser.add_argument("--drain-rows", type=int, default=100_000)
     parser.add_argument(
@@ -336,6 +410,8 @@ def main() -> int:
         "report (the re-run's time and load are recorded beside it)",
     )
     args = parser.parse_args()
+    if (args.only or args.subjects or args.polls) and not args.no_write:
+        parser.error("--only, --subjects and --polls are for development: add --no-write")
     logsetup.configure(level="error")
     if args.redo_outage:
         results = json.loads(RESULTS.read_text())

@@ -1,8 +1,9 @@
 """The issue-6 benchmark scenarios, each run the same way against any gateway in
-`bench/subjects.py` (schoolgate) or `bench/thingsboard/tb.py` (ThingsBoard): alarm latency,
-throughput, outage and drain, footprint, short presses. Every function starts its own brokers
-and simulators, runs one gateway process, and returns plain data (lists and numbers) for
-`bench/run_all.py` to compare and report. Nothing here writes files outside `workdir`.
+`bench/subjects.py` (schoolgate) or `bench/thingsboard/tb.py` (ThingsBoard): alarm latency
+(Modbus TCP, and on a shared RTU line), throughput, outage and drain, footprint, short presses.
+Every function starts its own brokers and simulators, runs one gateway process, and returns
+plain data (lists and numbers) for `bench/run_all.py` to compare and report. Nothing here
+writes files outside `workdir`.
 
 Presses are timed from the moment the simulated contact closes (`time.time_ns()` in this
 process) to the arrival of the gateway's message at a subscriber on the broker (stamped by the
@@ -26,15 +27,24 @@ from typing import Any, Protocol
 
 from loadsim import LoadSim
 from procstat import measuring, memory_kb
-from subjects import Counter, Datapoint, Layout, Running
+from subjects import Counter, Datapoint, Layout, RtuLine, Running
 
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.gate import simulated_gate
 from simulators.listener import Listener, Received, listen
 from simulators.measure import percentile
+from simulators.modbus_serve import serve_rtu
+from simulators.vserial import VirtualSerialLink
 
 DEBOUNCE_MS = 30
+MISS_AFTER_S = 1.5
+"""A press held this long without arriving counts as never arrived: over three times the
+longest press-to-arrival either gateway has shown on Modbus TCP (ThingsBoard 447.7 ms in the
+2026-11-24 suite run, 200 presses per interval; schoolgate 143.2 ms)."""
+LATE_WAIT_S = 0.5
+"""After a missed press: how long the bench still watches for it (and lets the release be
+polled) before the next press."""
 
 
 def stable_port() -> int:
@@ -92,9 +102,21 @@ async def wait_first_data(running: Running, listener: Listener, timeout_s: float
 
 
 async def press_once(
-    box: DiDoModule, listener: Listener, running: Running, poll_ms: int, timeout_s: float = 10
+    box: DiDoModule,
+    listener: Listener,
+    running: Running,
+    poll_ms: int,
+    timeout_s: float = 10,
+    *,
+    gap_s: float | None = None,
+    late: list[float] | None = None,
 ) -> float | None:
-    """One press held until it arrives; the latency in ms, or None if it never arrived."""
+    """One press held until it arrives; the latency in ms, or None if it never arrived within
+    `timeout_s`. The button is then released and the bench waits up to `LATE_WAIT_S` more: a
+    message showing the press that comes in that time is still "never arrived" (too late
+    for the window) but its latency goes to `late`, so a window that cut a slow delivery short
+    would show. The next press follows `gap_s` (default: two polls and the debounce) plus a
+    random fraction of a poll."""
     since = len(listener.messages)
     pressed = time.time_ns()
     box.press(0)
@@ -102,14 +124,26 @@ async def press_once(
         arrived = await listener.wait_for(running.press_arrived, since=since, timeout_s=timeout_s)
     except TimeoutError:
         box.release(0)
-        await asyncio.sleep(1)
+        with contextlib.suppress(TimeoutError):
+            slow = await listener.wait_for(
+                running.press_arrived, since=since, timeout_s=LATE_WAIT_S
+            )
+            if late is not None:
+                late.append((slow.arrived_ns - pressed) / 1e6)
+            await running.after_press(slow, listener)
+        await _gap(poll_ms, gap_s)
         return None
     box.release(0)
     await running.after_press(arrived, listener)
+    await _gap(poll_ms, gap_s)
+    return (arrived.arrived_ns - pressed) / 1e6
+
+
+async def _gap(poll_ms: int, gap_s: float | None) -> None:
     # The release must be seen by a poll and outlast the debounce before the next press; the
     # random part lands presses at every phase of the poll cycle, as a person's would.
-    await asyncio.sleep((2 * poll_ms + DEBOUNCE_MS + random.uniform(0, poll_ms)) / 1000)
-    return (arrived.arrived_ns - pressed) / 1e6
+    base_s = gap_s if gap_s is not None else (2 * poll_ms + DEBOUNCE_MS) / 1000
+    await asyncio.sleep(base_s + random.uniform(0, poll_ms) / 1000)
 
 
 @contextlib.asynccontextmanager
@@ -134,34 +168,134 @@ async def latency(
     poll_ms: int,
     presses: int,
     budget_s: float | None = None,
-    miss_after_s: float = 3.0,
+    miss_after_s: float = MISS_AFTER_S,
 ) -> dict[str, Any]:
     """Press-to-arrival over Modbus TCP at one poll interval, `presses` times or until
-    `budget_s` is spent. A press held `miss_after_s` without arriving counts as never arrived
-    (the p99s here are well under a second)."""
+    `budget_s` is spent (a safety net: the report says when it cut a run short). A press held
+    `miss_after_s` without arriving counts as never arrived."""
     box = DiDoModule(1)
-    latencies: list[float] = []
-    missed = 0
     async with _box_run(subject, workdir, poll_ms, box) as (running, listener):
         await asyncio.sleep(1)
-        stop_at = time.monotonic() + budget_s if budget_s else None
-        async with measuring(running.pid) as usage:
-            for _ in range(presses):
-                if stop_at is not None and time.monotonic() > stop_at:
-                    break
-                got = await press_once(box, listener, running, poll_ms, timeout_s=miss_after_s)
-                if got is None:
-                    missed += 1
-                else:
-                    latencies.append(got)
+        return await _presses(
+            box,
+            listener,
+            running,
+            poll_ms=poll_ms,
+            presses=presses,
+            budget_s=budget_s,
+            miss_after_s=miss_after_s,
+        )
+
+
+async def _presses(
+    box: DiDoModule,
+    listener: Listener,
+    running: Running,
+    *,
+    poll_ms: int,
+    presses: int,
+    budget_s: float | None,
+    miss_after_s: float,
+    gap_s: float | None = None,
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    late: list[float] = []
+    missed = 0
+    started = time.monotonic()
+    stop_at = started + budget_s if budget_s else None
+    async with measuring(running.pid) as usage:
+        for _ in range(presses):
+            if stop_at is not None and time.monotonic() > stop_at:
+                break
+            got = await press_once(
+                box, listener, running, poll_ms, timeout_s=miss_after_s, gap_s=gap_s, late=late
+            )
+            if got is None:
+                missed += 1
+            else:
+                latencies.append(got)
     return {
         "poll_ms": poll_ms,
         "latencies_ms": latencies,
+        "presses": len(latencies) + missed,
+        "presses_asked": presses,
         "missed": missed,
+        "late_ms": late,
         "miss_after_s": miss_after_s,
         "budget_s": budget_s,
+        "wall_s": time.monotonic() - started,
         "cpu_percent": usage.cpu_percent,
         **{k: v for k, v in summary(latencies).items()},
+    }
+
+
+RTU_GAP_S = 0.5
+"""Between presses on the shared line (bench/shared_line.py's pause): a person's presses are
+seconds apart, and after a press the latch, the lamp writes and the other units take the line."""
+
+
+async def rtu_latency(
+    subject: Subject,
+    workdir: Path,
+    *,
+    presses: int,
+    budget_s: float | None = None,
+    miss_after_s: float = MISS_AFTER_S,
+    box_poll_ms: int = 50,
+    other_poll_ms: int = 200,
+    baudrate: int = 9600,
+    timeout_ms: int = 100,
+) -> dict[str, Any]:
+    """bench/shared_line.py's end-to-end set-up for any subject: the alarm box (unit 1, polled
+    every `box_poll_ms`) and four insert-type bollard socket DI modules (units 2-5, every
+    `other_poll_ms`, unit 5 dead) on one emulated `baudrate` RTU line
+    (`VirtualSerialLink`: every byte takes its wire time), line timeout `timeout_ms`. After
+    the dead unit is seen offline (the steady state), presses as in `latency`, `RTU_GAP_S`
+    apart; press -> arrival at the police broker."""
+    line = RtuLine(port="", baudrate=baudrate, timeout_ms=timeout_ms, other_poll_ms=other_poll_ms)
+    box = DiDoModule(line.alarm_unit)
+    modules = {unit: DiDoModule(unit) for unit in line.other_units}
+    if line.dead_unit is not None:
+        modules[line.dead_unit].silent = True
+    async with (
+        MosquittoBroker("police") as police,
+        MosquittoBroker("bureau") as bureau,
+        VirtualSerialLink(baudrate=baudrate) as link,
+        serve_rtu({line.alarm_unit: box, **modules}, link.device_end, baudrate=baudrate),
+        listen("police", "127.0.0.1", police.port, subject.listen_filter) as listener,
+    ):
+        line.port = link.host_end
+        layout = Layout(
+            police_port=police.port, bureau_port=bureau.port, box_poll_ms=box_poll_ms, rtu=line
+        )
+        async with subject.run(layout, workdir) as running:
+            await wait_first_data(running, listener)
+            offline_after_s: float | None = None
+            if running.device_offline is not None:
+                found = await listener.wait_for(running.device_offline, timeout_s=30)
+                offline_after_s = (found.arrived_ns - running.spawned_ns) / 1e9
+            await asyncio.sleep(1)
+            first = len(listener.messages)
+            result = await _presses(
+                box,
+                listener,
+                running,
+                poll_ms=box_poll_ms,
+                presses=presses,
+                budget_s=budget_s,
+                miss_after_s=miss_after_s,
+                gap_s=RTU_GAP_S,
+            )
+            offline = running.device_offline
+            during = listener.messages[first:]
+            reports = sum(1 for m in during if offline(m)) if offline else None
+    return {
+        **result,
+        "dead_offline_reports": reports,
+        "baudrate": baudrate,
+        "timeout_ms": timeout_ms,
+        "other_poll_ms": other_poll_ms,
+        "dead_offline_after_start_s": offline_after_s,
     }
 
 
@@ -429,9 +563,31 @@ async def footprint_single(subject: Subject, workdir: Path, *, idle_s: float) ->
     }
 
 
-async def footprint_demo_gate(workdir: Path, *, idle_s: float) -> dict[str, Any]:
-    """schoolgate with the demo gate's devices (simulators.gate) at their default intervals."""
-    async with simulated_gate(workdir) as gate:
+SIGNED = """
+[security]
+gateway_key_file = "{key}"
+gateway_key_id = "bench-gate"
+[[security.trusted_keys]]
+id = "bench-console"
+public_key = "{console_pub}"
+commands = ["*"]
+"""
+
+
+async def footprint_demo_gate(
+    workdir: Path, *, idle_s: float, signed: bool = False
+) -> dict[str, Any]:
+    """schoolgate with the demo gate's devices (simulators.gate) at their default intervals;
+    `signed`: with a [security] section (events signed, commands verified), which loads
+    `cryptography`."""
+    extra = ""
+    if signed:
+        from gateway import keys  # noqa: PLC0415 - cryptography only for this variant
+
+        gateway_key = keys.write_key_pair(workdir / "keys", "bench-gate")
+        console_key = keys.write_key_pair(workdir / "keys", "bench-console")
+        extra = SIGNED.format(key=gateway_key.private_key, console_pub=console_key.public_b64)
+    async with simulated_gate(workdir, extra_config=extra) as gate:
         pid = gate.gateway.pid
         stat = Path(f"/proc/{pid}/stat").read_text()  # noqa: ASYNC240 - tiny /proc reads
         start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
@@ -504,3 +660,41 @@ async def reconnects(
         "never": len(delays) - len(got),
         **({"p50": statistics.median(got), "max": max(got)} if got else {}),
     }
+
+
+FLOOR = """
+import asyncio, sqlite3, sys
+import aiomqtt, pydantic, pymodbus.client, serial_asyncio_fast, structlog
+
+
+class Config(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    name: str = "floor"
+
+
+Config()
+print("ready", flush=True)
+asyncio.run(asyncio.sleep(float(sys.argv[1])))
+"""
+
+
+async def footprint_floor(*, idle_s: float) -> dict[str, Any]:
+    """What the stack alone costs: one interpreter that imports the libraries the gateway is
+    built on (asyncio, aiomqtt with paho and ssl, pydantic with one model built, pymodbus's
+    clients, pyserial-asyncio-fast, structlog, sqlite3) and sleeps. No gateway code, no device,
+    no connection: the floor under any gateway on this stack."""
+    import sys  # noqa: PLC0415
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLOOR, str(idle_s + 5), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        await proc.stdout.readline()
+        await asyncio.sleep(1)
+        async with measuring(proc.pid) as usage:
+            await asyncio.sleep(idle_s)
+    finally:
+        proc.kill()
+        await proc.wait()
+    return {"idle_cpu_percent": usage.cpu_percent, "idle_rss_mb": usage.rss_mb}

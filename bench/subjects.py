@@ -33,8 +33,29 @@ Datapoint = tuple[str, str, object]
 
 
 @dataclass
+class RtuLine:
+    """One shared Modbus RTU line (bench/shared_line.py's set-up): the alarm box and other DI
+    modules (insert-type bollard sockets) on one serial port, the `host_end` of a
+    `simulators.vserial.VirtualSerialLink`. The box is polled every `Layout.box_poll_ms`."""
+
+    port: str
+    baudrate: int = 9600
+    timeout_ms: int = 100
+    alarm_unit: int = 1
+    other_units: tuple[int, ...] = (2, 3, 4, 5)
+    other_poll_ms: int = 200
+    dead_unit: int | None = 5
+    """A unit that never answers (the simulator's module is silent)."""
+
+    @staticmethod
+    def other_name(unit: int) -> str:
+        return f"other{unit}"
+
+
+@dataclass
 class Layout:
-    """The simulated devices of one run, all on Modbus TCP on loopback."""
+    """The simulated devices of one run: Modbus TCP on loopback, and with `rtu` the alarm box on
+    a shared RTU line instead of TCP."""
 
     police_port: int
     bureau_port: int | None = None
@@ -46,6 +67,7 @@ class Layout:
     load_poll_ms: int = 100
     telemetry_to_police: bool = False
     """Police gets everything (outage runs); otherwise the alarm lane only, bureau the rest."""
+    rtu: RtuLine | None = None
 
 
 class Counter:
@@ -159,6 +181,34 @@ input = 0
 press_counter_register = 0
 """
 
+RTU_LINE = """
+[lines.bus]
+type = "modbus_rtu"
+port = "{port}"
+baudrate = {baudrate}
+timeout_ms = {timeout_ms}
+
+[devices.box]
+kind = "alarm_box"
+line = "bus"
+unit_id = {alarm_unit}
+poll_interval_ms = {poll}
+lamp_coil = 0
+[[devices.box.buttons]]
+input = 0
+"""
+
+RTU_OTHER = """
+[devices.{name}]
+kind = "bollard_sockets"
+line = "bus"
+unit_id = {unit}
+poll_interval_ms = {poll}
+[[devices.{name}.sockets]]
+input = 0
+name = "socket {unit}"
+"""
+
 LOAD_DEVICE = """
 [lines.io{unit}]
 type = "modbus_tcp"
@@ -181,15 +231,28 @@ data_type = "uint16"
 
 
 def schoolgate_config(layout: Layout, workdir: Path) -> str:
-    text = CONFIG_HEAD.format(
-        dir=workdir,
-        police=layout.police_port,
-        police_routes='routes = ["*"]' if layout.telemetry_to_police else "",
-    )
+    routes = ""
+    if layout.telemetry_to_police:
+        routes = 'routes = ["*"]'
+    elif layout.rtu is not None:
+        # bench/shared_line.py's routes: the police see devices go offline (the dead unit).
+        routes = 'routes = ["alarm.*", "device.*"]'
+    text = CONFIG_HEAD.format(dir=workdir, police=layout.police_port, police_routes=routes)
     if layout.bureau_port is not None:
         text += BUREAU.format(bureau=layout.bureau_port)
     if layout.box_port is not None:
         text += BOX.format(port=layout.box_port, poll=layout.box_poll_ms)
+    if layout.rtu is not None:
+        rtu = layout.rtu
+        text += RTU_LINE.format(
+            port=rtu.port,
+            baudrate=rtu.baudrate,
+            timeout_ms=rtu.timeout_ms,
+            alarm_unit=rtu.alarm_unit,
+            poll=layout.box_poll_ms,
+        )
+        for unit in rtu.other_units:
+            text += RTU_OTHER.format(name=rtu.other_name(unit), unit=unit, poll=rtu.other_poll_ms)
     for unit in range(1, layout.load_devices + 1):
         points = "".join(LOAD_POINT.format(unit=unit, i=i) for i in range(layout.load_points))
         text += LOAD_DEVICE.format(
@@ -200,6 +263,20 @@ def schoolgate_config(layout: Layout, workdir: Path) -> str:
 
 def is_panic(message: Received) -> bool:
     return "/events/" in message.topic and message.json.get("type") == "alarm.panic"
+
+
+def is_offline(device: str) -> Callable[[Received], bool]:
+    """`device.offline` for `device` (the police get `device.*` on an RTU layout)."""
+
+    def check(message: Received) -> bool:
+        if "/events/" not in message.topic:
+            return False
+        event = message.json
+        return bool(
+            event.get("type") == "device.offline" and event.get("device", {}).get("id") == device
+        )
+
+    return check
 
 
 @dataclass
@@ -218,6 +295,8 @@ class Running:
     parse: Callable[[str, bytes], list[Datapoint]]
     first_data: Callable[[Received], bool] | None = None
     """Readiness seen at the broker (a gateway without a status socket): the first datapoint."""
+    device_offline: Callable[[Received], bool] | None = None
+    """The message that shows the layout's dead RTU unit taken offline (None: no dead unit)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -251,8 +330,11 @@ class Schoolgate:
                 timeout_s=10,
             )
 
+        dead = layout.rtu.dead_unit if layout.rtu is not None else None
         try:
-            await self._wait_ready(socket, proc)
+            # A dead unit is never ready: then the gateway answering its status is enough, and
+            # the scenario waits for the unit's device.offline.
+            await self._wait_ready(socket, proc, all_devices=dead is None)
             yield Running(
                 name=self.name,
                 pid=proc.pid,
@@ -263,6 +345,7 @@ class Schoolgate:
                 alarm_filter="schoolgate/v1/+/+/events/alarm",
                 telemetry_filter="schoolgate/#",
                 parse=parse_schoolgate,
+                device_offline=(is_offline(RtuLine.other_name(dead)) if dead is not None else None),
             )
         except BaseException:
             log.flush()
@@ -272,13 +355,16 @@ class Schoolgate:
             await stop_process(proc)
             log.close()
 
-    async def _wait_ready(self, socket: Path, proc: subprocess.Popen[bytes]) -> None:
+    async def _wait_ready(
+        self, socket: Path, proc: subprocess.Popen[bytes], *, all_devices: bool = True
+    ) -> None:
         async with asyncio.timeout(60):
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"schoolgate exited with {proc.returncode}")
                 with contextlib.suppress(control.ControlError, OSError):
-                    if (await control.request(socket, {"op": "status"}))["devices_ready"]:
+                    status = await control.request(socket, {"op": "status"})
+                    if status["devices_ready"] or not all_devices:
                         return
                 await asyncio.sleep(0.02)
 

@@ -82,6 +82,9 @@ host = "127.0.0.1"
 port = {bureau_port}
 client_id = "sim-north-gate-bureau"
 
+# Poll intervals are left at their defaults (alarm box 50 ms, bollards and sockets 200 ms, access
+# controller 100 ms): the demo shows what an installer gets, and the footprint bench measures it.
+
 [lines.booth_io]
 type = "modbus_tcp"
 host = "127.0.0.1"
@@ -105,7 +108,6 @@ kind = "alarm_box"
 line = "booth_io"
 unit_id = 1
 location = "North gate, guard booth"
-poll_interval_ms = 50
 offline_after_ms = {offline_ms}
 reset_input = {reset_input}
 lamp_coil = 0
@@ -125,7 +127,6 @@ line = "gate_bus"
 unit_id = {bollard_1_unit}
 location = "North gate, vehicle lane, bollard 1"
 profile = "generic_bollard"
-poll_interval_ms = 200
 travel_timeout_ms = {travel_timeout_ms}
 offline_after_ms = {offline_ms}
 
@@ -135,7 +136,6 @@ line = "gate_bus"
 unit_id = {bollard_2_unit}
 location = "North gate, vehicle lane, bollard 2"
 profile = "vendor_b"
-poll_interval_ms = 200
 travel_timeout_ms = {travel_timeout_ms}
 offline_after_ms = {offline_ms}
 
@@ -144,7 +144,6 @@ kind = "bollard_sockets"
 line = "gate_bus"
 unit_id = {sockets_unit}
 location = "North gate, pedestrian lane"
-poll_interval_ms = 200
 offline_after_ms = {offline_ms}
 sockets = [{{ input = 0, name = "socket 1" }}, {{ input = 1, name = "socket 2" }}]
 
@@ -153,7 +152,6 @@ kind = "access_controller"
 line = "door_bus"
 address = 1
 location = "North gate, pedestrian gate"
-poll_interval_ms = 50
 offline_after_ms = {offline_ms}
 doors = {{ 1 = "pedestrian gate", 2 = "staff door" }}
 readers = {{ 1 = "gate outside", 2 = "gate inside" }}

@@ -9,7 +9,11 @@ the connector would otherwise pip-install them when it is imported) and the tran
 `Layout` into `tb_gateway.json` + `modbus.json`: MQTT to our mosquitto on the test port (any
 access token: mosquitto accepts anonymous clients), the Modbus connector polling the same
 simulators, SQLite storage. Reporting is ON_CHANGE per device, the same rule as ours (the
-shipped default is ON_RECEIVED, a message on every poll).
+shipped default is ON_RECEIVED, a message on every poll). On a `Layout` with an RTU line the
+connector runs in serial RTU mode on the line's pseudo-terminal (the fields of the shipped
+`config/modbus_serial.json`: type "serial", method "rtu", port, baudrate, bytesize, parity,
+stopbits, timeout in seconds) with every slave on that port, which the connector then shares
+behind one lock, as one RS-485 master must.
 
 It does not measure anything; `bench/scenarios.py` does, the same way for both gateways.
 """
@@ -22,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from subjects import Datapoint, Layout, Running, stop_process  # noqa: E402
+from subjects import Datapoint, Layout, RtuLine, Running, stop_process  # noqa: E402
 
 from simulators.listener import Listener, Received  # noqa: E402
 
@@ -70,19 +74,46 @@ def _package_dir() -> Path:
     return found[0]
 
 
-def _slave(name: str, port: int, unit: int, poll_ms: int, series: list[dict[str, Any]]) -> dict:  # type: ignore[type-arg]
+def _tcp(port: int) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
         "port": port,
         "type": "tcp",
         "method": "socket",
+        "timeout": 35,
+        "retries": 3,
+    }
+
+
+def _serial(line: RtuLine) -> dict[str, Any]:
+    """The connector's serial RTU fields (its `modbus_serial.json` example, connector
+    `Slave.__init__` and `Master.configure_master`): pymodbus' `AsyncModbusSerialClient` on
+    `port`, `timeout` in seconds per request. `retries` 0, as schoolgate's line: one
+    unanswered request holds the line for the timeout once (3, the connector's default, would
+    hold it four times as long on every poll of the dead unit)."""
+    return {
+        "type": "serial",
+        "method": "rtu",
+        "port": line.port,
+        "baudrate": line.baudrate,
+        "bytesize": 8,
+        "parity": "N",
+        "stopbits": 1,
+        "timeout": line.timeout_ms / 1000,
+        "retries": 0,
+    }
+
+
+def _slave(
+    name: str, connection: dict[str, Any], unit: int, poll_ms: int, series: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        **connection,
         "unitId": unit,
         "deviceName": name,
         "deviceType": "default",
-        "timeout": 35,
         "byteOrder": "BIG",
         "wordOrder": "BIG",
-        "retries": 3,
         "retryOnEmpty": True,
         "retryOnInvalid": True,
         "pollPeriod": poll_ms,
@@ -97,19 +128,38 @@ def _slave(name: str, port: int, unit: int, poll_ms: int, series: list[dict[str,
     }
 
 
+def _input0(tag: str) -> dict[str, Any]:
+    """Discrete input 0 as an int (0/1)."""
+    return {
+        "tag": tag,
+        "type": "bits",
+        "functionCode": 2,
+        "objectsCount": 1,
+        "address": 0,
+        "bitTargetType": "int",
+    }
+
+
 def configs(layout: Layout, workdir: Path) -> dict[str, Any]:
     slaves = []
     if layout.box_port is not None:
-        panic = {"tag": "panic", "type": "bits", "functionCode": 2, "objectsCount": 1}
-        panic |= {"address": 0, "bitTargetType": "int"}
-        slaves.append(_slave("box", layout.box_port, 1, layout.box_poll_ms, [panic]))
+        slaves.append(
+            _slave("box", _tcp(layout.box_port), 1, layout.box_poll_ms, [_input0("panic")])
+        )
+    if layout.rtu is not None:
+        line = _serial(layout.rtu)
+        unit = layout.rtu.alarm_unit
+        slaves.append(_slave("box", line, unit, layout.box_poll_ms, [_input0("panic")]))
+        for unit in layout.rtu.other_units:
+            name = layout.rtu.other_name(unit)
+            slaves.append(_slave(name, line, unit, layout.rtu.other_poll_ms, [_input0("socket")]))
     for unit in range(1, layout.load_devices + 1):
         series = [
             {"tag": f"p{i}", "type": "16uint", "functionCode": 4, "objectsCount": 1, "address": i}
             for i in range(layout.load_points)
         ]
         assert layout.load_port is not None
-        slaves.append(_slave(f"d{unit}", layout.load_port, unit, layout.load_poll_ms, series))
+        slaves.append(_slave(f"d{unit}", _tcp(layout.load_port), unit, layout.load_poll_ms, series))
     shipped = json.loads((_package_dir() / "config" / "tb_gateway.json").read_text())
     main = shipped
     main["thingsboard"].update(
@@ -206,6 +256,18 @@ def has_data(message: Received) -> bool:
     return bool(parse_tb(message.topic, message.payload))
 
 
+def is_disconnect(device: str) -> Callable[[Received], bool]:
+    """The gateway's `v1/gateway/disconnect` for `device`: what its Modbus connector sends
+    when a poll of the device fails (it connects the device again at the next poll)."""
+
+    def check(message: Received) -> bool:
+        if message.topic != "v1/gateway/disconnect":
+            return False
+        return bool(json.loads(message.payload).get("device") == device)
+
+    return check
+
+
 class ThingsBoard:
     name = "thingsboard"
     brokers = ("police",)
@@ -232,6 +294,8 @@ class ThingsBoard:
             stdin=subprocess.DEVNULL,
         )
 
+        dead = layout.rtu.dead_unit if layout.rtu is not None else None
+
         async def settle(_arrived: Received, _listener: Listener) -> None:
             return None  # nothing latches: the release is reported as a change by itself
 
@@ -248,6 +312,9 @@ class ThingsBoard:
                     telemetry_filter=TELEMETRY_TOPIC,
                     parse=parse_tb,
                     first_data=has_data,
+                    device_offline=(
+                        is_disconnect(RtuLine.other_name(dead)) if dead is not None else None
+                    ),
                     extra={"proc": proc},
                 )
         except BaseException:
