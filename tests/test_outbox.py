@@ -144,3 +144,17 @@ async def test_a_cancel_that_meets_a_queued_event_stops_the_flusher(tmp_path: Pa
         assert done and flusher.cancelled(), "the flusher went on after its cancel"
     async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
         assert await outbox.pending_count("bureau") == MAX_BATCH + 1
+
+
+async def test_a_claimed_body_is_byte_for_byte_the_stored_one(tmp_path: Path) -> None:
+    """Claims come back as one JSON aggregate: quotes, backslashes, control characters and
+    non-ASCII text in a body must survive the round trip unchanged."""
+    odd = 'North gate 北门 "booth" \\ back\nslash \u0007 \U0001f6a8'
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        stored = [await outbox.append(event("device.online", data={"note": odd})) for _ in range(3)]
+        claimed = await outbox.claim("bureau", 10)
+        with sqlite3.connect(tmp_path / "o.db") as db:
+            bodies = [b.encode() for (b,) in db.execute("SELECT body FROM events ORDER BY seq")]
+    assert [row.seq for row in claimed] == [s.seq for s in stored]
+    assert [row.body for row in claimed] == bodies
+    assert contract.decode_event(claimed[0].body)["data"]["note"] == odd
