@@ -77,8 +77,10 @@ class AlarmBox:
         self._ctx = ctx
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
         self._buttons = [b.input for b in config.buttons]
-        inputs = [*self._buttons] + ([config.reset_input] if config.reset_input is not None else [])
-        self._di_start, self._di_count = span(inputs)
+        self._inputs = [*self._buttons] + (
+            [config.reset_input] if config.reset_input is not None else []
+        )
+        self._di_start, self._di_count = span(self._inputs)
         counters = [b.press_counter_register for b in config.buttons]
         self._counter_regs = {
             b.input: b.press_counter_register
@@ -96,6 +98,9 @@ class AlarmBox:
         self._wanted: dict[int, bool] = {}
         self._applied: dict[int, bool] = {}
         self._previous: dict[int, bool] | None = None
+        self._handled: tuple[list[bool], list[int] | None] | None = None
+        """The inputs and counters last handled in full: a poll that reads the same again has
+        nothing to report (no edge, no new count), so it skips straight to the outputs."""
         self._counters: dict[int, int] = {}
         self._remembered: dict[int, int] = {}
         """The counter values in the store, so an unchanged one is not written again."""
@@ -187,8 +192,12 @@ class AlarmBox:
         if self._health.online is False:
             self._applied.clear()  # the module may have lost its outputs; assert them again
         await self._health.answered()
-        state = {addr: bool(bits[addr - self._di_start]) for addr in self._inputs()}
-        await self._handle(state, counters, now_ms)
+        if self._handled != (bits, counters):
+            self._handled = None  # until this reading is handled in full
+            start = self._di_start
+            state = {addr: bool(bits[addr - start]) for addr in self._inputs}
+            await self._handle(state, counters, now_ms)
+            self._handled = (bits, counters)
         self._step_blinks(self._ctx.clock_ms())
         if self._wanted != self._applied:
             await self._apply_outputs()
@@ -197,10 +206,6 @@ class AlarmBox:
         for coil, blink in self._blinks.items():
             if blink.step(now_ms):
                 self._wanted[coil] = blink.lit
-
-    def _inputs(self) -> list[int]:
-        extra = [self._cfg.reset_input] if self._cfg.reset_input is not None else []
-        return [*self._buttons, *extra]
 
     async def _handle(
         self, state: dict[int, bool], counters: list[int] | None, now_ms: int

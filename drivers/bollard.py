@@ -65,6 +65,9 @@ class Bollard:
         self.cycles: int | None = None
         self._efo = False
         self._movement: _Movement | None = None
+        self._handled: list[list[int]] | None = None
+        """The words last read and handled in full: the same again, with no movement being
+        watched, changes nothing (a movement has a deadline, so it is always looked at)."""
         self._polling = asyncio.Lock()
         """The poll loop and a command's confirmation both poll: one reading at a time, so an
         older reading is never taken after a newer one."""
@@ -165,11 +168,17 @@ class Bollard:
             await self._poll()
 
     async def _poll(self) -> None:
-        values: dict[tuple[Table, int], int] = {}
-        for table, start, count in self._plan:
-            words = await read_table(self._line, self._cfg.unit_id, table, start, count)
-            values.update({(table, start + i): v for i, v in enumerate(words)})
+        reads = [
+            await read_table(self._line, self._cfg.unit_id, table, start, count)
+            for table, start, count in self._plan
+        ]
         await self._health.answered()
+        if self._movement is None and reads == self._handled:
+            return
+        self._handled = None  # until this reading is handled in full
+        values: dict[tuple[Table, int], int] = {}
+        for (table, start, _count), words in zip(self._plan, reads, strict=True):
+            values.update({(table, start + i): v for i, v in enumerate(words)})
         m = self._map
         assert m.position is not None
         raw = values[(m.position.table, m.position.address)]
@@ -191,6 +200,7 @@ class Bollard:
                 emits.append(("bollard.emergency_raise", Severity.CRITICAL, {"source": "input"}))
             self._efo = efo
         await self._emit_all(emits)
+        self._handled = reads
 
     def _observe_position(
         self, position: Reading, now: float, raw: int | None = None

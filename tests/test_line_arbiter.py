@@ -44,6 +44,16 @@ async def test_uncontended_turn_is_immediate() -> None:
     assert not arbiter.locked() and arbiter.grants == 1
 
 
+async def test_a_free_line_is_taken_without_yielding_to_the_loop() -> None:
+    """The common case costs no loop turn: nothing scheduled meanwhile runs in between."""
+    arbiter = LineArbiter()
+    ran: list[str] = []
+    asyncio.get_running_loop().call_soon(ran.append, "other")
+    async with arbiter.turn():
+        assert ran == []
+    assert ran == []
+
+
 @pytest.mark.parametrize(
     ("waiters", "expected"),
     [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -160,6 +162,35 @@ async def test_close_during_a_transaction_fails_it_with_line_error(rig: Rig) -> 
     await rig.line.close()
     with pytest.raises(LineError, match="port lost"):
         await pending
+
+
+async def test_a_cancel_at_any_moment_ends_the_transaction_and_the_line_still_works(
+    rig: Rig,
+) -> None:
+    """The answer's deadline fails its future, it does not cancel the task: a cancel from
+    outside, wherever it lands (sending, waiting, with the answer, during a timeout), ends the
+    polling task at once, and the next transaction is not disturbed."""
+    rng = random.Random(11)
+    seqs = iter(range(1, 256))
+
+    async def polls() -> None:
+        while True:
+            with contextlib.suppress(DeviceTimeout):
+                await poll(rig.line, 1, next(seqs), timeout_ms=40)
+
+    for _ in range(40):
+        rig.one.silent = rng.random() < 0.3
+        task = asyncio.create_task(polls())
+        await asyncio.sleep(rng.uniform(0.0005, 0.06))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if not done:  # clean up before failing, or the task outlives the test
+            task.cancel()
+            await asyncio.wait({task})
+        assert done, "a cancel was swallowed: the polling went on"
+        assert task.cancelled()
+    rig.one.silent = False
+    assert (await poll(rig.line, 1, 255)) == Frame(1, 255, Code.NO_EVENT)
 
 
 async def test_context_manager_opens_and_closes(rig: Rig) -> None:

@@ -13,9 +13,8 @@ higher-priority requests go before it, on top of the requests that were already 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 
 PRIORITY_NORMAL = 0
 PRIORITY_ALARM = 10
@@ -52,19 +51,18 @@ class LineArbiter:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    @asynccontextmanager
-    async def turn(self, priority: int = PRIORITY_NORMAL) -> AsyncIterator[None]:
-        await self._acquire(priority)
-        try:
-            yield
-        finally:
-            self._release()
+    def turn(self, priority: int = PRIORITY_NORMAL) -> _Turn:
+        return _Turn(self, priority)
+
+    def _try_acquire(self) -> bool:
+        """Take a free line at once: no Future, no suspension (the common, uncontended case)."""
+        if self._busy or self._waiters:
+            return False
+        self._busy = True
+        self.grants += 1
+        return True
 
     async def _acquire(self, priority: int) -> None:
-        if not self._busy and not self._waiters:
-            self._busy = True
-            self.grants += 1
-            return
         waiter = _Waiter(priority, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         try:
@@ -77,6 +75,9 @@ class LineArbiter:
             raise
 
     def _release(self) -> None:
+        if not self._waiters:
+            self._busy = False
+            return
         # A waiter whose task was cancelled keeps its place until that task runs again; when
         # many are cancelled at once (shutdown) the line must not be granted to one of them.
         self._waiters = [w for w in self._waiters if not w.granted.done()]
@@ -101,3 +102,27 @@ class LineArbiter:
             if waiter.priority > best.priority:  # strictly greater keeps FIFO within a priority
                 best = waiter
         return best
+
+
+class _Turn:
+    """`LineArbiter.turn()`: a plain async context manager rather than an @asynccontextmanager
+    generator, which costs an async generator (and the event loop's bookkeeping of it) per
+    request; a line that is free is taken without creating a Future or suspending."""
+
+    __slots__ = ("_arbiter", "_priority")
+
+    def __init__(self, arbiter: LineArbiter, priority: int) -> None:
+        self._arbiter = arbiter
+        self._priority = priority
+
+    async def __aenter__(self) -> None:
+        if not self._arbiter._try_acquire():
+            await self._arbiter._acquire(self._priority)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._arbiter._release()

@@ -225,8 +225,12 @@ class ModbusLine:
         async with self._arbiter.turn(priority):
             self._requests += 1
             try:
-                client = await self._ensure_open()
-                await self._keep_gap()
+                # Both checks inline: once per request, and nearly always already satisfied.
+                client = self._client
+                if self._closed or client is None or not client.connected:
+                    client = await self._ensure_open()
+                if self._last_activity + self._gap_s > time.monotonic():
+                    await self._keep_gap()
                 response = await self._transact(client, call)
                 if response.isError():
                     raise DeviceException(
@@ -239,7 +243,8 @@ class ModbusLine:
                     self._timeouts += 1
                 self._note_failure(None if isinstance(exc, LineError) else unit, exc)
                 raise
-            self._note_ok(unit)
+            if self._failing:
+                self._note_ok(unit)
             return result
 
     async def _ensure_open(self) -> ModbusBaseClient:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import serial
 import structlog
@@ -177,8 +177,12 @@ class SerialLine:
         async with self._lock:
             self._requests += 1
             try:
-                transport = await self._ensure_open()
-                await self._keep_gap()
+                # Both checks inline: once per transaction, and nearly always already satisfied.
+                transport = self._transport
+                if self._closed or transport is None or transport.is_closing():
+                    transport = await self._ensure_open()
+                if self._last_activity + self._gap_s > time.monotonic():
+                    await self._keep_gap()
                 data = request() if callable(request) else request
                 answer = await self._exchange(transport, data, reader, timeout_s)
             except DriverError as exc:
@@ -197,13 +201,21 @@ class SerialLine:
         reader: AnswerReader[T],
         timeout_s: float,
     ) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         self._waiting = (reader, future)  # type: ignore[assignment]  # T is erased while waiting
         self._rx_seen = False
+        # The deadline fails the answer's future itself: cheaper than asyncio.timeout() (no
+        # Timeout object, no cancelling and uncancelling of the task), and a cancel from outside
+        # stays a plain cancel of `await future`.
+        deadline = loop.call_at(loop.time() + timeout_s, _no_answer_in_time, future)
         try:
             transport.write(request)
-            async with asyncio.timeout(timeout_s):
-                return await future
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                future.exception()  # an answer, timeout or port loss the cancel overtook: seen
+            raise
         except TimeoutError:
             if self._rx_seen:
                 raise DeviceProtocolError(
@@ -213,6 +225,7 @@ class SerialLine:
                 f"line {self.name}: no answer within {timeout_s * 1000:.0f} ms"
             ) from None
         finally:
+            deadline.cancel()
             self._waiting = None
             self._last_activity = max(self._last_activity, time.monotonic())
 
@@ -295,3 +308,8 @@ class SerialLine:
         if unit is not None and unit in self._failing:
             self._failing.discard(unit)
             self._log.info("serial_unit_recovered", unit=unit)
+
+
+def _no_answer_in_time(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
