@@ -120,10 +120,13 @@ class Drain:
             )
             if rows:
                 self._cursors[Lane.ALARM] = rows[-1].seq
-                # Tasks start in creation order, ahead of any backlog sender woken below, so
-                # paho gets simultaneous alarms in seq order and before the backlog.
+                # Tasks start in creation order, so paho gets simultaneous alarms in seq order.
                 for row in rows:
                     tg.create_task(self._send(row))
+                # One loop turn: the alarms' first steps hand them to paho before the backlog
+                # is let go. A sender already due to run (back from its PUBACK) would otherwise
+                # run first and find the backlog released (found by the property test).
+                await asyncio.sleep(0)
                 if len(rows) == self._claim_size:
                     continue  # there may be more stored behind these
             if not wakeup.is_set():
@@ -199,6 +202,10 @@ class Drain:
             if self._queue and urgent is not None and urgent < self._queue[0].lane:
                 # Something more urgent than what is queued: claim just those lanes, now.
                 await self._claim(lanes=[ln for ln in _BACKLOG_LANES if ln < self._queue[0].lane])
+                if not self._queue:
+                    # The other senders took the rest meanwhile (and the urgent row was sent
+                    # already): claim every lane before waiting, or the backlog would wait.
+                    continue
             elif not self._queue:
                 await self._claim(lanes=list(_BACKLOG_LANES))
             if self._queue:

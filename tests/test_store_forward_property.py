@@ -239,6 +239,21 @@ def check(log: list[tuple[str, str, int, int]], appended: dict[int, Lane]) -> No
     ops=[("slow", "bureau", True), ("append", Lane.ALARM, 20), ("slow", "bureau", False)],
     claim_size=8,
 )
+# Regression (found by this test): a sender claiming an urgent lane found the queue emptied by
+# the others meanwhile and waited for a new event with the backlog still on disk.
+@example(
+    ops=[
+        ("slow", "police", True),
+        ("restart",),
+        ("burst", Lane.TELEMETRY, 10),
+        ("restart",),
+        ("restart",),
+        ("restart",),
+        ("burst", Lane.STATE, 1),
+        ("send", 14),
+    ],
+    claim_size=8,
+)
 def test_every_routed_event_arrives_in_lane_order_and_alarms_go_first(
     ops: list[tuple[Any, ...]], claim_size: int
 ) -> None:
