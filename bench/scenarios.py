@@ -19,6 +19,7 @@ import os
 import random
 import socket
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -683,8 +684,6 @@ async def footprint_floor(*, idle_s: float) -> dict[str, Any]:
     built on (asyncio, aiomqtt with paho and ssl, pydantic with one model built, pymodbus's
     clients, pyserial-asyncio-fast, structlog, sqlite3) and sleeps. No gateway code, no device,
     no connection: the floor under any gateway on this stack."""
-    import sys  # noqa: PLC0415
-
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", FLOOR, str(idle_s + 5), stdout=asyncio.subprocess.PIPE
     )

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -605,7 +605,8 @@ class _ClaimQuery:
     lanes: tuple[Lane, ...]
 
     def run(self, db: sqlite3.Connection) -> list[PendingDelivery]:
-        found: list[tuple[int, str, int, int, int, str]] = []
+        # [seq, type, lane, attempts, occurred_at_ms, body] per row, as the JSON aggregate has it
+        found: list[list[Any]] = []
         for lane in sorted(self.lanes):
             if len(found) >= self.limit:
                 break
