@@ -116,7 +116,7 @@ async def test_an_unopenable_store_starts_in_memory_and_says_why_and_how_to_fix_
     blocker.write_text("")
     async with Outbox(blocker / "o.db", SITE, ROUTES, recover_interval_s=0.01) as outbox:
         assert outbox.degraded and not outbox.store_open  # started all the same
-        alarm = await outbox.append(event("alarm.panic", alarm_id="a"))
+        alarm = await outbox.append(event("alarm.panic", alarm_id="a", data={"button": 0}))
         rows = await outbox.claim("bureau", 10)
         assert [r.type for r in rows] == ["alarm.panic", "gateway.storage_fault"]  # lane order
         fault = json.loads(rows[1].body)["data"]
