@@ -37,7 +37,9 @@ from gateway.outbox import Outbox
 from gateway.routing import Router
 from gateway.rules.latch import AlarmLatches, BoxInfo
 from simulators.broker import MosquittoBroker
+from simulators.dido import DiDoModule
 from simulators.listener import listen
+from tests_support import GatewayProcess
 
 CHILD = Path(__file__).parent / "storefault_child.py"
 REPO = Path(__file__).parent.parent
@@ -328,3 +330,32 @@ async def test_a_truly_corrupt_file_is_the_only_one_moved_aside(
         ).fetchone()
     conn.close()
     assert fault == ("corrupt_database",)
+
+
+async def test_the_gateway_starts_on_an_unopenable_store_forwards_and_writes_back(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    gateway.db.mkdir()  # store.path names a directory: an installer's slip
+    (gateway.db / "keep.txt").write_text("not ours")
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
+        gateway.running(police, clean_exit=True),
+    ):
+        fault = await bureau.wait_event(lambda e: e["type"] == "gateway.storage_fault")
+        assert fault["data"]["fault"] == "cannot_open", fault
+        assert fault["data"]["cause"] == "is_directory" and "outbox.db" in fault["data"]["hint"]
+        await gateway.wait_ready()
+        await module.pulse(0, 150)
+        alarm = await police.wait_event(lambda e: e["type"] == "alarm.panic")
+        assert (gateway.db / "keep.txt").read_text() == "not ours"  # never touched
+        gateway.db.rename(tmp_path / "moved-by-installer")  # the fix
+        assert await gateway.wait_stored("alarm.panic") == alarm["id"]  # written back
+        await bureau.wait_event(lambda e: e["type"] == "gateway.storage_recovered")
+    assert "store_unavailable" in gateway.log_text()
+    assert (tmp_path / "moved-by-installer" / "keep.txt").read_text() == "not ours"
