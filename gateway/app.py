@@ -228,6 +228,10 @@ class Gateway:
                                 driver.run(self._device_ready), name=f"driver:{device_id}"
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
+                        if not self.outbox.store_open:
+                            tg.create_task(
+                                self._restore_latches_when_store_opens(), name="latches:reopen"
+                            )
                         tg.create_task(self.latches.run(), name="latches:escalation")
                         tg.create_task(self.paths.run(), name="paths:supervision")
                         tg.create_task(self.drill_mode.run(), name="drill:timer")
@@ -283,6 +287,12 @@ class Gateway:
         if self._ready_count == len(self.drivers):
             self.devices_ready.set()
             log.info("devices_ready", count=self._ready_count)
+
+    async def _restore_latches_when_store_opens(self) -> None:
+        """The store could not be opened at start: once it opens, the latches learn the alarms
+        latched in the file (and their lamps light again)."""
+        await self.outbox.store_opened.wait()
+        await self.latches.restore()
 
     async def _stop_on_request(self) -> None:
         await self.stop_requested.wait()

@@ -3,7 +3,11 @@
 Owns appending events (alarms committed and fsynced at once; lower lanes group-committed within
 `batch_delay_ms` so a burst costs one fsync), routing each event to its destinations, handing an
 uplink the next rows in lane-then-`seq` order, recording PUBACKs per destination, and carrying on
-in memory when the disk cannot be written (`spill`) until it can again. It does not talk MQTT
+in memory when the disk cannot be written (`spill`) until it can again, and starting in memory
+when the store cannot even be opened (`open_unavailable`): seqs then start from a floor past the
+file's, the file is retried every interval, and once open the memory is written back and the
+file's own pending rows, which lie below the seqs stamped meanwhile, are handed out too
+(`_Backfill`). It does not talk MQTT
 (`uplink`, `drain`), does not evict or prune (`retention`), and does not decide what an event
 means. The file itself belongs to `store`.
 """
@@ -25,11 +29,21 @@ from gateway import contract
 from gateway.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.routing import Router
 from gateway.spill import Spill, SpillRow
-from gateway.store import STORAGE_ERRORS, Store, StoreError, in_transaction, now_ms
+from gateway.store import (
+    STORAGE_ERRORS,
+    OpenResult,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    in_transaction,
+    now_ms,
+    seq_floor,
+)
 
 log = structlog.get_logger(__name__)
 GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")
 _MAX_BATCH = 2000
+_NO_SEQ_ABOVE = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +119,29 @@ class Outbox:
         self.degraded_reason: str | None = None
         self.boot_count = 0
         self.path = path
+        self.store_open = False
+        """False while the file cannot be opened: everything lives in `spill` meanwhile."""
+        self.store_opened = asyncio.Event()
+        """Set once the file is open (at start, or later by `recover`)."""
+        self._backfill: dict[str, _Backfill] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        opened = await self._store.open()
-        self.boot_count = opened.boot_count
+        """Open the store. A file that cannot be opened does not stop the gateway: it starts in
+        memory, reports the cause and the fix, and `run` retries the file every interval."""
+        try:
+            opened = await self._store.open()
+        except StoreUnavailable as exc:
+            await self._open_unavailable(exc)
+            return
         self._last_seq = await self._store.call(_max_seq)
+        await self._opened(opened)
+
+    async def _opened(self, opened: OpenResult) -> None:
+        self.boot_count = opened.boot_count
+        self.store_open = True
+        self.store_opened.set()
         for wakeup in [*self._wakeups.values(), *self._alarm_wakeups.values()]:
             wakeup.set()  # a restart resumes whatever each destination had pending
         if opened.moved_aside is not None:
@@ -125,8 +155,34 @@ class Outbox:
                 )
             )
 
+    async def _open_unavailable(self, exc: StoreUnavailable) -> None:
+        # The file's seqs cannot be read: stamp from a floor no seq of the file can reach.
+        self._last_seq = seq_floor()
+        self.degraded_reason = str(exc)
+        self._has_queued.set()  # wake `run`, which retries the file every interval
+        log.error(
+            "store_unavailable",
+            path=str(exc.path),
+            cause=exc.cause,
+            error=exc.error,
+            hint=exc.hint,
+        )
+        await self.append(
+            _storage_event(
+                "gateway.storage_fault",
+                Severity.MAJOR,
+                fault="cannot_open",
+                cause=exc.cause,
+                error=exc.error,
+                hint=exc.hint,
+                path=str(exc.path),
+            )
+        )
+
     async def close(self) -> None:
         await self.flush()
+        if self.degraded:
+            await self.recover()  # a last try: what is only in memory is lost at exit
         await self._store.close()
 
     async def __aenter__(self) -> Outbox:
@@ -282,14 +338,19 @@ class Outbox:
             self._spill_rows([self._row(e) for e, _ in stamped_more], stamped_more)
 
     async def recover(self) -> bool:
-        """Try to write everything held in memory back to disk. True when no longer degraded."""
+        """Try to write everything held in memory back to disk (opening the file first if it
+        could not be opened yet). True when no longer degraded."""
         if not self.degraded:
             return True
+        if not self.store_open and not await self._reopen():
+            return False
         async with self._write_lock:
             rows = list(self.spill.rows.values())
             unsynced = {d: dict(m) for d, m in self._unsynced_sent.items()}
             try:
                 await self._store.call(lambda db: _write_back(db, rows, unsynced))
+                # Past the file's seqs and everything written back, whichever is higher.
+                self._last_seq = max(self._last_seq, await self._store.call(_max_seq))
             except STORAGE_ERRORS as exc:
                 log.debug("storage_still_failing", error=str(exc))
                 return False
@@ -300,6 +361,8 @@ class Outbox:
                 marks.clear()
             reason, self.degraded_reason = self.degraded_reason, None
         log.info("storage_recovered", written_back=len(rows), dropped=dropped)
+        if not self.store_opened.is_set():
+            self.store_opened.set()  # the latches learn the alarms latched in the file
         await self.append(
             _storage_event(
                 "gateway.storage_recovered",
@@ -309,6 +372,43 @@ class Outbox:
                 fault=reason,
             )
         )
+        return True
+
+    async def _reopen(self) -> bool:
+        """Open a file that could not be opened before; not under the write lock, so alarms go
+        on to memory while SQLite waits for a lock."""
+        try:
+            opened = await self._store.open()
+        except StoreUnavailable as exc:
+            log.debug("store_still_unavailable", error=exc.error, cause=exc.cause)
+            return False
+        floor = min(self.spill.rows, default=self._last_seq + 1)
+        on_file = await self._store.call(_max_seq)
+        if on_file >= floor:
+            # Only a wall clock set far back does this; the write-back below then fails on the
+            # seqs in common and keeps retrying, and the log says why.
+            log.error("store_seq_floor_overtaken", floor=floor, file_max_seq=on_file)
+        # The file's pending rows lie below every seq stamped meanwhile: below each claimer's
+        # cursor. Hand them out too.
+        self._backfill = {name: _Backfill(floor) for name in self._wakeups}
+        self.boot_count = opened.boot_count
+        self.store_open = True
+        log.info("store_opened", path=str(self.path), boot=opened.boot_count)
+        for wakeup in [*self._wakeups.values(), *self._alarm_wakeups.values()]:
+            wakeup.set()
+        if opened.moved_aside is not None:  # readable at last, and found corrupt
+            self._queued.append(
+                _Item(
+                    fault := _storage_event(
+                        "gateway.storage_fault",
+                        Severity.MAJOR,
+                        fault="corrupt_database",
+                        error=opened.reason,
+                        moved_to=str(opened.moved_aside),
+                    ),
+                    self._router.destinations_for(fault.type),
+                )
+            )
         return True
 
     # -- reading for uplinks -------------------------------------------------------------------
@@ -326,7 +426,16 @@ class Outbox:
         query = _ClaimQuery(
             destination, limit, after or {}, set(self._unsynced_sent[destination]), tuple(lanes)
         )
-        rows = await self._store.call(query.run, urgent=Lane.TELEMETRY not in query.lanes)
+        urgent = Lane.TELEMETRY not in query.lanes
+        backfill = self._backfill.get(destination)
+        if not self.store_open:
+            rows = []
+        elif backfill is not None:
+            rows = await self._store.call(backfill.claim_run(query), urgent=urgent)
+            if backfill.done:
+                del self._backfill[destination]
+        else:
+            rows = await self._store.call(query.run, urgent=urgent)
         if self.spill.rows:
             rows = self._merge_spill(query, rows)
         return rows
@@ -360,8 +469,10 @@ class Outbox:
         if not on_disk:
             return
         try:
+            if not self.store_open:
+                raise StoreError("the store is not open")
             await self._store.call(lambda db: _mark_sent(db, destination, on_disk, at))
-        except STORAGE_ERRORS as exc:
+        except (*STORAGE_ERRORS, StoreError) as exc:
             # Remembered in memory so the row is not sent again, written back on recovery.
             marks = self._unsynced_sent[destination]
             for seq in on_disk:
@@ -401,12 +512,17 @@ class Outbox:
         return self._wakeups[destination]
 
     async def open_alarms(self) -> list[OpenAlarm]:
-        """Panic alarms raised and not yet reset: the latches survive restarts."""
+        """Panic alarms raised and not yet reset: the latches survive restarts. None while the
+        file cannot be opened (the latches merge them in once it is: `store_opened`)."""
+        if not self.store_open:
+            return []
         alarms = await self._store.call(_open_alarms)
         return alarms
 
     async def pending_count(self, destination: str) -> int:
-        on_disk = await self._store.call(lambda db: _pending_count(db, destination))
+        on_disk = 0
+        if self.store_open:
+            on_disk = await self._store.call(lambda db: _pending_count(db, destination))
         return (
             on_disk - len(self._unsynced_sent[destination]) + self.spill.pending_count(destination)
         )
@@ -419,6 +535,11 @@ class Outbox:
 
     async def last_sent_seq(self, destination: str) -> int:
         """The highest seq this destination's broker has acknowledged (0 if none)."""
+        if not self.store_open:
+            return max(
+                (seq for seq, r in self.spill.rows.items() if destination in r.sent_at_ms),
+                default=0,
+            )
 
         def read(db: sqlite3.Connection) -> int:
             row = db.execute(
@@ -431,6 +552,13 @@ class Outbox:
 
     async def routed_count(self, destination: str, after_seq: int, upto_seq: int) -> int:
         """Events routed to `destination` with after_seq < seq <= upto_seq (on disk)."""
+        if not self.store_open:
+            return sum(
+                1
+                for seq, r in self.spill.rows.items()
+                if after_seq < seq <= upto_seq
+                and (destination in r.unsent or destination in r.sent_at_ms)
+            )
 
         def read(db: sqlite3.Connection) -> int:
             row = db.execute(
@@ -443,7 +571,10 @@ class Outbox:
 
     async def replay(self, destination: str, from_seq: int, to_seq: int) -> list[PendingDelivery]:
         """The stored events routed to `destination` with from_seq <= seq <= to_seq, in seq
-        order, sent or not (the local record); attempt counters are not changed."""
+        order, sent or not (the local record); attempt counters are not changed. Nothing
+        while the file cannot be opened."""
+        if not self.store_open:
+            return []
 
         def read(db: sqlite3.Connection) -> list[PendingDelivery]:
             found = db.execute(
@@ -467,7 +598,7 @@ class Outbox:
         """`(alarm_id, type, seq, sent)` of every stored `alarm.panic`, `alarm.escalated` and
         `alarm.acknowledged` of these alarms, in seq order; `sent`: `destination`'s broker has
         acknowledged it (PUBACK). The record on disk: read at start, when nothing is in memory."""
-        if not alarm_ids:
+        if not alarm_ids or not self.store_open:
             return []
         marks = ",".join("?" * len(alarm_ids))
 
@@ -484,10 +615,46 @@ class Outbox:
         return await self._store.call(read)
 
 
+class _Backfill:
+    """Claims of a destination after a file opened late: its pending rows lie below `floor`
+    (the first seq stamped in memory), under the claimer's cursors. They are handed out by a
+    cursor of their own per lane; a claimer whose cursor for a lane is 0 is new (a reconnect)
+    and gets that lane's rows from the start again."""
+
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+        self.handed: dict[Lane, int] = {}
+        self.exhausted: set[Lane] = set()
+        self.done = False
+
+    def claim_run(
+        self, query: _ClaimQuery
+    ) -> Callable[[sqlite3.Connection], list[PendingDelivery]]:
+        def run(db: sqlite3.Connection) -> list[PendingDelivery]:
+            for lane in query.lanes:
+                if query.after.get(lane, 0) == 0:
+                    self.handed[lane] = 0
+                    self.exhausted.discard(lane)
+            old = replace(query, after=dict(self.handed), below=self.floor).run(db)
+            rows = old
+            if len(old) < query.limit:
+                # Every lane asked for was looked at: those without a row have none left.
+                self.exhausted.update(set(query.lanes) - {row.lane for row in old})
+                above = {ln: max(query.after.get(ln, 0), self.floor - 1) for ln in query.lanes}
+                rows = old + replace(query, limit=query.limit - len(old), after=above).run(db)
+                rows.sort(key=lambda r: (r.lane, r.seq))
+            for row in old:
+                self.handed[row.lane] = max(self.handed.get(row.lane, 0), row.seq)
+            self.done = self.exhausted == set(Lane)
+            return rows
+
+        return run
+
+
 class DeviceStore:
     """`drivers.base.DeviceMemory` on the store: keys live in `meta` as `device:<id>:<key>`.
-    Writes are bookkeeping (no fsync of their own) and never raise: a full disk only means the
-    value is re-learned after a restart."""
+    Writes are bookkeeping (no fsync of their own) and never raise: a full disk (or a file not
+    open yet: nothing is recalled) only means the value is re-learned after a restart."""
 
     def __init__(self, store: Store, device_id: str) -> None:
         self._store = store
@@ -500,7 +667,10 @@ class DeviceStore:
             row = db.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
             return None if row is None else int(row[0])
 
-        return await self._store.call(read)
+        try:
+            return await self._store.call(read)
+        except StoreError:  # the file cannot be opened yet: re-learned, as after a full disk
+            return None
 
     async def remember(self, key: str, value: int) -> None:
         name = self._prefix + key
@@ -516,7 +686,7 @@ class DeviceStore:
                 durable=False,
             )
 
-        with contextlib.suppress(*STORAGE_ERRORS):
+        with contextlib.suppress(*STORAGE_ERRORS, StoreError):
             await self._store.call(write)
 
 
@@ -603,6 +773,8 @@ class _ClaimQuery:
     skip: set[int]
     """Rows acknowledged while the disk could not record it."""
     lanes: tuple[Lane, ...]
+    below: int | None = None
+    """Only rows with a smaller seq (a late-opened file's, `_Backfill`)."""
 
     def run(self, db: sqlite3.Connection) -> list[PendingDelivery]:
         # [seq, type, lane, attempts, occurred_at_ms, body] per row, as the JSON aggregate has it
@@ -618,11 +790,12 @@ class _ClaimQuery:
                 " d.attempts AS attempts, e.occurred_at_ms AS at, e.body AS body"
                 " FROM deliveries d JOIN events e ON e.seq = d.seq"
                 " WHERE d.destination = ? AND d.sent_at_ms IS NULL AND d.lane = ?"
-                " AND d.seq > ? ORDER BY d.seq LIMIT ?)",
+                " AND d.seq > ? AND d.seq < ? ORDER BY d.seq LIMIT ?)",
                 (
                     self.destination,
                     int(lane),
                     self.after.get(lane, 0),
+                    _NO_SEQ_ABOVE if self.below is None else self.below,
                     self.limit - len(found) + len(self.skip),
                 ),
             ).fetchone()

@@ -141,6 +141,8 @@ class Retention:
     async def enforce(self, now_ms: int | None = None) -> EvictionReport:
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         report = EvictionReport()
+        if not self._outbox.store_open:
+            return report  # nothing on disk to keep small while the file cannot be opened
         call = self._outbox.call
         while chunk := await call(partial(_prune_chunk, before_ms=now - self._policy.retain_ms)):
             report.pruned += chunk

@@ -24,6 +24,10 @@ from typing import TypeVar
 
 import structlog
 
+from gateway import store_faults
+from gateway.store_faults import StoreError, StoreUnavailable
+
+__all__ = ["StoreError", "StoreUnavailable"]  # re-exported: what callers catch
 _T = TypeVar("_T")
 log = structlog.get_logger(__name__)
 
@@ -55,12 +59,15 @@ CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+_OPEN_BUSY_TIMEOUT_S = 1.0
+_BUSY_TIMEOUT_MS = 5000
+
 STORAGE_ERRORS = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
 """What a write may raise when the disk is full, read-only or failing."""
 
 
-class StoreError(Exception):
-    """The store cannot be used at all (not even a fresh file could be created)."""
+class _CorruptFile(sqlite3.DatabaseError):
+    """Our own integrity check failed (SQLite's `quick_check` did not answer `ok`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,24 @@ class OpenResult:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def seq_floor() -> int:
+    """Where seqs start when the seqs already issued cannot be read (a file moved aside, or one
+    that cannot be opened yet): the wall clock in ms, past any seq a receiver could have seen
+    unless more than one event per ms was stored on average since the epoch."""
+    return now_ms()
+
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """True only for a file whose contents are bad, never for one that cannot be opened."""
+    if isinstance(exc, _CorruptFile):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES
 
 
 class _Worker:
@@ -210,49 +235,73 @@ class Store:
         return self._db
 
     def _open_sync(self) -> OpenResult:
+        if self.path.is_dir():
+            raise store_faults.unavailable(self.path, "store.path is a directory")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
+            raise store_faults.unavailable(self.path, str(exc)) from exc
+        store_faults.check_access(self.path)
         moved: Path | None = None
         reason = ""
         try:
             db = self._connect_and_check()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            if not is_corrupt(exc):
+                # Cannot open or write is not corrupt: the file (with its pending and latched
+                # alarms) is left exactly as it is; the caller holds events in memory meanwhile.
+                raise store_faults.unavailable(self.path, str(exc), exc) from exc
             # Corrupt or not a database: keep it for the auditor, start afresh, say so.
             reason = str(exc)
-            moved = self.path.with_name(f"{self.path.name}.corrupt-{now_ms()}")
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(f"{self.path}{suffix}")
-                if src.exists():
-                    src.rename(Path(f"{moved}{suffix}"))
+            moved = self._move_aside()
             log.error("store_corrupt_moved_aside", path=str(self.path), to=str(moved), error=reason)
             try:
                 db = self._connect_and_check()
             except sqlite3.Error as again:
-                raise StoreError(f"cannot create a fresh store {self.path}: {again}") from again
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+                raise store_faults.unavailable(self.path, str(again), again) from again
         if moved is not None:
             # The old seqs are unknown now; jump past any a receiver may have seen so that no
             # seq is ever issued twice (a receiver sees a gap, which is the truth).
-            floor = now_ms()
+            floor = seq_floor()
             db.execute(
                 "INSERT OR REPLACE INTO sqlite_sequence(name, seq) VALUES ('events', ?)", (floor,)
             )
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('boot_count', ?)", (floor // 1000,)
             )
-        db.execute(
-            "INSERT INTO meta(key, value) VALUES('boot_count', 1) "
-            "ON CONFLICT(key) DO UPDATE SET value = value + 1"
-        )
-        (boot,) = db.execute("SELECT value FROM meta WHERE key='boot_count'").fetchone()
+        try:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES('boot_count', 1) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+            )
+            (boot,) = db.execute("SELECT value FROM meta WHERE key='boot_count'").fetchone()
+            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:  # read-only, locked by another process, WAL not ours
+            db.close()
+            raise store_faults.unavailable(self.path, str(exc), exc) from exc
         self._db = db
         return OpenResult(boot_count=int(boot), moved_aside=moved, reason=reason)
 
+    def _move_aside(self) -> Path:
+        moved = self.path.with_name(f"{self.path.name}.corrupt-{now_ms()}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{self.path}{suffix}")
+                if src.exists():
+                    src.rename(Path(f"{moved}{suffix}"))
+        except OSError as exc:  # a corrupt file in a folder we may not write
+            raise store_faults.unavailable(self.path, f"corrupt, cannot move aside: {exc}") from exc
+        return moved
+
     def _connect_and_check(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A short busy wait while opening: a lock held by another process must not keep the
+        # gateway (and its alarms) from starting; the normal wait is set once open.
+        db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_OPEN_BUSY_TIMEOUT_S,
+        )
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA wal_autocheckpoint=0")  # `_Checkpointer` does it, off this thread
@@ -261,7 +310,7 @@ class Store:
             db.execute("PRAGMA synchronous=FULL")
             (ok,) = db.execute("PRAGMA quick_check").fetchone()
             if ok != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {ok}")
+                raise _CorruptFile(f"integrity check failed: {ok}")
             db.executescript(SCHEMA)
             # sqlite_sequence exists only after the first AUTOINCREMENT table is created.
         except BaseException:

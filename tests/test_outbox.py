@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -108,13 +109,32 @@ async def test_open_alarms_are_those_without_a_reset(tmp_path: Path) -> None:
         assert [(a.alarm_id, a.button, a.presses) for a in alarms] == [("a", 0, 2)]
 
 
-async def test_unopenable_store_is_a_typed_error(tmp_path: Path) -> None:
+async def test_an_unopenable_store_starts_in_memory_and_says_why_and_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    outbox = Outbox(blocker / "o.db", SITE, ROUTES)
-    with pytest.raises(OutboxError, match="cannot create"):
-        await outbox.open()
-    await outbox.close()
+    async with Outbox(blocker / "o.db", SITE, ROUTES, recover_interval_s=0.01) as outbox:
+        assert outbox.degraded and not outbox.store_open  # started all the same
+        alarm = await outbox.append(event("alarm.panic", alarm_id="a", data={"button": 0}))
+        rows = await outbox.claim("bureau", 10)
+        assert [r.type for r in rows] == ["alarm.panic", "gateway.storage_fault"]  # lane order
+        fault = json.loads(rows[1].body)["data"]
+        assert fault["fault"] == "cannot_open" and fault["cause"] == "folder_missing"
+        assert (
+            fault["hint"] == f"{blocker} is a file, not a folder: move it away or point"
+            " store.path elsewhere"
+        )
+        assert rows[1].seq > 1_000_000_000_000  # a floor past any seq the file could hold
+        assert await outbox.open_alarms() == [] and await outbox.replay("police", 0, 2**62) == []
+        assert not await outbox.recover()  # still in the way: retried, nothing touched
+        assert blocker.read_text() == ""
+        blocker.unlink()
+        assert await outbox.recover()
+        assert outbox.store_open and outbox.store_opened.is_set()
+        assert [a.alarm_id for a in await outbox.open_alarms()] == ["a"]
+        later = await outbox.append(event("device.online"))
+        assert (later.seq or 0) > (alarm.seq or 0)
 
 
 async def test_using_a_closed_outbox_is_a_typed_error(tmp_path: Path) -> None:

@@ -96,6 +96,8 @@ class AlarmLatches:
         self._by_seq: dict[int, Latch] = {}
         self._feedback: dict[str, FeedbackSetter] = {}
         self._deadlines_changed = asyncio.Event()
+        self._acked_while_restoring: set[int] | None = None
+        """PUBACKs that arrive while `restore` reads the store: applied when it has the seqs."""
 
     def attach_feedback(self, device_id: str, setter: FeedbackSetter) -> None:
         self._feedback[device_id] = setter
@@ -106,30 +108,51 @@ class AlarmLatches:
 
     async def restore(self) -> None:
         """Re-open every latch that was open before a restart, with its delivered, acknowledged
-        and escalated state, and show it again on its box's lamp and siren."""
+        and escalated state, and show it again on its box's lamp and siren. Called again once a
+        store that could not be opened at start opens: the file's latches are merged with those
+        raised meanwhile (which stay as they are)."""
+        restored: dict[str, Latch] = {}
+        self._acked_while_restoring = set()
+        try:
+            await self._read_latches(restored)
+        finally:
+            acked, self._acked_while_restoring = self._acked_while_restoring, None
+        for seq in acked:
+            latch = self._by_seq.get(seq)
+            if latch is not None and latch.alarm_id in restored:
+                latch.delivered = True
+        if not restored:
+            return
+        # Kept in the order raised: a box's lamp shows its newest open alarm.
+        merged = [*self._open.values(), *restored.values()]
+        self._open = {
+            latch.alarm_id: latch for latch in sorted(merged, key=lambda lt: lt.raised_at_ms)
+        }
+        for device_id in {latch.device_id for latch in restored.values()}:
+            await self._show(device_id)
+        self._deadlines_changed.set()
+        log.warning(
+            "alarms_still_latched",
+            count=len(restored),
+            acknowledged=sum(latch.acknowledged for latch in restored.values()),
+            escalated=sum(latch.escalated for latch in restored.values()),
+        )
+
+    async def _read_latches(self, restored: dict[str, Latch]) -> None:
         for alarm in await self._outbox.open_alarms():
-            self._open[alarm.alarm_id] = Latch(
-                alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
-            )
-        progress = await self._outbox.alarm_progress(self._ack_destination, list(self._open))
+            if alarm.alarm_id not in self._open:
+                restored[alarm.alarm_id] = Latch(
+                    alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
+                )
+        progress = await self._outbox.alarm_progress(self._ack_destination, list(restored))
         for alarm_id, event_type, seq, sent in progress:
-            latch = self._open[alarm_id]
+            latch = restored[alarm_id]
             if event_type == "alarm.acknowledged":
                 latch.acknowledged = True
                 continue
             latch.escalated = latch.escalated or event_type == "alarm.escalated"
             latch.delivered = latch.delivered or sent
             self._track(latch, seq)
-        for device_id in {latch.device_id for latch in self._open.values()}:
-            await self._show(device_id)
-        self._deadlines_changed.set()
-        if self._open:
-            log.warning(
-                "alarms_still_latched",
-                count=len(self._open),
-                acknowledged=sum(latch.acknowledged for latch in self._open.values()),
-                escalated=sum(latch.escalated for latch in self._open.values()),
-            )
 
     # -- PanicSink ----------------------------------------------------------------------------
 
@@ -204,7 +227,11 @@ class AlarmLatches:
         is an open alarm's `alarm.panic` or `alarm.escalated`, its lamp goes from fast to slow
         blinking. Called for every PUBACK batch: a dictionary look-up per seq, nothing stored
         (after a restart the delivery rows tell the same)."""
-        if destination != self._ack_destination or not self._by_seq:
+        if destination != self._ack_destination:
+            return
+        if self._acked_while_restoring is not None:
+            self._acked_while_restoring.update(seqs)
+        if not self._by_seq:
             return
         devices = set()
         for seq in seqs:
