@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -608,6 +609,25 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["console", "--port", "eighty"])
     assert caught.value.code == 2
     assert "invalid int value" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["console", "--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == f"schoolgate console {metadata.version('schoolgate')}\n"
+
+
+async def test_view_mode_into_a_file_writes_the_last_view_once() -> None:
+    # Not a terminal (a pipe, a file): no full-screen frames, the final state once at the end.
+    out = io.StringIO()
+    nothing_there = mqtt.BrokerParams("127.0.0.1", free_port(), client_id="console-to-file")
+    opts = ConsoleOptions(broker=nothing_there, gateway_keys=GATEWAY_KEYS)
+    await console_cli.run(opts, json_lines=False, duration_s=0.3, out=out)
+    text = out.getvalue()
+    assert text.count("schoolgate console  127.0.0.1:") == 1
+    assert "DISCONNECTED" in text and "no alarms" in text
+    assert "\x1b" not in text  # rich writes no control codes to a file
 
 
 async def test_view_mode_redraws_the_board(police_broker: MosquittoBroker) -> None:
