@@ -283,7 +283,7 @@ async def run(
     )
     view = console.Console(options, lambda record: None, keys=keys, on_tick=live.refresh)
     live.update(Screen(view))
-    with live, _keystrokes(keys):
+    with _keystrokes(keys), live:  # cbreak before the first screen: no key typed is lost
         await view.run(duration_s)
 
 
