@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from edge_config import ConfigError, GatewayConfig, load_config
-from gateway import console_cli, control, inspect, logsetup
+from gateway import control, inspect, logsetup
+from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_store_commands(sub)
     _add_keys_commands(sub)
-    console_cli.add_parser(sub)
+    receiver_cli.add_parser(sub)
 
     p = sub.add_parser("demo", help="run a simulated gate with two local brokers, no hardware")
     p.add_argument("--duration", type=float, default=None, help="end after this many seconds")

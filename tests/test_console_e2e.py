@@ -26,13 +26,13 @@ from typing import Any
 
 import pytest
 
-from gateway import console_view, keys, mqtt
-from gateway.console import Console, ConsoleOptions, Signer
-from gateway.console_state import GatewayRef
+from gateway import keys, mqtt
+from receiver.console import Console, ConsoleOptions, Signer
+from receiver.state import GatewayRef
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import Listener, listen
-from tests_support import ConsoleRecords, GatewayProcess, blinks
+from tests_support import ConsoleRecords, GatewayProcess, blinks, screen_text
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,7 +220,7 @@ def board_line(console: Console, alarm_id: str) -> str:
     alarm = console.board.get(REF, alarm_id)
     assert alarm is not None, f"{alarm_id} not on the board"
     number = console.board.ordered().index(alarm) + 1
-    text = console_view.render(console, console.now_ms(), color=False)
+    text = screen_text(console)
     return next(line for line in text.splitlines() if line.startswith(f"[{number}]"))
 
 

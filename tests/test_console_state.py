@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from gateway import mqtt
-from gateway.console import Console, ConsoleOptions
-from gateway.console_state import (
+from receiver.console import Console, ConsoleOptions
+from receiver.state import (
     MAX_REPLAY_SPAN,
     AlarmBoard,
     Deduper,
@@ -19,7 +19,7 @@ from gateway.console_state import (
     GatewayRef,
     SilenceTracker,
 )
-from gateway.console_view import age_text, alarm_line
+from receiver.view import age_text, alarm_row
 
 GW = GatewayRef("school-1", "gate-1")
 
@@ -143,13 +143,18 @@ def test_age_text(age_ms: int, text: str) -> None:
     assert age_text(age_ms) == text
 
 
-def test_alarm_line_colors_only_open_unacknowledged_real_alarms() -> None:
+def test_alarm_row_colors_only_open_unacknowledged_real_alarms() -> None:
     board = AlarmBoard()
     alarm = board.apply(GW, event("a1", alarm_id="a1", data={"presses": 2}), 0)
     assert alarm is not None
-    assert alarm_line(1, alarm, alarm.raised_at_ms).startswith("\x1b[1m\x1b[31m[1]")
-    assert "x2" in alarm_line(1, alarm, alarm.raised_at_ms, color=False)
-    assert alarm_line(10, alarm, alarm.raised_at_ms, color=False).startswith("    ")
+    row = alarm_row(1, alarm, alarm.raised_at_ms)
+    assert row.style == "bold red" and row.cells[0] == "[1]"
+    assert "x2" in row.cells[4]
+    assert alarm_row(10, alarm, alarm.raised_at_ms).cells[0] == ""  # no key reaches it
+    drill = board.apply(GW, event("d1", alarm_id="d1", drill=True), 0)
+    assert drill is not None and alarm_row(2, drill, 0).style == ""
+    board.apply(GW, event("r1", "alarm.reset", alarm_id="a1", data={"reset_by": "guard"}), 0)
+    assert alarm_row(1, alarm, 0).style == "dim"
 
 
 def unsigned_console() -> tuple[Console, list[dict[str, Any]]]:

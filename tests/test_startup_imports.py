@@ -1,5 +1,6 @@
 """What a running gateway has imported: `cryptography` (about 7 MB resident) only when the config
 has a `[security]` section. A gateway without one must start, run and refuse commands without it.
+`rich` (the receiving console's view, 4-5 MB with what it pulls in) never, with or without.
 
 The child (`startup_child.py`) does what `schoolgate run` does with the simulated gate's config
 (every device kind and line type, both destinations; nothing needs to answer), so an import of
@@ -54,6 +55,10 @@ def crypto_modules(modules: list[str]) -> list[str]:
     return [name for name in modules if name.split(".")[0] == "cryptography"]
 
 
+def rich_modules(modules: list[str]) -> list[str]:
+    return [name for name in modules if name.split(".")[0] in ("rich", "pygments")]
+
+
 def test_a_gateway_without_security_never_imports_cryptography(tmp_path: Path) -> None:
     child = run_child(tmp_path)
     assert "status_keys" in child  # it ran: the control socket answered
@@ -62,6 +67,7 @@ def test_a_gateway_without_security_never_imports_cryptography(tmp_path: Path) -
     assert (child["status"], child["reason"]) == ("rejected", "unknown_key")
     assert child["detail"] == "this gateway trusts no keys ([security])"
     assert crypto_modules(child["after_command"]) == []
+    assert rich_modules(child["after_command"]) == []
 
 
 def test_a_gateway_with_security_loads_cryptography_and_checks_signatures(tmp_path: Path) -> None:
@@ -82,6 +88,7 @@ def test_a_gateway_with_security_loads_cryptography_and_checks_signatures(tmp_pa
     child = run_child(tmp_path, security)
     assert "cryptography.hazmat.primitives.asymmetric.ed25519" in child["running"]
     assert (child["status"], child["reason"]) == ("rejected", "bad_signature")
+    assert rich_modules(child["after_command"]) == []
 
 
 @pytest.mark.parametrize("module", ["gateway.auth", "edge_config.security", "gateway.commands"])
@@ -94,6 +101,36 @@ def test_modules_on_the_start_up_path_do_not_import_cryptography(module: str) ->
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def imports_in_a_fresh_interpreter(code: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\nprint(' '.join(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import gateway.cli",  # registers `schoolgate console` (receiver.cli)
+        "from gateway import cli; cli.build_parser().parse_args(['run'])",
+    ],
+)
+def test_the_daemons_command_line_does_not_import_rich(code: str) -> None:
+    assert rich_modules(imports_in_a_fresh_interpreter(code)) == []
+
+
+def test_rich_is_loaded_where_it_is_used_and_by_structlog_imported_alone() -> None:
+    """The controls: the check sees rich in the console's view, and structlog imported before
+    the gateway package loads rich (why `gateway/__init__.py` imports it with rich hidden)."""
+    assert "rich.table" in imports_in_a_fresh_interpreter("import gateway.cli, receiver.view")
+    assert "rich.console" in imports_in_a_fresh_interpreter("import structlog")
 
 
 def test_start_up_objects_are_moved_out_of_the_collectors_reach(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """A whole simulated gate for end-to-end tests: the real gateway as its own process, with a
-generated config, against simulator modules and mosquitto brokers the test owns."""
+generated config, against simulator modules and mosquitto brokers the test owns; and what the
+receiving console's tests share (its records, its screen as text)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import sqlite3
@@ -12,13 +14,19 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import rich.console
 
 from gateway import control
+from receiver.view import Screen
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import Listener
 from simulators.measure import gateway_command
+
+if TYPE_CHECKING:
+    from receiver.console import Console
 
 TEMPLATE = """\
 [site]
@@ -211,7 +219,7 @@ async def blinks(module: DiDoModule, coil: int, *, within_s: float) -> bool:
 
 
 class ConsoleRecords:
-    """A console's sink (`gateway.console`): every event and notice it gives out, and a way to
+    """A console's sink (`receiver.console`): every event and notice it gives out, and a way to
     await one."""
 
     def __init__(self) -> None:
@@ -247,3 +255,12 @@ class ConsoleRecords:
             lambda r: r.get("console") == kind and all(r.get(k) == v for k, v in fields.items()),
             timeout_s,
         )
+
+
+def screen_text(console: Console, *, width: int = 160, height: int = 60) -> str:
+    """The console's view as plain text on a terminal of that size (`receiver.view.Screen`)."""
+    terminal = rich.console.Console(
+        width=width, height=height, record=True, file=io.StringIO(), color_system=None
+    )
+    terminal.print(Screen(console))
+    return terminal.export_text()

@@ -4,11 +4,11 @@ keeps the alarm board, the seq-gap check and the silence check current; sends si
 
 Owns the MQTT session of a console (through `gateway.mqtt`, with `Backoff` between attempts),
 payload verification (`auth.verify_payload`, refusals counted and reported), the mapping from
-topics to the pure state in `console_state`, and the queue of outgoing commands (signed when
+topics to the pure state in `receiver.state`, and the queue of outgoing commands (signed when
 they are sent, so a command held while the broker is away is still fresh). Everything it
 learns goes out as records through `sink`: events as received (without `sig`) and notices with
-a `"console"` key. It does not draw the terminal (`console_view`), parse the command line or
-touch the TTY (`console_cli`).
+a `"console"` key. It does not draw the terminal (`receiver.view`), parse the command line or
+touch the TTY (`receiver.cli`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway import auth, mqtt
 from gateway.backoff import Backoff
-from gateway.console_state import (
+from receiver.state import (
     AlarmBoard,
     Deduper,
     Gap,

@@ -1,9 +1,9 @@
 """What the receiving console knows: the alarm board, de-duplication, seq gaps and silent gateways.
 
-Pure and synchronous: it takes payloads that were already verified (`gateway.console` does the
+Pure and synchronous: it takes payloads that were already verified (`receiver.console` does the
 signature check and the MQTT I/O) and the time as `now_ms`, and answers with `Notice` records
 (plain dicts with a `"console"` key) for the caller to print, show or act on. It does not sign
-or send commands (it only says which replay to ask for), render anything (`console_view`) or
+or send commands (it only says which replay to ask for), render anything (`receiver.view`) or
 read a clock.
 
 Contract references are to docs/contract.md: an event's `id` de-duplicates it; a heartbeat's

@@ -1,9 +1,11 @@
 """`schoolgate console`: its arguments, their validation, and the terminal around a `Console`.
 
 Owns turning the command line into `ConsoleOptions` (refusing bad input with exit status 2, never
-guessing), loading the keys, the JSON-lines output of `--json`, and the interactive terminal
-(cbreak keystrokes, redraw on every tick). `gateway.cli` only registers it. The console itself
-(MQTT, verification, state) is `gateway.console`; nothing heavy is imported until it runs.
+guessing), loading the keys, the JSON-lines output of `--json`, and the interactive terminal: a
+`rich.live.Live` showing `receiver.view.Screen`, refreshed on every tick, and single keystrokes
+read in cbreak mode (rich reads no keys). `gateway.cli` only registers it, for every command of
+the daemon's command line, so importing this module loads nothing heavy: the console itself
+(MQTT, verification, state: `receiver.console`), `rich` and `cryptography` load when it runs.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
+    import rich.console
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from gateway.console import ConsoleOptions
+    from gateway.mqtt import TlsParams
+    from receiver.console import ConsoleOptions, Signer
 
 _ID: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ROOT_PART: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -31,6 +35,25 @@ _PROG: Final = "schoolgate console"
 
 class UsageError(Exception):
     """The command line asks for something the console cannot do; exit status 2."""
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from importlib import metadata  # noqa: PLC0415 - only for --version
+
+        print(f"{_PROG} {metadata.version('schoolgate')}")
+        parser.exit(0)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,6 +104,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--duration", type=float, metavar="S", help="end after S seconds")
     p.add_argument("--count", type=int, metavar="N", help="end after N events")
     p.add_argument("--once", action="store_true", help="end after the first event (--count 1)")
+    p.add_argument("--version", action=_Version)
     p.set_defaults(func=cmd_console)
 
 
@@ -103,59 +127,84 @@ def parse_gateway_key(text: str, base_dir: Path) -> tuple[str, Ed25519PublicKey]
         raise UsageError(f"--gateway-key {key_id}: {exc}") from None
 
 
-def _check_root(root: str) -> str:
-    if not all(_ROOT_PART.match(part) for part in root.split("/")):
-        raise UsageError(f"--root {root!r}: topic levels of letters, digits, _ . - (no wildcards)")
-    return root
+def _is_topic_root(root: str) -> bool:
+    return all(_ROOT_PART.match(part) for part in root.split("/"))
 
 
-def options_from_args(args: argparse.Namespace) -> ConsoleOptions:  # noqa: PLR0912 - one check per option
-    """The validated options, or UsageError with what to fix."""
-    from gateway import keys, mqtt  # noqa: PLC0415 - keep `schoolgate --help` light
-    from gateway.console import ConsoleOptions, Signer  # noqa: PLC0415
+_CHECKS: Final[tuple[tuple[str, Callable[[Any], object], str], ...]] = (
+    ("silent_after", lambda s: s > 0, "--silent-after must be positive"),
+    ("duration", lambda s: s > 0, "--duration must be positive"),
+    ("count", lambda n: n >= 1, "--count must be at least 1"),
+    ("share", _ROOT_PART.match, "--share {!r}: letters, digits, _ . - only"),
+    ("port", lambda n: 0 < n < 65536, "--port {}: not a TCP port"),
+    ("root", _is_topic_root, "--root {!r}: topic levels of letters, digits, _ . - (no wildcards)"),
+)
+"""Each option given (not None) must pass its test, or the message (formatted with its value)."""
 
-    gateways = tuple(parse_gateway_filter(g) for g in args.gateways) or ("+/+",)
-    gateway_keys = dict(parse_gateway_key(text, Path.cwd()) for text in args.gateway_key)
-    if not gateway_keys and not args.allow_unsigned:
-        raise UsageError("give --gateway-key ID=KEY for each gateway, or --allow-unsigned")
+
+def _check_values(args: argparse.Namespace) -> None:
+    for name, test, message in _CHECKS:
+        value = getattr(args, name)
+        if value is not None and not test(value):
+            raise UsageError(message.format(value))
+
+
+def _signer(args: argparse.Namespace) -> Signer | None:
+    from gateway import keys  # noqa: PLC0415 - keep `schoolgate --help` light
+    from receiver.console import Signer  # noqa: PLC0415
+
     if (args.key is None) != (args.key_id is None):
         raise UsageError("--key and --key-id go together")
-    signer = None
-    if args.key is not None:
-        if not keys.KEY_ID.match(args.key_id):
-            raise UsageError(f"--key-id {args.key_id!r}: lower-case letters, digits, _ and -")
-        try:
-            signer = Signer(keys.load_private_key(args.key), args.key_id)
-        except keys.KeyFileError as exc:
-            raise UsageError(str(exc)) from None
-    if args.silent_after <= 0:
-        raise UsageError("--silent-after must be positive")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
-    count = 1 if args.once else args.count
-    if count is not None and count < 1:
-        raise UsageError("--count must be at least 1")
-    if args.share is not None and not _ROOT_PART.match(args.share):
-        raise UsageError(f"--share {args.share!r}: letters, digits, _ . - only")
-    if args.port is not None and not 0 < args.port < 65536:
-        raise UsageError(f"--port {args.port}: not a TCP port")
-    password = None
-    if args.password_file is not None:
-        try:
-            password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--password-file: cannot read {args.password_file}: {exc}") from None
-    tls = None
+    if args.key is None:
+        return None
+    if not keys.KEY_ID.match(args.key_id):
+        raise UsageError(f"--key-id {args.key_id!r}: lower-case letters, digits, _ and -")
+    try:
+        return Signer(keys.load_private_key(args.key), args.key_id)
+    except keys.KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file is None:
+        return None
+    try:
+        return str(args.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--password-file: cannot read {args.password_file}: {exc}") from None
+
+
+def _tls(args: argparse.Namespace) -> TlsParams | None:
+    from gateway import mqtt  # noqa: PLC0415
+
     tls_extras = (args.tls_cert, args.tls_key, args.tls_server_name)
     if args.tls_ca is None and any(extra is not None for extra in tls_extras):
         raise UsageError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
     if args.tls_key is not None and args.tls_cert is None:
         raise UsageError("--tls-key needs --tls-cert")
-    if args.tls_ca is not None:
-        for path in (args.tls_ca, args.tls_cert, args.tls_key):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{path}: no such file")
-        tls = mqtt.TlsParams(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    if args.tls_ca is None:
+        return None
+    for path in (args.tls_ca, args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    return mqtt.TlsParams(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+
+
+def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
+    """The validated options, or UsageError with what to fix."""
+    from gateway import mqtt  # noqa: PLC0415 - keep `schoolgate --help` light
+    from receiver.console import ConsoleOptions  # noqa: PLC0415
+
+    gateways = tuple(parse_gateway_filter(g) for g in args.gateways) or ("+/+",)
+    gateway_keys = dict(parse_gateway_key(text, Path.cwd()) for text in args.gateway_key)
+    if not gateway_keys and not args.allow_unsigned:
+        raise UsageError("give --gateway-key ID=KEY for each gateway, or --allow-unsigned")
+    signer = _signer(args)
+    if args.once:
+        args.count = 1
+    _check_values(args)
+    password = _password(args)
+    tls = _tls(args)
     broker = mqtt.BrokerParams(
         host=args.host,
         port=args.port or (8883 if tls else 1883),
@@ -164,18 +213,17 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:  # noqa: PLR0
         password=password,
         tls=tls,
     )
-    operator = args.operator or os.environ.get("USER") or "console"
     return ConsoleOptions(
         broker=broker,
         gateway_keys=gateway_keys,
-        root=_check_root(args.root),
+        root=args.root,
         gateways=gateways,
         allow_unsigned=args.allow_unsigned,
         signer=signer,
-        operator=operator,
+        operator=args.operator or os.environ.get("USER") or "console",
         silent_after_s=args.silent_after,
         share_group=args.share,
-        max_events=count,
+        max_events=args.count,
         tick_s=min(1.0, args.silent_after / 4),
     )
 
@@ -207,24 +255,35 @@ async def run(
     json_lines: bool,
     duration_s: float | None,
     out: TextIO = sys.stdout,
+    terminal: rich.console.Console | None = None,
 ) -> None:
-    """`--json`: one line per event and notice. Otherwise the view, redrawn on every tick, and
-    keystrokes when standard input is a terminal."""
-    from gateway import console, console_view  # noqa: PLC0415
+    """`--json`: one line per event and notice on `out`. Otherwise the view on `terminal` (a
+    rich console on `out` by default), redrawn on every tick, and keystrokes when standard
+    input is a terminal. A terminal shows the view full screen; a file or pipe gets the last
+    view once, at the end."""
+    from receiver import console  # noqa: PLC0415 - loads cryptography and aiomqtt
 
     if json_lines:
         await console.Console(options, json_line_sink(out)).run(duration_s)
         return
+    import rich.console  # noqa: PLC0415 - only the interactive view draws
+    from rich.live import Live  # noqa: PLC0415
+
+    from receiver.view import Screen  # noqa: PLC0415
+
+    if terminal is None:
+        terminal = rich.console.Console(file=out)
     keys: asyncio.Queue[str] = asyncio.Queue()
-    color = out.isatty()
-
-    def draw() -> None:
-        text = console_view.render(view, view.now_ms(), color=color)
-        out.write(console_view.CLEAR + text)
-        out.flush()
-
-    view = console.Console(options, lambda record: None, keys=keys, on_tick=draw)
-    with _keystrokes(keys):
+    live = Live(
+        console=terminal,
+        screen=terminal.is_terminal,
+        auto_refresh=False,  # refreshed on the console's tick, in the loop's thread
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    view = console.Console(options, lambda record: None, keys=keys, on_tick=live.refresh)
+    live.update(Screen(view))
+    with _keystrokes(keys), live:  # cbreak before the first screen: no key typed is lost
         await view.run(duration_s)
 
 

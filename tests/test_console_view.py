@@ -1,0 +1,157 @@
+"""The console's view on a real terminal size: what an operator sees at 80x24 and larger.
+
+Regression (issue 11): on an 80x24 terminal with a long history the open alarm scrolled off the
+top of the screen, because the view ignored the terminal's height. The console's state is built
+through `Console.handle` (unsigned payloads, no broker: the view only reads the state) and drawn
+by rich at a fixed size, as `receiver.cli` does in a `Live`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import rich.console
+from rich.cells import cell_len
+
+from gateway import mqtt
+from receiver.console import Console, ConsoleOptions
+from receiver.view import Screen
+
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+NOW_MS = round(NOW.timestamp() * 1000)
+LATER_MS = NOW_MS + 100_000
+"""When the screens are drawn: the gateway has been quiet for 100 s."""
+BASE = "schoolgate/v1/school-1/gate-1"
+WHO = {"school": "school-1", "gateway": "gate-1"}
+
+
+def quiet_console() -> Console:
+    params = mqtt.BrokerParams("127.0.0.1", 1883, client_id="unit")
+    options = ConsoleOptions(broker=params, gateway_keys={}, allow_unsigned=True)
+    return Console(options, lambda record: None, clock_ms=lambda: NOW_MS)
+
+
+class Gateway:
+    """Publishes straight into a console's `handle`, numbering events as a gateway does."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.seq = 0
+
+    def event(
+        self,
+        event_type: str,
+        *,
+        age_s: float,
+        device: str = "gate_doors",
+        location: str = "",
+        **fields: Any,
+    ) -> str:
+        self.seq += 1
+        event_id = f"e-{self.seq}"
+        at = (NOW - timedelta(seconds=age_s)).isoformat(timespec="milliseconds")
+        payload = WHO | {
+            "id": event_id,
+            "seq": self.seq,
+            "type": event_type,
+            "occurred_at": at,
+            "device": {"id": device, "location": location},
+            **fields,
+        }
+        self.console.handle(f"{BASE}/events/x", json.dumps(payload).encode())
+        return event_id
+
+
+def long_history(console: Console) -> None:
+    """One open panic alarm, raised first (the oldest), then 30 alarms acknowledged by the
+    police, card events up to 200 events, a refused payload, and the gateway gone quiet."""
+    gw = Gateway(console)
+    gw.event("alarm.panic", age_s=7200, device="panic_box_9", location="North gate booth")
+    for n in range(30):
+        location = "北门岗亭" if n % 2 else "East gate"
+        alarm = gw.event("alarm.panic", age_s=7000 - n * 60, device=f"box_{n}", location=location)
+        gw.event("alarm.acknowledged", age_s=6990 - n * 60, alarm_id=alarm, data={"by": "Li"})
+    while gw.seq < 200:
+        gw.event("access.granted", age_s=100, data={"door": 1})
+    console.handle(f"{BASE}/events/x", b"not json")
+    console.silence.check(LATER_MS)  # nothing heard since: the gateway is quiet
+
+
+def cell(lines: list[str], row: int, starting: str) -> str:
+    """The table cell that begins with `starting` on line `row`, with the lines it wraps onto
+    (an open alarm's cells wrap rather than hide anything)."""
+    start = lines[row].index(starting)
+    parts = [lines[row][start:].split("  ")[0]]
+    for line in lines[row + 1 :]:
+        if line[:start].strip():
+            break  # the next row
+        parts.append(line[start:].split("  ")[0].strip())
+    return " ".join(part for part in parts if part)
+
+
+def draw(console: Console, width: int, height: int) -> list[str]:
+    terminal = rich.console.Console(width=width, height=height, record=True, file=io.StringIO())
+    terminal.print(Screen(console, LATER_MS))
+    return terminal.export_text().splitlines()
+
+
+@pytest.mark.parametrize(("width", "height", "all_fit"), [(80, 24, False), (120, 40, True)])
+def test_the_open_alarm_stays_on_screen_with_a_long_history(
+    width: int, height: int, all_fit: bool
+) -> None:
+    console = quiet_console()
+    long_history(console)
+    assert console.events_seen == 200 and len(console.board.ordered()) == 31
+
+    lines = draw(console, width, height)
+
+    assert len(lines) <= height
+    assert all(cell_len(line) <= width for line in lines)
+    assert lines[0].startswith("schoolgate console  127.0.0.1:1883 DISCONNECTED  open 1")
+    [open_line] = [line for line in lines if "UNACKNOWLEDGED" in line]
+    assert open_line.startswith("[1]") and "2h01m" in open_line
+    screen = "\n".join(lines)
+    row = lines.index(open_line)
+    assert cell(lines, row, "panic_box_9") == "panic_box_9 (North gate booth)"
+    assert lines.index(open_line) < 6  # at the top, under the header and the table's head
+    assert "school-1/gate-1  quiet, last heard 1m40s ago" in screen  # before old alarms
+    assert "refused payloads: malformed 1" in screen
+    acknowledged = [line for line in lines if "ack by Li" in line]
+    if all_fit:
+        assert len(acknowledged) == 30
+    else:  # what does not fit is counted
+        assert f"... and {30 - len(acknowledged)} more" in screen
+    assert lines[-1].startswith("keys: ")
+
+
+def test_a_larger_terminal_shows_more_history() -> None:
+    console = quiet_console()
+    long_history(console)
+    small, large = draw(console, 80, 24), draw(console, 120, 40)
+    acked = [line for line in large if "ack by Li" in line]
+    assert len(acked) > len([line for line in small if "ack by Li" in line])
+    assert "recent:" in large and "recent:" not in small  # history takes what is left
+
+
+def test_wide_characters_keep_the_columns_aligned() -> None:
+    console = quiet_console()
+    gw = Gateway(console)
+    gw.event("alarm.panic", age_s=10, device="box_a", location="北门岗亭")
+    gw.event("alarm.panic", age_s=20, device="box_b", location="East gate")
+    lines = [line for line in draw(console, 100, 24) if "UNACKNOWLEDGED" in line]
+    assert len(lines) == 2 and "北门岗亭" in lines[0]
+    # The state column starts at the same terminal cell on both rows (a CJK character is two).
+    starts = {cell_len(line[: line.index("UNACKNOWLEDGED")]) for line in lines}
+    assert len(starts) == 1
+
+
+def test_a_terminal_too_small_for_everything_keeps_the_top_alarm() -> None:
+    console = quiet_console()
+    long_history(console)
+    lines = draw(console, 80, 6)
+    assert len(lines) <= 6
+    assert any(line.startswith("[1]") and "UNACKNOWLEDGED" in line for line in lines)
