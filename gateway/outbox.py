@@ -433,7 +433,8 @@ class Outbox:
         elif backfill is not None:
             rows = await self._store.call(backfill.claim_run(query), urgent=urgent)
             if backfill.done:
-                del self._backfill[destination]
+                # Another sender of this destination may have finished it in the same turn.
+                self._backfill.pop(destination, None)
         else:
             rows = await self._store.call(query.run, urgent=urgent)
         if self.spill.rows:

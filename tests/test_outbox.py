@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway import contract
-from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.outbox import _MAX_BATCH as MAX_BATCH
 from gateway.outbox import Outbox, OutboxError
 from gateway.routing import Router
@@ -135,6 +135,29 @@ async def test_an_unopenable_store_starts_in_memory_and_says_why_and_how_to_fix_
         assert [a.alarm_id for a in await outbox.open_alarms()] == ["a"]
         later = await outbox.append(event("device.online"))
         assert (later.seq or 0) > (alarm.seq or 0)
+
+
+async def test_two_senders_claiming_the_last_of_a_backfill_at_once_both_get_their_rows(
+    tmp_path: Path,
+) -> None:
+    """Regression: the alarm sender and a backlog sender of one destination claimed together
+    while the file's own pending rows were being handed out; both saw the backfill finished and
+    the second `del` raised KeyError, which ended the uplink session (found under load)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    async with Outbox(blocker / "o.db", SITE, ROUTES, recover_interval_s=0.01) as outbox:
+        alarm = await outbox.append(event("alarm.panic", alarm_id="a", data={"button": 0}))
+        blocker.unlink()
+        assert await outbox.recover()
+        assert [r.type for r in await outbox.claim("bureau", 10, lanes=[Lane.ALARM])] == [
+            "alarm.panic"
+        ]
+        cursors = {Lane.ALARM: alarm.seq or 0}  # both senders are past the alarm already
+        first, second = await asyncio.gather(
+            outbox.claim("bureau", 10, cursors), outbox.claim("bureau", 10, cursors)
+        )
+        assert "gateway.storage_fault" in [r.type for r in first]
+        assert [r.type for r in first] == [r.type for r in second]
 
 
 async def test_using_a_closed_outbox_is_a_typed_error(tmp_path: Path) -> None:
