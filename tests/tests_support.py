@@ -193,13 +193,15 @@ class GatewayProcess:
         while loop.time() < deadline:
             if self.db.exists():
                 row = None
-                with sqlite3.connect(self.db, timeout=1.0) as db:
-                    # A store being created right now has its file before its tables.
-                    with contextlib.suppress(sqlite3.OperationalError):
-                        row = db.execute(
-                            "SELECT id FROM events WHERE type=? ORDER BY seq DESC LIMIT 1",
-                            (event_type,),
-                        ).fetchone()
+                # A store being created right now has its file before its tables.
+                with (
+                    sqlite3.connect(self.db, timeout=1.0) as db,
+                    contextlib.suppress(sqlite3.OperationalError),
+                ):
+                    row = db.execute(
+                        "SELECT id FROM events WHERE type=? ORDER BY seq DESC LIMIT 1",
+                        (event_type,),
+                    ).fetchone()
                 db.close()
                 if row:
                     return str(row[0])
