@@ -97,10 +97,10 @@ def password_file_errors(name: str, dest: DestinationConfig, groups: frozenset[i
         return []
     key = f"destinations.{name}.password_file"
     try:
-        mode = path.stat().st_mode
-        gid = path.stat().st_gid
+        info = path.stat()
     except OSError:
         return []  # read_password reports it, with the reason
+    mode, gid = info.st_mode, info.st_gid
     fix = f"chmod 600 {path}"
     if mode & stat.S_IROTH:
         return [f"{key}: {path} is readable by others (mode {mode & 0o777:04o}); {fix}"]
