@@ -7,13 +7,16 @@ Owns the shape and per-field rules of that one device kind. The check that its l
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from edge_config.models import Ident, Strict
 
 _NAMED = "names keyed by number, e.g. {1 = 'main gate'}"
+
+KeyNumber = Annotated[int, Field(strict=False)]
+"""A number written as a TOML key: TOML keys are always strings, so this one is parsed."""
 
 
 class AccessControllerDevice(Strict):
@@ -24,10 +27,12 @@ class AccessControllerDevice(Strict):
     poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
     offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
     drill: bool = Field(default=False, description="mark every event of this controller a drill")
-    doors: dict[int, str] = Field(
+    doors: dict[KeyNumber, str] = Field(
         min_length=1, description=f"the doors the controller drives: {_NAMED}"
     )
-    readers: dict[int, str] = Field(default_factory=dict, description=f"card readers: {_NAMED}")
+    readers: dict[KeyNumber, str] = Field(
+        default_factory=dict, description=f"card readers: {_NAMED}"
+    )
     held_open_alarm_s: int = Field(
         default=30,
         ge=1,
@@ -45,7 +50,7 @@ class AccessControllerDevice(Strict):
 
     @field_validator("doors", "readers")
     @classmethod
-    def _numbers_fit_a_byte(cls, value: dict[int, str]) -> dict[int, str]:
+    def _numbers_fit_a_byte(cls, value: dict[KeyNumber, str]) -> dict[KeyNumber, str]:
         for number in value:
             if not 1 <= number <= 255:
                 raise ValueError(f"number {number} outside 1..255")

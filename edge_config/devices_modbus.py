@@ -23,6 +23,9 @@ DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
 BIT_FUNCTIONS = ("coil", "discrete_input")
 WIDE_TYPES = ("int32", "uint32", "float32")
 
+_BOUND = 1e12
+"""Scale, offset and deadband stay within this: a float32 reading times it is still finite."""
+
 _ADDRESS = Field(ge=0, le=65535, description="0-based protocol address (not 40001-style)")
 
 
@@ -229,11 +232,11 @@ class ModbusPoint(Strict):
     bit: int | None = Field(default=None, ge=0, le=15, description="a bool taken from a register")
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: float = Field(default=1.0, ge=-_BOUND, le=_BOUND)
+    offset: float = Field(default=0.0, ge=-_BOUND, le=_BOUND)
     unit: str = ""
     report: Literal["on_change", "interval", "both"] = "on_change"
-    deadband: float | None = Field(default=None, ge=0)
+    deadband: float | None = Field(default=None, ge=0, le=_BOUND)
     interval_ms: int | None = Field(default=None, ge=100, le=86_400_000)
 
     @property

@@ -2,24 +2,26 @@
 (a device's line exists, a `police` destination exists, secrets can be read), and turning every
 failure into a list of messages that name the key and what was expected.
 
-It never fixes bad input: a config with any error is refused whole.
+It never fixes bad input: a config with any error is refused whole. What is allowed but unwise
+(a password sent without TLS) comes back as a warning in `LoadedConfig.warnings`.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from edge_config import checks
+from edge_config.checks import SecretError, read_password
 from edge_config.errors import ConfigError
 from edge_config.models import (
     MODBUS_LINE_TYPES,
     AlarmBoxDevice,
-    DestinationConfig,
     GatewayConfig,
     TlsConfig,
 )
@@ -66,16 +68,15 @@ def line_types_for(kind: str) -> tuple[str, ...]:
     return ("serial",) if kind == "access_controller" else MODBUS_LINE_TYPES
 
 
-def read_password(dest: DestinationConfig) -> str | None:
-    """The destination's password from its file or environment variable (never inline)."""
-    if dest.password_file is not None:
-        return dest.password_file.read_text(encoding="utf-8").strip()
-    if dest.password_env is not None:
-        value = os.environ.get(dest.password_env)
-        if value is None:
-            raise KeyError(dest.password_env)
-        return value
-    return None
+__all__ = ["LoadedConfig", "load", "load_config", "parse", "parse_config", "read_password"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A usable configuration and what in it is allowed but unwise (each `key: message`)."""
+
+    config: GatewayConfig
+    warnings: list[str]
 
 
 def _no_passphrase() -> bytes:
@@ -142,18 +143,13 @@ def _cross_checks(config: GatewayConfig) -> list[str]:
                 f"devices.{device_id}.line: kind {device.kind} needs a "
                 f"{' or '.join(line_types_for(device.kind))} line; {device.line!r} is {line.type}"
             )
+    groups = checks.service_group_ids()
     for name, dest in config.destinations.items():
         try:
             read_password(dest)
-        except KeyError as exc:
-            errors.append(
-                f"destinations.{name}.password_env: environment variable {exc} is not set"
-            )
-        except OSError as exc:
-            errors.append(
-                f"destinations.{name}.password_file: cannot read {dest.password_file}: "
-                f"{exc.strerror or exc}"
-            )
+        except SecretError as exc:
+            errors.append(f"destinations.{name}.{exc.key}: {exc.message}")
+        errors.extend(checks.password_file_errors(name, dest, groups))
         if dest.tls is not None:
             errors.extend(tls_errors(name, dest.tls))
     # Two sessions with one client id on one broker keep kicking each other off.
@@ -179,12 +175,14 @@ def _reference_checks(config: GatewayConfig) -> list[str]:
     return errors
 
 
-def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
+def parse(data: dict[str, Any], path: Path) -> LoadedConfig:
+    """Validate parsed TOML; raises ConfigError listing every problem."""
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
     errors = _cross_checks(config) + _reference_checks(config)
+    errors += checks.store_path_errors(config) + checks.control_socket_errors(config)
     if config.security is not None:
         try:
             load_security(config.security, path.parent)
@@ -192,15 +190,31 @@ def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
             errors.extend(exc.errors)
     if errors:
         raise ConfigError(path, errors)
-    return config
+    warnings = checks.clear_text_password_warnings(config) + checks.service_store_warnings(config)
+    return LoadedConfig(config, warnings)
 
 
-def load_config(path: Path) -> GatewayConfig:
+def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
+    return parse(data, path).config
+
+
+def load(path: Path) -> LoadedConfig:
+    """Read, parse and check the file; raises ConfigError listing every problem."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(path, [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, [f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8"]
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
-    return parse_config(data, path)
+    except RecursionError:
+        raise ConfigError(path, ["not valid TOML: nested too deeply"]) from None
+    return parse(data, path)
+
+
+def load_config(path: Path) -> GatewayConfig:
+    return load(path).config

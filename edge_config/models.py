@@ -14,13 +14,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_config.fields import ConfigPath, EnvName, Host, WholeNumber
+
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Ident = Annotated[str, Field(pattern=_ID)]
 """Ids end up in MQTT topics, so they are restricted to lower-case letters, digits, _ and -."""
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """The base of every section: unknown keys are errors, and nothing is coerced (`true` is not
+    a number, `"30"` is neither a number nor a boolean, `inf` and `nan` are not numbers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class SiteConfig(Strict):
@@ -40,7 +45,7 @@ class SiteConfig(Strict):
 
 
 class StoreConfig(Strict):
-    path: Path = Path("/var/lib/schoolgate/outbox.db")
+    path: ConfigPath = Path("/var/lib/schoolgate/outbox.db")
     batch_delay_ms: int = Field(
         default=50,
         ge=0,
@@ -51,20 +56,26 @@ class StoreConfig(Strict):
     max_mb: float = Field(
         default=512,
         gt=0,
+        le=1_000_000,
         description="size cap of the store; over it, delivered rows are evicted first, then "
         "undelivered telemetry, then state; undelivered alarms never",
     )
     max_age_days: float | None = Field(
         default=None,
         gt=0,
+        le=3650,
         description="optional: undelivered telemetry and state older than this are evicted",
     )
     retain_days: float = Field(
-        default=90, gt=0, description="delivered events are kept this long as the local record"
+        default=90,
+        gt=0,
+        le=3650,
+        description="delivered events are kept this long as the local record",
     )
     memory_limit_events: int = Field(
         default=50_000,
         ge=100,
+        le=10_000_000,
         description="lower-lane events held in memory while the disk cannot be written",
     )
 
@@ -72,7 +83,7 @@ class StoreConfig(Strict):
 class ControlConfig(Strict):
     """The local control socket `schoolgate reset` talks to (root/group only, never the network)."""
 
-    socket_path: Path | None = None
+    socket_path: ConfigPath | None = None
 
 
 class TlsConfig(Strict):
@@ -80,9 +91,13 @@ class TlsConfig(Strict):
 
     Paths only: the loader checks that the files can be read and that the key is private."""
 
-    ca_file: Path = Field(description="PEM file of the CA(s) that signed the broker's certificate")
-    cert_file: Path | None = Field(default=None, description="our client certificate chain (PEM)")
-    key_file: Path | None = Field(
+    ca_file: ConfigPath = Field(
+        description="PEM file of the CA(s) that signed the broker's certificate"
+    )
+    cert_file: ConfigPath | None = Field(
+        default=None, description="our client certificate chain (PEM)"
+    )
+    key_file: ConfigPath | None = Field(
         default=None, description="our unencrypted private key (PEM), mode 0600 or 0400"
     )
     server_name: str | None = Field(
@@ -101,12 +116,12 @@ class TlsConfig(Strict):
 
 
 class DestinationConfig(Strict):
-    host: str = Field(min_length=1)
+    host: Host
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str = Field(min_length=1, max_length=64)
     username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = None
+    password_file: ConfigPath | None = None
+    password_env: EnvName | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_max_s: float = Field(
         default=2.0,
@@ -162,20 +177,27 @@ class ContractConfig(Strict):
     topic_root: str = Field(default="schoolgate/v1", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
 
+_DEVICE_PATH = r"^[^\x00-\x1f]{1,4095}$"
+"""A serial device path or pyserial URL: no control characters (a NUL would fail the open)."""
+Baudrate = Annotated[Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200], WholeNumber]
+
+
 class ModbusTcpLine(Strict):
     type: Literal["modbus_tcp"]
-    host: str = Field(min_length=1)
+    host: Host
     port: int = Field(default=502, ge=1, le=65535)
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
 class ModbusRtuLine(Strict):
     type: Literal["modbus_rtu"]
-    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    port: str = Field(
+        min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB0"
+    )
+    baudrate: Baudrate = 9600
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: Annotated[Literal[1, 2], WholeNumber] = 1
+    bytesize: Annotated[Literal[7, 8], WholeNumber] = 8
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
@@ -183,11 +205,13 @@ class SerialLine(Strict):
     """A plain serial line for devices that speak their own framing (access controllers)."""
 
     type: Literal["serial"]
-    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB1")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    port: str = Field(
+        min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB1"
+    )
+    baudrate: Baudrate = 9600
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: Annotated[Literal[1, 2], WholeNumber] = 1
+    bytesize: Annotated[Literal[7, 8], WholeNumber] = 8
     timeout_ms: int = Field(default=500, ge=10, le=30_000)
 
 

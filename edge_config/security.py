@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator, model_validator
 
 from edge_config.errors import ConfigError
+from edge_config.fields import ConfigPath
 from edge_config.models import Ident, Strict
 from gateway import auth
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 class TrustedKeyConfig(Strict):
     id: Ident
-    public_key: str = Field(min_length=1)
+    public_key: str = Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")  # no NUL: a path
     commands: list[str] = Field(min_length=1)
 
     @field_validator("commands")
@@ -59,7 +60,7 @@ class TrustedKeyConfig(Strict):
 
 
 class SecurityConfig(Strict):
-    gateway_key_file: Path
+    gateway_key_file: ConfigPath
     gateway_key_id: Ident
     trusted_keys: list[TrustedKeyConfig] = Field(default_factory=list)
     window_past_s: float = Field(

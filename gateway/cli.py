@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from edge_config import ConfigError, GatewayConfig, load_config
+from edge_config.loader import LoadedConfig, load
 from gateway import control, inspect, logsetup
 from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
@@ -23,18 +24,27 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = Path(os.environ.get("SCHOOLGATE_CONFIG", "/etc/schoolgate/schoolgate.toml"))
 
 
+def _refuse(path: Path, exc: ConfigError) -> SystemExit:
+    print(f"{path}: invalid configuration:", file=sys.stderr)
+    for error in exc.errors:
+        print(f"  {error}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def _load_or_exit(path: Path) -> GatewayConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{path}: invalid configuration:", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _refuse(path, exc) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    _load_or_exit(args.file)
+    try:
+        loaded: LoadedConfig = load(args.file)
+    except ConfigError as exc:
+        raise _refuse(args.file, exc) from None
+    for warning in loaded.warnings:
+        print(f"warning: {warning}")
     print("ok")
     return 0
 

@@ -71,7 +71,11 @@ def test_shipped_example_is_valid_once_its_secrets_exist(
     data = tomllib.loads(EXAMPLE.read_text())
     secret = tmp_path / "police.password"
     secret.write_text("s3cret\n")
+    secret.chmod(0o600)  # a password file others can read is refused
     data["destinations"]["police"]["password_file"] = str(secret)
+    # The store's folder is made at install time; check-config checks it can be written.
+    data["store"]["path"] = str(tmp_path / "state" / "outbox.db")
+    data["control"]["socket_path"] = str(tmp_path / "control.sock")
     monkeypatch.setenv("SCHOOLGATE_BUREAU_PASSWORD", "other")
     config = parse_config(data, EXAMPLE)
     box = config.devices["panic_box"]

@@ -1,0 +1,62 @@
+"""Field types shared by the configuration schema, for the values pydantic's strict mode alone
+does not make safe: file paths (TOML gives strings; strict mode takes only `Path` objects),
+whole-number choices (a `Literal[1, 2]` still takes `true` and `1.0`), broker host names and
+environment variable names.
+
+Owns only these types and the rule each enforces. Strictness itself (booleans are not numbers,
+strings are not numbers or booleans, numbers are finite) is set once on the base model in
+`edge_config.models`; the filesystem checks (can the file be read, the folder written) are in
+`edge_config.checks`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+MAX_PATH_BYTES = 4095
+"""PATH_MAX (4096 on Linux) less the terminating NUL."""
+
+
+def _path(value: object) -> object:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a file path (a string)")  # noqa: TRY004 - pydantic wants ValueError
+    if not value:
+        raise ValueError("a file path must not be empty")
+    if "\x00" in value:
+        raise ValueError("a file path must not contain a NUL character")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise ValueError(f"a file path is at most {MAX_PATH_BYTES} bytes")
+    return Path(value)
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_path)]
+"""A file path: a non-empty string without NUL, at most PATH_MAX bytes."""
+
+
+def _exact_int(value: object) -> object:
+    # `Literal[1, 2]` compares by equality, so `true` and `1.0` would pass as 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("Input should be a valid integer")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+WholeNumber = BeforeValidator(_exact_int)
+"""Put on an integer `Literal` (`Annotated[Literal[1, 2], WholeNumber]`) so only integers match."""
+
+
+def _host(value: object) -> object:
+    if isinstance(value, str) and any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("a host name or address has no spaces or control characters")
+    return value
+
+
+Host = Annotated[str, Field(min_length=1, max_length=253), BeforeValidator(_host)]
+"""A broker or Modbus host: a DNS name (at most 253 characters) or an IP address."""
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+"""An environment variable name (letters, digits and _, not starting with a digit)."""
