@@ -80,10 +80,23 @@ class StoreConfig(Strict):
     )
 
 
+_GROUP = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+
+
 class ControlConfig(Strict):
-    """The local control socket `schoolgate reset` talks to (root/group only, never the network)."""
+    """The local control socket `schoolgate reset` talks to (root/group only, never the network).
+    Who may do what: gateway.control_access."""
 
     socket_path: ConfigPath | None = None
+    reset_group: Annotated[str, Field(pattern=_GROUP)] | None = Field(
+        default=None,
+        description="members may reset alarms (unset: whoever can open the socket, as before)",
+    )
+    device_group: Annotated[str, Field(pattern=_GROUP)] | None = Field(
+        default=None,
+        description="members may command devices: bollards, doors, lockdown, lamps (unset: "
+        "only root and the service user)",
+    )
 
 
 class TlsConfig(Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from edge_config.security import Security, load_security
 from gateway import auth, contract, control, mqtt, sdnotify
 from gateway.backoff import Backoff
 from gateway.commands import Commands
+from gateway.control_access import ControlAccess
 from gateway.drill import Drill
 from gateway.events import DeviceRef
 from gateway.outbox import Outbox
@@ -189,6 +191,11 @@ class Gateway:
             )
             for name in config.destinations
         ]
+        self.control_access = ControlAccess(
+            reset_group=config.control.reset_group,
+            device_group=config.control.device_group,
+            daemon_uid=os.getuid(),
+        )
         self.stop_requested = asyncio.Event()
         self.devices_ready = asyncio.Event()
         self._ready_count = 0
@@ -307,8 +314,11 @@ class Gateway:
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
-    async def handle_control(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def handle_control(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
+        """One control-socket request (gateway.control has parsed it and catches what this
+        raises); who may ask for what is gateway.control_access."""
         op = request.get("op")
+        self.control_access.check(peer, op)
         if op == "alarms":
             return {
                 "alarms": [
@@ -323,17 +333,17 @@ class Gateway:
                 ]
             }
         if op == "reset":
-            alarm_id = request.get("alarm_id")
-            by = request.get("by") or "gateway console"
-            if not isinstance(alarm_id, str) or not isinstance(by, str):
-                raise control.RequestError("reset needs a string alarm_id")
+            alarm_id = _text(request, "alarm_id", "reset needs a string alarm_id")
+            by = _text(request, "by", "by is a name", default="gateway console")
             try:
-                await self.latches.reset(alarm_id, by=by, occurred_at_ms=now_ms())
+                await self.latches.reset(
+                    alarm_id, by=by, occurred_at_ms=now_ms(), uid=peer.uid, user=peer.user
+                )
             except UnknownAlarm:
                 raise control.RequestError(f"no latched alarm with id {alarm_id}") from None
             return {"reset": alarm_id}
         if op == "command":
-            return await self._device_command(request)
+            return await self._device_command(request, peer)
         if op == "status":
             return {
                 "uplinks": {
@@ -359,7 +369,7 @@ class Gateway:
             }
         raise control.RequestError(f"unknown op {op!r} (alarms, reset, command, status)")
 
-    async def _device_command(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _device_command(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
         device_id, name, args = request.get("device"), request.get("name"), request.get("args", {})
         if (
             not isinstance(device_id, str)
@@ -367,6 +377,7 @@ class Gateway:
             or not isinstance(args, dict)
         ):
             raise control.RequestError("command needs device, name and an args object")
+        by = _text(request, "by", "by is a name", default="")
         driver = self.drivers.get(device_id)
         if driver is None:
             raise control.RequestError(f"no device {device_id!r}")
@@ -374,5 +385,20 @@ class Gateway:
             result = await driver.command(name, args)
         except DriverError as exc:
             raise control.RequestError(f"{device_id}: {exc}") from None
-        log.info("device_command", device=device_id, command=name, args=args, by=request.get("by"))
+        log.info(
+            "device_command", device=device_id, command=name, args=args, by=by, **peer.fields()
+        )
         return {"device": device_id, "result": result}
+
+
+_MAX_NAME = 200
+
+
+def _text(request: dict[str, Any], key: str, what: str, *, default: str | None = None) -> str:
+    """A short string field of a control request (a missing or empty one is `default`)."""
+    value = request.get(key)
+    if (value is None or value == "") and default is not None:
+        return default
+    if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
+        raise control.RequestError(f"{what} (a string of 1 to {_MAX_NAME} characters)")
+    return value

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import structlog
+
 from edge_config import ConfigError, GatewayConfig, load_config
 from edge_config.loader import LoadedConfig, load
 from gateway import control, inspect, logsetup
@@ -58,6 +60,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         await Gateway(config, config_dir=args.config.parent).run()
 
     asyncio.run(main())
+    return 0
+
+
+def cmd_service_stopped(args: argparse.Namespace) -> int:
+    """systemd's ExecStopPost: log why the daemon's run ended, from the variables systemd sets
+    for this command, so each restart of a crash loop leaves its reason in the journal."""
+    logsetup.configure(fmt="json")
+    result = os.environ.get("SERVICE_RESULT", "unknown")
+    fields = {
+        "result": result,
+        "exit_code": os.environ.get("EXIT_CODE", "unknown"),
+        "exit_status": os.environ.get("EXIT_STATUS", "unknown"),
+    }
+    log = structlog.get_logger("gateway.service")
+    if result == "success":
+        log.info("service_stopped", **fields)
+    else:
+        log.warning("service_stopped", **fields)
     return 0
 
 
@@ -325,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("service-stopped", help="log why the daemon stopped (ExecStopPost)")
+    p.set_defaults(func=cmd_service_stopped)
 
     p = sub.add_parser("check-config", help="validate a configuration file; prints ok or errors")
     p.add_argument("file", type=Path)

@@ -2,25 +2,33 @@
 daemon. A Unix socket (mode 0660, so only root and the service's group), one JSON request per
 line, one JSON answer per line. It never listens on the network.
 
-Owns the socket, the request format and the client helper; what a request does is the caller's
-`handler`.
+Owns the socket, the request format, the boundary around each request and the client helper.
+Every connection is told who is asking (`Peer`: the kernel's SO_PEERCRED, not what the client
+says); any bytes a client sends get an `{"ok": false, "error": ...}` answer or a closed
+connection, never an exception out of the connection's task. What a request does, and who may
+ask for it, is the caller's `handler` (gateway.app, gateway.control_access).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
+import pwd
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 log = structlog.get_logger(__name__)
 _MAX_REQUEST = 64 * 1024
+_MAX_REASON = 300
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class ControlError(Exception):
@@ -29,6 +37,101 @@ class ControlError(Exception):
 
 class RequestError(Exception):
     """A handler's way of answering `{"ok": false, "error": ...}`."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Peer:
+    """The process at the other end of a connection, as the kernel saw it at connect()."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    @property
+    def user(self) -> str:
+        """The user name of `uid`, or the number when the user database has none."""
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    def fields(self) -> dict[str, object]:
+        """For the log: who asked."""
+        return {"uid": self.uid, "user": self.user, "pid": self.pid}
+
+
+Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+
+
+def peer_of(writer: asyncio.StreamWriter) -> Peer:
+    """The peer's credentials (Linux SO_PEERCRED). OSError when the socket has none."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        raise OSError("the connection has no socket")
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return Peer(pid=pid, uid=uid, gid=gid)
+
+
+def _refusal(reason: str) -> dict[str, Any]:
+    if len(reason) > _MAX_REASON:
+        reason = reason[:_MAX_REASON] + "..."
+    return {"ok": False, "error": reason}
+
+
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line -> a JSON object that can be logged, stored and echoed (valid UTF-8 all
+    through, nesting the encoder can walk). RequestError with the reason otherwise."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("a request is UTF-8 text") from None
+    if not text.strip():
+        raise RequestError("empty request")
+    try:
+        request = json.loads(text)
+    except RecursionError:
+        raise RequestError("request nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
+        raise RequestError(f"a request is one JSON object per line: {exc}") from None
+    if not isinstance(request, dict):
+        raise RequestError("a request is a JSON object")
+    try:
+        json.dumps(request, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError("request has invalid Unicode (a lone surrogate)") from None
+    except (RecursionError, ValueError):
+        raise RequestError("request nested too deeply") from None
+    return request
+
+
+def encode_answer(answer: dict[str, Any]) -> bytes:
+    """One answer line; ASCII JSON (a lone surrogate becomes an escape), whatever it holds."""
+    try:
+        return json.dumps(answer).encode("ascii") + b"\n"
+    except (TypeError, ValueError, RecursionError) as exc:
+        log.error("control_answer_unencodable", error=repr(exc))
+        return json.dumps(_refusal("the answer could not be encoded")).encode("ascii") + b"\n"
+
+
+async def answer_request(line: bytes, peer: Peer, handler: Handler) -> dict[str, Any]:
+    """The boundary: whatever the line holds and whatever the handler raises, an answer."""
+    op: object = None
+    try:
+        request = parse_request(line)
+        op = request.get("op")
+        return {"ok": True, **await handler(request, peer)}
+    except (RequestError, ValueError) as exc:
+        answer = _refusal(str(exc))
+    except Exception as exc:  # the boundary: no request may end the connection's task
+        log.exception("control_request_failed", op=_loggable(op), **peer.fields())
+        answer = _refusal(f"internal error ({type(exc).__name__}), logged by the gateway")
+    log.warning("control_refused", op=_loggable(op), reason=answer["error"], **peer.fields())
+    return answer
+
+
+def _loggable(op: object) -> object:
+    return op if isinstance(op, str) and len(op) <= 64 else None
 
 
 def _remove_stale(path: Path) -> None:
@@ -49,20 +152,20 @@ async def serve(
         assert task is not None
         handlers.add(task)
         try:
-            # A client that connects and says nothing must not hold a connection (or, on
-            # Python 3.12+, the shutdown, which waits for every connection) for ever.
-            async with asyncio.timeout(read_timeout_s):
-                line = await reader.readline()
+            peer = peer_of(writer)
             try:
-                request = json.loads(line[:_MAX_REQUEST])
-                if not isinstance(request, dict):
-                    raise RequestError("a request is a JSON object")
-                answer = {"ok": True, **await handler(request)}
-            except (RequestError, ValueError) as exc:
-                answer = {"ok": False, "error": str(exc)}
-            writer.write(json.dumps(answer).encode() + b"\n")
+                # A client that connects and says nothing must not hold a connection (or, on
+                # Python 3.12+, the shutdown, which waits for every connection) for ever.
+                async with asyncio.timeout(read_timeout_s):
+                    line = await reader.readline()
+            except ValueError:  # over the stream's limit: refused, then the connection closed
+                answer = _refusal(f"request longer than {_MAX_REQUEST} bytes")
+                log.warning("control_refused", op=None, reason=answer["error"], **peer.fields())
+            else:
+                answer = await answer_request(line, peer, handler)
+            writer.write(encode_answer(answer))
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        except (OSError, TimeoutError):  # the client went away, or never said anything
             pass
         finally:
             handlers.discard(task)
@@ -101,7 +204,10 @@ async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -
         raise ControlError(f"no answer from the gateway at {path}: {exc}") from exc
     finally:
         writer.close()
-    answer = json.loads(line) if line else {"ok": False, "error": "empty answer"}
+    try:
+        answer = json.loads(line) if line else {"ok": False, "error": "empty answer"}
+    except (ValueError, RecursionError):
+        answer = None
     if not isinstance(answer, dict):
         raise ControlError("malformed answer from the gateway")
     if not answer.get("ok"):

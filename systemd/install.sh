@@ -33,6 +33,8 @@ fi
 
 install -m 0644 systemd/schoolgate.service /etc/systemd/system/schoolgate.service
 systemctl daemon-reload
+# A unit the older policy left "failed" (start limit hit) would not start again by itself.
+systemctl reset-failed schoolgate.service 2>/dev/null || true
 if "$PREFIX/venv/bin/schoolgate" check-config "$CONF/schoolgate.toml"; then
   systemctl enable --now schoolgate.service
   systemctl restart schoolgate.service

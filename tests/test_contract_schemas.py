@@ -79,6 +79,12 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
         {"button": 0, "button_name": "", "presses": 3},
     ),
     ("alarm.reset", Severity.INFO, BOX, {"button": 0, "reset_by": "reset input", "presses": 3}),
+    (
+        "alarm.reset",
+        Severity.INFO,
+        BOX,
+        {"button": 0, "reset_by": "li", "presses": 1, "reset_by_uid": 1001, "reset_by_user": "li"},
+    ),
     ("device.offline", Severity.MAJOR, BOLLARD, {"error": "no answer from unit 2"}),
     ("device.online", Severity.INFO, DOORS, {}),
     ("bollard.state", Severity.INFO, BOLLARD, {"position": "up", "previous": None, "cycles": 7}),

@@ -35,6 +35,7 @@ from drivers.base import (
     LineError,
 )
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
+from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.cancel import honour_dropped_cancel
 
@@ -49,6 +50,8 @@ class LineStats:
     requests: int
     failures: int
     timeouts: int
+    malformed: int = 0
+    """Answers pymodbus could not have decoded, defused (drivers.lines.modbus_guard)."""
 
 
 def inter_frame_gap_s(
@@ -87,9 +90,11 @@ class ModbusLine:
                 stopbits=config.stopbits,
             )
             self._target = config.port
+            self._defuse = defuse_rtu
         else:
             self._gap_s = 0.0  # TCP frames are delimited by the MBAP header, no silence needed
             self._target = f"{config.host}:{config.port}"
+            self._defuse = defuse_tcp
         self._last_activity = 0.0
         """Monotonic time of the last byte seen or transaction ended; the gap counts from here."""
         self._rx_seen = False
@@ -99,10 +104,11 @@ class ModbusLine:
         self._requests = 0
         self._failures = 0
         self._timeouts = 0
+        self._malformed = 0
 
     @property
     def stats(self) -> LineStats:
-        return LineStats(self._requests, self._failures, self._timeouts)
+        return LineStats(self._requests, self._failures, self._timeouts, self._malformed)
 
     @property
     def connected(self) -> bool:
@@ -302,6 +308,10 @@ class ModbusLine:
         else:
             self._rx_seen = True
             self._last_activity = time.monotonic()
+            data, defused = self._defuse(data)
+            if defused:
+                self._malformed += defused
+                self._log.debug("modbus_answer_malformed", answer=data.hex())
         return data
 
     async def _keep_gap(self) -> None:

@@ -216,11 +216,15 @@ class AlarmLatches:
 
     # -- the gateway side ---------------------------------------------------------------------
 
-    async def reset(self, alarm_id: str, *, by: str, occurred_at_ms: int) -> None:
+    async def reset(
+        self, alarm_id: str, *, by: str, occurred_at_ms: int, uid: int | None = None, user: str = ""
+    ) -> None:
+        """Reset an open alarm by hand: `by` is the name the person gave; `uid` and `user` who the
+        operating system says asked (the control socket's peer), recorded alongside."""
         latch = self._open.get(alarm_id)
         if latch is None:
             raise UnknownAlarm(alarm_id)
-        await self._reset(latch, by=by, occurred_at_ms=occurred_at_ms)
+        await self._reset(latch, by=by, occurred_at_ms=occurred_at_ms, uid=uid, user=user)
 
     async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
         """A broker acknowledged (PUBACK) these seqs. When it is the `ack_destination`'s and one
@@ -339,15 +343,20 @@ class AlarmLatches:
         )
         await self._show(latch.device_id)
 
-    async def _reset(self, latch: Latch, *, by: str, occurred_at_ms: int) -> None:
+    async def _reset(
+        self, latch: Latch, *, by: str, occurred_at_ms: int, uid: int | None = None, user: str = ""
+    ) -> None:
         box = self._boxes[latch.device_id]
+        data: dict[str, object] = {"button": latch.button, "reset_by": by, "presses": latch.presses}
+        if uid is not None:
+            data |= {"reset_by_uid": uid, "reset_by_user": user}
         event = Event(
             id=new_event_id(),
             type="alarm.reset",
             severity=Severity.INFO,
             device=box.device,
             occurred_at_ms=occurred_at_ms,
-            data={"button": latch.button, "reset_by": by, "presses": latch.presses},
+            data=data,
             drill=box.drill,
             alarm_id=latch.alarm_id,
         )
@@ -356,7 +365,14 @@ class AlarmLatches:
         for seq in latch.seqs:
             self._by_seq.pop(seq, None)
         self._deadlines_changed.set()
-        log.info("alarm_reset", alarm_id=latch.alarm_id, device=latch.device_id, by=by)
+        log.info(
+            "alarm_reset",
+            alarm_id=latch.alarm_id,
+            device=latch.device_id,
+            by=by,
+            uid=uid,
+            user=user,
+        )
         await self._show(latch.device_id)
 
     def _track(self, latch: Latch, seq: int | None) -> None:
