@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -100,11 +99,7 @@ async def _starts(path: Path) -> None:
     """What `schoolgate run` does first: build the Gateway, open the store, bind the socket."""
     config = load(path).config
     gateway = Gateway(config, config_dir=path.parent)
-
-    async def handler(request: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    async with gateway.outbox, control.serve(config.control_socket, handler):
+    async with gateway.outbox, control.serve(config.control_socket, gateway.handle_control):
         assert config.control_socket.exists()
 
 
