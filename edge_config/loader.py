@@ -175,14 +175,22 @@ def _reference_checks(config: GatewayConfig) -> list[str]:
     return errors
 
 
-def parse(data: dict[str, Any], path: Path) -> LoadedConfig:
-    """Validate parsed TOML; raises ConfigError listing every problem."""
+def parse(data: dict[str, Any], path: Path, *, store_fatal: bool = True) -> LoadedConfig:
+    """Validate parsed TOML; raises ConfigError listing every problem.
+
+    `store_fatal=False` (the daemon) turns a store path this user cannot write into a warning:
+    the gateway then starts with its alarms in memory and retries the file (gateway.outbox),
+    because a gateway that refuses to start sends no alarm at all. check-config keeps it an
+    error, so an installer fixes it before going live."""
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
     errors = _cross_checks(config) + _reference_checks(config)
-    errors += checks.store_path_errors(config) + checks.control_socket_errors(config)
+    store_problems = checks.store_path_errors(config)
+    errors += checks.control_socket_errors(config)
+    if store_fatal:
+        errors += store_problems
     if config.security is not None:
         try:
             load_security(config.security, path.parent)
@@ -191,6 +199,8 @@ def parse(data: dict[str, Any], path: Path) -> LoadedConfig:
     if errors:
         raise ConfigError(path, errors)
     warnings = checks.clear_text_password_warnings(config) + checks.service_store_warnings(config)
+    if not store_fatal:
+        warnings = store_problems + warnings
     return LoadedConfig(config, warnings)
 
 
@@ -198,7 +208,7 @@ def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
     return parse(data, path).config
 
 
-def load(path: Path) -> LoadedConfig:
+def load(path: Path, *, store_fatal: bool = True) -> LoadedConfig:
     """Read, parse and check the file; raises ConfigError listing every problem."""
     try:
         with path.open("rb") as handle:
@@ -213,7 +223,7 @@ def load(path: Path) -> LoadedConfig:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
     except RecursionError:
         raise ConfigError(path, ["not valid TOML: nested too deeply"]) from None
-    return parse(data, path)
+    return parse(data, path, store_fatal=store_fatal)
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -52,8 +52,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_or_exit(args.config)
+    try:
+        loaded = load(args.config, store_fatal=False)
+    except ConfigError as exc:
+        raise _refuse(args.config, exc) from None
+    config = loaded.config
     logsetup.configure(fmt=args.log_format, level=args.log_level)
+    for warning in loaded.warnings:
+        structlog.get_logger("gateway.cli").warning("config_warning", warning=warning)
     from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` fast and light
 
     async def main() -> None:

@@ -358,4 +358,6 @@ async def test_the_gateway_starts_on_an_unopenable_store_forwards_and_writes_bac
         assert await gateway.wait_stored("alarm.panic") == alarm["id"]  # written back
         await bureau.wait_event(lambda e: e["type"] == "gateway.storage_recovered")
     assert "store_unavailable" in gateway.log_text()
+    # check-config refuses this path; the daemon starts all the same and says why in its log
+    assert "config_warning" in gateway.log_text() and "is a directory" in gateway.log_text()
     assert (tmp_path / "moved-by-installer" / "keep.txt").read_text() == "not ours"
