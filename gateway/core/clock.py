@@ -1,0 +1,128 @@
+"""The ONE injected clock: wall time (epoch ms, may step) and monotonic time (seconds, never
+steps), and sleeping on the monotonic one.
+
+Owns the `Clock` protocol, `SystemClock` (the real one) and `FakeClock` (tests: time moves only
+when the test says so; nothing ever sleeps for real). It does not schedule anything itself: a
+caller computes a deadline and sleeps until it.
+
+Seams: every timer in the gateway takes a `Clock`; `wall_ms()` is for stamping and for anything
+stored (deadlines that must survive a restart), `monotonic()` for measuring durations inside one
+process (a wall-clock step must not shorten or stretch a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def wall_ms(self) -> int:
+        """Epoch milliseconds; may step when the system clock is corrected."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds since an arbitrary origin; never steps, meaningless across a restart."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of monotonic time."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FakeClock:
+    """A clock a test drives. `advance(s)` moves both times forward and wakes, in deadline order,
+    every sleeper whose monotonic deadline has passed; `set_wall(ms)` steps the wall clock alone
+    (a correction), waking nobody. Woken tasks run when the test yields: `await settle()`.
+    `await run_for(s)` advances deadline by deadline and settles in between, so a task that goes
+    back to sleep on waking is woken again within the same span, as on a real clock."""
+
+    def __init__(self, *, wall_ms: int = 1_790_000_000_000, monotonic: float = 1_000.0) -> None:
+        self._wall_ms = wall_ms
+        self._monotonic = monotonic
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def wall_ms(self) -> int:
+        return self._wall_ms
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._monotonic + seconds, next(self._order), waiter))
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()  # a cancelled sleeper is skipped when its deadline comes
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks are asleep on this clock (a test waits for this before advancing)."""
+        return sum(1 for _, _, waiter in self._sleepers if not waiter.done())
+
+    def next_deadline(self) -> float | None:
+        """The earliest monotonic deadline of a live sleeper, if any."""
+        self._drop_done()
+        return self._sleepers[0][0] if self._sleepers else None
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("monotonic time never goes back; use set_wall for a wall step")
+        target = self._monotonic + seconds
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, waiter = heapq.heappop(self._sleepers)
+            if waiter.done():
+                continue
+            self._move_to(deadline)
+            waiter.set_result(None)
+        self._move_to(target)
+
+    def set_wall(self, wall_ms: int) -> None:
+        """Step the wall clock (an NTP correction, an installer setting the date)."""
+        self._wall_ms = wall_ms
+
+    async def settle(self, rounds: int = 20) -> None:
+        """Let woken tasks run until they wait again (each round is one pass of the loop)."""
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+
+    async def run_for(self, seconds: float) -> None:
+        """Advance `seconds`, stopping at each sleeper's deadline to let it run."""
+        if seconds < 0:
+            raise ValueError("monotonic time never goes back")
+        target = self._monotonic + seconds
+        while (deadline := self.next_deadline()) is not None and deadline <= target:
+            self.advance(deadline - self._monotonic)
+            await self.settle()
+        self.advance(target - self._monotonic)
+        await self.settle()
+
+    def _move_to(self, monotonic: float) -> None:
+        self._wall_ms += round((monotonic - self._monotonic) * 1000)
+        self._monotonic = monotonic
+
+    def _drop_done(self) -> None:
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
