@@ -37,6 +37,7 @@ _ALARM_TYPES = frozenset(
         "alarm.escalated",
         "bollard.emergency_raise",
         "bollard.breach",
+        "bollard.not_reinserted",  # 随拔随插: an insert-type bollard not back in time
         "access.door_forced",
         "access.tamper",
     }

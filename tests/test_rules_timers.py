@@ -157,6 +157,5 @@ def test_a_wall_step_while_off_is_clamped_to_the_timer_duration(
     state.close()
 
 
-@pytest.mark.xfail(strict=True, reason="integration adds it to events._ALARM_TYPES")
 def test_the_expiry_is_on_the_alarm_lane() -> None:
     assert lane_of(EXPIRED_TYPE) is Lane.ALARM
