@@ -101,6 +101,7 @@ MESSAGES: Final = MappingProxyType(
 
 VALUE_KEYS: Final = MappingProxyType(
     {
+        "conn_": ("live", "lost", "connecting"),
         "stage_": view.ALARM_STAGES,
         "bollard_": view.BOLLARD_STATES,
         "door_": view.DOOR_STATES,

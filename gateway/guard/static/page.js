@@ -1,6 +1,6 @@
 // The guard's page: draws the daemon's snapshot, keeps it live over server-sent events, shows
 // "connection lost" when the stream goes quiet or breaks and reconnects by itself, and sends the
-// guard's three actions with a PIN. Every shown string comes from the catalogue (t("key")).
+// guard's three actions with a PIN. Every shown string comes from the catalogue, through t().
 "use strict";
 
 let messages = {};
