@@ -1,0 +1,126 @@
+"""An in-memory `GuardSource`: the page's state held in a dict, for tests and screenshots.
+
+Owns nothing of the daemon: a test (or the screenshot script) sets what the page shows with
+`put_alarm`, `put_bollard`, ..., and every call bumps the version and wakes `changed`. The guard's
+actions are kept in `actions` (who did what, in order) and applied the way the daemon would:
+a reset removes the alarm, refused without a reason until the police acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.guard.view import (
+    ActionRefused,
+    AlarmView,
+    BollardView,
+    ClockView,
+    DeviceView,
+    DoorView,
+    GuardSnapshot,
+    PathView,
+    RulesView,
+)
+
+
+@dataclass(frozen=True)
+class RecordedAction:
+    action: str  # "reset", "test_press", "silence_siren"
+    target: str  # the alarm id or the box
+    by: str
+    reason: str | None = None
+
+
+class MemorySource:
+    def __init__(
+        self, *, gate_name: str = "", now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self._now = now
+        self._version = 0
+        self._bumped = asyncio.Event()
+        self._state = GuardSnapshot(version=0, now=now(), gate_name=gate_name)
+        self.actions: list[RecordedAction] = []
+
+    # --- GuardSource -------------------------------------------------------------------------
+    def snapshot(self) -> GuardSnapshot:
+        return dataclasses.replace(self._state, version=self._version, now=self._now())
+
+    async def changed(self, after_version: int) -> int:
+        while self._version <= after_version:
+            await self._bumped.wait()
+        return self._version
+
+    async def reset(self, alarm_id: str, by: str, reason: str | None) -> None:
+        alarm = self._alarm(alarm_id)
+        if alarm.stage != "acknowledged" and not reason:
+            raise ActionRefused("reason_required", alarm_id)
+        self.actions.append(RecordedAction("reset", alarm_id, by, reason))
+        self._set(alarms=tuple(a for a in self._state.alarms if a.alarm_id != alarm_id))
+
+    async def test_press(self, box: str, by: str) -> None:
+        self._box(box)
+        self.actions.append(RecordedAction("test_press", box, by))
+        self._bump()
+
+    async def silence_siren(self, box: str, by: str) -> None:
+        self._box(box)
+        self.actions.append(RecordedAction("silence_siren", box, by))
+        self._bump()
+
+    # --- what a test sets ------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def put_alarm(self, alarm: AlarmView) -> None:
+        others = tuple(a for a in self._state.alarms if a.alarm_id != alarm.alarm_id)
+        self._set(alarms=(*others, alarm))
+
+    def update_alarm(self, alarm_id: str, **changes: object) -> None:
+        self.put_alarm(dataclasses.replace(self._alarm(alarm_id), **changes))  # type: ignore[arg-type]
+
+    def put_bollard(self, bollard: BollardView) -> None:
+        others = tuple(b for b in self._state.bollards if b.device != bollard.device)
+        self._set(bollards=(*others, bollard))
+
+    def put_door(self, door: DoorView) -> None:
+        others = tuple(d for d in self._state.doors if d.device != door.device)
+        self._set(doors=(*others, door))
+
+    def put_device(self, device: DeviceView) -> None:
+        others = tuple(d for d in self._state.devices if d.device != device.device)
+        self._set(devices=(*others, device))
+
+    def put_path(self, path: PathView) -> None:
+        others = tuple(p for p in self._state.paths if p.destination != path.destination)
+        self._set(paths=(*others, path))
+
+    def set_clock(self, clock: ClockView) -> None:
+        self._set(clock=clock)
+
+    def set_rules(self, rules: RulesView | None) -> None:
+        self._set(rules=rules)
+
+    # --- inside ------------------------------------------------------------------------------
+    def _alarm(self, alarm_id: str) -> AlarmView:
+        for alarm in self._state.alarms:
+            if alarm.alarm_id == alarm_id:
+                return alarm
+        raise ActionRefused("unknown_alarm", alarm_id)
+
+    def _box(self, box: str) -> None:
+        if not any(d.device == box and d.kind == "alarm_box" for d in self._state.devices):
+            raise ActionRefused("unknown_box", box)
+
+    def _set(self, **changes: object) -> None:
+        self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]
+        self._bump()
+
+    def _bump(self) -> None:
+        self._version += 1
+        bumped, self._bumped = self._bumped, asyncio.Event()
+        bumped.set()
