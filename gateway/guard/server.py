@@ -102,9 +102,9 @@ class GuardServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server  # the bound port when port = 0; aiohttp exposes no public getter
-        sockets = getattr(server, "sockets", None) or ()
-        self._port = sockets[0].getsockname()[1] if sockets else self._config.port
+        # The bound port (port = 0 picks a free one): AppRunner.addresses is aiohttp's public view.
+        addresses = runner.addresses
+        self._port = int(addresses[0][1]) if addresses else self._config.port
         log.info("guard_page_started", host=self._config.host, port=self._port)
 
     async def stop(self) -> None:
