@@ -42,7 +42,8 @@ INTERNAL_ERROR = "internal_error"
 DEFAULT_DRILL_MINUTES = 60
 
 Replay = Callable[[int, int], Awaitable[list[int]]]
-"""`(from_seq, to_seq)`: re-send that range to the destination the command came from."""
+"""`(from_seq, to_seq)`: re-send that range to the destination the command came from. What it
+raises (a lost connection) is not the command's doing: it leaves `handle` unchanged."""
 
 
 def _now_ms() -> int:
@@ -55,6 +56,10 @@ class BadArgs(Exception):
 
 class UnknownDevice(Exception):
     pass
+
+
+class _ReplayFailed(Exception):
+    """Carries an error of the `Replay` callable past the boundary (its `__cause__`)."""
 
 
 class CommandTarget(Protocol):
@@ -117,6 +122,7 @@ class Commands:
         self.rejected = 0
         self.refusals: Counter[str] = Counter()
         """Every answer that was not `done`, by reason (rejected and failed alike)."""
+        self.ignored_retained = 0
 
     def refused(
         self, reason: str, *, raw: bytes, detail: str, destination: str, error: BaseException
@@ -138,11 +144,25 @@ class Commands:
         )
         return contract.CommandResult(command_id, name, "rejected", reason, detail)
 
+    def ignore_retained(self, raw: bytes, *, destination: str) -> None:
+        """A command that arrived retained (the broker kept it and hands it to every subscriber,
+        at every start): never acted on or answered, only counted and logged."""
+        self.ignored_retained += 1
+        command_id, name = _peek(raw)
+        log.warning(
+            "command_ignored",
+            destination=destination,
+            reason="retained",
+            command_id=command_id,
+            command=name,
+            size=len(raw),
+        )
+
     async def handle(
         self, raw: bytes, *, destination: str, replay: Replay
     ) -> contract.CommandResult:
-        """The outcome of one command message received from `destination`; never raises
-        (but for a cancel)."""
+        """The outcome of one command message received from `destination`; raises nothing but
+        a cancel and what `replay` raises."""
         if self._security is None:
             self.rejected += 1
             self.refusals["unknown_key"] += 1
@@ -188,6 +208,9 @@ class Commands:
         )
         try:
             result = await self._dispatch(command, destination, replay)
+        except _ReplayFailed as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
         except BadArgs as exc:
             return self._failed(command, "bad_args", str(exc))
         except UnknownAlarm as exc:
@@ -263,7 +286,10 @@ class Commands:
             )
             if not first <= last or last - first >= MAX_REPLAY_SPAN:
                 raise BadArgs(f"need 1 <= from_seq <= to_seq, at most {MAX_REPLAY_SPAN} apart")
-            seqs = await replay(first, last)
+            try:
+                seqs = await replay(first, last)
+            except Exception as exc:
+                raise _ReplayFailed from exc
             return {"destination": destination, "from_seq": first, "to_seq": last, "seqs": seqs}
         raise BadArgs(f"no handler for {name}")  # auth.COMMANDS and this list move together
 

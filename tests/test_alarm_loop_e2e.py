@@ -371,17 +371,19 @@ async def test_mqtt5_answers_on_the_response_topic_with_the_correlation_data(
             protocol=aiomqtt.ProtocolVersion.V5,
         ) as client,
     ):
-        await client.subscribe("console/replies/#", qos=1)
+        # A response topic is honoured only under the gateway's results topic (issue 10).
+        reply_to = f"{BASE}/results/console-1"
+        await client.subscribe(f"{BASE}/results/#", qos=1)
         command = receiver.command("drill.start", {"minutes": 5})
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = "console/replies/1"
+        props.ResponseTopic = reply_to
         props.CorrelationData = b"corr-42"
         await client.publish(
             f"{BASE}/commands", json.dumps(command).encode(), qos=1, properties=props
         )
         async with asyncio.timeout(15):
             async for message in client.messages:
-                assert message.topic.value == "console/replies/1"
+                assert message.topic.value == reply_to
                 assert message.properties is not None
                 correlation = getattr(message.properties, "CorrelationData", None)
                 assert correlation == b"corr-42"
