@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,15 @@ class Harness:
     def results(self) -> list[Any]:
         return [m for m in self.police.messages if m.topic.startswith(RESULTS)]
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Until `condition()` holds; fails at once if the uplink task ended meanwhile."""
+
+        def settled_or_dead() -> bool:
+            return condition() or self.gate.task is None or self.gate.task.done()
+
+        await wait_until(settled_or_dead)
+        assert self.gate.task is not None and not self.gate.task.done(), self.gate.task
+
     async def send(self, message: Message) -> None:
         raw = render(message.payload)
         retain = message.retain and raw != b""  # an empty retained message deletes, not sends
@@ -196,20 +206,20 @@ class Harness:
             properties.CorrelationData = b"fuzz"
         if retain:
             # Answers still on their way would be cancelled with the connection: wait for them.
-            await wait_until(lambda: len(self.results()) >= self.answered)
+            await self.until(lambda: len(self.results()) >= self.answered)
             ignored = self.gate.commands.ignored_retained
             await self.gate.stop()
             await self.sender.publish(COMMANDS, raw, qos=1, retain=True, properties=properties)
             self.gate.start()
             self.restarts += 1
-            await wait_until(lambda: self.gate.commands.ignored_retained == ignored + 1)
+            await self.until(lambda: self.gate.commands.ignored_retained == ignored + 1)
             return
         await self.sender.publish(COMMANDS, raw, qos=1, properties=properties)
         self.answered += 1
 
     async def settle(self) -> None:
         """Every live message answered once, each answer signed and in the contract."""
-        await wait_until(lambda: len(self.results()) >= self.answered)
+        await self.until(lambda: len(self.results()) >= self.answered)
         assert len(self.results()) == self.answered
         for received in self.results():
             body = auth.verify_payload(received.payload, {"gate-1": GATEWAY_KEY.public_key()})
