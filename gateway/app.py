@@ -363,6 +363,8 @@ class Gateway:
                 "commands": {
                     "accepted": self.commands.accepted,
                     "rejected": self.commands.rejected,
+                    "refusals": dict(self.commands.refusals),
+                    "ignored_retained": self.commands.ignored_retained,
                 },
                 "open_alarms": len(self.latches.open_alarms),
                 "devices_ready": self.devices_ready.is_set(),

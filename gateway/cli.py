@@ -136,8 +136,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         sent = _mapping(uplinks.get(name)).get("sent", 0)
         print(f"path {name}: {state}, {sent} events sent since start{fault}")
     commands = _mapping(answer.get("commands"))
+    reasons = _mapping(commands.get("refusals"))
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
     print(
         f"commands: {commands.get('accepted', 0)} accepted, {commands.get('rejected', 0)} refused"
+        + (f" ({by_reason})" if by_reason else "")
+        + f", {commands.get('ignored_retained', 0)} retained ignored"
     )
     return 0
 

@@ -4,8 +4,13 @@ Owns what happens to a command message after the uplink receives it: verificatio
 (`gateway.auth`: signature by a trusted key allowed that command, freshness, replay), checking
 its arguments, dispatching it to the part of the gateway that acts (the `CommandTarget`), and
 the outcome every sender gets back (`contract.CommandResult`): done, rejected with the
-authentication reason, or failed with why. Every refusal is logged. Nothing but a verified,
-well-formed command reaches the target.
+authentication reason, or failed with why. Every refusal is logged and counted by reason.
+Nothing but a verified, well-formed command reaches the target.
+
+It is a boundary (issue 10): `handle` never raises for what a sender put in the message. Numbers
+are range-checked when the arguments are read; an unexpected error in verification or in the
+target becomes a refusal with reason `internal_error` (logged with its traceback), so one bad
+message cannot end the uplink session that received it.
 
 It does not subscribe or publish (the uplink does), and does not know how a device does a thing
 (drivers do).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,10 +35,15 @@ from gateway.rules.latch import UnknownAlarm
 log = structlog.get_logger(__name__)
 
 MAX_REPLAY_SPAN = 10_000
+MAX_SEQ = 2**63 - 1
+"""Event seqs are SQLite integers: 1..2**63-1."""
+INTERNAL_ERROR = "internal_error"
+"""The reason of a refusal caused by an error of ours, not by the command."""
 DEFAULT_DRILL_MINUTES = 60
 
 Replay = Callable[[int, int], Awaitable[list[int]]]
-"""`(from_seq, to_seq)`: re-send that range to the destination the command came from."""
+"""`(from_seq, to_seq)`: re-send that range to the destination the command came from. What it
+raises (a lost connection) is not the command's doing: it leaves `handle` unchanged."""
 
 
 def _now_ms() -> int:
@@ -45,6 +56,10 @@ class BadArgs(Exception):
 
 class UnknownDevice(Exception):
     pass
+
+
+class _ReplayFailed(Exception):
+    """Carries an error of the `Replay` callable past the boundary (its `__cause__`)."""
 
 
 class CommandTarget(Protocol):
@@ -72,10 +87,12 @@ def _str_arg(args: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _int_arg(args: Mapping[str, Any], name: str, default: int | None = None) -> int:
+def _int_arg(
+    args: Mapping[str, Any], name: str, low: int, high: int, default: int | None = None
+) -> int:
     value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadArgs(f"{name} must be an integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadArgs(f"{name} must be an integer {low}..{high}")
     return value
 
 
@@ -103,13 +120,52 @@ class Commands:
         self._replay = auth.ReplayCache(since_ms=clock_ms() - 1)
         self.accepted = 0
         self.rejected = 0
+        self.refusals: Counter[str] = Counter()
+        """Every answer that was not `done`, by reason (rejected and failed alike)."""
+        self.ignored_retained = 0
+
+    def refused(
+        self, reason: str, *, raw: bytes, detail: str, destination: str, error: BaseException
+    ) -> contract.CommandResult:
+        """Count and log a refusal caused by an error of ours (`error`), and the answer to give.
+        Used by the uplink too, for what goes wrong after `handle` (encoding, publishing)."""
+        self.rejected += 1
+        self.refusals[reason] += 1
+        command_id, name = _peek(raw)
+        log.error(
+            "command_refused",
+            destination=destination,
+            reason=reason,
+            detail=detail,
+            command_id=command_id,
+            command=name,
+            error=repr(error),
+            exc_info=error,
+        )
+        return contract.CommandResult(command_id, name, "rejected", reason, detail)
+
+    def ignore_retained(self, raw: bytes, *, destination: str) -> None:
+        """A command that arrived retained (the broker kept it and hands it to every subscriber,
+        at every start): never acted on or answered, only counted and logged."""
+        self.ignored_retained += 1
+        command_id, name = _peek(raw)
+        log.warning(
+            "command_ignored",
+            destination=destination,
+            reason="retained",
+            command_id=command_id,
+            command=name,
+            size=len(raw),
+        )
 
     async def handle(
         self, raw: bytes, *, destination: str, replay: Replay
     ) -> contract.CommandResult:
-        """The outcome of one command message received from `destination`."""
+        """The outcome of one command message received from `destination`; raises nothing but
+        a cancel and what `replay` raises."""
         if self._security is None:
             self.rejected += 1
+            self.refusals["unknown_key"] += 1
             log.warning("command_rejected", destination=destination, reason="unknown_key")
             return contract.CommandResult(
                 None, None, "rejected", "unknown_key", "this gateway trusts no keys ([security])"
@@ -125,6 +181,7 @@ class Commands:
             )
         except auth.CommandRejected as exc:
             self.rejected += 1
+            self.refusals[exc.reason] += 1
             command_id, name = _peek(raw)
             log.warning(
                 "command_rejected",
@@ -135,6 +192,11 @@ class Commands:
                 command=name,
             )
             return contract.CommandResult(command_id, name, "rejected", exc.reason, exc.detail)
+        except Exception as exc:  # the boundary: a bug of ours must not end the session
+            detail = "the gateway could not check this command"
+            return self.refused(
+                INTERNAL_ERROR, raw=raw, detail=detail, destination=destination, error=exc
+            )
         self.accepted += 1
         log.info(
             "command_accepted",
@@ -146,6 +208,9 @@ class Commands:
         )
         try:
             result = await self._dispatch(command, destination, replay)
+        except _ReplayFailed as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
         except BadArgs as exc:
             return self._failed(command, "bad_args", str(exc))
         except UnknownAlarm as exc:
@@ -154,9 +219,13 @@ class Commands:
             return self._failed(command, "unknown_device", str(exc))
         except DriverError as exc:
             return self._failed(command, "device_error", str(exc))
+        except Exception as exc:  # the boundary: a bug of ours must not end the session
+            log.error("command_error", command=command.command, command_id=command.id, exc_info=exc)
+            return self._failed(command, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         return contract.CommandResult(command.id, command.command, "done", result=result)
 
     def _failed(self, command: auth.Command, reason: str, detail: str) -> contract.CommandResult:
+        self.refusals[reason] += 1
         log.warning(
             "command_failed",
             command=command.command,
@@ -189,9 +258,7 @@ class Commands:
         if name == "unlock":
             _only(args, "device", "door", "open_s")
             device = self._device(_str_arg(args, "device"), "access_controller")
-            door, open_s = _int_arg(args, "door"), _int_arg(args, "open_s", 0)
-            if not (1 <= door <= 255 and 0 <= open_s <= 255):
-                raise BadArgs("door must be 1..255 and open_s 0..255")
+            door, open_s = _int_arg(args, "door", 1, 255), _int_arg(args, "open_s", 0, 255, 0)
             door_args: dict[str, object] = {"door": door, "open_s": open_s}
             return await self._target.device_command(device, "unlock", door_args)
         if name in ("lockdown", "lockdown.release"):
@@ -201,9 +268,7 @@ class Commands:
         if name in ("drill.start", "drill.stop"):
             start = name == "drill.start"
             _only(args, "minutes", "by") if start else _only(args, "by")
-            minutes = _int_arg(args, "minutes", DEFAULT_DRILL_MINUTES) if start else 0
-            if start and not 1 <= minutes <= 24 * 60:
-                raise BadArgs("minutes must be 1..1440")
+            minutes = _int_arg(args, "minutes", 1, 24 * 60, DEFAULT_DRILL_MINUTES) if start else 0
             by = _str_arg(args, "by") if "by" in args else command.issuer
             await self._target.drill(start=start, minutes=minutes, by=by)
             return {"drill": True, "minutes": minutes} if start else {"drill": False}
@@ -215,10 +280,16 @@ class Commands:
             return await self._each_controller({}, "set_clock", clock_args)
         if name == "replay":
             _only(args, "from_seq", "to_seq")
-            first, last = _int_arg(args, "from_seq"), _int_arg(args, "to_seq")
-            if not 1 <= first <= last or last - first >= MAX_REPLAY_SPAN:
+            first, last = (
+                _int_arg(args, "from_seq", 1, MAX_SEQ),
+                _int_arg(args, "to_seq", 1, MAX_SEQ),
+            )
+            if not first <= last or last - first >= MAX_REPLAY_SPAN:
                 raise BadArgs(f"need 1 <= from_seq <= to_seq, at most {MAX_REPLAY_SPAN} apart")
-            seqs = await replay(first, last)
+            try:
+                seqs = await replay(first, last)
+            except Exception as exc:
+                raise _ReplayFailed from exc
             return {"destination": destination, "from_seq": first, "to_seq": last, "seqs": seqs}
         raise BadArgs(f"no handler for {name}")  # auth.COMMANDS and this list move together
 

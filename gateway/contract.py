@@ -9,11 +9,18 @@ Topics (under a configurable root, default `schoolgate/v1`):
 An event is encoded once, when it is stored (`encode_event_body`); the per-delivery fields
 (`historical`, `attempt`) are appended when it is sent (`finish_event_payload`) so that a backlog
 drains without re-encoding every row.
+
+Encoding never fails, whatever the input (issue 10): the payloads echo text a sender chose (a
+refused command's id, a detail naming its school), so a value JSON or UTF-8 cannot carry is
+replaced (a lone surrogate by U+FFFD, NaN and infinities by null, anything else by its `str`),
+nesting is cut at `MAX_DEPTH` and a result's detail at `MAX_DETAIL_CHARS`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,13 +64,57 @@ def results_topic(site: Site) -> str:
     return f"{site.base_topic}/results"
 
 
+def is_results_topic(site: Site, topic: str) -> bool:
+    """`topic` is the results topic or one under it, with no wildcard: the only topics a command
+    (MQTT 5 response topic) may have its answer published on."""
+    base = results_topic(site)
+    return (topic == base or topic.startswith(base + "/")) and not any(c in topic for c in "+#\0")
+
+
 def iso_ms(epoch_ms: int, tz: ZoneInfo) -> str:
     """ISO 8601 with milliseconds and the site's UTC offset, e.g. 2026-11-24T08:00:00.123+08:00."""
     return datetime.fromtimestamp(epoch_ms / 1000, tz).isoformat(timespec="milliseconds")
 
 
+MAX_DEPTH = 32
+"""Nesting kept when a payload has to be cleaned; deeper values become a marker string."""
+MAX_DETAIL_CHARS = 1024
+"""A command result's `detail` is cut to this: it may echo what a sender chose."""
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_text(text: str, limit: int | None = None) -> str:
+    """`text` as valid Unicode (each lone surrogate replaced by U+FFFD), cut to `limit`."""
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _clean(value: object, depth: int = 0) -> object:
+    """A copy of `value` that `json.dumps(..., allow_nan=False)` and UTF-8 accept."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= MAX_DEPTH:
+        return "\u2026"
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, depth + 1) for v in value]
+    return clean_text(str(value))
+
+
 def _dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode()
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        # Rare (the hot path, an event body, is plain): clean the whole object and go again.
+        cleaned = _clean(obj)
+        return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def encode_event_body(site: Site, event: Event) -> bytes:
@@ -167,11 +218,12 @@ def result_payload(site: Site, outcome: CommandResult, *, at_ms: int) -> bytes:
             "type": "command.result",
             "school": site.school_id,
             "gateway": site.gateway_id,
+            # Echoed from what a sender chose: already cut (64 characters) by the handler.
             "command_id": outcome.command_id,
             "command": outcome.command,
             "status": outcome.status,
             "reason": outcome.reason,
-            "detail": outcome.detail,
+            "detail": clean_text(outcome.detail, MAX_DETAIL_CHARS),
             "result": outcome.result or {},
             "at": iso_ms(at_ms, site.tz),
         }

@@ -1,7 +1,8 @@
 """Sending one destination's backlog over one live connection: a sliding window of pipelined
 QoS 1 publishes, alarms first.
 
-Owns the send order and the window: at most `window` publishes wait for their PUBACK at once;
+Owns the send order and the window: at most `window` publishes wait for their PUBACK at once,
+alarms included (`_Slots`: an alarm waiting for a slot gets the next one before any backlog row);
 rows are claimed from the outbox in chunks (alarms, then state, then telemetry, each by `seq`);
 before every publish it checks whether a higher lane got a row since it last claimed (an alarm
 pressed during a drain of a million telemetry rows) and sends that first. PUBACKs are recorded
@@ -36,6 +37,54 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+class _Slots:
+    """The window: `size` publishes in flight at most. Slots are handed over first-come
+    first-served, alarms before the backlog, and a newcomer never passes a waiter or a task
+    handed a slot that has not run yet: a row taken first is handed to the client first."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting = {True: deque[asyncio.Future[None]](), False: deque[asyncio.Future[None]]()}
+        self._handed = {True: 0, False: 0}
+        """Waiters given a slot that have not resumed yet, alarms (True) and backlog."""
+
+    def _ahead(self, alarm: bool) -> int:
+        ahead = len(self._waiting[True]) + self._handed[True]
+        return ahead if alarm else ahead + len(self._waiting[False]) + self._handed[False]
+
+    async def acquire(self, *, alarm: bool) -> None:
+        if self._free > 0 and not self._ahead(alarm):
+            self._free -= 1
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting[alarm].append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._handed[alarm] -= 1
+                self.release()  # handed a slot, then cancelled: pass it on
+            raise
+        self._handed[alarm] -= 1
+        self._grant()  # waiters queued behind this one while a slot was free
+
+    def release(self) -> None:
+        self._free += 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._free > 0:
+            alarm = bool(self._waiting[True])
+            queue = self._waiting[alarm]
+            if not queue:
+                return
+            waiter = queue.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped
+                self._free -= 1
+                self._handed[alarm] += 1
+                waiter.set_result(None)
+
+
 class Drain:
     def __init__(
         self,
@@ -55,6 +104,7 @@ class Drain:
         self._site = site
         self._publisher = publisher
         self._window_size = window
+        self._slots = _Slots(window)
         self._claiming = asyncio.Lock()
         self._urgent: Lane | None = None
         self._alarms_clear = asyncio.Event()
@@ -122,7 +172,7 @@ class Drain:
                 self._cursors[Lane.ALARM] = rows[-1].seq
                 # Tasks start in creation order, so paho gets simultaneous alarms in seq order.
                 for row in rows:
-                    tg.create_task(self._send(row))
+                    tg.create_task(self._send(row, alarm=True))
                 # One loop turn: the alarms' first steps hand them to paho before the backlog
                 # is let go. A sender already due to run (back from its PUBACK) would otherwise
                 # run first and find the backlog released (found by the property test).
@@ -146,9 +196,17 @@ class Drain:
                     row = await self._next_row()
             await self._send(row)
 
-    async def _send(self, row: PendingDelivery) -> None:
-        # Nothing awaits between taking the row and handing it to paho (publish() calls paho
-        # before its first await), so rows leave in the order they were taken.
+    async def _send(self, row: PendingDelivery, *, alarm: bool = False) -> None:
+        # Between taking the row and handing it to paho (publish() calls paho before its first
+        # await) only the window's slot is awaited, and slots are handed over in the order they
+        # were asked for: rows leave in the order they were taken.
+        await self._slots.acquire(alarm=alarm)
+        try:
+            await self._publish(row)
+        finally:
+            self._slots.release()
+
+    async def _publish(self, row: PendingDelivery) -> None:
         payload = contract.finish_event_payload(
             row.body, historical=row.occurred_at_ms < self._since_ms, attempt=row.attempt
         )

@@ -124,6 +124,8 @@ class Message:
     payload: bytes
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    retain: bool = False
+    """The broker kept this message and handed it over at subscribe (not a live publish)."""
 
 
 def _reply_fields(message: aiomqtt.Message) -> tuple[str | None, bytes | None]:
@@ -187,7 +189,9 @@ class Connection:
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload).encode()
                 response_topic, correlation = _reply_fields(message) if self.v5 else (None, None)
-                yield Message(message.topic.value, data, response_topic, correlation)
+                yield Message(
+                    message.topic.value, data, response_topic, correlation, bool(message.retain)
+                )
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"connection lost: {exc}") from exc
         raise MqttFailure("connection closed")

@@ -5,6 +5,12 @@ Owns the connection loop of one destination (with `Backoff` between attempts), t
 broker's PUBACK. Rows go out in pipelined batches bounded by `max_inflight`. It does not choose
 what to send (the outbox orders rows) and knows nothing of other destinations, so a dead police
 broker never slows the bureau uplink.
+
+Commands it receives are untrusted bytes (issue 10): one that arrives retained is ignored
+(counted); every other is answered, each in a task that turns any error but a lost connection
+(`MqttFailure`) into a counted refusal, so no message ends the session. A refused command is
+answered on the results topic only; an accepted one on its MQTT 5 response topic when that is
+under the results topic (`contract.is_results_topic`), never on a topic the sender picks freely.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import structlog
 
 from gateway import contract, mqtt
 from gateway.backoff import Backoff
-from gateway.commands import Commands
+from gateway.commands import INTERNAL_ERROR, Commands
 from gateway.drain import Drain
 from gateway.outbox import Outbox
 from gateway.paths import PathBoard
@@ -156,23 +162,70 @@ class Uplink:
         commands_topic = contract.commands_topic(self._site)
         async with asyncio.TaskGroup() as tg:
             async for message in conn.messages():
-                if message.topic == commands_topic and self._services.commands is not None:
-                    tg.create_task(self._answer(conn, message, self._services.commands))
+                commands = self._services.commands
+                if message.topic != commands_topic or commands is None:
+                    continue
+                if message.retain:
+                    # Kept by the broker, it would be acted on at every start: never acted on.
+                    commands.ignore_retained(message.payload, destination=self.name)
+                    continue
+                tg.create_task(self._answer(conn, message, commands))
 
     async def _answer(
         self, conn: mqtt.Connection, message: mqtt.Message, commands: Commands
     ) -> None:
-        replay = functools.partial(self._replay, conn)
-        outcome = await commands.handle(message.payload, destination=self.name, replay=replay)
-        paths = self._services.paths
-        if paths is not None and outcome.status == "done" and outcome.command == "acknowledge":
-            paths.acknowledged(self.name)
-        payload = self._signed(contract.result_payload(self._site, outcome, at_ms=self._clock_ms()))
-        topic = contract.results_topic(self._site)
+        """Handle one command and publish its answer. The boundary: anything but a lost
+        connection becomes a counted, logged refusal (`internal_error`)."""
+        try:
+            replay = functools.partial(self._replay, conn)
+            outcome = await commands.handle(message.payload, destination=self.name, replay=replay)
+            paths = self._services.paths
+            if paths is not None and outcome.status == "done" and outcome.command == "acknowledge":
+                paths.acknowledged(self.name)
+            payload = self._result(outcome)
+        except mqtt.MqttFailure:
+            raise
+        except Exception as exc:
+            outcome = self._refused(commands, message, exc, "the gateway could not answer it")
+            try:
+                payload = self._result(outcome)
+            except Exception as again:  # nothing left to answer with; it is counted and logged
+                self._log.error("command_unanswered", error=repr(again), exc_info=again)
+                return
+        topic = self._reply_topic(message, outcome, v5=conn.v5)
+        try:
+            await conn.publish(topic, payload, correlation_data=message.correlation_data)
+        except mqtt.MqttFailure:
+            raise
+        except Exception as exc:  # e.g. a topic or property the client refuses
+            self._refused(commands, message, exc, "the answer could not be published")
+
+    def _refused(
+        self, commands: Commands, message: mqtt.Message, error: Exception, detail: str
+    ) -> contract.CommandResult:
+        return commands.refused(
+            INTERNAL_ERROR, raw=message.payload, detail=detail, destination=self.name, error=error
+        )
+
+    def _result(self, outcome: contract.CommandResult) -> bytes:
+        return self._signed(contract.result_payload(self._site, outcome, at_ms=self._clock_ms()))
+
+    def _reply_topic(
+        self, message: mqtt.Message, outcome: contract.CommandResult, *, v5: bool
+    ) -> str:
+        """The results topic, or an accepted command's response topic under it."""
         reply_to = message.response_topic
-        if conn.v5 and reply_to and not any(c in reply_to for c in "+#"):
-            topic = reply_to
-        await conn.publish(topic, payload, correlation_data=message.correlation_data)
+        if not (v5 and reply_to):
+            return contract.results_topic(self._site)
+        if outcome.status != "rejected" and contract.is_results_topic(self._site, reply_to):
+            return reply_to
+        self._log.warning(
+            "response_topic_refused",
+            response_topic=contract.clean_text(reply_to, 256),
+            status=outcome.status,
+            command_id=outcome.command_id,
+        )
+        return contract.results_topic(self._site)
 
     async def _replay(self, conn: mqtt.Connection, from_seq: int, to_seq: int) -> list[int]:
         """Re-send stored events of a seq range to this broker, marked historical; their

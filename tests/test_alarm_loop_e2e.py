@@ -314,6 +314,35 @@ async def test_fuzzed_command_payloads_never_crash_the_gateway(
         assert {r["reason"] for r in refused} <= {"malformed", "bad_signature"}
 
 
+async def test_a_retained_lone_surrogate_command_does_not_stop_the_gateway(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """Issue 10, defect 1: this message, retained, made every start exit 1 within 0.4 s."""
+    module, port = box
+    gateway, _ = make_gateway(tmp_path, police_broker, bureau_broker, port)
+    poison = b'{"id":"\\ud800"}'
+    params = mqtt.BrokerParams(host=police_broker.host, port=police_broker.port, client_id="evil")
+    async with mqtt.connect(params) as conn:
+        await conn.publish(f"{BASE}/commands", poison, retain=True)
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police, clean_exit=True),
+    ):
+        # Live (not retained) it is answered, its id made valid text; retained it was ignored.
+        await send(police_broker, poison)
+        answer = (await police.wait_for(is_result("\ufffd"))).json
+        assert (answer["status"], answer["reason"]) == ("rejected", "malformed")
+        await module.pulse(0, 150)
+        await police.wait_event(lambda e: e["type"] == "alarm.panic")
+        assert gateway.proc is not None and gateway.proc.poll() is None
+        assert '"command_ignored"' in gateway.log_text()
+        answers = [m for m in police.messages if m.topic == f"{BASE}/results"]
+        assert len(answers) == 1  # the retained copy was never answered
+
+
 async def test_replay_resends_a_range_from_the_local_record_marked_historical(
     tmp_path: Path,
     police_broker: MosquittoBroker,
@@ -371,17 +400,19 @@ async def test_mqtt5_answers_on_the_response_topic_with_the_correlation_data(
             protocol=aiomqtt.ProtocolVersion.V5,
         ) as client,
     ):
-        await client.subscribe("console/replies/#", qos=1)
+        # A response topic is honoured only under the gateway's results topic (issue 10).
+        reply_to = f"{BASE}/results/console-1"
+        await client.subscribe(f"{BASE}/results/#", qos=1)
         command = receiver.command("drill.start", {"minutes": 5})
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ResponseTopic = "console/replies/1"
+        props.ResponseTopic = reply_to
         props.CorrelationData = b"corr-42"
         await client.publish(
             f"{BASE}/commands", json.dumps(command).encode(), qos=1, properties=props
         )
         async with asyncio.timeout(15):
             async for message in client.messages:
-                assert message.topic.value == "console/replies/1"
+                assert message.topic.value == reply_to
                 assert message.properties is not None
                 correlation = getattr(message.properties, "CorrelationData", None)
                 assert correlation == b"corr-42"

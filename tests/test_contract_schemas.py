@@ -280,7 +280,9 @@ def test_the_schemas_name_the_commands_and_reasons_the_gateway_knows() -> None:
     assert set(command_schema["properties"]["command"]["enum"]) == auth.COMMANDS
     assert set(result_schema["$defs"]["command"]["enum"]) == auth.COMMANDS
     rejected = result_schema["allOf"][1]["then"]["properties"]["reason"]["enum"]
-    assert set(rejected) == set(typing.get_args(auth.Reason))
+    assert set(rejected) == set(typing.get_args(auth.Reason)) | {commands.INTERNAL_ERROR}
+    failed = result_schema["allOf"][2]["then"]["properties"]["reason"]["enum"]
+    assert commands.INTERNAL_ERROR in failed
     assert load_json("heartbeat.schema.json")["properties"]["type"]["const"] == "heartbeat"
     assert result_schema["properties"]["type"]["const"] == "command.result"
 

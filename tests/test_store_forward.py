@@ -59,7 +59,9 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def draining(outbox: Outbox, publisher: Recorder, window: int = 8) -> AsyncIterator[Drain]:
+async def draining(
+    outbox: Outbox, publisher: Recorder | Window, window: int = 8
+) -> AsyncIterator[Drain]:
     drain = Drain("bureau", outbox, SITE, publisher, window=window, connected_since_ms=2_000)
     task = asyncio.create_task(drain.run())
     try:
@@ -321,3 +323,54 @@ async def test_the_next_chunk_is_claimed_before_the_queue_runs_dry(tmp_path: Pat
     # rows (claimed ahead), until the backlog is exhausted.
     assert len(queued_at_claim) >= 5
     assert all(n > 0 for n in queued_at_claim[1:5]), queued_at_claim
+
+
+class Window:
+    """A publisher whose PUBACKs come back when the test lets them: it counts how many
+    publishes wait for theirs at once."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.most = 0
+        self.acks = asyncio.Event()
+        self.types: list[str] = []
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float | None = 10.0,
+    ) -> None:
+        self.types.append(json.loads(payload)["type"])
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        try:
+            await self.acks.wait()
+        finally:
+            self.waiting -= 1
+
+
+async def test_alarms_and_backlog_together_never_exceed_max_inflight(tmp_path: Path) -> None:
+    """Issue 10: the alarm sender had publishes of its own on top of the window's, so paho
+    queued more than `max_inflight` (and aiomqtt warned of pending publish calls)."""
+    window = 4
+    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+        for i in range(20):
+            await outbox.append(make("device.online", at_ms=3_000 + i))
+        for i in range(6):
+            await outbox.append(make("alarm.panic", at_ms=3_100 + i, alarm_id=f"a{i}"))
+        publisher = Window()
+        async with draining(outbox, publisher, window=window) as drain:
+            await wait_until(lambda: publisher.waiting >= window)
+            # Alarms stored while the window is full wait for a slot, and get the first ones.
+            for i in range(3):
+                await outbox.append(make("alarm.panic", at_ms=3_200 + i, alarm_id=f"b{i}"))
+            publisher.acks.set()
+            await wait_until(lambda: drain.sent == 29)
+        assert publisher.most <= window
+        assert publisher.types[:6] == ["alarm.panic"] * 6
+        late_alarms = [i for i, t in enumerate(publisher.types) if t == "alarm.panic"][6:]
+        assert late_alarms and max(late_alarms) < 6 + 20  # not behind the whole backlog
