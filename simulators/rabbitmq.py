@@ -65,7 +65,7 @@ def supports_quorum_sessions() -> bool:
 
 def _free_port(taken: set[int]) -> int:
     while True:
-        port = random.randint(*_PORT_RANGE)  # noqa: S311 - a port, not a secret
+        port = random.randint(*_PORT_RANGE)
         if port in taken or port + 10_000 in taken:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -312,7 +312,7 @@ class RabbitCluster:
 async def _main(argv: Sequence[str] = ()) -> None:
     """`python -m simulators.rabbitmq`: start a cluster, print its MQTT ports, keep it up."""
     async with RabbitCluster() as cluster:
-        print(json.dumps({"mqtt": [p for _, p in cluster.mqtt_endpoints()]}), flush=True)  # noqa: T201
+        print(json.dumps({"mqtt": [p for _, p in cluster.mqtt_endpoints()]}), flush=True)
         await asyncio.Event().wait()
 
 
