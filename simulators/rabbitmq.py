@@ -225,7 +225,9 @@ class RabbitCluster:
 
     async def _start_joined(self, node: RabbitNode, first: RabbitNode) -> None:
         self._spawn(node)
-        await self._ctl(node, "await_startup", timeout_s=self._timeout_s)
+        # Listening on AMQP = booted (rabbitmqctl await_startup fails while distribution is
+        # not up yet).
+        await self._await_listening(node, node.amqp_port)
         await self._ctl(node, "stop_app")
         await self._ctl(node, "join_cluster", first.node)
         await self._ctl(node, "start_app", timeout_s=self._timeout_s)
@@ -238,7 +240,9 @@ class RabbitCluster:
         first = self.nodes[0]
         self._spawn(first)
         await self._await_listening(first, first.mqtt_port)
-        await asyncio.gather(*(self._start_joined(n, first) for n in self.nodes[1:]))
+        async with asyncio.TaskGroup() as group:  # one failing cancels the other
+            for node in self.nodes[1:]:
+                group.create_task(self._start_joined(node, first), name=f"rabbit:{node.name}")
         await self.wait_clustered(len(self.nodes))
         log.info(
             "rabbit_cluster_up",
