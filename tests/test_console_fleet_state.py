@@ -36,13 +36,14 @@ def console(clock: Clock, **overrides: Any) -> Console:
 
 
 def event(ref: GatewayRef, seq: int, kind: str, **extra: Any) -> tuple[str, bytes]:
-    body = {"school": ref.school, "gateway": ref.gateway, "id": f"{ref}-{seq}", "seq": seq}
+    body: dict[str, Any] = {"school": ref.school, "gateway": ref.gateway, "id": f"{ref}-{seq}"}
+    body["seq"] = seq
     body |= {"type": kind, "data": {}} | extra
-    return f"{ROOT}/{ref}/events/{kind.split('.')[0]}", json.dumps(body).encode()
+    return f"{ROOT}/{ref}/events/{kind.split('.', maxsplit=1)[0]}", json.dumps(body).encode()
 
 
 def heartbeat(ref: GatewayRef, from_seq: int, last_seq: int) -> tuple[str, bytes]:
-    body = {"school": ref.school, "gateway": ref.gateway, "type": "heartbeat"}
+    body: dict[str, Any] = {"school": ref.school, "gateway": ref.gateway, "type": "heartbeat"}
     body |= {"from_seq": from_seq, "last_seq": last_seq, "routed": last_seq - from_seq}
     return f"{ROOT}/{ref}/heartbeat", json.dumps(body).encode()
 
