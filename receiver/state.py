@@ -115,7 +115,7 @@ class AlarmBoard:
     oldest go first), so a city's board is bounded. Open unacknowledged alarms are never
     forgotten."""
 
-    def __init__(self, keep_closed: int = 50, keep_acknowledged_per_gateway: int = 20) -> None:
+    def __init__(self, keep_closed: int = 50, keep_acknowledged_per_gateway: int = 50) -> None:
         self._alarms: dict[tuple[GatewayRef, str], Alarm] = {}
         self._keep_closed = keep_closed
         self._keep_acknowledged = keep_acknowledged_per_gateway
