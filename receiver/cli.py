@@ -75,7 +75,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
     p.add_argument("--tls-key", type=Path, help="client certificate's private key")
     p.add_argument("--tls-server-name", help="name to expect in the broker's certificate")
-    p.add_argument("--client-id", help="MQTT client id (default: a random one)")
+    p.add_argument(
+        "--client-id",
+        help="MQTT client id of the persistent session (default: from --key-id; else random)",
+    )
+    p.add_argument(
+        "--clean-session",
+        action="store_true",
+        help="no persistent session: the broker keeps nothing for this console while it is away",
+    )
     p.add_argument("--root", default="schoolgate/v1", help="topic root (default schoolgate/v1)")
     p.add_argument(
         "--gateway-key",
@@ -83,6 +91,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         metavar="ID=PATH_OR_BASE64",
         help="a gateway's public key by its key id (repeatable)",
+    )
+    p.add_argument(
+        "--gateway-keys",
+        type=Path,
+        metavar="DIR_OR_FILE",
+        help="gateways' public keys: a directory of <key id>.pub files, or a file of ID KEY lines",
     )
     p.add_argument(
         "--allow-unsigned",
@@ -100,6 +114,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="report a gateway silent after S seconds without a word (default 90)",
     )
     p.add_argument("--share", metavar="GROUP", help="shared subscription group ($share/GROUP)")
+    p.add_argument(
+        "--school",
+        metavar="PATTERN",
+        help="only schools whose id matches this pattern (e.g. 'haidian-*' for a district)",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines, no interactive view")
     p.add_argument("--duration", type=float, metavar="S", help="end after S seconds")
     p.add_argument("--count", type=int, metavar="N", help="end after N events")
@@ -165,6 +184,17 @@ def _signer(args: argparse.Namespace) -> Signer | None:
         raise UsageError(str(exc)) from None
 
 
+def _keyring(args: argparse.Namespace) -> dict[str, Ed25519PublicKey]:
+    if args.gateway_keys is None:
+        return {}
+    from receiver.keyring import KeyRingError, load_gateway_keys  # noqa: PLC0415 - crypto
+
+    try:
+        return load_gateway_keys(args.gateway_keys)
+    except KeyRingError as exc:
+        raise UsageError(f"--gateway-keys: {exc}") from None
+
+
 def _password(args: argparse.Namespace) -> str | None:
     if args.password_file is None:
         return None
@@ -196,10 +226,16 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
     from receiver.console import ConsoleOptions  # noqa: PLC0415
 
     gateways = tuple(parse_gateway_filter(g) for g in args.gateways) or ("+/+",)
-    gateway_keys = dict(parse_gateway_key(text, Path.cwd()) for text in args.gateway_key)
+    gateway_keys = _keyring(args)
+    gateway_keys |= dict(parse_gateway_key(text, Path.cwd()) for text in args.gateway_key)
     if not gateway_keys and not args.allow_unsigned:
-        raise UsageError("give --gateway-key ID=KEY for each gateway, or --allow-unsigned")
+        raise UsageError(
+            "give --gateway-keys DIR, --gateway-key ID=KEY for each gateway, or --allow-unsigned"
+        )
     signer = _signer(args)
+    client_id = args.client_id or (
+        None if signer is None else f"schoolgate-console-{signer.key_id}"
+    )
     if args.once:
         args.count = 1
     _check_values(args)
@@ -208,7 +244,10 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
     broker = mqtt.BrokerParams(
         host=args.host,
         port=args.port or (8883 if tls else 1883),
-        client_id=args.client_id or f"schoolgate-console-{os.urandom(4).hex()}",
+        client_id=client_id or f"schoolgate-console-{os.urandom(4).hex()}",
+        # A fixed client id gets a persistent session: the broker queues (QoS 1) what comes
+        # while the console is away and hands it over when it is back (docs/console.md).
+        clean_session=client_id is None or args.clean_session,
         username=args.username,
         password=password,
         tls=tls,
@@ -223,6 +262,7 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
         operator=args.operator or os.environ.get("USER") or "console",
         silent_after_s=args.silent_after,
         share_group=args.share,
+        school_pattern=args.school,
         max_events=args.count,
         tick_s=min(1.0, args.silent_after / 4),
     )
@@ -234,10 +274,15 @@ def cmd_console(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
+    from receiver.probe import ShareUnsupported  # noqa: PLC0415 - light, but only when run
+
     try:
         asyncio.run(run(options, json_lines=args.json, duration_s=args.duration))
     except KeyboardInterrupt:
         return 130
+    except ShareUnsupported as exc:
+        print(f"{_PROG}: --share {args.share}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

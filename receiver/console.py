@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import time
 import uuid
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway import auth, mqtt
 from gateway.backoff import Backoff
+from receiver.probe import PROBE_TIMEOUT_S, ShareUnsupported, check_share
 from receiver.state import (
     AlarmBoard,
     Deduper,
@@ -69,6 +71,10 @@ class ConsoleOptions:
     operator: str = "console"
     silent_after_s: float = 90.0
     share_group: str | None = None
+    share_probe_timeout_s: float = PROBE_TIMEOUT_S
+    school_pattern: str | None = None
+    """Only schools whose id matches this shell pattern (`haidian-*`: a district); the others'
+    messages are ignored, so a district's console keeps only its district in memory."""
     max_events: int | None = None
     """Stop after this many events (scripted use)."""
     tick_s: float = 1.0
@@ -139,6 +145,8 @@ class Console:
         self.recent: deque[Notice] = deque(maxlen=_RECENT_NOTICES)
         self.events_seen = 0
         self.heartbeats_heard = 0
+        self.filtered_out = 0
+        """Messages of schools outside `school_pattern`, ignored."""
         """Verified heartbeats, every gateway: each one is a gap check (or a baseline for it)."""
         self.connected = False
         self._reported_down = False
@@ -163,6 +171,10 @@ class Console:
             return  # not a topic we subscribed to as a gateway topic (e.g. our own commands)
         ref, kind = GatewayRef(parts[0], parts[1]), parts[2]
         if kind == "commands":
+            return
+        pattern = self.options.school_pattern
+        if pattern is not None and not fnmatch.fnmatchcase(ref.school, pattern):
+            self.filtered_out += 1
             return
         try:
             obj = self._open(raw)
@@ -376,7 +388,15 @@ class Console:
         self._stop.set()
 
     async def run(self, duration_s: float | None = None) -> None:
-        """Until `stop()`, `max_events`, `q`, or `duration_s` has passed."""
+        """Until `stop()`, `max_events`, `q`, or `duration_s` has passed. ShareUnsupported
+        when `share_group` is set and the broker does not deliver through shared
+        subscriptions (`receiver.probe`)."""
+        try:
+            await self._run(duration_s)
+        except* ShareUnsupported as failures:
+            raise failures.exceptions[0] from None
+
+    async def _run(self, duration_s: float | None) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(self._mqtt_loop(), name="console:mqtt"),
@@ -415,6 +435,14 @@ class Console:
                 async with mqtt.connect(self.options.broker) as conn:
                     for topic_filter in self.topic_filters():
                         await conn.subscribe(topic_filter, qos=1)
+                    if self.options.share_group is not None:
+                        await check_share(
+                            conn,
+                            group=self.options.share_group,
+                            root=self.options.root,
+                            on_message=self.handle,
+                            timeout_s=self.options.share_probe_timeout_s,
+                        )
                     backoff.reset()
                     self._set_connected(True, "")
                     self.subscribed.set()

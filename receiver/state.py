@@ -110,11 +110,19 @@ class Alarm:
 
 
 class AlarmBoard:
-    """Alarms by (gateway, alarm_id); closed ones are kept up to `keep_closed`, then forgotten."""
+    """Alarms by (gateway, alarm_id); closed ones are kept up to `keep_closed`, then forgotten;
+    acknowledged but not reset ones up to `keep_acknowledged_per_gateway` per gateway (the
+    oldest go first), so a city's board is bounded. Open unacknowledged alarms are never
+    forgotten."""
 
-    def __init__(self, keep_closed: int = 50) -> None:
+    def __init__(self, keep_closed: int = 50, keep_acknowledged_per_gateway: int = 50) -> None:
         self._alarms: dict[tuple[GatewayRef, str], Alarm] = {}
         self._keep_closed = keep_closed
+        self._keep_acknowledged = keep_acknowledged_per_gateway
+        self._acknowledged: dict[GatewayRef, OrderedDict[str, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._alarms)
 
     def ordered(self) -> list[Alarm]:
         return sorted((a for a in self._alarms.values() if a.raised), key=Alarm.sort_key)
@@ -143,10 +151,21 @@ class AlarmBoard:
             self._raise(alarm, event, data, now_ms)
         elif event_type == "alarm.acknowledged":
             alarm.acknowledged_by = str(data.get("by") or data.get("issuer") or "?")
+            self._forget_old_acknowledged(ref, alarm_id)
         else:
             alarm.reset_by = str(data.get("reset_by") or "?")
+            self._acknowledged.get(ref, OrderedDict()).pop(alarm_id, None)
             self._forget_old_closed()
         return alarm
+
+    def _forget_old_acknowledged(self, ref: GatewayRef, alarm_id: str) -> None:
+        acknowledged = self._acknowledged.setdefault(ref, OrderedDict())
+        acknowledged[alarm_id] = None
+        while len(acknowledged) > self._keep_acknowledged:
+            oldest, _ = acknowledged.popitem(last=False)
+            alarm = self._alarms.get((ref, oldest))
+            if alarm is not None and not alarm.closed:
+                del self._alarms[(ref, oldest)]
 
     def _raise(self, alarm: Alarm, event: dict[str, Any], data: dict[str, Any], now: int) -> None:
         occurred = parse_time_ms(event.get("occurred_at"))
@@ -223,14 +242,32 @@ class GapTracker:
     covering it went out, or the gateway reconnected) has no `routed`: it is a gap of unknown
     size, asked for in full and settled by the replay's answer (`replied`)."""
 
-    def __init__(self, prune_above: int = 50_000) -> None:
+    def __init__(
+        self, prune_above: int = 1_000, max_seqs: int = 20_000, max_open_gaps: int = 16
+    ) -> None:
         self._seen: dict[GatewayRef, set[int]] = {}
         self._open: dict[GatewayRef, list[Gap]] = {}
         self._floor: dict[GatewayRef, int] = {}
         self._heard_upto: dict[GatewayRef, int] = {}
         self._prune_above = prune_above
+        self._max_seqs = max_seqs
+        """Per gateway: the seqs remembered above the last heartbeat's floor; the lowest go."""
+        self._max_open_gaps = max_open_gaps
+        """Per gateway: open gaps kept; the oldest is given up (`abandoned`) past this."""
         self.found = 0
         self.filled = 0
+        self.abandoned = 0
+
+    def seqs_held(self, ref: GatewayRef) -> int:
+        return len(self._seen.get(ref, ()))
+
+    def _open_gap(self, ref: GatewayRef, gap: Gap) -> None:
+        gaps = self._open.setdefault(ref, [])
+        gaps.append(gap)
+        self.found += 1
+        while len(gaps) > self._max_open_gaps:
+            gaps.pop(0)
+            self.abandoned += 1
 
     def open_gaps(self) -> list[Gap]:
         return [gap for gaps in self._open.values() for gap in gaps]
@@ -243,7 +280,10 @@ class GapTracker:
 
     def saw(self, ref: GatewayRef, seq: int) -> list[Gap]:
         """Record an event's seq; the gaps it closes."""
-        self._seen.setdefault(ref, set()).add(seq)
+        seen = self._seen.setdefault(ref, set())
+        seen.add(seq)
+        if len(seen) > self._max_seqs:  # no heartbeat came to prune it: keep the newest
+            self._seen[ref] = set(sorted(seen)[-(self._max_seqs // 2) :])
         closed: list[Gap] = []
         for gap in self._open.get(ref, []):
             if gap.from_seq < seq <= gap.last_seq:
@@ -270,8 +310,7 @@ class GapTracker:
         if any(g.from_seq == from_seq and g.last_seq == last_seq for g in self._open.get(ref, [])):
             return None  # the same heartbeat again (a repeated delivery)
         gap = Gap(ref, from_seq, last_seq, routed, seen)
-        self._open.setdefault(ref, []).append(gap)
-        self.found += 1
+        self._open_gap(ref, gap)
         return gap
 
     def missed(self, ref: GatewayRef, from_seq: int, last_seq: int) -> Gap | None:
@@ -283,8 +322,7 @@ class GapTracker:
         if upto is None or from_seq <= upto:
             return None
         gap = Gap(ref, upto, from_seq, None, self._count(ref, upto, from_seq))
-        self._open.setdefault(ref, []).append(gap)
-        self.found += 1
+        self._open_gap(ref, gap)
         return gap
 
     def replied(self, command_id: str, seqs: Iterable[int]) -> list[Gap]:

@@ -6,6 +6,7 @@
     python -m simulators access --pty [--address 1 --address 2]   # access controllers
     python -m simulators bollard --tcp 127.0.0.1:5021 [--layout vendor_b]   # rising bollard
     python -m simulators scenario FILE [--expect]   # a timeline against the whole simulated gate
+    python -m simulators fleet --gateways N --keys-dir DIR   # N simulated gateways (MQTT contract)
 
 Owns argument parsing and the command prompt only; the devices live in their own modules.
 """
@@ -18,7 +19,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
-from simulators import access_cli, bollard_cli, scenario
+from simulators import access_cli, bollard_cli, fleet, scenario
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
 from simulators.vserial import VirtualSerialLink
 
@@ -47,6 +48,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     access_cli.add_parser(devices)
     bollard_cli.add_parser(devices)
     scenario.add_parser(devices)
+    fleet.add_parser(devices)
     return parser.parse_args(argv)
 
 
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "scenario":
         sys.exit(scenario.main(args.file, expect=args.expect))
     with contextlib.suppress(KeyboardInterrupt):
-        runners = {"access": access_cli.run, "bollard": bollard_cli.run}
+        runners = {"access": access_cli.run, "bollard": bollard_cli.run, "fleet": fleet.run_cli}
         asyncio.run(runners.get(args.device, _run)(args))
 
 

@@ -2,7 +2,8 @@
 
 Owns starting, stopping and restarting one mosquitto process on a fixed free port with a
 throw-away config (anonymous access, loopback only, state in a temporary folder), optionally with
-a TLS listener beside the plain one. Never a public broker.
+a TLS listener beside the plain one, and optionally with per-client credentials (a password file
+made with `mosquitto_passwd`) and an ACL file (docs/acl/mosquitto.acl). Never a public broker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +31,20 @@ def find_mosquitto() -> str:
     if found is None:
         raise BrokerError("mosquitto is not installed (sudo apt-get install mosquitto)")
     return found
+
+
+def _write_password_file(path: Path, passwords: Mapping[str, str]) -> None:
+    """A mosquitto password file (salted hashes), made by `mosquitto_passwd` itself."""
+    tool = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/sbin")
+    if tool is None:
+        raise BrokerError("mosquitto_passwd is not installed (it comes with mosquitto)")
+    path.touch(mode=0o600)
+    for username, password in passwords.items():
+        done = subprocess.run(
+            [tool, "-b", str(path), username, password], capture_output=True, check=False
+        )
+        if done.returncode != 0:
+            raise BrokerError(f"mosquitto_passwd {username}: {done.stderr.decode().strip()}")
 
 
 def free_port() -> int:
@@ -51,7 +67,8 @@ class MosquittoBroker:
     """One mosquitto with a plain listener on `port`; with `tls`, also a TLS listener on
     `tls_port` (the plain one stays, so a test's subscriber can watch what arrives over TLS).
     `allow_anonymous=False` without a password file refuses every client: the way to see a
-    refused login."""
+    refused login. `passwords` (username -> password) turns logins on and anonymous access
+    off; `acl_file` is given to mosquitto as it is."""
 
     def __init__(
         self,
@@ -61,6 +78,8 @@ class MosquittoBroker:
         tls: TlsFiles | None = None,
         require_client_cert: bool = False,
         allow_anonymous: bool = True,
+        passwords: Mapping[str, str] | None = None,
+        acl_file: Path | None = None,
     ) -> None:
         self.name = name
         self.host = "127.0.0.1"
@@ -78,9 +97,17 @@ class MosquittoBroker:
                 f"keyfile {tls.key_file}\n"
                 f"require_certificate {str(require_client_cert).lower()}\n"
             )
+        access = ""
+        if passwords is not None:
+            allow_anonymous = False
+            _write_password_file(self._dir / "passwd", passwords)
+            access += f"password_file {self._dir / 'passwd'}\n"
+        if acl_file is not None:
+            access += f"acl_file {acl_file.resolve()}\n"
         self._conf.write_text(
             f"listener {self.port} {self.host}\n"
             + tls_listener
+            + access
             + f"allow_anonymous {str(allow_anonymous).lower()}\n"
             # Persistent sessions let a test's listener keep its queue across a broker restart.
             "persistence true\n"

@@ -575,7 +575,7 @@ def write_private_key(path: Path, mode: int = 0o600) -> Path:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "give --gateway-key ID=KEY for each gateway, or --allow-unsigned"),
+        ([], "--gateway-key ID=KEY for each gateway, or --allow-unsigned"),
         (["--gateway-key", "gate-1"], "give ID=PATH_OR_BASE64"),
         (["--gateway-key", "Gate One=abc"], "give ID=PATH_OR_BASE64"),
         (["--gateway-key", "gate-1=missing.pub"], "neither a base64 Ed25519 public key"),
