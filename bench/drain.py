@@ -39,10 +39,11 @@ import paho.mqtt.client as paho
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import contract, control
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.commands import control
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.listener import Listener, listen

@@ -43,7 +43,8 @@ from subjects import Schoolgate  # noqa: E402
 from tb import VERSION as TB_VERSION  # noqa: E402
 from tb import ThingsBoard, setup  # noqa: E402
 
-from gateway import contract, logsetup  # noqa: E402
+from gateway import logsetup  # noqa: E402
+from gateway.core import contract  # noqa: E402
 from simulators.broker import MosquittoBroker  # noqa: E402
 
 RESULTS = HERE / "results" / "latest.json"

@@ -583,7 +583,7 @@ async def footprint_demo_gate(
     `cryptography`."""
     extra = ""
     if signed:
-        from gateway import keys  # noqa: PLC0415 - cryptography only for this variant
+        from gateway.core import keys  # noqa: PLC0415 - cryptography only for this variant
 
         gateway_key = keys.write_key_pair(workdir / "keys", "bench-gate")
         console_key = keys.write_key_pair(workdir / "keys", "bench-console")

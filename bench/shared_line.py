@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway import control, logsetup
+from gateway import logsetup
+from gateway.commands import control
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_rtu
 from simulators.listener import listen

@@ -24,7 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from gateway import control
+from gateway.commands import control
 from simulators.listener import Listener, Received
 from simulators.measure import gateway_command
 

@@ -30,8 +30,8 @@ from drivers.base import (
 )
 from drivers.lines.serial import SerialLine
 from edge_config.devices_access import AccessControllerDevice
-from gateway.backoff import Backoff
-from gateway.events import Severity, new_event
+from gateway.core.backoff import Backoff
+from gateway.core.events import Severity, new_event
 
 _EVENT_TYPES: dict[EventCode, tuple[str, Severity]] = {
     EventCode.CARD: ("access.card", Severity.INFO),

@@ -7,7 +7,7 @@ seen), debouncing, reporting presses and the reset input to the `PanicSink`, and
 siren and fault-lamp coils: steady, off, or blinking (`OutputPattern`), blinking done by the poll
 loop itself. The loop, pacing and `device.offline` / `device.online` are `drivers.polling`'s,
 shared with the other polled devices. It does not latch alarms or decide what the lamp shows
-(`gateway.rules.latch` does) and does not own the line (`drivers.lines.modbus.ModbusLine` does).
+(`gateway.alarms.latch` does) and does not own the line (`drivers.lines.modbus.ModbusLine` does).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.events import DeviceRef, Event
+from gateway.core.events import DeviceRef, Event
 
 
 class DriverError(Exception):

@@ -24,7 +24,7 @@ from drivers.codecs import BIT_LIMIT, REGISTER_LIMIT, decode_words, plan_reads
 from drivers.lines.modbus import ModbusLine
 from drivers.polling import DeviceHealth, Table, poll_forever, read_table
 from edge_config.devices_modbus import BollardDevice, CommandRef, Position
-from gateway.events import Severity
+from gateway.core.events import Severity
 
 Reading = Position | Literal["unknown"]
 _TARGETS: dict[str, Literal["up", "down"]] = {

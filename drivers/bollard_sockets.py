@@ -15,7 +15,7 @@ from drivers.codecs import span
 from drivers.lines.modbus import ModbusLine
 from drivers.polling import DeviceHealth, poll_forever
 from edge_config.devices_modbus import BollardSocketsDevice
-from gateway.events import Severity
+from gateway.core.events import Severity
 
 
 class BollardSockets:

@@ -29,7 +29,7 @@ from drivers.codecs import (
 from drivers.lines.modbus import ModbusLine
 from drivers.polling import DeviceHealth, poll_forever, read_table
 from edge_config.devices_modbus import BIT_FUNCTIONS, Function, ModbusPoint, ModbusPointsDevice
-from gateway.events import Severity
+from gateway.core.events import Severity
 
 Value = bool | int | float | None
 """None: a float register holds NaN or infinity, which JSON cannot carry."""

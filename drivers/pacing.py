@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway.backoff import Backoff
+from gateway.core.backoff import Backoff
 
 OFFLINE_POLL_CAP_S = 2.0
 """Longest gap between two polls of an offline device: it is back online within about this."""

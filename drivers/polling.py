@@ -20,7 +20,7 @@ import structlog
 from drivers.base import DriverContext, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
 from drivers.pacing import PollPacer
-from gateway.events import Event, Severity, new_event
+from gateway.core.events import Event, Severity, new_event
 
 Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
 

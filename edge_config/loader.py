@@ -179,7 +179,7 @@ def parse(data: dict[str, Any], path: Path, *, store_fatal: bool = True) -> Load
     """Validate parsed TOML; raises ConfigError listing every problem.
 
     `store_fatal=False` (the daemon) turns a store path this user cannot write into a warning:
-    the gateway then starts with its alarms in memory and retries the file (gateway.outbox),
+    the gateway then starts with its alarms in memory and retries the file (gateway.store.outbox),
     because a gateway that refuses to start sends no alarm at all. check-config keeps it an
     error, so an installer fixes it before going live."""
     try:

@@ -85,7 +85,7 @@ _GROUP = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
 
 class ControlConfig(Strict):
     """The local control socket `schoolgate reset` talks to (root/group only, never the network).
-    Who may do what: gateway.control_access."""
+    Who may do what: gateway.commands.access."""
 
     socket_path: ConfigPath | None = None
     reset_group: Annotated[str, Field(pattern=_GROUP)] | None = Field(

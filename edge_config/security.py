@@ -16,8 +16,8 @@ the whole section with every error listed.
     public_key = "base64 of the 32 raw bytes, or a path to a PEM / .pub file"
     commands = ["acknowledge", "replay"]    # or ["*"] for every command
 
-It does not verify commands (`gateway.auth`) nor create keys (`gateway.keys`). Only
-`load_security` imports `cryptography` (through `gateway.keys`): a config without the section
+It does not verify commands (`gateway.core.auth`) nor create keys (`gateway.core.keys`). Only
+`load_security` imports `cryptography` (through `gateway.core.keys`): a config without the section
 never loads it.
 """
 
@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from edge_config.errors import ConfigError
 from edge_config.fields import ConfigPath
 from edge_config.models import Ident, Strict
-from gateway import auth
+from gateway.core import auth
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -94,7 +94,7 @@ def load_security(config: SecurityConfig, config_dir: Path) -> Security:
 
     Raises ConfigError listing every key that cannot be used.
     """
-    from gateway import keys  # noqa: PLC0415 - cryptography only with a [security] section
+    from gateway.core import keys  # noqa: PLC0415 - cryptography only with a [security] section
 
     errors: list[str] = []
     gateway_key: Ed25519PrivateKey | None = None

@@ -27,18 +27,21 @@ from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from edge_config.security import Security, load_security
-from gateway import auth, contract, control, mqtt, sdnotify
-from gateway.backoff import Backoff
-from gateway.commands import Commands
-from gateway.control_access import ControlAccess
-from gateway.drill import Drill
-from gateway.events import DeviceRef
-from gateway.outbox import Outbox
-from gateway.paths import PathBoard
-from gateway.retention import Retention, RetentionPolicy
-from gateway.routing import Router, default_routes
-from gateway.rules.latch import AlarmLatches, BoxInfo, UnknownAlarm
-from gateway.uplink import Services, Uplink
+from gateway import sdnotify
+from gateway.alarms.drill import Drill
+from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
+from gateway.commands import control
+from gateway.commands.access import ControlAccess
+from gateway.commands.handlers import Commands
+from gateway.core import auth, contract
+from gateway.core.backoff import Backoff
+from gateway.core.events import DeviceRef
+from gateway.store.outbox import Outbox
+from gateway.store.retention import Retention, RetentionPolicy
+from gateway.store.routing import Router, default_routes
+from gateway.uplink import mqtt
+from gateway.uplink.destination import Services, Uplink
+from gateway.uplink.paths import PathBoard
 
 log = structlog.get_logger(__name__)
 
@@ -265,7 +268,7 @@ class Gateway:
         if isinstance(driver, AlarmBox):
             await driver.set_output("fault", on)
 
-    # -- what commands act on (gateway.commands.CommandTarget) ----------------------------------
+    # -- what commands act on (gateway.commands.handlers.CommandTarget) ----------------------
 
     async def acknowledge(self, alarm_id: str, *, by: str, issuer: str, command_id: str) -> None:
         await self.latches.acknowledge(
@@ -315,8 +318,8 @@ class Gateway:
             await asyncio.sleep(interval)
 
     async def handle_control(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
-        """One control-socket request (gateway.control has parsed it and catches what this
-        raises); who may ask for what is gateway.control_access."""
+        """One control-socket request (gateway.commands.control has parsed it and catches what this
+        raises); who may ask for what is gateway.commands.access."""
         op = request.get("op")
         self.control_access.check(peer, op)
         if op == "alarms":

@@ -17,7 +17,9 @@ import structlog
 
 from edge_config import ConfigError, GatewayConfig, load_config
 from edge_config.loader import LoadedConfig, load
-from gateway import control, inspect, logsetup
+from gateway import logsetup
+from gateway.commands import control
+from gateway.store import inspect
 from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
 if TYPE_CHECKING:
@@ -246,7 +248,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from gateway import auth, keys  # noqa: PLC0415 - keep the other commands free of crypto
+    from gateway.core import auth, keys  # noqa: PLC0415 - keep the other commands free of crypto
 
     try:
         if args.keys_command == "new":

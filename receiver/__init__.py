@@ -1,8 +1,9 @@
 """The police and bureau side: the receiving console (`schoolgate console`).
 
 Another program than the daemon in `gateway/`: it shares only the contract and the key formats
-with it, so it imports only gateway's shared vocabulary (`gateway.auth`, `gateway.contract`,
-`gateway.keys`, `gateway.events`, `gateway.mqtt`, `gateway.backoff`), and nothing in `gateway/`
+with it, so it imports only gateway's shared vocabulary (`gateway.core.auth`,
+`gateway.core.contract`, `gateway.core.keys`, `gateway.core.events`, `gateway.uplink.mqtt`,
+`gateway.core.backoff`), and nothing in `gateway/`
 imports it except `gateway.cli`, which registers the `console` subcommand. Importing this package
 or `receiver.cli` loads nothing heavy (no `rich`, no `cryptography`): the daemon's command line
 builds its parser with it.

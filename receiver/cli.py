@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import rich.console
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from gateway.mqtt import TlsParams
+    from gateway.uplink.mqtt import TlsParams
     from receiver.console import ConsoleOptions, Signer
 
 _ID: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -135,7 +135,7 @@ def parse_gateway_filter(text: str) -> str:
 
 
 def parse_gateway_key(text: str, base_dir: Path) -> tuple[str, Ed25519PublicKey]:
-    from gateway import keys  # noqa: PLC0415 - keep the parser free of crypto
+    from gateway.core import keys  # noqa: PLC0415 - keep the parser free of crypto
 
     key_id, sep, value = text.partition("=")
     if not sep or not keys.KEY_ID.match(key_id) or not value:
@@ -169,7 +169,7 @@ def _check_values(args: argparse.Namespace) -> None:
 
 
 def _signer(args: argparse.Namespace) -> Signer | None:
-    from gateway import keys  # noqa: PLC0415 - keep `schoolgate --help` light
+    from gateway.core import keys  # noqa: PLC0415 - keep `schoolgate --help` light
     from receiver.console import Signer  # noqa: PLC0415
 
     if (args.key is None) != (args.key_id is None):
@@ -205,7 +205,7 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def _tls(args: argparse.Namespace) -> TlsParams | None:
-    from gateway import mqtt  # noqa: PLC0415
+    from gateway.uplink import mqtt  # noqa: PLC0415
 
     tls_extras = (args.tls_cert, args.tls_key, args.tls_server_name)
     if args.tls_ca is None and any(extra is not None for extra in tls_extras):
@@ -222,7 +222,7 @@ def _tls(args: argparse.Namespace) -> TlsParams | None:
 
 def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
     """The validated options, or UsageError with what to fix."""
-    from gateway import mqtt  # noqa: PLC0415 - keep `schoolgate --help` light
+    from gateway.uplink import mqtt  # noqa: PLC0415 - keep `schoolgate --help` light
     from receiver.console import ConsoleOptions  # noqa: PLC0415
 
     gateways = tuple(parse_gateway_filter(g) for g in args.gateways) or ("+/+",)

@@ -2,7 +2,7 @@
 keeps the alarm board, the seq-gap check and the silence check current; sends signed
 `acknowledge` and `replay` commands and reports their results.
 
-Owns the MQTT session of a console (through `gateway.mqtt`, with `Backoff` between attempts),
+Owns the MQTT session of a console (through `gateway.uplink.mqtt`, with `Backoff` between attempts),
 payload verification (`auth.verify_payload`, refusals counted and reported), the mapping from
 topics to the pure state in `receiver.state`, and the queue of outgoing commands (signed when
 they are sent, so a command held while the broker is away is still fresh). Everything it
@@ -27,8 +27,9 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway import auth, mqtt
-from gateway.backoff import Backoff
+from gateway.core import auth
+from gateway.core.backoff import Backoff
+from gateway.uplink import mqtt
 from receiver.probe import PROBE_TIMEOUT_S, ShareUnsupported, check_share
 from receiver.state import (
     AlarmBoard,

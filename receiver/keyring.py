@@ -7,7 +7,7 @@ being the file name without its suffix; a file holds one key a line, `KEY_ID BAS
 of gateway keys this way instead of one `--gateway-key` flag per gateway. Anything that cannot be
 used is refused with `KeyRingError` naming the file (and line): a key silently skipped would
 turn every payload of that gateway into an `unknown_key` refusal at the worst moment.
-It does not verify anything (`gateway.auth`) nor decide which gateways are expected.
+It does not verify anything (`gateway.core.auth`) nor decide which gateways are expected.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway import keys
+from gateway.core import keys
 
 _SUFFIXES: Final = (".pub", ".pem")
 _LINE: Final = re.compile(r"^([^\s=]+)(?:\s*=\s*|\s+)(\S+)$")

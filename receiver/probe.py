@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Final
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 
 PROBE_TIMEOUT_S: Final = 5.0
 

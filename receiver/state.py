@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from gateway.events import Lane, lane_of
+from gateway.core.events import Lane, lane_of
 
 Notice = dict[str, Any]
 """A console notice: `{"console": <kind>, ...fields}`; events never carry a "console" key."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from gateway import control
+from gateway.commands import control
 from simulators.access_controller import SimController
 from simulators.chaos_gate import ChaosGate, chaos_gate
 from simulators.chaos_verify import ChaosReport, Ledger, verify

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from gateway import control
+from gateway.commands import control
 from simulators.access_controller import SimBus, SimController, serve_serial
 from simulators.bollard import BollardController, SocketSensors
 from simulators.broker import MosquittoBroker

@@ -6,8 +6,9 @@ Owns loading the schemas, matching a topic to its entry, and the checks a schema
 its own (the payload's school and gateway agree with the topic, an event's type with its category,
 a heartbeat's range and paths with its destination). It covers both directions: what the gateway
 publishes (events, status, heartbeats, command results) and what a receiver sends it (commands).
-It does not subscribe (`simulators.listener` does), never builds payloads (`gateway.contract` and
-`gateway.auth` do) and does not verify signatures (`gateway.auth.verify_payload` does).
+It does not subscribe (`simulators.listener` does), never builds payloads (`gateway.core.contract`
+and `gateway.core.auth` do) and does not verify signatures (`gateway.core.auth.verify_payload`
+does).
 
 `jsonschema` is a dev dependency and docs/schemas is not in the wheel: this runs from a source
 checkout, as the tests and the simulators do.
@@ -27,8 +28,9 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # s
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 REPLAY_SPAN = 10_000
-"""A replay command covers fewer seqs than this (docs/contract.md; gateway.commands.MAX_REPLAY_SPAN,
-not imported: a receiver's tests should not need the gateway's drivers)."""
+"""A replay command covers fewer seqs than this (docs/contract.md;
+gateway.commands.handlers.MAX_REPLAY_SPAN, not imported: a receiver's tests should not need the
+gateway's drivers)."""
 SCHEMA_FILES = (
     "event.schema.json",
     "status.schema.json",

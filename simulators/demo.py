@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway import control
+from gateway.commands import control
 from simulators.broker import BrokerError
 from simulators.gate import RESET_INPUT, GateError, SimulatedGate, simulated_gate
 from simulators.measure import percentile

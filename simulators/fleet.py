@@ -7,11 +7,11 @@
 Owns `SimGateway` (one gateway: its own MQTT session with the retained status and its will,
 heartbeats every `heartbeat_s` with the seq range and count of what it published since the last
 one, device events and alarms signed with its own Ed25519 key, `acknowledge` and `replay`
-commands verified with `gateway.auth` and answered like the real gateway: the first
+commands verified with `gateway.core.auth` and answered like the real gateway: the first
 acknowledgement of an alarm makes an `alarm.acknowledged` event naming who, later ones change
 nothing) and `Fleet` (N of them, their keys written to a directory the console reads with
-`--gateway-keys`, alarms and events at fleet-wide rates). Payloads come from `gateway.contract`
-and signatures from `gateway.auth`, so a receiver cannot tell a simulated gateway from a real
+`--gateway-keys`, alarms and events at fleet-wide rates). Payloads come from `gateway.core.contract`
+and signatures from `gateway.core.auth`, so a receiver cannot tell a simulated gateway from a real
 one on the wire.
 
 A simulated gateway keeps what it has not had a PUBACK for and sends it again after a
@@ -37,9 +37,10 @@ from zoneinfo import ZoneInfo
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway import auth, contract, keys, mqtt
-from gateway.backoff import Backoff
-from gateway.events import DeviceRef, Event, Severity, new_event_id
+from gateway.core import auth, contract, keys
+from gateway.core.backoff import Backoff
+from gateway.core.events import DeviceRef, Event, Severity, new_event_id
+from gateway.uplink import mqtt
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 
 _ids = itertools.count(1)
 

@@ -23,7 +23,7 @@ from drivers.lines.arbiter import PRIORITY_NORMAL
 from drivers.lines.modbus import ModbusLine
 from drivers.pacing import PollPacer
 from edge_config.models import AlarmBoxDevice, ModbusRtuLine, PanicButton
-from gateway.events import DeviceRef, Event
+from gateway.core.events import DeviceRef, Event
 from simulators.dido import DiDoModule, serve_rtu
 from simulators.vserial import VirtualSerialLink
 

@@ -19,12 +19,13 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_config.security import Security
-from gateway import auth, contract, mqtt
-from gateway.backoff import Backoff
-from gateway.commands import Commands
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.uplink import Services, Uplink
+from gateway.commands.handlers import Commands
+from gateway.core import auth, contract
+from gateway.core.backoff import Backoff
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.destination import Services, Uplink
 from simulators.broker import MosquittoBroker
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway import contract
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 
 BOX = DeviceRef("box", "alarm_box", "")
 

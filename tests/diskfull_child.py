@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway import contract, logsetup, mqtt
-from gateway.backoff import Backoff
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.uplink import Uplink
+from gateway import logsetup
+from gateway.core import contract
+from gateway.core.backoff import Backoff
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.destination import Uplink
 
 BOX = DeviceRef("box", "alarm_box", "")
 

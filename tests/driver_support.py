@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from drivers.base import DriverContext
 from drivers.lines.modbus import ModbusLine
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from gateway.events import DeviceRef, Event
+from gateway.core.events import DeviceRef, Event
 from simulators import modbus_serve
 from simulators.vserial import VirtualSerialLink
 

@@ -16,7 +16,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import cli, control, logsetup  # what `python -m gateway` loads before `run`
+from gateway import cli, logsetup  # what `python -m gateway` loads before `run`
+from gateway.commands import control  # what `python -m gateway` loads before `run`
 
 READY_TIMEOUT_S = 15.0
 

@@ -17,13 +17,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway import contract, logsetup, mqtt
-from gateway.backoff import Backoff
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.rules.latch import AlarmLatches, BoxInfo
-from gateway.uplink import Services, Uplink
+from gateway import logsetup
+from gateway.alarms.latch import AlarmLatches, BoxInfo
+from gateway.core import contract
+from gateway.core.backoff import Backoff
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.destination import Services, Uplink
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
 ROUTES = Router({"police": ["lane:alarm", "alarm.*"], "bureau": ["*"]})

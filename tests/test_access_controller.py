@@ -19,10 +19,10 @@ from drivers.base import CommandError, DriverContext
 from drivers.lines.serial import SerialLine
 from edge_config.devices_access import AccessControllerDevice
 from edge_config.models import SerialLine as SerialLineConfig
-from gateway import contract
-from gateway.events import DeviceRef, Event, Lane, Severity
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Event, Lane, Severity
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 from simulators.access_controller import SimBus, SimController, serve_serial
 from simulators.broker import MosquittoBroker
 from simulators.listener import listen

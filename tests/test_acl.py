@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 from simulators.broker import MosquittoBroker
 
 ACL = Path(__file__).parent.parent / "docs" / "acl" / "mosquitto.acl"

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 from driver_support import Recorder, modbus_line, running
 from drivers.alarm_box import AlarmBox, OutputPattern
 from edge_config.models import AlarmBoxDevice, PanicButton
-from gateway import contract
-from gateway.events import DeviceRef
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.rules.latch import AlarmLatches, BoxInfo
+from gateway.alarms.latch import AlarmLatches, BoxInfo
+from gateway.core import contract
+from gateway.core.events import DeviceRef
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 from simulators.dido import DiDoModule
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import auth, keys, mqtt
+from gateway.core import auth, keys
+from gateway.uplink import mqtt
 from simulators.broker import MosquittoBroker
 from simulators.contract_check import ContractChecker
 from simulators.dido import DiDoModule

@@ -1,4 +1,4 @@
-"""Signed commands and events (gateway.auth): every refusal has its reason, nothing crashes."""
+"""Signed commands and events (gateway.core.auth): every refusal has its reason, nothing crashes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import auth, contract
-from gateway.events import DeviceRef, Severity, new_event
+from gateway.core import auth, contract
+from gateway.core.events import DeviceRef, Severity, new_event
 
 TZ = ZoneInfo("Asia/Shanghai")
 SITE = contract.Site("school-1", "gate-1", TZ)

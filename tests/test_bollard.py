@@ -14,7 +14,7 @@ from driver_support import Recorder, modbus_line, running
 from drivers.base import CommandError, DriverError
 from drivers.bollard import Bollard
 from edge_config.devices_modbus import BollardDevice
-from gateway.events import DeviceRef, Lane, Severity
+from gateway.core.events import DeviceRef, Lane, Severity
 from simulators.bollard import GENERIC, VENDOR_B, BollardController, serve_tcp
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule

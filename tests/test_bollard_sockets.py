@@ -11,7 +11,7 @@ from driver_support import Recorder, modbus_line, running
 from drivers.base import CommandError
 from drivers.bollard_sockets import BollardSockets
 from edge_config.devices_modbus import BollardSocketsDevice
-from gateway.events import DeviceRef, Lane
+from gateway.core.events import DeviceRef, Lane
 from simulators.bollard import SocketSensors
 
 pytestmark = pytest.mark.timeout(30)

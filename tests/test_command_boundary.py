@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from command_support import SECURITY, SITE, Target, command, encode
 
-from gateway import commands, contract
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.commands import handlers as commands
+from gateway.core import contract
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 
 
 async def no_replay(first: int, last: int) -> list[int]:

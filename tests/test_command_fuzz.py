@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import auth, contract
+from gateway.core import auth, contract
 from simulators.broker import MosquittoBroker
 from simulators.listener import Listener, listen
 

@@ -16,7 +16,8 @@ from command_support import SITE, Target, command, command_uplink, sign_result, 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import contract, mqtt
+from gateway.core import contract
+from gateway.uplink import mqtt
 from simulators.broker import MosquittoBroker
 from simulators.listener import Listener, listen
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway import auth, keys, mqtt
+from gateway.core import auth, keys
+from gateway.uplink import mqtt
 from simulators.bollard import BollardController
 from simulators.gate import SimulatedGate, simulated_gate
 

@@ -13,9 +13,9 @@ import pytest
 
 from config_cases import EMPTY_ENV, MALFORMED, SET_ENV, VALID, Place, Sections
 from edge_config.loader import load
-from gateway import control
 from gateway.app import Gateway
 from gateway.cli import main
+from gateway.commands import control
 
 EXAMPLES = sorted(
     path

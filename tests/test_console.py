@@ -28,9 +28,10 @@ import rich.console
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.control import Control
 
-from gateway import auth, contract, keys, mqtt
 from gateway.cli import main
-from gateway.events import DeviceRef, Severity, new_event
+from gateway.core import auth, contract, keys
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.uplink import mqtt
 from receiver import cli as console_cli
 from receiver.console import Console, ConsoleOptions, Signer
 from simulators.broker import MosquittoBroker, free_port

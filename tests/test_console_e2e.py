@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from gateway import keys, mqtt
+from gateway.core import keys
+from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions, Signer
 from receiver.state import GatewayRef
 from simulators.broker import MosquittoBroker

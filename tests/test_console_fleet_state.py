@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
 from receiver.state import AlarmBoard, GapTracker, GatewayRef
 

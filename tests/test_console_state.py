@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
 from receiver.state import (
     MAX_REPLAY_SPAN,

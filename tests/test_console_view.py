@@ -17,7 +17,7 @@ import pytest
 import rich.console
 from rich.cells import cell_len
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
 from receiver.view import Screen
 

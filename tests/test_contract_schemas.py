@@ -1,7 +1,7 @@
 """The MQTT contract's JSON Schemas (docs/schemas) against what the gateway publishes and what it
-is sent: the schemas are valid; a payload of every event type built by `gateway.contract` keeps
+is sent: the schemas are valid; a payload of every event type built by `gateway.core.contract` keeps
 them and broken ones do not; so do heartbeats and command results, and a signed command
-(`gateway.auth`) of every command, whose args the command handler takes exactly when the schema
+(`gateway.core.auth`) of every command, whose args the command handler takes exactly when the schema
 does; and every message the whole simulated gate publishes during two shipped scenarios keeps them.
 (The signed alarm loop's messages are checked in tests/test_alarm_loop_e2e.py.)
 """
@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.base import CommandError
 from edge_config.security import Security
-from gateway import auth, commands, contract
-from gateway.events import DeviceRef, Event, Severity, new_event
-from gateway.rules.latch import UnknownAlarm
+from gateway.alarms.latch import UnknownAlarm
+from gateway.commands import handlers as commands
+from gateway.core import auth, contract
+from gateway.core.events import DeviceRef, Event, Severity, new_event
 from simulators.contract_check import (
     SCHEMA_DIR,
     SCHEMA_FILES,
@@ -287,7 +288,7 @@ def test_the_schemas_name_the_commands_and_reasons_the_gateway_knows() -> None:
     assert result_schema["properties"]["type"]["const"] == "command.result"
 
 
-# -- payloads built by gateway.contract -------------------------------------------------------
+# -- payloads built by gateway.core.contract -------------------------------------------------------
 
 
 @pytest.mark.parametrize("row", EVENTS, ids=[f"{r[0]}-{i}" for i, r in enumerate(EVENTS)])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway import control
+from gateway.commands import control
 
 
 async def echo(request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge_config.models import GatewayConfig
-from gateway import contract, control
 from gateway.app import Gateway
-from gateway.control_access import ControlAccess, Refused, member_of
+from gateway.commands import control
+from gateway.commands.access import ControlAccess, Refused, member_of
+from gateway.core import contract
 from simulators.dido import DiDoModule, serve_tcp
 
 NOBODY = 65534

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_config.models import GatewayConfig
-from gateway import control
 from gateway.app import Gateway
+from gateway.commands import control
 from simulators.dido import DiDoModule, serve_tcp
 
 

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.codecs import counter_delta, rising_edges, span
-from gateway import contract
-from gateway.backoff import Backoff
-from gateway.events import _UUID7, DeviceRef, Lane, Severity, lane_of, new_event
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.backoff import Backoff
+from gateway.core.events import _UUID7, DeviceRef, Lane, Severity, lane_of, new_event
+from gateway.store.routing import Router
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 

@@ -9,11 +9,11 @@ import sqlite3
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway import contract
-from gateway.drill import Drill
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.alarms.drill import Drill
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
 BOX = DeviceRef("box", "alarm_box", "")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import keys
+from gateway.core import keys
 from receiver import cli as console_cli
 from receiver.console import Console, ConsoleOptions, Signer
 from receiver.keyring import KeyRingError, load_gateway_keys

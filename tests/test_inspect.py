@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import contract
-from gateway.events import DeviceRef, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 T0 = 1_795_000_000_000  # events an hour apart

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from edge_config import ConfigError
 from edge_config.security import SecurityConfig, load_security
-from gateway import auth, contract, keys
 from gateway.cli import main
+from gateway.core import auth, contract, keys
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 

@@ -18,11 +18,11 @@ import pytest
 
 from drivers.alarm_box import OutputPattern
 from drivers.base import DeviceTimeout
-from gateway import contract
-from gateway.events import DeviceRef, Lane, lane_of
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.rules.latch import AlarmLatches, BoxInfo, UnknownAlarm
+from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Lane, lane_of
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 BOXES = {

@@ -13,7 +13,7 @@ from drivers.base import CommandError
 from drivers.lines.modbus import ModbusLine
 from drivers.modbus_points import ModbusPoints
 from edge_config.devices_modbus import ModbusPointsDevice
-from gateway.events import DeviceRef, Lane, Severity
+from gateway.core.events import DeviceRef, Lane, Severity
 from simulators.registers import RegisterBank
 
 pytestmark = pytest.mark.timeout(30)

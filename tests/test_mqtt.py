@@ -1,11 +1,11 @@
-"""gateway.mqtt against a real mosquitto: what the rest of the gateway relies on."""
+"""gateway.uplink.mqtt against a real mosquitto: what the rest of the gateway relies on."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 from simulators.broker import MosquittoBroker
 
 

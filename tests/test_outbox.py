@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import contract
-from gateway.events import DeviceRef, Event, Lane, Severity, new_event
-from gateway.outbox import _MAX_BATCH as MAX_BATCH
-from gateway.outbox import Outbox, OutboxError
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
+from gateway.store.outbox import _MAX_BATCH as MAX_BATCH
+from gateway.store.outbox import Outbox, OutboxError
+from gateway.store.routing import Router
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 BOX = DeviceRef("box", "alarm_box", "north gate")

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import contract
-from gateway.outbox import Outbox
-from gateway.paths import PathBoard
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink.paths import PathBoard
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
 

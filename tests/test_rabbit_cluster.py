@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway import mqtt
+from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
 from receiver.keyring import load_gateway_keys
 from receiver.probe import ShareUnsupported

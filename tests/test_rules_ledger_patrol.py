@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.events import DeviceRef
+from gateway.core.events import DeviceRef
 from gateway.rules.counters import DayCounters
 from gateway.rules.ledger import EntryAlreadyClosed, EntryNotFound, Ledger, LedgerError
 from gateway.rules.patrol import PatrolPlan, PatrolTracker

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.clock import FakeClock
-from gateway.events import DeviceRef, Lane, Severity, lane_of
+from gateway.core.events import DeviceRef, Lane, Severity, lane_of
 from gateway.rules.sqlite_state import SqliteRulesState
 from gateway.rules.state import InMemoryRulesState
 from gateway.rules.timers import (

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from edge_config.calendar import Calendar
 from gateway.core.clock import FakeClock
-from gateway.events import DeviceRef
+from gateway.core.events import DeviceRef
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.sqlite_state import SqliteRulesState
 from gateway.rules.state import InMemoryRulesState, RulesState

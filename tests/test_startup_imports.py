@@ -72,7 +72,7 @@ def test_a_gateway_without_security_never_imports_cryptography(tmp_path: Path) -
 
 def test_a_gateway_with_security_loads_cryptography_and_checks_signatures(tmp_path: Path) -> None:
     # The control: the same child does see cryptography when keys are configured.
-    from gateway import keys  # noqa: PLC0415 - the other test proves importing it is not free
+    from gateway.core import keys  # noqa: PLC0415 - the other test proves importing it is not free
 
     gate = keys.write_key_pair(tmp_path / "keys", "north-gate")
     receiver = keys.write_key_pair(tmp_path / "keys", "police-console")
@@ -91,7 +91,9 @@ def test_a_gateway_with_security_loads_cryptography_and_checks_signatures(tmp_pa
     assert rich_modules(child["after_command"]) == []
 
 
-@pytest.mark.parametrize("module", ["gateway.auth", "edge_config.security", "gateway.commands"])
+@pytest.mark.parametrize(
+    "module", ["gateway.core.auth", "edge_config.security", "gateway.commands.handlers"]
+)
 def test_modules_on_the_start_up_path_do_not_import_cryptography(module: str) -> None:
     code = (
         f"import sys, {module}\n"

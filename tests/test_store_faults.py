@@ -31,11 +31,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import contract
-from gateway.events import DeviceRef
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.rules.latch import AlarmLatches, BoxInfo
+from gateway.alarms.latch import AlarmLatches, BoxInfo
+from gateway.core import contract
+from gateway.core.events import DeviceRef
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import listen

@@ -17,12 +17,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import contract, mqtt
-from gateway.drain import Drain
-from gateway.events import DeviceRef, Event, Lane, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.retention import Retention, RetentionPolicy, used_bytes
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.retention import Retention, RetentionPolicy, used_bytes
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.drain import Drain
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 BOX = DeviceRef("box", "alarm_box", "north gate")

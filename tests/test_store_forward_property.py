@@ -21,11 +21,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway import contract, mqtt
-from gateway.drain import Drain
-from gateway.events import DeviceRef, Event, Lane, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.drain import Drain
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
 BOX = DeviceRef("box", "alarm_box", "")

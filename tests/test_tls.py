@@ -20,13 +20,14 @@ from structlog.testing import capture_logs
 
 from edge_config import ConfigError
 from edge_config.loader import parse_config
-from gateway import contract, mqtt
 from gateway.app import broker_params
-from gateway.backoff import Backoff
-from gateway.events import DeviceRef, Event, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.uplink import Uplink
+from gateway.core import contract
+from gateway.core.backoff import Backoff
+from gateway.core.events import DeviceRef, Event, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.destination import Uplink
 from simulators.broker import MosquittoBroker, TlsFiles
 from simulators.certs import Pki, make_pki
 from simulators.listener import listen

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway import contract, mqtt
-from gateway.backoff import Backoff
-from gateway.events import DeviceRef, Event, Severity, new_event
-from gateway.outbox import Outbox
-from gateway.routing import Router
-from gateway.uplink import Uplink
+from gateway.core import contract
+from gateway.core.backoff import Backoff
+from gateway.core.events import DeviceRef, Event, Severity, new_event
+from gateway.store.outbox import Outbox
+from gateway.store.routing import Router
+from gateway.uplink import mqtt
+from gateway.uplink.destination import Uplink
 from simulators.broker import MosquittoBroker
 from simulators.listener import listen
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import rich.console
 
-from gateway import control
+from gateway.commands import control
 from receiver.view import Screen
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule

@@ -37,7 +37,7 @@ from drivers.base import (
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from gateway.cancel import honour_dropped_cancel
+from gateway.core.cancel import honour_dropped_cancel
 
 T = TypeVar("T")
 
@@ -261,7 +261,7 @@ class ModbusLine:
             self._client = self._make_client()
         if not self._client.connected:
             opened = await self._client.connect()
-            honour_dropped_cancel()  # connect waits with asyncio.wait_for too (gateway.cancel)
+            honour_dropped_cancel()  # connect waits with asyncio.wait_for too (gateway.core.cancel)
             if not opened:
                 raise LineError(f"cannot open line {self.name} ({self._target})")
         return self._client
@@ -349,7 +349,7 @@ class ModbusLine:
         except OSError as exc:
             raise LineError(f"line {self.name}: {exc}") from exc
         else:
-            honour_dropped_cancel()  # pymodbus waited with asyncio.wait_for (gateway.cancel)
+            honour_dropped_cancel()  # pymodbus waited with asyncio.wait_for (gateway.core.cancel)
             return response
         finally:
             self._last_activity = max(self._last_activity, time.monotonic())

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
-from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.counters import DayCounters, local_day
 from gateway.rules.state import LedgerEntry, RulesState
 

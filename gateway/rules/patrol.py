@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.counters import DayCounters, local_day
 from gateway.rules.state import RulesState
 

@@ -28,14 +28,14 @@ from dataclasses import dataclass, replace
 import structlog
 
 from gateway.core.clock import Clock
-from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.state import RulesState, TimerRecord
 
 log = structlog.get_logger(__name__)
 
 EXPIRED_TYPE = "bollard.not_reinserted"
 """The expiry event. It must be on the alarm lane: the integration adds it to
-`gateway.events._ALARM_TYPES` (that file is not ours to edit yet)."""
+`gateway.core.events._ALARM_TYPES` (that file is not ours to edit yet)."""
 RESTORED_TYPE = "bollard.reinserted"
 CLEARED_TYPE = "bollard.not_reinserted_cleared"
 STEP_TOLERANCE_MS = 2_000

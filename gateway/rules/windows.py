@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from gateway.core.clock import Clock
-from gateway.events import DeviceRef, Event, Severity, new_event
+from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.state import RulesState, ViolationRecord
 

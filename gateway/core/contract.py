@@ -27,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import __version__
-from gateway.events import Event
+from gateway.core.events import Event
 
 SCHEMA_VERSION = 1
 

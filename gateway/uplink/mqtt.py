@@ -23,7 +23,7 @@ from paho.mqtt import client as mqtt_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.cancel import honour_dropped_cancel
+from gateway.core.cancel import honour_dropped_cancel
 
 
 class MqttFailure(Exception):
@@ -171,14 +171,14 @@ class Connection:
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"publish to {topic} failed: {exc}") from exc
         if timeout_s is not None:
-            honour_dropped_cancel()  # aiomqtt waited with asyncio.wait_for (gateway.cancel)
+            honour_dropped_cancel()  # aiomqtt waited with asyncio.wait_for (gateway.core.cancel)
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
         try:
             await self._client.subscribe(topic_filter, qos=qos)
         except aiomqtt.MqttError as exc:
             raise MqttFailure(f"subscribe to {topic_filter} failed: {exc}") from exc
-        honour_dropped_cancel()  # aiomqtt waited with asyncio.wait_for (gateway.cancel)
+        honour_dropped_cancel()  # aiomqtt waited with asyncio.wait_for (gateway.core.cancel)
 
     async def messages(self) -> AsyncIterator[Message]:
         """Incoming messages; raises MqttFailure when the connection drops. Iterating this is

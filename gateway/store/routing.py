@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from gateway.events import Lane, lane_of
+from gateway.core.events import Lane, lane_of
 
 DEFAULT_ROUTES: dict[str, list[str]] = {"police": ["lane:alarm", "alarm.*"]}
 """Defaults by destination name; a name not listed here receives everything."""

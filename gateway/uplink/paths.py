@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway import contract
-from gateway.events import Severity, new_event
-from gateway.outbox import GATEWAY_DEVICE, Outbox
+from gateway.core import contract
+from gateway.core.events import Severity, new_event
+from gateway.store.outbox import GATEWAY_DEVICE, Outbox
 
 log = structlog.get_logger(__name__)
 

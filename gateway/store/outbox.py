@@ -25,11 +25,9 @@ from typing import Any, TypeVar
 
 import structlog
 
-from gateway import contract
-from gateway.events import DeviceRef, Event, Lane, Severity, new_event
-from gateway.routing import Router
-from gateway.spill import Spill, SpillRow
-from gateway.store import (
+from gateway.core import contract
+from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
+from gateway.store.db import (
     STORAGE_ERRORS,
     OpenResult,
     Store,
@@ -39,6 +37,8 @@ from gateway.store import (
     now_ms,
     seq_floor,
 )
+from gateway.store.routing import Router
+from gateway.store.spill import Spill, SpillRow
 
 log = structlog.get_logger(__name__)
 GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")
@@ -99,7 +99,7 @@ class Outbox:
     ) -> None:
         self._store = Store(path)
         self._signer = signer
-        """Signs an event's stored body once (gateway.auth.sign_payload with the gateway key)."""
+        """Signs an event's stored body once (gateway.core.auth.sign_payload, the gateway key)."""
         self._drill = drill
         """True while a drill runs: every event stored meanwhile is marked `drill`."""
         self._site = site

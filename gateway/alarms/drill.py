@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.events import Severity, new_event
-from gateway.outbox import GATEWAY_DEVICE, Outbox
+from gateway.core.events import Severity, new_event
+from gateway.store.outbox import GATEWAY_DEVICE, Outbox
 
 log = structlog.get_logger(__name__)
 

@@ -21,9 +21,9 @@ from functools import partial
 
 import structlog
 
-from gateway.events import Lane, Severity, new_event
-from gateway.outbox import GATEWAY_DEVICE, Outbox
-from gateway.store import in_transaction
+from gateway.core.events import Lane, Severity, new_event
+from gateway.store.db import in_transaction
+from gateway.store.outbox import GATEWAY_DEVICE, Outbox
 
 log = structlog.get_logger(__name__)
 _CHUNK = 2000

@@ -5,9 +5,10 @@ the gateway trusts for that command, the freshness window (DC-09: -40 s/+20 s of
 replay protection (`ReplayCache`). It also signs outgoing event payloads so a receiver can verify
 the gateway (`sign_payload` / `verify_payload`). Pure and synchronous: no I/O, no clock (the caller
 passes `now_ms`), no logging. It imports `cryptography` only when a signature is checked: keys
-come from `gateway.keys`, so a gateway without a `[security]` section never loads it (about 7 MB).
+come from `gateway.core.keys`, so a gateway without a `[security]` section never loads it
+(about 7 MB).
 
-It does not read keys or config (`gateway.keys`, `edge_config.security`), subscribe to MQTT or
+It does not read keys or config (`gateway.core.keys`, `edge_config.security`), subscribe to MQTT or
 answer rejected commands (the uplink's command handler), nor check a command's `args` against
 what the device can do (the command handler and the driver do).
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from gateway.contract import SCHEMA_VERSION, Site
+from gateway.core.contract import SCHEMA_VERSION, Site
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -362,7 +363,7 @@ def verify_command(
     sig = _signature(obj.get("sig"))
     if sig is None:
         raise CommandRejected("bad_signature", "missing or not a base64 Ed25519 signature")
-    # Reached only with a trusted key, which gateway.keys made, so cryptography is loaded already.
+    # Reached only with a trusted key, which gateway.core.keys made: cryptography is loaded.
     from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - only with keys
 
     try:

@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 if TYPE_CHECKING:
     import sqlite_utils
 
-from gateway.contract import iso_ms
-from gateway.events import Lane
+from gateway.core.contract import iso_ms
+from gateway.core.events import Lane
 
 
 class InspectError(Exception):

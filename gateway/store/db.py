@@ -24,8 +24,8 @@ from typing import TypeVar
 
 import structlog
 
-from gateway import store_faults
-from gateway.store_faults import StoreError, StoreUnavailable
+from gateway.store import faults as store_faults
+from gateway.store.faults import StoreError, StoreUnavailable
 
 __all__ = ["StoreError", "StoreUnavailable"]  # re-exported: what callers catch
 _T = TypeVar("_T")

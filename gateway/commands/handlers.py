@@ -1,7 +1,7 @@
 """Commands from the police and bureau side: verify, act, answer.
 
 Owns what happens to a command message after the uplink receives it: verification
-(`gateway.auth`: signature by a trusted key allowed that command, freshness, replay), checking
+(`gateway.core.auth`: signature by a trusted key allowed that command, freshness, replay), checking
 its arguments, dispatching it to the part of the gateway that acts (the `CommandTarget`), and
 the outcome every sender gets back (`contract.CommandResult`): done, rejected with the
 authentication reason, or failed with why. Every refusal is logged and counted by reason.
@@ -29,8 +29,8 @@ import structlog
 
 from drivers.base import DriverError
 from edge_config.security import Security
-from gateway import auth, contract
-from gateway.rules.latch import UnknownAlarm
+from gateway.alarms.latch import UnknownAlarm
+from gateway.core import auth, contract
 
 log = structlog.get_logger(__name__)
 

@@ -26,8 +26,8 @@ import structlog
 
 from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
-from gateway.events import DeviceRef, Event, Severity, new_event_id
-from gateway.outbox import Outbox
+from gateway.core.events import DeviceRef, Event, Severity, new_event_id
+from gateway.store.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.events import Lane
+from gateway.core.events import Lane
 
 
 @dataclass(slots=True)

@@ -17,9 +17,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from gateway import contract, mqtt
-from gateway.events import Lane
-from gateway.outbox import Outbox, PendingDelivery
+from gateway.core import contract
+from gateway.core.events import Lane
+from gateway.store.outbox import Outbox, PendingDelivery
+from gateway.uplink import mqtt
 
 _BACKLOG_LANES = (Lane.STATE, Lane.TELEMETRY)
 """What the window senders take; the alarm lane is the express sender's."""

@@ -1,10 +1,10 @@
 """Who may ask what of the local control socket.
 
-Owns the rule, from `[control]` and the peer's credentials (gateway.control.Peer, read by the
-kernel, never what the client says): reading (`status`, `alarms`) is open to whoever can open the
-socket (its file mode already limits that to root and the service's group); `reset` needs
-`reset_group` (when it is not set: whoever can open the socket, as before the setting existed);
-`command` (move a bollard, unlock a door, lock down, drive a lamp) needs the narrower
+Owns the rule, from `[control]` and the peer's credentials (gateway.commands.control.Peer, read
+by the kernel, never what the client says): reading (`status`, `alarms`) is open to whoever can
+open the socket (its file mode already limits that to root and the service's group); `reset`
+needs `reset_group` (when it is not set: whoever can open the socket, as before the setting
+existed); `command` (move a bollard, unlock a door, lock down, drive a lamp) needs the narrower
 `device_group` (when it is not set: nobody but root and the service user). Root (uid 0) and the
 daemon's own uid may do everything. Membership is the user's primary group, the group's member
 list (/etc/group), or the peer process's own gid, looked up at each request, so a change of
@@ -18,7 +18,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from gateway.control import Peer, RequestError
+from gateway.commands.control import Peer, RequestError
 
 READ_OPS = frozenset({"status", "alarms"})
 RESET_OPS = frozenset({"reset"})

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway import contract, mqtt
-from gateway.backoff import Backoff
-from gateway.commands import INTERNAL_ERROR, Commands
-from gateway.drain import Drain
-from gateway.outbox import Outbox
-from gateway.paths import PathBoard
+from gateway.commands.handlers import INTERNAL_ERROR, Commands
+from gateway.core import contract
+from gateway.core.backoff import Backoff
+from gateway.store.outbox import Outbox
+from gateway.uplink import mqtt
+from gateway.uplink.drain import Drain
+from gateway.uplink.paths import PathBoard
 
 SentHook = Callable[[str, list[int]], Awaitable[None]]
 

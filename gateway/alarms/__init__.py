@@ -1,0 +1,1 @@
+"""What an alarm is on the box: latches, acknowledgement and escalation, drills."""

@@ -1,0 +1,1 @@
+"""Commands from receivers and from the local control socket: verify, dispatch, answer."""

@@ -1,0 +1,3 @@
+"""The brokers: the only aiomqtt/paho import, one uplink per destination, the drain, path
+supervision.
+"""
