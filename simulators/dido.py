@@ -50,6 +50,10 @@ class DiDoModule:
         self._inputs = [False] * inputs
         self._coils = [False] * outputs
         self._counters = [0] * inputs
+        self.input_reads = 0
+        """How many times a master has read the inputs (function 2): a test's sign that a poll
+        saw what it set, instead of a sleep."""
+        self._input_read = asyncio.Condition()
         self._coil_waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self._stop_delays = asyncio.Event()
         self._answering: set[asyncio.Task[object]] = set()
@@ -70,6 +74,11 @@ class DiDoModule:
             await asyncio.sleep(ms / 1000)
         finally:
             self.release(i)
+
+    async def wait_input_reads(self, count: int, timeout_s: float = 2.0) -> None:
+        """Until a master has read the inputs `count` times in all."""
+        async with asyncio.timeout(timeout_s), self._input_read:
+            await self._input_read.wait_for(lambda: self.input_reads >= count)
 
     def input(self, i: int) -> bool:
         return self._inputs[i]
@@ -143,6 +152,9 @@ class DiDoModule:
             _store(registers, _pack_bits(self._coils))
         elif function_code == 2:
             _store(registers, _pack_bits(self._inputs))
+            self.input_reads += 1
+            async with self._input_read:
+                self._input_read.notify_all()
         elif function_code == 4:
             _store(registers, self._counters)
         else:

@@ -8,7 +8,6 @@ and `schoolgate reset`; the will; Modbus RTU on a serial line; a press shorter t
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -80,8 +79,9 @@ async def test_latched_until_reset_repeat_recorded_then_reset_by_cli(
     ):
         await module.pulse(0, 100)
         alarm = await police.wait_event(is_panic)
-        # A person cannot press twice with no gap: let a poll see the release first.
-        await asyncio.sleep(0.15)
+        # A person cannot press twice with no gap: let a poll see the release first (two reads
+        # from now: the one under way may have started before the release).
+        await module.wait_input_reads(module.input_reads + 2)
         await module.pulse(0, 100)  # pressed again while latched: recorded, not a new alarm
         again = await police.wait_event(lambda e: e["type"] == "alarm.panic_repeated")
         assert again["alarm_id"] == alarm["id"] and again["data"]["presses"] == 2
