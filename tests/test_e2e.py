@@ -8,6 +8,7 @@ and `schoolgate reset`; the will; Modbus RTU on a serial line; a press shorter t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,43 @@ async def test_alarm_pressed_during_police_outage_arrives_when_broker_returns(
         alarm = await police.wait_event(is_panic, timeout_s=20)
     assert alarm["historical"] is True
     assert [e["id"] for e in police.events("alarm.panic")] == [alarm["id"]]
+
+
+async def test_brokers_killed_under_load_leave_only_structured_lines_in_the_log(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """Issue 10: after a broker kill, paho's and aiomqtt's own warnings and callback tracebacks
+    came out as raw text in the JSON log. This kills both brokers with presses in flight and
+    checks the whole log is JSON lines. It is a guard, not the reproduction: the old code passes
+    it too at this load; tests/test_logsetup.py feeds the libraries' real log records through
+    the set-up and fails on the old code."""
+    module, port = box
+    gateway = GatewayProcess(tmp_path, police_broker, bureau_broker, modbus_tcp_port=port)
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police, clean_exit=True),
+    ):
+        await module.pulse(0, 100)
+        await police.wait_event(is_panic)
+        for presses, broker in enumerate((police_broker, bureau_broker), start=2):
+            await module.wait_input_reads(module.input_reads + 2)  # the release was seen
+            await module.pulse(0, 100)
+            await broker.stop()  # SIGKILL: publishes in flight are cut off
+            await broker.start()
+            await police.wait_event(
+                lambda e, n=presses: (
+                    e["type"] == "alarm.panic_repeated" and e["data"]["presses"] == n
+                ),
+                timeout_s=20,
+            )
+    lines = gateway.log_text().splitlines()
+    assert lines
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line  # one event per line, nothing raw
+    assert "pending publish calls" not in gateway.log_text()
 
 
 async def test_gateway_killed_after_the_outbox_write_delivers_after_restart(
