@@ -18,7 +18,7 @@ import structlog
 from edge_config import ConfigError, GatewayConfig, load_config
 from edge_config.loader import LoadedConfig, load
 from gateway import logsetup
-from gateway.commands import control, local
+from gateway.commands import control, words
 from gateway.store import inspect
 from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
@@ -151,7 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_command(args: argparse.Namespace) -> int:
     by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "gatehouse"
     try:
-        body = local.device_request(args.device, args.name, args.args, by=by)
+        body = words.device_request(args.device, args.name, args.args, by=by)
     except ValueError as exc:  # a word that is not key=value, or a field the op refuses
         print(f"schoolgate: {exc}", file=sys.stderr)
         return 2
@@ -247,7 +247,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"schoolgate: {exc}", file=sys.stderr)
         return 1
     try:
-        params = local.key_values(args.args)
+        params = words.key_values(args.args)
     except ValueError as exc:
         print(f"schoolgate: {exc}", file=sys.stderr)
         return 2

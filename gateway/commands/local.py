@@ -3,8 +3,7 @@
 
 Owns one handler per op: it takes the `ControlTarget` (the running gateway), the parsed request
 and the asking `Peer`, and returns the fields of an `{"ok": true, ...}` answer; a refusal is a
-`control.RequestError` with its sentence. It also turns the words of `schoolgate command DEVICE
-NAME k=v ...` into the `command` op's request (`device_request`).
+`control.RequestError` with its sentence.
 
 It does not parse lines, check rights or catch errors (gateway.commands.control, .access,
 .local_ops), nor say which op runs which handler (gateway.commands.registry).
@@ -19,7 +18,7 @@ import structlog
 
 from drivers.base import DriverError
 from gateway.alarms.latch import Latch, UnknownAlarm
-from gateway.commands.args import DeviceRequest, NoFields, ResetRequest, parse_args
+from gateway.commands.args import DeviceRequest, NoFields, ResetRequest
 from gateway.commands.control import Peer, RequestError
 from gateway.core import contract
 
@@ -94,39 +93,3 @@ async def command(target: ControlTarget, request: DeviceRequest, peer: Peer) -> 
         **peer.fields(),
     )
     return {"device": device_id, "result": result}
-
-
-# -- the `schoolgate command` words --------------------------------------------------------------
-
-
-def parse_value(text: str) -> object:
-    """`on=true` -> True, `ms=500` -> 500, anything else stays a string."""
-    lowered = text.lower()
-    if lowered in ("true", "on", "yes"):
-        return True
-    if lowered in ("false", "off", "no"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def key_values(words: Sequence[str]) -> dict[str, object]:
-    """`["on=true", "ms=500"]` -> `{"on": True, "ms": 500}`; ValueError naming the word that is
-    not `key=value`."""
-    params: dict[str, object] = {}
-    for item in words:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"argument {item!r} is not key=value")
-        params[key] = parse_value(value)
-    return params
-
-
-def device_request(device: str, name: str, words: Sequence[str], *, by: str) -> dict[str, Any]:
-    """The `command` op's request for `schoolgate command DEVICE NAME k=v ...`, read by the op's
-    own model; ValueError (`BadArgs` among them) saying what is wrong."""
-    params = key_values(words)
-    request = parse_args(DeviceRequest, {"device": device, "name": name, "args": params, "by": by})
-    return {"op": "command", **request.model_dump()}
