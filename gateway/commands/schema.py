@@ -34,8 +34,7 @@ _DESCRIPTION = (
 )
 
 
-_ENVELOPE_REQUIRED = ("schema", "id", "school", "gateway", "command", "args", "issued_at")
-_ENVELOPE_REQUIRED += ("issuer", "sig")
+_ENVELOPE_REQUIRED = "schema id school gateway command args issued_at issuer sig".split()
 
 
 def _envelope_defs() -> dict[str, Any]:
