@@ -34,7 +34,17 @@ _DESCRIPTION = (
 )
 
 
-_ENVELOPE_REQUIRED = "schema id school gateway command args issued_at issuer sig".split()
+_ENVELOPE_REQUIRED = [
+    "schema",
+    "id",
+    "school",
+    "gateway",
+    "command",
+    "args",
+    "issued_at",
+    "issuer",
+    "sig",
+]
 
 
 def _envelope_defs() -> dict[str, Any]:
