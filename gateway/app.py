@@ -22,17 +22,18 @@ import structlog
 
 from drivers import REGISTRY
 from drivers.alarm_box import AlarmBox
-from drivers.base import Driver, DriverContext, DriverError
+from drivers.base import Driver, DriverContext
 from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from edge_config.security import Security, load_security
 from gateway import sdnotify
 from gateway.alarms.drill import Drill
-from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
+from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
 from gateway.commands import control
 from gateway.commands.access import ControlAccess
 from gateway.commands.handlers import Commands
+from gateway.commands.local_ops import LocalOps
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef
@@ -199,6 +200,7 @@ class Gateway:
             device_group=config.control.device_group,
             daemon_uid=os.getuid(),
         )
+        self.control_ops = LocalOps(self, self.control_access)
         self.stop_requested = asyncio.Event()
         self.devices_ready = asyncio.Event()
         self._ready_count = 0
@@ -318,92 +320,42 @@ class Gateway:
             await asyncio.sleep(interval)
 
     async def handle_control(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
-        """One control-socket request (gateway.commands.control has parsed it and catches what this
-        raises); who may ask for what is gateway.commands.access."""
-        op = request.get("op")
-        self.control_access.check(peer, op)
-        if op == "alarms":
-            return {
-                "alarms": [
-                    {
-                        "alarm_id": latch.alarm_id,
-                        "device": latch.device_id,
-                        "button": latch.button,
-                        "raised_at": contract.iso_ms(latch.raised_at_ms, self.site.tz),
-                        "presses": latch.presses,
-                    }
-                    for latch in self.latches.open_alarms
-                ]
-            }
-        if op == "reset":
-            alarm_id = _text(request, "alarm_id", "reset needs a string alarm_id")
-            by = _text(request, "by", "by is a name", default="gateway console")
-            try:
-                await self.latches.reset(
-                    alarm_id, by=by, occurred_at_ms=now_ms(), uid=peer.uid, user=peer.user
-                )
-            except UnknownAlarm:
-                raise control.RequestError(f"no latched alarm with id {alarm_id}") from None
-            return {"reset": alarm_id}
-        if op == "command":
-            return await self._device_command(request, peer)
-        if op == "status":
-            return {
-                "uplinks": {
-                    u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
-                },
-                "paths": {
-                    name: {
-                        "up": path.up,
-                        "since_ms": path.since_ms,
-                        "error": path.error,
-                        "last_puback_ms": path.last_puback_ms,
-                        "last_ack_ms": path.last_ack_ms,
-                        "fault_reported": path.reported,
-                    }
-                    for name, path in self.paths.paths.items()
-                },
-                "commands": {
-                    "accepted": self.commands.accepted,
-                    "rejected": self.commands.rejected,
-                    "refusals": dict(self.commands.refusals),
-                    "ignored_retained": self.commands.ignored_retained,
-                },
-                "open_alarms": len(self.latches.open_alarms),
-                "devices_ready": self.devices_ready.is_set(),
-            }
-        raise control.RequestError(f"unknown op {op!r} (alarms, reset, command, status)")
+        """One control-socket request: gateway.commands.local_ops dispatches it."""
+        return await self.control_ops.handle(request, peer)
 
-    async def _device_command(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
-        device_id, name, args = request.get("device"), request.get("name"), request.get("args", {})
-        if (
-            not isinstance(device_id, str)
-            or not isinstance(name, str)
-            or not isinstance(args, dict)
-        ):
-            raise control.RequestError("command needs device, name and an args object")
-        by = _text(request, "by", "by is a name", default="")
-        driver = self.drivers.get(device_id)
-        if driver is None:
-            raise control.RequestError(f"no device {device_id!r}")
-        try:
-            result = await driver.command(name, args)
-        except DriverError as exc:
-            raise control.RequestError(f"{device_id}: {exc}") from None
-        log.info(
-            "device_command", device=device_id, command=name, args=args, by=by, **peer.fields()
-        )
-        return {"device": device_id, "result": result}
+    # -- what the control socket's ops act on (gateway.commands.local.ControlTarget) ---------
 
+    def open_alarms(self) -> list[Latch]:
+        return self.latches.open_alarms
 
-_MAX_NAME = 200
+    async def reset_by_user(self, alarm_id: str, *, by: str, uid: int, user: str) -> None:
+        await self.latches.reset(alarm_id, by=by, occurred_at_ms=now_ms(), uid=uid, user=user)
 
+    def has_device(self, device_id: str) -> bool:
+        return device_id in self.drivers
 
-def _text(request: dict[str, Any], key: str, what: str, *, default: str | None = None) -> str:
-    """A short string field of a control request (a missing or empty one is `default`)."""
-    value = request.get(key)
-    if (value is None or value == "") and default is not None:
-        return default
-    if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
-        raise control.RequestError(f"{what} (a string of 1 to {_MAX_NAME} characters)")
-    return value
+    def status_report(self) -> dict[str, Any]:
+        return {
+            "uplinks": {
+                u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
+            },
+            "paths": {
+                name: {
+                    "up": path.up,
+                    "since_ms": path.since_ms,
+                    "error": path.error,
+                    "last_puback_ms": path.last_puback_ms,
+                    "last_ack_ms": path.last_ack_ms,
+                    "fault_reported": path.reported,
+                }
+                for name, path in self.paths.paths.items()
+            },
+            "commands": {
+                "accepted": self.commands.accepted,
+                "rejected": self.commands.rejected,
+                "refusals": dict(self.commands.refusals),
+                "ignored_retained": self.commands.ignored_retained,
+            },
+            "open_alarms": len(self.latches.open_alarms),
+            "devices_ready": self.devices_ready.is_set(),
+        }

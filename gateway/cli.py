@@ -18,7 +18,7 @@ import structlog
 from edge_config import ConfigError, GatewayConfig, load_config
 from edge_config.loader import LoadedConfig, load
 from gateway import logsetup
-from gateway.commands import control
+from gateway.commands import control, words
 from gateway.store import inspect
 from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
@@ -148,29 +148,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_value(text: str) -> object:
-    """`on=true` -> True, `ms=500` -> 500, anything else stays a string."""
-    lowered = text.lower()
-    if lowered in ("true", "on", "yes"):
-        return True
-    if lowered in ("false", "off", "no"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
 def cmd_command(args: argparse.Namespace) -> int:
-    params: dict[str, object] = {}
-    for item in args.args:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"schoolgate: argument {item!r} is not key=value", file=sys.stderr)
-            return 2
-        params[key] = _parse_value(value)
     by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "gatehouse"
-    body = {"op": "command", "device": args.device, "name": args.name, "args": params, "by": by}
+    try:
+        body = words.device_request(args.device, args.name, args.args, by=by)
+    except ValueError as exc:  # a word that is not key=value, or a field the op refuses
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        return 2
     answer = _control(args, body)
     print(json.dumps(answer.get("result"), ensure_ascii=False))
     return 0
@@ -262,13 +246,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
     except keys.KeyFileError as exc:
         print(f"schoolgate: {exc}", file=sys.stderr)
         return 1
-    params: dict[str, object] = {}
-    for item in args.args:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"schoolgate: argument {item!r} is not key=value", file=sys.stderr)
-            return 2
-        params[key] = _parse_value(value)
+    try:
+        params = words.key_values(args.args)
+    except ValueError as exc:
+        print(f"schoolgate: {exc}", file=sys.stderr)
+        return 2
     try:
         issued_at = datetime.fromisoformat(args.issued_at) if args.issued_at else None
         command = auth.build_command(

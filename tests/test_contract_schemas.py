@@ -28,6 +28,7 @@ from edge_config.security import Security
 from gateway.alarms.latch import UnknownAlarm
 from gateway.commands import handlers as commands
 from gateway.core import auth, contract
+from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Severity, new_event
 from simulators.contract_check import (
     SCHEMA_DIR,
@@ -702,7 +703,7 @@ async def handled(body: dict[str, Any]) -> contract.CommandResult:
         )
     )
     security = Security(GATEWAY_KEY, "north-gate-2026", trust, auth.DEFAULT_WINDOW)
-    handler = commands.Commands(SITE, security, Target(), clock_ms=lambda: AT_MS)
+    handler = commands.Commands(SITE, security, Target(), clock=FakeClock(wall_ms=AT_MS))
 
     async def replay(first: int, last: int) -> list[int]:
         return [first]

@@ -8,7 +8,8 @@ existed); `command` (move a bollard, unlock a door, lock down, drive a lamp) nee
 `device_group` (when it is not set: nobody but root and the service user). Root (uid 0) and the
 daemon's own uid may do everything. Membership is the user's primary group, the group's member
 list (/etc/group), or the peer process's own gid, looked up at each request, so a change of
-groups needs no restart. It does not carry requests out: that is gateway.app.
+groups needs no restart. Which op needs which right is declared with the op, in
+gateway.commands.registry. It does not carry requests out: that is gateway.commands.local_ops.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import pwd
 from dataclasses import dataclass
 
 from gateway.commands.control import Peer, RequestError
+from gateway.commands.registry import ops_needing
 
-READ_OPS = frozenset({"status", "alarms"})
-RESET_OPS = frozenset({"reset"})
-DEVICE_OPS = frozenset({"command"})
+READ_OPS = ops_needing("read")
+RESET_OPS = ops_needing("reset")
+DEVICE_OPS = ops_needing("device")
 
 
 class Refused(RequestError):

@@ -6,7 +6,8 @@ Owns the socket, the request format, the boundary around each request and the cl
 Every connection is told who is asking (`Peer`: the kernel's SO_PEERCRED, not what the client
 says); any bytes a client sends get an `{"ok": false, "error": ...}` answer or a closed
 connection, never an exception out of the connection's task. What a request does, and who may
-ask for it, is the caller's `handler` (gateway.app, gateway.commands.access).
+ask for it, is the caller's `handler` (gateway.commands.local_ops, declared in
+gateway.commands.registry).
 """
 
 from __future__ import annotations
