@@ -9,7 +9,9 @@ and `schoolgate reset`; the will; Modbus RTU on a serial line; a press shorter t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,6 +155,10 @@ async def test_alarm_pressed_during_police_outage_arrives_when_broker_returns(
     assert [e["id"] for e in police.events("alarm.panic")] == [alarm["id"]]
 
 
+def repeated_press(presses: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e["type"] == "alarm.panic_repeated" and e["data"]["presses"] == presses
+
+
 async def test_brokers_killed_under_load_leave_only_structured_lines_in_the_log(
     tmp_path: Path,
     police_broker: MosquittoBroker,
@@ -177,12 +183,7 @@ async def test_brokers_killed_under_load_leave_only_structured_lines_in_the_log(
             await module.pulse(0, 100)
             await broker.stop()  # SIGKILL: publishes in flight are cut off
             await broker.start()
-            await police.wait_event(
-                lambda e, n=presses: (
-                    e["type"] == "alarm.panic_repeated" and e["data"]["presses"] == n
-                ),
-                timeout_s=20,
-            )
+            await police.wait_event(repeated_press(presses), timeout_s=20)
     lines = gateway.log_text().splitlines()
     assert lines
     for line in lines:
