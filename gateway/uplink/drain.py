@@ -19,7 +19,8 @@ from typing import Protocol
 
 from gateway.core import contract
 from gateway.core.events import Lane
-from gateway.store.outbox import Outbox, PendingDelivery
+from gateway.store.outbox import Outbox
+from gateway.store.sql import PendingDelivery
 from gateway.uplink import mqtt
 
 _BACKLOG_LANES = (Lane.STATE, Lane.TELEMETRY)
