@@ -35,6 +35,7 @@ from gateway.commands.access import ControlAccess
 from gateway.commands.handlers import Commands
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
+from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention, RetentionPolicy
@@ -97,6 +98,8 @@ def broker_params(
 class Gateway:
     def __init__(self, config: GatewayConfig, *, config_dir: Path = Path()) -> None:
         self.config = config
+        self.clock = SystemClock()
+        """THE clock of every timer in the daemon (tests of a part inject a FakeClock)."""
         self.site = site_of(config)
         self.security = (
             None if config.security is None else load_security(config.security, config_dir)
@@ -174,6 +177,7 @@ class Gateway:
             self.site,
             report_after_s=supervision.report_after_s,
             fault_output=None if supervision.fault_device is None else self._show_path_fault,
+            clock=self.clock,
         )
         self.commands = Commands(self.site, self.security, self)
         services = Services(
