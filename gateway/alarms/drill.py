@@ -16,7 +16,8 @@ from collections.abc import Callable
 import structlog
 
 from gateway.core.events import Severity, new_event
-from gateway.store.outbox import GATEWAY_DEVICE, Outbox
+from gateway.store.outbox import GATEWAY_DEVICE
+from gateway.store.records import EventWriter
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +28,7 @@ def _now_ms() -> int:
 
 class Drill:
     def __init__(
-        self, outbox: Outbox, *, clock_ms: Callable[[], int] = _now_ms, minute_ms: int = 60_000
+        self, outbox: EventWriter, *, clock_ms: Callable[[], int] = _now_ms, minute_ms: int = 60_000
     ) -> None:
         self._outbox = outbox
         self._clock_ms = clock_ms

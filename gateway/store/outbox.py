@@ -36,9 +36,10 @@ from gateway.store.db import (
     now_ms,
     seq_floor,
 )
+from gateway.store.records import OpenAlarm, PendingDelivery
 from gateway.store.routing import Router
 from gateway.store.spill import Spill, SpillRow
-from gateway.store.sql import ClaimQuery, EventRow, OpenAlarm, PendingDelivery
+from gateway.store.sql import ClaimQuery, EventRow
 
 log = structlog.get_logger(__name__)
 GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")

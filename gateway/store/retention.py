@@ -24,7 +24,8 @@ import structlog
 
 from gateway.core.events import Lane, Severity, new_event
 from gateway.store import sql_upkeep
-from gateway.store.outbox import GATEWAY_DEVICE, Outbox
+from gateway.store.outbox import GATEWAY_DEVICE
+from gateway.store.records import LogMaintenance
 from gateway.store.sql_upkeep import used_bytes
 
 __all__ = ["EvictionReport", "Retention", "RetentionPolicy", "used_bytes"]
@@ -63,7 +64,7 @@ def _evict_delivered(after_seq: int) -> Callable[[sqlite3.Connection], tuple[int
 
 class Retention:
     def __init__(
-        self, outbox: Outbox, policy: RetentionPolicy, *, check_interval_s: float = 10.0
+        self, outbox: LogMaintenance, policy: RetentionPolicy, *, check_interval_s: float = 10.0
     ) -> None:
         self._outbox = outbox
         self._policy = policy

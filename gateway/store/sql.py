@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from gateway.core.events import Lane
 from gateway.store.faults import STORAGE_ERRORS
+from gateway.store.records import OpenAlarm, PendingDelivery
 
 _T = TypeVar("_T")
 NO_SEQ_ABOVE = 2**63 - 1
@@ -105,33 +106,6 @@ def prepare(db: sqlite3.Connection) -> None:
             )
 
         in_transaction(db, migrate)
-
-
-# -- the records handed out -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PendingDelivery:
-    seq: int
-    type: str
-    lane: Lane
-    attempt: int
-    """1 for the first publish of this row to this destination."""
-    occurred_at_ms: int
-    body: bytes
-
-    @property
-    def category(self) -> str:
-        return self.type.split(".", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAlarm:
-    alarm_id: str
-    device_id: str
-    button: int
-    raised_at_ms: int
-    presses: int
 
 
 EventRow = tuple[int, str, str, int, str, str | None, int, int, str, int | None]

@@ -20,7 +20,8 @@ import structlog
 from gateway.core import contract
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.events import Severity, new_event
-from gateway.store.outbox import GATEWAY_DEVICE, Outbox
+from gateway.store.outbox import GATEWAY_DEVICE
+from gateway.store.records import EventWriter
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,7 @@ class PathBoard:
     def __init__(
         self,
         names: Iterable[str],
-        outbox: Outbox,
+        outbox: EventWriter,
         site: contract.Site,
         *,
         report_after_s: float,
