@@ -119,7 +119,7 @@ class Gateway:
             signer=None if self.security is None else self.sign,
             drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
         )
-        self.drill_mode = Drill(self.outbox)
+        self.drill_mode = Drill(self.outbox, clock=self.clock)
         store = config.store
         self.retention = Retention(
             self.outbox,

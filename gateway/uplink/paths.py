@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.core import contract
-from gateway.core.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import Severity, new_event
 from gateway.store.outbox import GATEWAY_DEVICE
 from gateway.store.records import EventWriter
@@ -126,23 +126,8 @@ class PathBoard:
                         await self._report_down(name, path)
                     else:
                         deadlines.append(due_s)
-            await self._wait_for_change(min(deadlines) - now_s if deadlines else None)
-
-    async def _wait_for_change(self, timeout_s: float | None) -> None:
-        """Until a path changes, or `timeout_s` passes on the clock (then the loop looks again)."""
-        if timeout_s is None:
-            await self._changed.wait()
-            return
-        waker = asyncio.create_task(self._wake_after(timeout_s), name="paths:deadline")
-        try:
-            await self._changed.wait()
-        finally:
-            waker.cancel()
-            await asyncio.wait([waker])  # never outlives the supervisor
-
-    async def _wake_after(self, seconds: float) -> None:
-        await self._clock.sleep(seconds)
-        self._changed.set()
+            timeout_s = min(deadlines) - now_s if deadlines else None
+            await wait_until_set(self._changed, self._clock, timeout_s)
 
     async def _report_down(self, name: str, path: PathState) -> None:
         path.reported = True
