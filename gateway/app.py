@@ -36,6 +36,7 @@ from gateway.commands.handlers import Commands
 from gateway.commands.local_ops import LocalOps
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
+from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention, RetentionPolicy
@@ -98,6 +99,8 @@ def broker_params(
 class Gateway:
     def __init__(self, config: GatewayConfig, *, config_dir: Path = Path()) -> None:
         self.config = config
+        self.clock = SystemClock()
+        """THE clock of every timer in the daemon (tests of a part inject a FakeClock)."""
         self.site = site_of(config)
         self.security = (
             None if config.security is None else load_security(config.security, config_dir)
@@ -117,7 +120,7 @@ class Gateway:
             signer=None if self.security is None else self.sign,
             drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
         )
-        self.drill_mode = Drill(self.outbox)
+        self.drill_mode = Drill(self.outbox, clock=self.clock)
         store = config.store
         self.retention = Retention(
             self.outbox,
@@ -175,6 +178,7 @@ class Gateway:
             self.site,
             report_after_s=supervision.report_after_s,
             fault_output=None if supervision.fault_device is None else self._show_path_fault,
+            clock=self.clock,
         )
         self.commands = Commands(self.site, self.security, self)
         services = Services(

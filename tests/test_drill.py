@@ -1,5 +1,5 @@
 """Drill mode against a real outbox: events stored during a drill are marked, the start and stop
-are recorded, and a drill ends by itself when its minutes are up."""
+are recorded, and a drill ends by itself when its minutes are up (on a fake clock)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.alarms.drill import Drill
 from gateway.core import contract
+from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Severity, new_event
 from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
@@ -36,17 +37,20 @@ async def test_a_drill_marks_what_is_stored_and_ends_by_itself(tmp_path: Path) -
         Router({"police": ["*"]}),
         drill=lambda: drill.active(),  # noqa: PLW0108 - made next
     ) as outbox:
-        drill = Drill(outbox, minute_ms=200)  # a drill "minute" of 0.2 s
+        clock = FakeClock()
+        drill = Drill(outbox, clock=clock)
         async with asyncio.TaskGroup() as tg:
             timer = tg.create_task(drill.run())
             await drill.start(minutes=1, by="Officer Li")
             await outbox.append(
                 new_event("alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=1)
             )
-            async with asyncio.timeout(10):  # the timer ends it after its 0.2 s
-                while len(stored(outbox.path)) < 3:  # noqa: ASYNC110 - the store is the event
-                    await asyncio.sleep(0.01)
+            await clock.run_for(59)
+            assert drill.active()  # not a second early
+            clock.set_wall(clock.wall_ms() - 3_600_000)  # a wall step back does not stretch it
+            await clock.run_for(1)
             assert not drill.active()
+            await outbox.flush()  # the timer's stop went to the store
             await outbox.append(
                 new_event("alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=2)
             )

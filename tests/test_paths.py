@@ -1,32 +1,26 @@
-"""Path supervision against a real outbox: a path down for `report_after_s` is reported to the
-other destinations (whatever their routes) and lights the fault output; a short outage is not;
-the end of a reported outage is told to every destination and puts the output out."""
+"""Path supervision against a real outbox, on a fake clock (nothing sleeps for real): a path
+down for `report_after_s` is reported to the other destinations (whatever their routes) and
+lights the fault output; a short outage is not; the end of a reported outage is told to every
+destination and puts the output out."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway.core import contract
+from gateway.core.clock import FakeClock
 from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
 from gateway.uplink.paths import PathBoard
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture
@@ -50,73 +44,101 @@ def stored(outbox: Outbox) -> list[tuple[str, str, list[str]]]:
     return [(t, json.loads(b)["data"]["destination"], sorted(d.split(","))) for t, b, d in rows]
 
 
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+class Faults:
+    """The fault output, as the board drives it: each change queued for the test to await."""
 
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+        self._changes: asyncio.Queue[bool] = asyncio.Queue()
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Bounded wait for the supervisor (its timer and the store's thread run meanwhile)."""
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 - the store thread's commit is the event
-            await asyncio.sleep(0.005)
+    async def __call__(self, on: bool) -> None:
+        self.seen.append(on)
+        self._changes.put_nowait(on)
+
+    async def next(self) -> bool:
+        # The store's thread commits the event before the output is driven: wait on that.
+        async with asyncio.timeout(5):
+            return await self._changes.get()
 
 
 async def test_an_outage_longer_than_the_report_time_is_a_fault_on_the_other_path(
     outbox: Outbox,
 ) -> None:
-    clock, faults = Clock(), []
-
-    async def fault(on: bool) -> None:
-        faults.append(on)
-
+    clock, faults = FakeClock(), Faults()
     board = PathBoard(
-        ["police", "bureau"], outbox, SITE, report_after_s=0.05, fault_output=fault, clock_ms=clock
+        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
     )
     board.up("police")
     board.up("bureau")
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(board.run())
         board.down("police", "connection refused")
-        await settle()
-        assert stored(outbox) == [] and faults == []  # not yet: under the report time
-        clock.now += 60
-        await until(lambda: faults == [True])  # the supervisor's timer runs in real time
+        await clock.run_for(29.9)  # not yet: under the report time
+        assert stored(outbox) == [] and faults.seen == []
+        assert clock.next_deadline() is not None  # the supervisor waits on the clock
+        await clock.run_for(0.2)
+        assert await faults.next() is True
         assert stored(outbox) == [("gateway.path_down", "police", ["bureau"])]
-        assert faults == [True] and board.in_fault
+        assert board.in_fault
         assert board.snapshot() == {"police": "down", "bureau": "up"}
-        clock.now += 5_000
+        await clock.run_for(5)
         board.up("police")
-        await until(lambda: faults == [True, False])
+        assert await faults.next() is False
         assert stored(outbox)[-1] == ("gateway.path_up", "police", ["bureau", "police"])
-        assert faults == [True, False] and not board.in_fault
+        assert faults.seen == [True, False] and not board.in_fault
+        assert board.paths["police"].outage_ms == 35_100
         task.cancel()
 
 
 async def test_a_short_outage_is_not_reported(outbox: Outbox) -> None:
-    # The supervisor's timer (real time) is due during the test; by then the path is back, and
-    # the (fake) clock is far past the report time: only an outage still going is reported.
-    clock = Clock()
-    board = PathBoard(["police", "bureau"], outbox, SITE, report_after_s=0.05, clock_ms=clock)
+    clock, faults = FakeClock(), Faults()
+    board = PathBoard(
+        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+    )
     board.up("police")
     board.up("bureau")
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(board.run())
         board.down("bureau", "timeout")
-        await settle()  # the supervisor now sleeps until the report time
-        clock.now += 10
+        await clock.settle()
+        assert clock.sleepers == 1  # the supervisor sleeps until the report time
+        await clock.run_for(10)
         board.up("bureau")
-        clock.now += 60_000
-        await asyncio.sleep(0.2)  # past the timer: it wakes, and must find nothing to report
+        await clock.settle()
+        # The positive sign it looked again: no deadline left, nothing asleep on the clock.
+        assert clock.sleepers == 0
+        await clock.run_for(600)
         task.cancel()
-    assert stored(outbox) == [] and not board.in_fault
+    assert stored(outbox) == [] and faults.seen == [] and not board.in_fault
 
 
 async def test_a_path_that_never_comes_up_is_reported(outbox: Outbox) -> None:
-    board = PathBoard(["police", "bureau"], outbox, SITE, report_after_s=0.05)
+    clock, faults = FakeClock(), Faults()
+    board = PathBoard(
+        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+    )
     board.up("bureau")
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(board.run())
-        await until(lambda: bool(stored(outbox)))
+        await clock.run_for(30)
+        assert await faults.next() is True
         task.cancel()
     assert stored(outbox) == [("gateway.path_down", "police", ["bureau"])]
+
+
+async def test_a_wall_clock_step_neither_hastens_nor_delays_the_report(outbox: Outbox) -> None:
+    clock, faults = FakeClock(), Faults()
+    board = PathBoard(
+        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+    )
+    board.up("bureau")
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(board.run())
+        await clock.settle()
+        clock.set_wall(clock.wall_ms() + 3_600_000)  # an NTP correction an hour forward
+        board.down("bureau", "timeout")  # wakes the supervisor under the stepped wall clock
+        await clock.run_for(29)
+        assert faults.seen == []
+        await clock.run_for(1)
+        assert await faults.next() is True
+        task.cancel()

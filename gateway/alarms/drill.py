@@ -10,44 +10,42 @@ reason). It does not mark events itself (the outbox asks `active()` when it stam
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import structlog
 
+from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import Severity, new_event
-from gateway.store.outbox import GATEWAY_DEVICE, Outbox
+from gateway.store.outbox import GATEWAY_DEVICE
+from gateway.store.records import EventWriter
 
 log = structlog.get_logger(__name__)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Drill:
     def __init__(
-        self, outbox: Outbox, *, clock_ms: Callable[[], int] = _now_ms, minute_ms: int = 60_000
+        self, outbox: EventWriter, *, clock: Clock | None = None, minute_ms: int = 60_000
     ) -> None:
         self._outbox = outbox
-        self._clock_ms = clock_ms
+        self._clock: Clock = SystemClock() if clock is None else clock
         self._minute_ms = minute_ms
-        """How long a drill minute is (tests shorten it)."""
-        self._until_ms = 0
+        """How long a drill minute is."""
+        self._until_s: float | None = None
+        """When the drill ends, on the monotonic clock (a wall step neither ends nor stretches
+        it)."""
         self._changed = asyncio.Event()
 
     def active(self) -> bool:
-        return self._clock_ms() < self._until_ms
+        return self._until_s is not None and self._clock.monotonic() < self._until_s
 
     async def start(self, *, minutes: int, by: str) -> None:
         # Active before the event is stored: the start is itself a drill event.
-        self._until_ms = self._clock_ms() + minutes * self._minute_ms
+        self._until_s = self._clock.monotonic() + minutes * self._minute_ms / 1000
         self._changed.set()
         log.warning("drill_started", minutes=minutes, by=by)
         await self._store("gateway.drill_started", by=by, minutes=minutes)
 
     async def stop(self, *, by: str) -> None:
-        self._until_ms = 0
+        self._until_s = None
         self._changed.set()
         log.warning("drill_stopped", by=by)
         await self._store("gateway.drill_stopped", by=by)
@@ -56,25 +54,20 @@ class Drill:
         """End a drill when its minutes are up. Sleeps until then; woken by a start or stop."""
         while True:
             self._changed.clear()
-            timeout: float | None = None
-            if self._until_ms:
-                remaining_ms = self._until_ms - self._clock_ms()
-                if remaining_ms <= 0:
+            timeout_s: float | None = None
+            if self._until_s is not None:
+                timeout_s = self._until_s - self._clock.monotonic()
+                if timeout_s <= 0:
                     await self.stop(by="timer")
                     continue
-                timeout = remaining_ms / 1000
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
+            await wait_until_set(self._changed, self._clock, timeout_s)
 
     async def _store(self, event_type: str, **data: object) -> None:
         event = new_event(
             event_type,
             GATEWAY_DEVICE,
             severity=Severity.INFO,
-            occurred_at_ms=self._clock_ms(),
+            occurred_at_ms=self._clock.wall_ms(),
             data=dict(data),
         )
         await self._outbox.append(event)

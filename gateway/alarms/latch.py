@@ -27,7 +27,7 @@ import structlog
 from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
-from gateway.store.outbox import Outbox
+from gateway.store.records import AlarmStore
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ def _wall_clock_ms() -> int:
 class AlarmLatches:
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: AlarmStore,
         boxes: Mapping[str, BoxInfo],
         *,
         ack_destination: str = "police",

@@ -3,7 +3,7 @@ steps), and sleeping on the monotonic one.
 
 Owns the `Clock` protocol, `SystemClock` (the real one) and `FakeClock` (tests: time moves only
 when the test says so; nothing ever sleeps for real). It does not schedule anything itself: a
-caller computes a deadline and sleeps until it.
+caller computes a deadline and sleeps until it (`wait_until_set`: a deadline or a change).
 
 Seams: every timer in the gateway takes a `Clock`; `wall_ms()` is for stamping and for anything
 stored (deadlines that must survive a restart), `monotonic()` for measuring durations inside one
@@ -126,3 +126,24 @@ class FakeClock:
     def _drop_done(self) -> None:
         while self._sleepers and self._sleepers[0][2].done():
             heapq.heappop(self._sleepers)
+
+
+async def wait_until_set(event: asyncio.Event, clock: Clock, timeout_s: float | None) -> None:
+    """Wait for `event`, or at most `timeout_s` of `clock`'s time (None: no limit): how a timer
+    loop sleeps until its next deadline or a change, on whichever clock it was given."""
+    if timeout_s is None:
+        await event.wait()
+        return
+    if timeout_s <= 0:
+        return
+
+    async def wake() -> None:
+        await clock.sleep(timeout_s)
+        event.set()
+
+    waker = asyncio.create_task(wake(), name="clock:deadline")
+    try:
+        await event.wait()
+    finally:
+        waker.cancel()
+        await asyncio.wait([waker])  # never outlives its caller

@@ -2,10 +2,10 @@
 when the file itself is bad.
 
 Owns the connection (used only on one worker thread, so the event loop never blocks on an fsync),
-the schema, the pragmas (WAL; `synchronous=FULL` so every commit is on disk when it returns), the
+the pragmas (WAL; `synchronous=FULL` so every commit is on disk when it returns), the
 boot counter, and the recovery from a corrupt file: it is moved aside, a fresh file is created and
 the caller is told, so the gateway never refuses to start because of its own buffer. It does not
-know what rows mean (`outbox`, `retention` and `inspect` do).
+know what rows mean nor hold any SQL over them (`sql` owns the schema and every statement).
 """
 
 from __future__ import annotations
@@ -25,45 +25,15 @@ from typing import TypeVar
 import structlog
 
 from gateway.store import faults as store_faults
-from gateway.store.faults import StoreError, StoreUnavailable
+from gateway.store.faults import STORAGE_ERRORS, StoreError, StoreUnavailable
+from gateway.store.sql import in_transaction, prepare
 
-__all__ = ["StoreError", "StoreUnavailable"]  # re-exported: what callers catch
+__all__ = ["STORAGE_ERRORS", "StoreError", "StoreUnavailable", "in_transaction"]  # re-exported
 _T = TypeVar("_T")
 log = structlog.get_logger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    lane INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    alarm_id TEXT,
-    occurred_at_ms INTEGER NOT NULL,
-    stored_at_ms INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_alarm ON events(alarm_id) WHERE alarm_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_time ON events(occurred_at_ms);
-CREATE TABLE IF NOT EXISTS deliveries (
-    destination TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    lane INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    sent_at_ms INTEGER,
-    PRIMARY KEY (destination, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deliveries_pending
-    ON deliveries(destination, lane, seq) WHERE sent_at_ms IS NULL;
-CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
 _OPEN_BUSY_TIMEOUT_S = 1.0
 _BUSY_TIMEOUT_MS = 5000
-
-STORAGE_ERRORS = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
-"""What a write may raise when the disk is full, read-only or failing."""
 
 
 class _CorruptFile(sqlite3.DatabaseError):
@@ -311,32 +281,9 @@ class Store:
             (ok,) = db.execute("PRAGMA quick_check").fetchone()
             if ok != "ok":
                 raise _CorruptFile(f"integrity check failed: {ok}")
-            db.executescript(SCHEMA)
+            prepare(db)  # the schema is `sql`'s: created, or migrated from an older file
             # sqlite_sequence exists only after the first AUTOINCREMENT table is created.
         except BaseException:
             db.close()
             raise
         return db
-
-
-def in_transaction(db: sqlite3.Connection, fn: Callable[[], _T], *, durable: bool = True) -> _T:
-    """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, rolling back on any error.
-
-    `durable=False` is for delivery bookkeeping (attempt counts, PUBACK marks): committed
-    without an fsync of its own (the next durable commit carries it to disk). Losing it to a
-    power cut only means a row is sent again, with the same id."""
-    if not durable:
-        db.execute("PRAGMA synchronous=NORMAL")
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-    finally:
-        if not durable:
-            db.execute("PRAGMA synchronous=FULL")
-    return result

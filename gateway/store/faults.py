@@ -33,6 +33,9 @@ class StoreUnavailable(StoreError):
         """What an installer does, e.g. `chown schoolgate: /var/lib/schoolgate/outbox.db`."""
 
 
+STORAGE_ERRORS = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+"""What a write may raise when the disk is full, read-only or failing."""
+
 _LOCK_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 

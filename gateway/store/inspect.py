@@ -1,7 +1,8 @@
 """Read-only views of the store for installers and auditors: `schoolgate outbox stats`,
 `schoolgate events` and `schoolgate outbox export`.
 
-Owns the queries and their plain-text and JSON renderings. It opens the store file read-only
+Owns the plain-text and JSON renderings; the queries are the log's (`sql_upkeep`). It opens the
+store file read-only
 (`query_only`), so it can run beside the daemon (WAL lets readers and the writer work at once) and
 can never change what the daemon will send. It does not know MQTT.
 """
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 from gateway.core.contract import iso_ms
 from gateway.core.events import Lane
+from gateway.store import sql_upkeep
 
 
 class InspectError(Exception):
@@ -64,22 +66,14 @@ class LaneStats:
 
 
 def stats(db: sqlite_utils.Database) -> dict[str, Any]:
-    rows = db.execute(
-        "SELECT d.destination, d.lane,"
-        " SUM(d.sent_at_ms IS NULL),"
-        " MIN(CASE WHEN d.sent_at_ms IS NULL THEN e.occurred_at_ms END),"
-        " MAX(d.sent_at_ms)"
-        " FROM deliveries d JOIN events e ON e.seq = d.seq"
-        " GROUP BY d.destination, d.lane ORDER BY d.destination, d.lane"
-    ).fetchall()
+    rows = sql_upkeep.lane_stats(db.conn)
     lanes = [
         LaneStats(dest, Lane(lane).name.lower(), int(pending or 0), oldest, last)
         for dest, lane, pending, oldest, last in rows
     ]
-    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-    (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+    meta = sql_upkeep.meta_values(db.conn)
     return {
-        "events_stored": events,
+        "events_stored": sql_upkeep.event_count(db.conn),
         "boot_count": meta.get("boot_count", 0),
         "evicted_undelivered": meta.get("evicted_undelivered", 0),
         "lanes": lanes,
@@ -125,33 +119,14 @@ class EventFilter:
 
 def events(db: sqlite_utils.Database, flt: EventFilter) -> Iterator[dict[str, Any]]:
     """Stored events, oldest first, each with its delivery state per destination."""
-    where: list[str] = ["1=1"]
-    params: list[object] = []
-    if flt.since_ms is not None:
-        where.append("e.occurred_at_ms >= ?")
-        params.append(flt.since_ms)
-    if flt.until_ms is not None:
-        where.append("e.occurred_at_ms < ?")
-        params.append(flt.until_ms)
-    if flt.type_pattern:
-        if flt.type_pattern.endswith("*"):
-            where.append("e.type LIKE ? ESCAPE '\\'")
-            prefix = flt.type_pattern[:-1].replace("\\", "\\\\").replace("%", "\\%")
-            params.append(prefix.replace("_", "\\_") + "%")
-        else:
-            where.append("e.type = ?")
-            params.append(flt.type_pattern)
-    if flt.device:
-        where.append("e.device_id = ?")
-        params.append(flt.device)
-    limit = f" LIMIT {int(flt.limit)}" if flt.limit else ""
-    sql = (
-        "SELECT e.seq, e.body,"
-        " (SELECT json_group_object(d.destination, json_object('sent_at_ms', d.sent_at_ms,"
-        "   'attempts', d.attempts)) FROM deliveries d WHERE d.seq = e.seq)"
-        f" FROM events e WHERE {' AND '.join(where)} ORDER BY e.seq{limit}"
-    )
-    for _seq, body, deliveries in db.execute(sql, params):
+    for body, deliveries in sql_upkeep.select_events(
+        db.conn,
+        since_ms=flt.since_ms,
+        until_ms=flt.until_ms,
+        type_pattern=flt.type_pattern,
+        device=flt.device,
+        limit=flt.limit,
+    ):
         event = json.loads(body)
         event["deliveries"] = json.loads(deliveries) if deliveries else {}
         yield event

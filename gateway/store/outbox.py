@@ -16,58 +16,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
+from gateway.store import sql
 from gateway.store.db import (
     STORAGE_ERRORS,
     OpenResult,
     Store,
     StoreError,
     StoreUnavailable,
-    in_transaction,
     now_ms,
     seq_floor,
 )
+from gateway.store.records import OpenAlarm, PendingDelivery
 from gateway.store.routing import Router
 from gateway.store.spill import Spill, SpillRow
+from gateway.store.sql import ClaimQuery, EventRow
 
 log = structlog.get_logger(__name__)
 GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")
 _MAX_BATCH = 2000
-_NO_SEQ_ABOVE = 2**63 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class PendingDelivery:
-    seq: int
-    type: str
-    lane: Lane
-    attempt: int
-    """1 for the first publish of this row to this destination."""
-    occurred_at_ms: int
-    body: bytes
-
-    @property
-    def category(self) -> str:
-        return self.type.split(".", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAlarm:
-    alarm_id: str
-    device_id: str
-    button: int
-    raised_at_ms: int
-    presses: int
 
 
 OutboxError = StoreError
@@ -79,8 +55,6 @@ class _Item:
     destinations: list[str]
 
 
-_Row = tuple[int, str, str, int, str, str | None, int, int, str]
-"""An `events` row: seq, id, type, lane, device_id, alarm_id, occurred_at_ms, stored_at_ms, body."""
 _T = TypeVar("_T")
 
 
@@ -135,7 +109,7 @@ class Outbox:
         except StoreUnavailable as exc:
             await self._open_unavailable(exc)
             return
-        self._last_seq = await self._store.call(_max_seq)
+        self._last_seq = await self._store.call(sql.max_seq)
         await self._opened(opened)
 
     async def _opened(self, opened: OpenResult) -> None:
@@ -263,7 +237,12 @@ class Outbox:
         if not self.degraded:
             urgent = any(event.lane is Lane.ALARM for event, _ in stamped)
             try:
-                await self._store.call(lambda db: _insert(db, rows, stamped), urgent=urgent)
+                deliveries = [
+                    (name, event.seq or 0, int(event.lane), 0, None)
+                    for event, names in stamped
+                    for name in names
+                ]
+                await self._store.call(lambda db: sql.insert(db, rows, deliveries), urgent=urgent)
             except STORAGE_ERRORS as exc:
                 if isinstance(exc, sqlite3.IntegrityError):
                     raise  # a bug (a reused id or seq), not a disk fault
@@ -285,7 +264,7 @@ class Outbox:
             stamped.append((event, item.destinations))
         return stamped
 
-    def _row(self, event: Event) -> _Row:
+    def _row(self, event: Event) -> EventRow:
         assert event.seq is not None  # stamped before it is encoded
         encoded = contract.encode_event_body(self._site, event)
         body = (encoded if self._signer is None else self._signer(encoded)).decode()
@@ -299,6 +278,7 @@ class Outbox:
             event.occurred_at_ms,
             now_ms(),
             body,
+            _button(event),
         )
 
     # -- the disk failing and coming back ------------------------------------------------------
@@ -314,9 +294,9 @@ class Outbox:
             )
             self._queued.append(_Item(fault, self._router.destinations_for(fault.type)))
 
-    def _spill_rows(self, rows: list[_Row], stamped: list[tuple[Event, list[str]]]) -> None:
+    def _spill_rows(self, rows: list[EventRow], stamped: list[tuple[Event, list[str]]]) -> None:
         for row, (_, destinations) in zip(rows, stamped, strict=True):
-            seq, id_, type_, lane, device_id, alarm_id, occurred, stored, body = row
+            seq, id_, type_, lane, device_id, alarm_id, occurred, stored, body, button = row
             self.spill.add(
                 SpillRow(
                     seq=seq,
@@ -328,6 +308,7 @@ class Outbox:
                     occurred_at_ms=occurred,
                     stored_at_ms=stored,
                     body=body,
+                    button=button,
                     unsent=set(destinations),
                 )
             )
@@ -350,7 +331,7 @@ class Outbox:
             try:
                 await self._store.call(lambda db: _write_back(db, rows, unsynced))
                 # Past the file's seqs and everything written back, whichever is higher.
-                self._last_seq = max(self._last_seq, await self._store.call(_max_seq))
+                self._last_seq = max(self._last_seq, await self._store.call(sql.max_seq))
             except STORAGE_ERRORS as exc:
                 log.debug("storage_still_failing", error=str(exc))
                 return False
@@ -383,7 +364,7 @@ class Outbox:
             log.debug("store_still_unavailable", error=exc.error, cause=exc.cause)
             return False
         floor = min(self.spill.rows, default=self._last_seq + 1)
-        on_file = await self._store.call(_max_seq)
+        on_file = await self._store.call(sql.max_seq)
         if on_file >= floor:
             # Only a wall clock set far back does this; the write-back below then fails on the
             # seqs in common and keeps retrying, and the log says why.
@@ -423,7 +404,7 @@ class Outbox:
         """The next rows for `destination`: alarms first, then state, then telemetry, each lane
         in `seq` order, skipping rows at or below `after[lane]` (already claimed by the caller),
         only from `lanes`. Each row's attempt counter is incremented."""
-        query = _ClaimQuery(
+        query = ClaimQuery(
             destination, limit, after or {}, set(self._unsynced_sent[destination]), tuple(lanes)
         )
         urgent = Lane.TELEMETRY not in query.lanes
@@ -441,9 +422,7 @@ class Outbox:
             rows = self._merge_spill(query, rows)
         return rows
 
-    def _merge_spill(
-        self, query: _ClaimQuery, rows: list[PendingDelivery]
-    ) -> list[PendingDelivery]:
+    def _merge_spill(self, query: ClaimQuery, rows: list[PendingDelivery]) -> list[PendingDelivery]:
         merged = list(rows)
         for lane in query.lanes:
             for spilled in self.spill.pending(query.destination, lane, query.after.get(lane, 0)):
@@ -472,7 +451,7 @@ class Outbox:
         try:
             if not self.store_open:
                 raise StoreError("the store is not open")
-            await self._store.call(lambda db: _mark_sent(db, destination, on_disk, at))
+            await self._store.call(lambda db: sql.mark_sent(db, destination, on_disk, at))
         except (*STORAGE_ERRORS, StoreError) as exc:
             # Remembered in memory so the row is not sent again, written back on recovery.
             marks = self._unsynced_sent[destination]
@@ -517,13 +496,13 @@ class Outbox:
         file cannot be opened (the latches merge them in once it is: `store_opened`)."""
         if not self.store_open:
             return []
-        alarms = await self._store.call(_open_alarms)
+        alarms = await self._store.call(sql.open_alarms)
         return alarms
 
     async def pending_count(self, destination: str) -> int:
         on_disk = 0
         if self.store_open:
-            on_disk = await self._store.call(lambda db: _pending_count(db, destination))
+            on_disk = await self._store.call(lambda db: sql.pending_count(db, destination))
         return (
             on_disk - len(self._unsynced_sent[destination]) + self.spill.pending_count(destination)
         )
@@ -542,14 +521,7 @@ class Outbox:
                 default=0,
             )
 
-        def read(db: sqlite3.Connection) -> int:
-            row = db.execute(
-                "SELECT max(seq) FROM deliveries WHERE destination=? AND sent_at_ms IS NOT NULL",
-                (destination,),
-            ).fetchone()
-            return int(row[0] or 0)
-
-        return await self._store.call(read)
+        return await self._store.call(lambda db: sql.last_sent_seq(db, destination))
 
     async def routed_count(self, destination: str, after_seq: int, upto_seq: int) -> int:
         """Events routed to `destination` with after_seq < seq <= upto_seq (on disk)."""
@@ -561,14 +533,9 @@ class Outbox:
                 and (destination in r.unsent or destination in r.sent_at_ms)
             )
 
-        def read(db: sqlite3.Connection) -> int:
-            row = db.execute(
-                "SELECT count(*) FROM deliveries WHERE destination=? AND seq>? AND seq<=?",
-                (destination, after_seq, upto_seq),
-            ).fetchone()
-            return int(row[0])
-
-        return await self._store.call(read)
+        return await self._store.call(
+            lambda db: sql.routed_count(db, destination, after_seq, upto_seq)
+        )
 
     async def replay(self, destination: str, from_seq: int, to_seq: int) -> list[PendingDelivery]:
         """The stored events routed to `destination` with from_seq <= seq <= to_seq, in seq
@@ -577,19 +544,7 @@ class Outbox:
         if not self.store_open:
             return []
 
-        def read(db: sqlite3.Connection) -> list[PendingDelivery]:
-            found = db.execute(
-                "SELECT d.seq, e.type, d.lane, d.attempts, e.occurred_at_ms, e.body"
-                " FROM deliveries d JOIN events e ON e.seq = d.seq"
-                " WHERE d.destination=? AND d.seq BETWEEN ? AND ? ORDER BY d.seq",
-                (destination, from_seq, to_seq),
-            ).fetchall()
-            return [
-                PendingDelivery(seq, type_, Lane(lane), attempts + 1, occurred, body.encode())
-                for seq, type_, lane, attempts, occurred, body in found
-            ]
-
-        return await self._store.call(read)
+        return await self._store.call(lambda db: sql.replay(db, destination, from_seq, to_seq))
 
     # -- read by the latches -------------------------------------------------------------------
 
@@ -601,19 +556,7 @@ class Outbox:
         acknowledged it (PUBACK). The record on disk: read at start, when nothing is in memory."""
         if not alarm_ids or not self.store_open:
             return []
-        marks = ",".join("?" * len(alarm_ids))
-
-        def read(db: sqlite3.Connection) -> list[tuple[str, str, int, bool]]:
-            found = db.execute(
-                "SELECT e.alarm_id, e.type, e.seq, d.sent_at_ms IS NOT NULL"
-                " FROM events e LEFT JOIN deliveries d ON d.seq = e.seq AND d.destination = ?"
-                " WHERE e.type IN ('alarm.panic', 'alarm.escalated', 'alarm.acknowledged')"
-                f" AND e.alarm_id IN ({marks}) ORDER BY e.seq",
-                (destination, *alarm_ids),
-            ).fetchall()
-            return [(a, t, int(seq), bool(sent)) for a, t, seq, sent in found]
-
-        return await self._store.call(read)
+        return await self._store.call(lambda db: sql.alarm_progress(db, destination, alarm_ids))
 
 
 class _Backfill:
@@ -628,9 +571,7 @@ class _Backfill:
         self.exhausted: set[Lane] = set()
         self.done = False
 
-    def claim_run(
-        self, query: _ClaimQuery
-    ) -> Callable[[sqlite3.Connection], list[PendingDelivery]]:
+    def claim_run(self, query: ClaimQuery) -> Callable[[sqlite3.Connection], list[PendingDelivery]]:
         def run(db: sqlite3.Connection) -> list[PendingDelivery]:
             for lane in query.lanes:
                 if query.after.get(lane, 0) == 0:
@@ -664,31 +605,16 @@ class DeviceStore:
     async def recall(self, key: str) -> int | None:
         name = self._prefix + key
 
-        def read(db: sqlite3.Connection) -> int | None:
-            row = db.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
-            return None if row is None else int(row[0])
-
         try:
-            return await self._store.call(read)
+            return await self._store.call(lambda db: sql.recall(db, name))
         except StoreError:  # the file cannot be opened yet: re-learned, as after a full disk
             return None
 
     async def remember(self, key: str, value: int) -> None:
         name = self._prefix + key
 
-        def write(db: sqlite3.Connection) -> None:
-            in_transaction(
-                db,
-                lambda: db.execute(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (name, value),
-                ),
-                durable=False,
-            )
-
         with contextlib.suppress(*STORAGE_ERRORS, StoreError):
-            await self._store.call(write)
+            await self._store.call(lambda db: sql.remember(db, name, value))
 
 
 def _storage_event(event_type: str, severity: Severity, **data: object) -> Event:
@@ -697,166 +623,33 @@ def _storage_event(event_type: str, severity: Severity, **data: object) -> Event
     )
 
 
-# -- SQL, run on the store thread -------------------------------------------------------------
-
-_INSERT_EVENT = (
-    "INSERT INTO events(seq, id, type, lane, device_id, alarm_id, occurred_at_ms, stored_at_ms,"
-    " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _max_seq(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-    (top,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-    return max(int(row[0]) if row else 0, int(top))
-
-
-def _insert(
-    db: sqlite3.Connection,
-    rows: list[_Row],
-    stamped: list[tuple[Event, list[str]]],
-) -> None:
-    deliveries = [(name, event.seq, int(event.lane)) for event, names in stamped for name in names]
-
-    def write() -> None:
-        db.executemany(_INSERT_EVENT, rows)
-        db.executemany(
-            "INSERT INTO deliveries(destination, seq, lane) VALUES (?, ?, ?)", deliveries
-        )
-
-    in_transaction(db, write)
+def _button(event: Event) -> int | None:
+    """The event's `data.button`, kept in its own column so that no query reads the payload."""
+    button = event.data.get("button")
+    return button if isinstance(button, int) and not isinstance(button, bool) else None
 
 
 def _write_back(
     db: sqlite3.Connection, rows: list[SpillRow], unsynced: dict[str, dict[int, int]]
 ) -> None:
-    def write() -> None:
-        db.executemany(
-            _INSERT_EVENT,
-            [
-                (
-                    r.seq,
-                    r.id,
-                    r.type,
-                    int(r.lane),
-                    r.device_id,
-                    r.alarm_id,
-                    r.occurred_at_ms,
-                    r.stored_at_ms,
-                    r.body,
-                )
-                for r in rows
-            ],
+    events = [
+        (
+            r.seq,
+            r.id,
+            r.type,
+            int(r.lane),
+            r.device_id,
+            r.alarm_id,
+            r.occurred_at_ms,
+            r.stored_at_ms,
+            r.body,
+            r.button,
         )
-        db.executemany(
-            "INSERT INTO deliveries(destination, seq, lane, attempts, sent_at_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [
-                (name, r.seq, int(r.lane), r.attempts.get(name, 0), r.sent_at_ms.get(name))
-                for r in rows
-                for name in (*r.unsent, *r.sent_at_ms)
-            ],
-        )
-        for destination, marks in unsynced.items():
-            db.executemany(
-                "UPDATE deliveries SET sent_at_ms=? WHERE destination=? AND seq=?",
-                [(at, destination, seq) for seq, at in marks.items()],
-            )
-
-    in_transaction(db, write)
-
-
-@dataclass(frozen=True, slots=True)
-class _ClaimQuery:
-    destination: str
-    limit: int
-    after: dict[Lane, int]
-    skip: set[int]
-    """Rows acknowledged while the disk could not record it."""
-    lanes: tuple[Lane, ...]
-    below: int | None = None
-    """Only rows with a smaller seq (a late-opened file's, `_Backfill`)."""
-
-    def run(self, db: sqlite3.Connection) -> list[PendingDelivery]:
-        # [seq, type, lane, attempts, occurred_at_ms, body] per row, as the JSON aggregate has it
-        found: list[list[Any]] = []
-        for lane in sorted(self.lanes):
-            if len(found) >= self.limit:
-                break
-            # One row holding the whole chunk: fetching 256 rows would step (and hand the GIL
-            # to and fro) 256 times while the event loop is busiest sending them.
-            (chunk,) = db.execute(
-                "SELECT json_group_array(json_array(seq, type, lane, attempts, at, body))"
-                " FROM (SELECT d.seq AS seq, e.type AS type, d.lane AS lane,"
-                " d.attempts AS attempts, e.occurred_at_ms AS at, e.body AS body"
-                " FROM deliveries d JOIN events e ON e.seq = d.seq"
-                " WHERE d.destination = ? AND d.sent_at_ms IS NULL AND d.lane = ?"
-                " AND d.seq > ? AND d.seq < ? ORDER BY d.seq LIMIT ?)",
-                (
-                    self.destination,
-                    int(lane),
-                    self.after.get(lane, 0),
-                    _NO_SEQ_ABOVE if self.below is None else self.below,
-                    self.limit - len(found) + len(self.skip),
-                ),
-            ).fetchone()
-            found.extend(sorted(json.loads(chunk)))  # seq order, whatever the aggregate's
-        found = [row for row in found if row[0] not in self.skip][: self.limit]
-        # On a full disk the attempt is still counted in this payload; only its record is lost.
-        with contextlib.suppress(*STORAGE_ERRORS):
-            in_transaction(
-                db,
-                lambda: db.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1 WHERE destination = ?"
-                    " AND seq IN (SELECT value FROM json_each(?))",
-                    (self.destination, _seq_array(row[0] for row in found)),
-                ),
-                durable=False,
-            )
-        return [
-            PendingDelivery(seq, type_, Lane(lane), attempts + 1, occurred, body.encode())
-            for seq, type_, lane, attempts, occurred, body in found
-        ]
-
-
-def _seq_array(seqs: Iterable[int]) -> str:
-    """Seqs as one JSON array for `seq IN (SELECT value FROM json_each(?))`: one statement for a
-    whole batch, where executemany would step (and hand the GIL to and fro) once per row while
-    the event loop is busiest."""
-    return "[" + ",".join(str(int(seq)) for seq in seqs) + "]"
-
-
-def _mark_sent(db: sqlite3.Connection, destination: str, seqs: Iterable[int], at: int) -> None:
-    in_transaction(
-        db,
-        lambda: db.execute(
-            "UPDATE deliveries SET sent_at_ms = ? WHERE destination = ?"
-            " AND seq IN (SELECT value FROM json_each(?))",
-            (at, destination, _seq_array(seqs)),
-        ),
-        durable=False,
-    )
-
-
-def _open_alarms(db: sqlite3.Connection) -> list[OpenAlarm]:
-    rows = db.execute(
-        "SELECT alarm_id, device_id, json_extract(body, '$.data.button'),"
-        " MIN(occurred_at_ms), COUNT(*)"
-        " FROM events"
-        " WHERE alarm_id IS NOT NULL AND type IN ('alarm.panic', 'alarm.panic_repeated')"
-        "   AND alarm_id NOT IN (SELECT alarm_id FROM events"
-        "                        WHERE type = 'alarm.reset' AND alarm_id IS NOT NULL)"
-        " GROUP BY alarm_id ORDER BY MIN(seq)"
-    ).fetchall()
-    return [
-        OpenAlarm(alarm_id=a, device_id=d, button=int(b), raised_at_ms=t, presses=n)
-        for a, d, b, t, n in rows
+        for r in rows
     ]
-
-
-def _pending_count(db: sqlite3.Connection, destination: str) -> int:
-    (count,) = db.execute(
-        "SELECT COUNT(*) FROM deliveries WHERE destination=? AND sent_at_ms IS NULL",
-        (destination,),
-    ).fetchone()
-    return int(count)
+    deliveries = [
+        (name, r.seq, int(r.lane), r.attempts.get(name, 0), r.sent_at_ms.get(name))
+        for r in rows
+        for name in (*r.unsent, *r.sent_at_ms)
+    ]
+    sql.insert(db, events, deliveries, unsynced)

@@ -23,6 +23,7 @@ class SpillRow:
     occurred_at_ms: int
     stored_at_ms: int
     body: str
+    button: int | None = None
     attempts: dict[str, int] = field(default_factory=dict)
     """destination -> attempts so far; a destination is removed from `unsent` once acked."""
     unsent: set[str] = field(default_factory=set)

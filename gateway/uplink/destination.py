@@ -27,7 +27,7 @@ import structlog
 from gateway.commands.handlers import INTERNAL_ERROR, Commands
 from gateway.core import contract
 from gateway.core.backoff import Backoff
-from gateway.store.outbox import Outbox
+from gateway.store.records import UplinkStore
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
 from gateway.uplink.paths import PathBoard
@@ -59,7 +59,7 @@ class Uplink:
         self,
         name: str,
         params: mqtt.BrokerParams,
-        outbox: Outbox,
+        outbox: UplinkStore,
         site: contract.Site,
         *,
         backoff: Backoff | None = None,

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from gateway.core import contract
 from gateway.core.events import Lane
-from gateway.store.outbox import Outbox, PendingDelivery
+from gateway.store.records import DeliveryQueue, PendingDelivery
 from gateway.uplink import mqtt
 
 _BACKLOG_LANES = (Lane.STATE, Lane.TELEMETRY)
@@ -90,7 +90,7 @@ class Drain:
     def __init__(
         self,
         destination: str,
-        outbox: Outbox,
+        outbox: DeliveryQueue,
         site: contract.Site,
         publisher: Publisher,
         *,

@@ -1,40 +1,40 @@
 """Path supervision (EN 50136 style): is each destination reachable, and since when.
 
 Owns the state of every uplink path (up or down, since when, last PUBACK, last acknowledgement)
-and the rule that a path down longer than `report_after_s` is a fault: a `gateway.path_down`
-event sent to every *other* destination whatever their routes, and the local fault output on;
-`gateway.path_up` (to every destination) and the output off when it is back. The uplinks report
-to it; heartbeats read it. It does not connect anything (the uplinks do) and does not drive a
-device itself (it is handed the fault output as a callback).
+and the rule that a path down longer than `report_after_s` (measured and waited for on the
+injected `Clock`) is a fault: a `gateway.path_down` event sent to every *other* destination
+whatever their routes, and the local fault output on; `gateway.path_up` (to every destination)
+and the output off when it is back. The uplinks report to it; heartbeats read it. It does not
+connect anything (the uplinks do) and does not drive a device itself (it is handed the fault
+output as a callback).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
 from gateway.core import contract
+from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import Severity, new_event
-from gateway.store.outbox import GATEWAY_DEVICE, Outbox
+from gateway.store.outbox import GATEWAY_DEVICE
+from gateway.store.records import EventWriter
 
 log = structlog.get_logger(__name__)
 
 FaultOutput = Callable[[bool], Awaitable[None]]
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclass(slots=True)
 class PathState:
     up: bool
     since_ms: int
-    """When the current state (up or down) began."""
+    """When the current state (up or down) began (wall clock, for reports)."""
+    since_s: float
+    """The same moment on the monotonic clock: deadlines and durations are measured on it."""
     error: str = ""
     last_puback_ms: int | None = None
     last_ack_ms: int | None = None
@@ -48,22 +48,23 @@ class PathBoard:
     def __init__(
         self,
         names: Iterable[str],
-        outbox: Outbox,
+        outbox: EventWriter,
         site: contract.Site,
         *,
         report_after_s: float,
         fault_output: FaultOutput | None = None,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock: Clock | None = None,
     ) -> None:
-        self._clock_ms = clock_ms
-        start = clock_ms()
+        self._clock: Clock = SystemClock() if clock is None else clock
+        start_ms, start_s = self._clock.wall_ms(), self._clock.monotonic()
         # Every path starts down: one that never comes up is a fault after report_after_s.
         self.paths = {
-            name: PathState(up=False, since_ms=start, error="not connected yet") for name in names
+            name: PathState(up=False, since_ms=start_ms, since_s=start_s, error="not connected yet")
+            for name in names
         }
         self._outbox = outbox
         self._site = site
-        self._report_after_ms = round(report_after_s * 1000)
+        self._report_after_s = report_after_s
         self._fault_output = fault_output
         self._changed = asyncio.Event()
         self.faults_reported = 0
@@ -73,23 +74,32 @@ class PathBoard:
     def up(self, name: str) -> None:
         path = self.paths[name]
         if not path.up:
-            now = self._clock_ms()
-            path.outage_ms = now - path.since_ms
-            path.up, path.since_ms, path.error = True, now, ""
+            now_s = self._clock.monotonic()
+            path.outage_ms = round((now_s - path.since_s) * 1000)
+            path.up, path.since_ms, path.since_s, path.error = (
+                True,
+                self._clock.wall_ms(),
+                now_s,
+                "",
+            )
             self._changed.set()
 
     def down(self, name: str, error: str) -> None:
         path = self.paths[name]
         if path.up:
-            path.up, path.since_ms = False, self._clock_ms()
+            path.up, path.since_ms, path.since_s = (
+                False,
+                self._clock.wall_ms(),
+                self._clock.monotonic(),
+            )
             self._changed.set()
         path.error = error
 
     def puback(self, name: str) -> None:
-        self.paths[name].last_puback_ms = self._clock_ms()
+        self.paths[name].last_puback_ms = self._clock.wall_ms()
 
     def acknowledged(self, name: str) -> None:
-        self.paths[name].last_ack_ms = self._clock_ms()
+        self.paths[name].last_ack_ms = self._clock.wall_ms()
 
     def snapshot(self) -> dict[str, str]:
         return {name: "up" if path.up else "down" for name, path in self.paths.items()}
@@ -105,23 +115,19 @@ class PathBoard:
         deadline or a change; never polls."""
         while True:
             self._changed.clear()
-            now = self._clock_ms()
-            deadlines: list[int] = []
+            now_s = self._clock.monotonic()
+            deadlines: list[float] = []
             for name, path in self.paths.items():
                 if path.up and path.reported:
-                    await self._report_up(name, path, now)
+                    await self._report_up(name, path, self._clock.wall_ms())
                 elif not path.up and not path.reported:
-                    due = path.since_ms + self._report_after_ms
-                    if due <= now:
+                    due_s = path.since_s + self._report_after_s
+                    if due_s <= now_s:
                         await self._report_down(name, path)
                     else:
-                        deadlines.append(due)
-            timeout = (min(deadlines) - now) / 1000 if deadlines else None
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
+                        deadlines.append(due_s)
+            timeout_s = min(deadlines) - now_s if deadlines else None
+            await wait_until_set(self._changed, self._clock, timeout_s)
 
     async def _report_down(self, name: str, path: PathState) -> None:
         path.reported = True
@@ -132,7 +138,7 @@ class PathBoard:
             "gateway.path_down",
             GATEWAY_DEVICE,
             severity=Severity.MAJOR,
-            occurred_at_ms=self._clock_ms(),
+            occurred_at_ms=self._clock.wall_ms(),
             data={
                 "destination": name,
                 "down_since": contract.iso_ms(path.since_ms, self._site.tz),
