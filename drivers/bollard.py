@@ -1,5 +1,5 @@
 """The rising anti-collision bollard: one controller on a Modbus line, its register map taken
-from a profile (`drivers.profiles`) with the device's overrides (docs/drivers/bollard.md).
+from a profile (`edge_config.profile_files`) with the device's overrides (docs/drivers/bollard.md).
 
 Owns the poll loop of one bollard (position, fault code, EFO input, cycle counter), turning
 changes into events (`bollard.state`, `bollard.raised`, `bollard.lowered`, `bollard.fault`,

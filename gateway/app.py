@@ -26,7 +26,6 @@ from drivers.base import Driver, DriverContext, DriverError
 from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from edge_config.security import Security, load_security
 from gateway import sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
@@ -36,6 +35,7 @@ from gateway.commands.handlers import Commands
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef
+from gateway.security import Security, load_security
 from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes

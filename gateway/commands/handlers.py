@@ -28,9 +28,9 @@ from typing import Any, Protocol
 import structlog
 
 from drivers.base import DriverError
-from edge_config.security import Security
 from gateway.alarms.latch import UnknownAlarm
 from gateway.core import auth, contract
+from gateway.security import Security
 
 log = structlog.get_logger(__name__)
 
