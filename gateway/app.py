@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from drivers import REGISTRY
 from drivers.alarm_box import AlarmBox
 from drivers.base import Driver, DriverContext, DriverError
+from drivers.kinds import build_driver
 from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
@@ -163,7 +163,7 @@ class Gateway:
                 memory=self.outbox.memory(device_id),
                 store=self.outbox.append,
             )
-            driver = REGISTRY[device.kind](device, self.lines[device.line], ctx)
+            driver = build_driver(device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
             if isinstance(driver, AlarmBox):
                 self.latches.attach_feedback(device_id, driver.set_pattern)
