@@ -38,8 +38,8 @@ def test_the_lines_a_kind_accepts_are_the_lines_its_driver_takes() -> None:
     for name, kind in KINDS.items():
         for line_type in line_types_for(name):
             assert isinstance(make_line("l", LINES[line_type]), kind.line), (name, line_type)
-        for line_type in set(LINES) - set(line_types_for(name)):
-            assert not isinstance(make_line("l", LINES[line_type]), kind.line), (name, line_type)
+        for other in set(LINES) - set(line_types_for(name)):
+            assert not isinstance(make_line("l", LINES[other]), kind.line), (name, other)
 
 
 async def _nothing(event: Any) -> Any:
