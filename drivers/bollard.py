@@ -57,7 +57,7 @@ class Bollard:
         self._cfg = config
         self._line = line
         self._map = config.register_map()
-        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
+        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
         self._plan = self._read_plan()
         self.position: Reading | None = None
