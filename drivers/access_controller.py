@@ -4,14 +4,14 @@
 Owns the poll loop of one controller: asking for its next event, acknowledging it by event seq
 (piggybacked on the next poll), dropping a resent event already taken, turning controller events
 into gateway events, configuring the controller and keeping its clock within `max_clock_skew_ms`
-after each (re)contact and every `clock_check_interval_s`, the controller's commands, and its
-`device.offline` / `device.online` events. It does not own the port (`drivers.lines.serial` does)
-nor the byte layout of frames (`drivers.access_codec` does).
+after each (re)contact and every `clock_check_interval_s`, and the controller's commands. The
+poll cadence and its `device.offline` / `device.online` events are the shared ones
+(`drivers.polling`). It does not own the port (`drivers.lines.serial` does) nor the byte layout
+of frames (`drivers.access_codec` does).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,12 +25,10 @@ from drivers.base import (
     DeviceProtocolError,
     DeviceTimeout,
     DriverContext,
-    DriverError,
-    LineError,
 )
 from drivers.lines.serial import SerialLine
+from drivers.polling import DeviceHealth, poll_forever
 from edge_config.devices_access import AccessControllerDevice
-from gateway.core.backoff import Backoff
 from gateway.core.events import Severity, new_event
 
 _EVENT_TYPES: dict[EventCode, tuple[str, Severity]] = {
@@ -75,38 +73,27 @@ class AccessController:
         self._greeted = False
         """Configured and clock-checked since the last (re)contact."""
         self._next_clock_check = 0.0
-        self._online: bool | None = None
-        self._last_ok = time.monotonic()
+        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=self._went_offline)
         self.counters = ProtocolCounters()
-        self.polls = 0
-        self.failures = 0
         self.events_taken = 0
+
+    @property
+    def polls(self) -> int:
+        return self._health.polls
+
+    @property
+    def failures(self) -> int:
+        return self._health.failures
 
     # -- Driver ------------------------------------------------------------------------------
 
     async def run(self, ready: Callable[[], None]) -> None:
-        interval = self._cfg.poll_interval_ms / 1000
-        backoff = Backoff(base_s=interval, cap_s=max(2.0, interval))
-        was_ready = False
-        while True:
-            delay = interval
-            try:
-                if not self._greeted:
-                    await self._greet()
-                elif time.monotonic() >= self._next_clock_check:
-                    await self.check_clock()
-                if await self.poll_once():
-                    delay = 0.0  # drain a burst of buffered events without waiting a poll each
-                backoff.reset()
-                if not was_ready:
-                    was_ready = True
-                    ready()
-            except LineError as exc:
-                delay = max(interval, backoff.next_delay_s())  # the port is gone: do not spin
-                await self._failed(exc)
-            except DriverError as exc:
-                await self._failed(exc)
-            await asyncio.sleep(delay)
+        await poll_forever(
+            self._greet_and_poll,
+            interval_ms=self._cfg.poll_interval_ms,
+            health=self._health,
+            ready=ready,
+        )
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`unlock` (door, optional open_s), `lockdown`, `release_lockdown`, `read_clock`,
@@ -136,11 +123,20 @@ class AccessController:
 
     # -- polling -----------------------------------------------------------------------------
 
+    async def _greet_and_poll(self) -> bool:
+        """One turn of the poll loop: configure and clock-check the controller after (re)contact
+        or when the check is due, then poll. True if an event came: a burst of buffered events
+        is drained without waiting a poll interval each."""
+        if not self._greeted:
+            await self._greet()
+        elif time.monotonic() >= self._next_clock_check:
+            await self.check_clock()
+        return await self.poll_once()
+
     async def poll_once(self) -> bool:
         """Ask for the next event, acknowledging the last one; True if an event came."""
         answer = await self._request(Code.POLL, wire.encode_poll(self._ack))
-        self.polls += 1
-        await self._succeeded()
+        await self._health.answered()
         if answer.code == Code.NO_EVENT:
             return False
         if answer.code != Code.EVENT:
@@ -322,36 +318,11 @@ class AccessController:
 
     # -- health ------------------------------------------------------------------------------
 
-    async def _succeeded(self) -> None:
-        self._last_ok = time.monotonic()
-        if self._online is not True:
-            if self._online is False:
-                self._log.info("device_online")
-                await self._health_event("device.online", Severity.INFO)
-            self._online = True
-
-    async def _failed(self, exc: DriverError) -> None:
-        self.failures += 1
-        silent_s = time.monotonic() - self._last_ok
-        if self._online is not False and silent_s * 1000 >= self._cfg.offline_after_ms:
-            self._online = False
-            self._greeted = False  # it may come back restarted: configure it and check its clock
-            self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
-            await self._health_event("device.offline", Severity.MAJOR, error=str(exc))
-            # Unlike the alarm box we keep the port open: other controllers on this bus still
-            # answer through it, and a serial port cannot be half-open like a TCP connection.
-
-    async def _health_event(self, event_type: str, severity: Severity, **data: object) -> None:
-        await self._ctx.emit(
-            new_event(
-                event_type,
-                self._ctx.device,
-                severity=severity,
-                occurred_at_ms=self._ctx.clock_ms(),
-                data=dict(data),
-                drill=self._ctx.drill,
-            )
-        )
+    async def _went_offline(self) -> None:
+        # It may come back restarted: configure it and check its clock on the next contact.
+        # Unlike a Modbus driver we keep the port open: other controllers on this bus still
+        # answer through it, and a serial port cannot be half-open like a TCP connection.
+        self._greeted = False
 
 
 def _int_arg(args: Mapping[str, object], key: str, default: int | None, low: int, high: int) -> int:

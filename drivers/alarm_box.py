@@ -105,7 +105,7 @@ class AlarmBox:
         self._remembered: dict[int, int] = {}
         """The counter values in the store, so an unchanged one is not written again."""
         self._lockout_until_ms: dict[int, int] = {}
-        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
+        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._writing = asyncio.Lock()
         """One writer of the outputs at a time (the poll loop, an installer's command): each
         sees what the other has written before it compares."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.core.events import DeviceRef, Event
 
@@ -100,7 +100,3 @@ class Driver(Protocol):
         """Carry out a command (`raise`, `unlock`, `lamp`...) and return what was confirmed.
         Raises CommandError for an unknown or refused command, DriverError if the line fails."""
         ...
-
-
-DriverFactory = Callable[[Any, Any, DriverContext], Driver]
-"""`(device_config, line, ctx) -> driver`: how the app builds every registered kind."""

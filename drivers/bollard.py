@@ -1,5 +1,5 @@
 """The rising anti-collision bollard: one controller on a Modbus line, its register map taken
-from a profile (`drivers.profiles`) with the device's overrides (docs/drivers/bollard.md).
+from a profile (`edge_config.profile_files`) with the device's overrides (docs/drivers/bollard.md).
 
 Owns the poll loop of one bollard (position, fault code, EFO input, cycle counter), turning
 changes into events (`bollard.state`, `bollard.raised`, `bollard.lowered`, `bollard.fault`,
@@ -57,7 +57,7 @@ class Bollard:
         self._cfg = config
         self._line = line
         self._map = config.register_map()
-        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
+        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
         self._plan = self._read_plan()
         self.position: Reading | None = None

@@ -24,7 +24,7 @@ class BollardSockets:
     def __init__(self, config: BollardSocketsDevice, line: ModbusLine, ctx: DriverContext) -> None:
         self._cfg = config
         self._line = line
-        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
+        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._start, self._count = span(s.input for s in config.sockets)
         self.present: dict[str, bool] | None = None
         """Socket name -> a bollard stands in it; None before the first poll."""

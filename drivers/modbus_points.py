@@ -66,7 +66,7 @@ class ModbusPoints:
     def __init__(self, config: ModbusPointsDevice, line: ModbusLine, ctx: DriverContext) -> None:
         self._cfg = config
         self._line = line
-        self._health = DeviceHealth(ctx, line, config.offline_after_ms)
+        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
         self._points = config.resolved_points()
         spans: dict[Function, list[tuple[int, int]]] = {}

@@ -48,6 +48,13 @@ class PollPacer:
         self._next_at = max(self._next_at + self._interval_s, now)  # skip missed slots
         return self._next_at - now
 
+    def answered_with_more(self) -> float:
+        """The device answered and has more waiting (a buffered event): ask again at once; the
+        cadence starts over from now."""
+        self._backoff.reset()
+        self._next_at = self._clock()
+        return 0.0
+
     def failed(self, *, back_off: bool) -> float:
         """A poll failed: seconds to wait before the next one. `back_off` while the device is
         offline or its line is down; otherwise one interval."""

@@ -1,11 +1,12 @@
-"""The poll loop and device health shared by the polled Modbus drivers (bollard, bollard sockets,
-generic points), in the shape of `drivers.alarm_box`.
+"""The poll loop and device health shared by every polled driver (alarm box, bollard, bollard
+sockets, generic points, access controller).
 
-Owns the poll loop (cadence and backoff from `drivers.pacing.PollPacer`, as the alarm box's),
-a device's `device.offline` / `device.online` events after `offline_after_ms` of silence
-(dropping the connection on going offline, in case it is half-open), a helper that emits an
-event for the device, and `read_table`, which reads any of the four Modbus tables by name. It
-does not know what a device's registers mean, and does not own the line.
+Owns the poll loop (cadence and backoff from `drivers.pacing.PollPacer`; a poll that says more is
+waiting is followed at once), a device's `device.offline` / `device.online` events after
+`offline_after_ms` of silence (with the driver's `on_offline` step: a Modbus driver drops its
+connection in case it is half-open), a helper that emits an event for the device, and
+`read_table`, which reads any of the four Modbus tables by name. It does not know what a
+device's registers or frames mean, and does not own the line.
 """
 
 from __future__ import annotations
@@ -41,9 +42,16 @@ async def read_table(
 class DeviceHealth:
     """Online/offline bookkeeping of one polled device."""
 
-    def __init__(self, ctx: DriverContext, line: ModbusLine, offline_after_ms: int) -> None:
+    def __init__(
+        self,
+        ctx: DriverContext,
+        offline_after_ms: int,
+        *,
+        on_offline: Callable[[], Awaitable[None]],
+    ) -> None:
         self._ctx = ctx
-        self._line = line
+        self._on_offline = on_offline
+        """Called once the device has gone offline (after its event)."""
         self._offline_after_ms = offline_after_ms
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
         self.online: bool | None = None
@@ -80,26 +88,27 @@ class DeviceHealth:
             self.online = False
             self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
             await self.emit("device.offline", Severity.MAJOR, error=str(exc))
-            await self._line.drop_connection()  # a fresh connection, in case this one is half-open
+            await self._on_offline()
 
 
 async def poll_forever(
-    poll_once: Callable[[], Awaitable[None]],
+    poll_once: Callable[[], Awaitable[bool | None]],
     *,
     interval_ms: int,
     health: DeviceHealth,
     ready: Callable[[], None],
 ) -> None:
     """Call `poll_once` every `interval_ms` until cancelled; `ready()` after the first success.
-    `poll_once` calls `health.answered()` itself, as soon as the device has answered."""
+    `poll_once` calls `health.answered()` itself, as soon as the device has answered; it returns
+    True when the device has more waiting (a buffered event), and is then called again at once."""
     # Offline (or its line down), the device is polled less often so its timeouts leave a
     # shared line to the others; its first answer brings back the normal cadence.
     pacer = PollPacer(interval_ms / 1000)
     was_ready = False
     while True:
         try:
-            await poll_once()
-            delay = pacer.answered()
+            more = await poll_once()
+            delay = pacer.answered_with_more() if more else pacer.answered()
             if not was_ready:
                 was_ready = True
                 ready()

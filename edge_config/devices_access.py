@@ -2,16 +2,17 @@
 address it answers on, how often it is polled, its doors and readers, and its clock policy.
 
 Owns the shape and per-field rules of that one device kind. The check that its line is a
-`serial` line spans sections and lives in `edge_config.loader`.
+`serial` line spans sections and lives in `edge_config.loader`, from the line types declared
+here.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from edge_config.models import Ident, Strict
+from edge_config.base import Ident, LineType, Strict
 
 _NAMED = "names keyed by number, e.g. {1 = 'main gate'}"
 
@@ -21,6 +22,7 @@ KeyNumber = Annotated[int, Field(strict=False)]
 
 class AccessControllerDevice(Strict):
     kind: Literal["access_controller"]
+    line_types: ClassVar[tuple[LineType, ...]] = ("serial",)
     line: Ident
     address: int = Field(ge=1, le=254, description="the controller's address on its RS-485 bus")
     location: str = ""

@@ -3,17 +3,18 @@
 plus the schema of a bollard profile (the register map of one controller model).
 
 Owns the shape and per-field rules of those sections (pydantic v2, `extra="forbid"`). It does not
-read profile files (`drivers.profiles` does; a bollard's validator asks it to resolve the named
-profile so a bad name or override is refused at startup), and knows nothing about the line.
+read profile files (`edge_config.profile_files` does): a device that names a profile resolves it
+at validation through the `ProfileSource` the loader puts in pydantic's validation context, so a
+bad name or override is refused at startup, and keeps the result. It knows nothing about the line.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal, Protocol
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from edge_config.models import Ident, Strict
+from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict
 
 Address = int
 Position = Literal["down", "rising", "up", "lowering"]
@@ -27,6 +28,14 @@ _BOUND = 1e12
 """Scale, offset and deadband stay within this: a float32 reading times it is still finite."""
 
 _ADDRESS = Field(ge=0, le=65535, description="0-based protocol address (not 40001-style)")
+
+
+PROFILES_CONTEXT_KEY = "profiles"
+"""Where a device model finds its `ProfileSource` in the validation context."""
+
+
+class ProfileError(ValueError):
+    """A profile is unknown or its file is not a valid profile."""
 
 
 # -- bollard profiles ----------------------------------------------------------------------------
@@ -129,7 +138,7 @@ class BollardRegisters(Strict):
 
 
 class BollardProfile(Strict):
-    """One shipped profile file (drivers/profiles/NAME.toml)."""
+    """One shipped profile file (edge_config/profiles/NAME.toml)."""
 
     kind: Literal["bollard"]
     name: Ident
@@ -143,10 +152,31 @@ class BollardProfile(Strict):
         return self
 
 
+class ProfileSource(Protocol):
+    """Where device models find a named profile; raises ProfileError for an unusable one."""
+
+    def bollard_profile(self, name: str) -> BollardProfile: ...
+
+    def points_profile(self, name: str) -> PointsProfile: ...
+
+
+def _profile_source(info: ValidationInfo) -> ProfileSource:
+    context = info.context
+    source = context.get(PROFILES_CONTEXT_KEY) if isinstance(context, dict) else None
+    if source is None:
+        # A programming error, not an installer's: the loader always gives the profiles.
+        raise ValueError(
+            "profile: no profiles to resolve it from; validate with "
+            "context=edge_config.profile_files.validation_context()"
+        )
+    return source  # type: ignore[no-any-return]  # the context is a plain dict
+
+
 # -- devices -------------------------------------------------------------------------------------
 
 
 class _ModbusDevice(Strict):
+    line_types: ClassVar[tuple[LineType, ...]] = MODBUS_LINE_TYPES
     line: Ident
     unit_id: int = Field(default=1, ge=0, le=247)
     location: str = ""
@@ -158,7 +188,7 @@ class BollardDevice(_ModbusDevice):
     kind: Literal["bollard"]
     poll_interval_ms: int = Field(default=200, ge=5, le=60_000)
     profile: Ident = Field(
-        default="generic_bollard", description="a file in drivers/profiles/, without .toml"
+        default="generic_bollard", description="a file in edge_config/profiles/, without .toml"
     )
     registers: BollardRegisters = BollardRegisters()
     travel_timeout_ms: int = Field(
@@ -168,25 +198,26 @@ class BollardDevice(_ModbusDevice):
         description="a bollard not at its commanded position after this long is stuck",
     )
 
+    _register_map: BollardRegisters | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
-    def _profile_resolves(self) -> BollardDevice:
-        self.register_map()
-        return self
-
-    def register_map(self) -> BollardRegisters:
-        """The profile's map with this device's overrides; ValueError if it is unusable."""
-        # Imported here, not at the top: drivers imports this module, and by validation time
-        # both are loaded. Resolving in the validator refuses a bad profile at check-config.
-        from drivers.profiles import ProfileError, bollard_profile  # noqa: PLC0415
-
+    def _profile_resolves(self, info: ValidationInfo) -> BollardDevice:
         try:
-            profile = bollard_profile(self.profile)
+            profile = _profile_source(info).bollard_profile(self.profile)
         except ProfileError as exc:
             raise ValueError(f"profile: {exc}") from None
         try:
-            return profile.registers.merged(self.registers).check_complete()
+            merged = profile.registers.merged(self.registers).check_complete()
         except ValueError as exc:
             raise ValueError(f"registers (profile {self.profile!r} + overrides): {exc}") from None
+        self._register_map = merged
+        return self
+
+    def register_map(self) -> BollardRegisters:
+        """The profile's map with this device's overrides, as resolved at validation."""
+        if self._register_map is None:  # only a model built without validation has none
+            raise ProfileError(f"profile {self.profile!r} was not resolved (model not validated)")
+        return self._register_map
 
     @model_validator(mode="after")
     def _timeout_covers_polls(self) -> BollardDevice:
@@ -284,7 +315,7 @@ class ModbusPoint(Strict):
 
 
 class PointsProfile(Strict):
-    """A shipped points profile (drivers/profiles/NAME.toml with kind = "modbus_points"): the
+    """A shipped points profile (edge_config/profiles/NAME.toml with kind = "modbus_points"): the
     points of one device model, so a new device of that model needs one line of config."""
 
     kind: Literal["modbus_points"]
@@ -299,7 +330,7 @@ class ModbusPointsDevice(_ModbusDevice):
     poll_interval_ms: int = Field(default=1_000, ge=5, le=3_600_000)
     offline_after_ms: int = Field(default=5_000, ge=100, le=3_600_000)
     profile: Ident | None = Field(
-        default=None, description="a points profile in drivers/profiles/, without .toml"
+        default=None, description="a points profile in edge_config/profiles/, without .toml"
     )
     points: list[ModbusPoint] = Field(
         default_factory=list,
@@ -307,26 +338,26 @@ class ModbusPointsDevice(_ModbusDevice):
         "the profile's, others are added",
     )
 
+    _resolved: list[ModbusPoint] | None = PrivateAttr(default=None)
+
     def resolved_points(self) -> list[ModbusPoint]:
         """The profile's points with this device's replacements and additions."""
-        if self.profile is None:
-            return list(self.points)
-        # Imported here: drivers.profiles imports this module to read profile files.
-        from drivers.profiles import ProfileError, points_profile  # noqa: PLC0415
-
-        try:
-            base = points_profile(self.profile).points
-        except ProfileError as exc:
-            raise ValueError(f"profile: {exc}") from None
-        own = {p.name: p for p in self.points}
-        merged = [own.pop(p.name, p) for p in base]
-        return merged + list(own.values())
+        if self._resolved is None:  # only a model built without validation has none
+            raise ProfileError(f"profile {self.profile!r} was not resolved (model not validated)")
+        return list(self._resolved)
 
     @model_validator(mode="after")
-    def _points(self) -> ModbusPointsDevice:
+    def _resolve_points(self, info: ValidationInfo) -> ModbusPointsDevice:
         if self.profile is None and not self.points:
             raise ValueError("give points, or a profile that has them")
-        points = self.resolved_points()
+        points = list(self.points)
+        if self.profile is not None:
+            try:
+                base = _profile_source(info).points_profile(self.profile).points
+            except ProfileError as exc:
+                raise ValueError(f"profile: {exc}") from None
+            own = {p.name: p for p in self.points}
+            points = [own.pop(p.name, p) for p in base] + list(own.values())
         names = [p.name for p in points]
         if dup := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"points: names must be unique; repeated: {', '.join(dup)}")
@@ -336,4 +367,5 @@ class ModbusPointsDevice(_ModbusDevice):
                     f"points[{i}].interval_ms ({point.interval_ms}) is shorter than "
                     f"poll_interval_ms ({self.poll_interval_ms})"
                 )
+        self._resolved = points
         return self

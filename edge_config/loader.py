@@ -1,6 +1,8 @@
-"""Reading a configuration file: TOML parsing, schema validation, the checks that span sections
-(a device's line exists, a `police` destination exists, secrets can be read), and turning every
-failure into a list of messages that name the key and what was expected.
+"""Reading a configuration file: TOML parsing, schema validation (with the device profiles read
+from `edge_config.profile_files`), the checks that span sections (a device's line exists and is
+of a type its kind accepts, a `police` destination exists, secrets can be read), the caller's
+extra checks (the daemon's `[security]` keys), and turning every failure into a list of
+messages that name the key and what was expected.
 
 It never fixes bad input: a config with any error is refused whole. What is allowed but unwise
 (a password sent without TLS) comes back as a warning in `LoadedConfig.warnings`.
@@ -10,30 +12,26 @@ from __future__ import annotations
 
 import ssl
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from edge_config import checks
+from edge_config.base import LineType
 from edge_config.checks import SecretError, read_password
+from edge_config.devices_alarm import AlarmBoxDevice
 from edge_config.errors import ConfigError
-from edge_config.models import (
-    MODBUS_LINE_TYPES,
-    AlarmBoxDevice,
-    GatewayConfig,
-    TlsConfig,
-)
-from edge_config.security import load_security
+from edge_config.kinds import KIND_NAMES, line_types_for
+from edge_config.models import GatewayConfig, TlsConfig
+from edge_config.profile_files import SHIPPED, ProfileDirectory, validation_context
 
 REQUIRED_DESTINATIONS = ("police",)
 
 
-_UNION_TAGS = frozenset(
-    {"modbus_tcp", "modbus_rtu", "serial", "alarm_box", "access_controller"}
-    | {"bollard", "bollard_sockets", "modbus_points"}
-)
+_UNION_TAGS = frozenset(get_args(LineType)) | KIND_NAMES
 """Line `type` and device `kind` values: pydantic puts the union member it tried in the path."""
 
 
@@ -63,12 +61,20 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}"
 
 
-def line_types_for(kind: str) -> tuple[str, ...]:
-    """Which line types a device kind can talk over."""
-    return ("serial",) if kind == "access_controller" else MODBUS_LINE_TYPES
+__all__ = [
+    "ExtraCheck",
+    "LoadedConfig",
+    "load",
+    "load_config",
+    "parse",
+    "parse_config",
+    "read_password",
+]
 
-
-__all__ = ["LoadedConfig", "load", "load_config", "parse", "parse_config", "read_password"]
+ExtraCheck = Callable[[GatewayConfig, Path], list[str]]
+"""A check the caller adds to the load: `(config, config_dir) -> errors` (each `key: message`).
+The daemon adds the `[security]` keys this way (`gateway.security`), as reading them needs the
+gateway's key formats and command names, which the schema does not import."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,15 +181,24 @@ def _reference_checks(config: GatewayConfig) -> list[str]:
     return errors
 
 
-def parse(data: dict[str, Any], path: Path, *, store_fatal: bool = True) -> LoadedConfig:
+def parse(
+    data: dict[str, Any],
+    path: Path,
+    *,
+    store_fatal: bool = True,
+    extra_checks: Sequence[ExtraCheck] = (),
+    profiles: ProfileDirectory = SHIPPED,
+) -> LoadedConfig:
     """Validate parsed TOML; raises ConfigError listing every problem.
 
     `store_fatal=False` (the daemon) turns a store path this user cannot write into a warning:
     the gateway then starts with its alarms in memory and retries the file (gateway.store.outbox),
     because a gateway that refuses to start sends no alarm at all. check-config keeps it an
-    error, so an installer fixes it before going live."""
+    error, so an installer fixes it before going live. `extra_checks` run after the others on a
+    config the schema took; their errors are listed with the rest. Device profiles are read
+    from `profiles` (the shipped ones by default)."""
     try:
-        config = GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data, context=validation_context(profiles))
     except ValidationError as exc:
         raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
     errors = _cross_checks(config) + _reference_checks(config)
@@ -191,11 +206,8 @@ def parse(data: dict[str, Any], path: Path, *, store_fatal: bool = True) -> Load
     errors += checks.control_socket_errors(config)
     if store_fatal:
         errors += store_problems
-    if config.security is not None:
-        try:
-            load_security(config.security, path.parent)
-        except ConfigError as exc:
-            errors.extend(exc.errors)
+    for check in extra_checks:
+        errors.extend(check(config, path.parent))
     if errors:
         raise ConfigError(path, errors)
     warnings = checks.clear_text_password_warnings(config) + checks.service_store_warnings(config)
@@ -208,7 +220,9 @@ def parse_config(data: dict[str, Any], path: Path) -> GatewayConfig:
     return parse(data, path).config
 
 
-def load(path: Path, *, store_fatal: bool = True) -> LoadedConfig:
+def load(
+    path: Path, *, store_fatal: bool = True, extra_checks: Sequence[ExtraCheck] = ()
+) -> LoadedConfig:
     """Read, parse and check the file; raises ConfigError listing every problem."""
     try:
         with path.open("rb") as handle:
@@ -223,7 +237,7 @@ def load(path: Path, *, store_fatal: bool = True) -> LoadedConfig:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
     except RecursionError:
         raise ConfigError(path, ["not valid TOML: nested too deeply"]) from None
-    return parse(data, path, store_fatal=store_fatal)
+    return parse(data, path, store_fatal=store_fatal, extra_checks=extra_checks)
 
 
 def load_config(path: Path) -> GatewayConfig:

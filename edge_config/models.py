@@ -12,20 +12,35 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from edge_config.base import MODBUS_LINE_TYPES, Ident, Strict
+from edge_config.devices_alarm import AlarmBoxDevice, PanicButton
 from edge_config.fields import ConfigPath, EnvName, Host, WholeNumber
+from edge_config.kinds import DeviceConfig
+from edge_config.security import SecurityConfig
 
-_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-Ident = Annotated[str, Field(pattern=_ID)]
-"""Ids end up in MQTT topics, so they are restricted to lower-case letters, digits, _ and -."""
-
-
-class Strict(BaseModel):
-    """The base of every section: unknown keys are errors, and nothing is coerced (`true` is not
-    a number, `"30"` is neither a number nor a boolean, `inf` and `nan` are not numbers)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+__all__ = [  # Strict, Ident and the alarm box live in their own modules; named here too
+    "MODBUS_LINE_TYPES",
+    "AlarmBoxDevice",
+    "AlarmsConfig",
+    "ContractConfig",
+    "ControlConfig",
+    "DestinationConfig",
+    "DeviceConfig",
+    "GatewayConfig",
+    "Ident",
+    "LineConfig",
+    "ModbusRtuLine",
+    "ModbusTcpLine",
+    "PanicButton",
+    "SerialLine",
+    "SiteConfig",
+    "StoreConfig",
+    "Strict",
+    "SupervisionConfig",
+    "TlsConfig",
+]
 
 
 class SiteConfig(Strict):
@@ -229,73 +244,6 @@ class SerialLine(Strict):
 
 
 LineConfig = Annotated[ModbusTcpLine | ModbusRtuLine | SerialLine, Field(discriminator="type")]
-MODBUS_LINE_TYPES = ("modbus_tcp", "modbus_rtu")
-
-
-class PanicButton(Strict):
-    input: int = Field(ge=0, le=65535, description="discrete input address of the button contact")
-    name: str = ""
-    press_counter_register: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="input register where the module counts presses; catches presses "
-        "shorter than the poll interval",
-    )
-
-
-class AlarmBoxDevice(Strict):
-    kind: Literal["alarm_box"]
-    line: Ident
-    unit_id: int = Field(default=1, ge=0, le=247)
-    location: str = ""
-    poll_interval_ms: int = Field(default=50, ge=5, le=60_000)
-    debounce_ms: int = Field(
-        default=30,
-        ge=0,
-        le=5_000,
-        description="after a press is taken, further edges of that input are ignored this long",
-    )
-    offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
-    buttons: list[PanicButton] = Field(min_length=1)
-    reset_input: int | None = Field(default=None, ge=0, le=65535)
-    lamp_coil: int | None = Field(default=0, ge=0, le=65535)
-    siren_coil: int | None = Field(default=None, ge=0, le=65535)
-    fault_coil: int | None = Field(
-        default=None, ge=0, le=65535, description="a fault lamp: on while an uplink path is down"
-    )
-    drill: bool = Field(default=False, description="mark every event of this box as a drill")
-
-    @model_validator(mode="after")
-    def _distinct_inputs(self) -> AlarmBoxDevice:
-        inputs = [b.input for b in self.buttons]
-        if len(set(inputs)) != len(inputs):
-            raise ValueError("two buttons share one discrete input")
-        if self.reset_input is not None and self.reset_input in inputs:
-            raise ValueError("reset_input is also a panic button input")
-        coils = [c for c in (self.lamp_coil, self.siren_coil, self.fault_coil) if c is not None]
-        if len(set(coils)) != len(coils):
-            raise ValueError("lamp_coil, siren_coil and fault_coil must be different coils")
-        return self
-
-
-# Each device kind's model lives with its kind; this union is the one list of them.
-# Imported here, not at the top: those modules build on `Strict` and `Ident` defined above.
-from edge_config.devices_access import AccessControllerDevice  # noqa: E402
-from edge_config.devices_modbus import (  # noqa: E402
-    BollardDevice,
-    BollardSocketsDevice,
-    ModbusPointsDevice,
-)
-
-DeviceConfig = Annotated[
-    AlarmBoxDevice
-    | AccessControllerDevice
-    | BollardDevice
-    | BollardSocketsDevice
-    | ModbusPointsDevice,
-    Field(discriminator="kind"),
-]
 
 
 class AlarmsConfig(Strict):
@@ -324,10 +272,6 @@ class SupervisionConfig(Strict):
     fault_device: Ident | None = Field(
         default=None, description="an alarm box whose `fault` output shows a path fault"
     )
-
-
-# The [security] section builds on `Strict` and `Ident` too.
-from edge_config.security import SecurityConfig  # noqa: E402
 
 
 class GatewayConfig(Strict):

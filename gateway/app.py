@@ -20,13 +20,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from drivers import REGISTRY
 from drivers.alarm_box import AlarmBox
 from drivers.base import Driver, DriverContext
+from drivers.kinds import build_driver
 from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from edge_config.security import Security, load_security
 from gateway import sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
@@ -38,6 +37,7 @@ from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
+from gateway.security import Security, load_security
 from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
@@ -167,7 +167,7 @@ class Gateway:
                 memory=self.outbox.memory(device_id),
                 store=self.outbox.append,
             )
-            driver = REGISTRY[device.kind](device, self.lines[device.line], ctx)
+            driver = build_driver(device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
             if isinstance(driver, AlarmBox):
                 self.latches.attach_feedback(device_id, driver.set_pattern)

@@ -15,10 +15,11 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from edge_config import ConfigError, GatewayConfig, load_config
-from edge_config.loader import LoadedConfig, load
+from edge_config import ConfigError, GatewayConfig
+from edge_config.loader import LoadedConfig
 from gateway import logsetup
 from gateway.commands import control, words
+from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
 from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
@@ -37,7 +38,7 @@ def _refuse(path: Path, exc: ConfigError) -> SystemExit:
 
 def _load_or_exit(path: Path) -> GatewayConfig:
     try:
-        return load_config(path)
+        return load(path).config
     except ConfigError as exc:
         raise _refuse(path, exc) from None
 

@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_config.security import Security
 from gateway.commands.handlers import Commands
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
+from gateway.security import Security
 from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
 from gateway.uplink import mqtt

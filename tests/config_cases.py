@@ -214,6 +214,17 @@ MALFORMED: dict[str, tuple[Sections, str]] = {
         },
         "security.window_past_s",
     ),
+    # Checked by gateway.security after the schema (edge_config does not know the commands).
+    "trusted-key-unknown-command": (
+        {
+            "security": {
+                "gateway_key_file": '"{pw}"',
+                "gateway_key_id": '"g"',
+                "trusted_keys": '[{ id = "rx", public_key = "x", commands = ["explode"] }]',
+            }
+        },
+        "security.trusted_keys[0].commands: unknown command(s) ['explode']; known: ",
+    ),
 }
 
 VALID: dict[str, Sections] = {

@@ -14,6 +14,7 @@ from driver_support import Recorder, modbus_line, running
 from drivers.base import CommandError, DriverError
 from drivers.bollard import Bollard
 from edge_config.devices_modbus import BollardDevice
+from edge_config.profile_files import validation_context
 from gateway.core.events import DeviceRef, Lane, Severity
 from simulators.bollard import GENERIC, VENDOR_B, BollardController, serve_tcp
 from simulators.broker import MosquittoBroker
@@ -41,7 +42,7 @@ def bollard_config(**overrides: Any) -> BollardDevice:
         "offline_after_ms": 300,
         "travel_timeout_ms": 1_500,
     }
-    return BollardDevice.model_validate(values | overrides)
+    return BollardDevice.model_validate(values | overrides, context=validation_context())
 
 
 @pytest.fixture(params=["tcp", "rtu"])

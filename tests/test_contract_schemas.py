@@ -24,12 +24,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.base import CommandError
-from edge_config.security import Security
 from gateway.alarms.latch import UnknownAlarm
 from gateway.commands import handlers as commands
 from gateway.core import auth, contract
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Severity, new_event
+from gateway.security import Security
 from simulators.contract_check import (
     SCHEMA_DIR,
     SCHEMA_FILES,

@@ -33,25 +33,10 @@ any below it."""
 
 PACKAGES = ("edge_config", "gateway", "drivers", "receiver", "simulators")
 
-KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("edge_config.devices_modbus", "drivers.profiles"),
-        ("edge_config.security", "gateway.core"),
-        ("edge_config.security", "gateway.core.auth"),
-        ("edge_config.security", "gateway.core.keys"),
-    }
-)
-"""Upward imports not yet removed (issue 11): the schema still reads the drivers' profiles and
-loads keys. Each entry must still exist (the list only shrinks) and nothing may be added."""
-KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"edge_config.models", "edge_config.devices_access"}),
-        frozenset({"edge_config.devices_modbus", "drivers.profiles"}),
-        frozenset({"edge_config.models", "edge_config.devices_modbus"}),
-        frozenset({"edge_config.models", "edge_config.security"}),
-    }
-)
-"""Import circles not yet removed (issue 11), as the set of modules on each circle."""
+KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset()
+"""Upward imports not yet removed: none left (issue 11). Nothing may be added."""
+KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset()
+"""Import circles not yet removed, as the set of modules on each circle: none left (issue 11)."""
 
 
 def layer_of(module: str) -> int | None:

@@ -211,6 +211,22 @@ def test_pacer_failures_wait_an_interval_then_back_off_while_offline() -> None:
     assert pacer.failed(back_off=True) == pytest.approx(0.05)
 
 
+def test_pacer_drains_a_burst_at_once_then_keeps_the_cadence_from_its_end() -> None:
+    # The access controller's buffered events: each answer with more waiting is followed at
+    # once, and the burst does not push the next regular poll several slots away.
+    clock = FakeClock()
+    pacer = PollPacer(0.05, offline_cap_s=0.3, clock=clock, rand=lambda: 1.0)
+    pacer.failed(back_off=True)
+    pacer.failed(back_off=True)
+    assert pacer.backing_off
+    for _ in range(10):
+        clock.now += 0.001
+        assert pacer.answered_with_more() == 0.0
+        assert not pacer.backing_off
+    clock.now += 0.01
+    assert pacer.answered() == pytest.approx(0.04)
+
+
 def test_pacer_jitter_never_polls_sooner_than_the_interval() -> None:
     pacer = PollPacer(0.05, clock=FakeClock(), rand=lambda: 0.0)
     assert [pacer.failed(back_off=True) for _ in range(3)] == [0.05, 0.05, 0.05]

@@ -14,15 +14,24 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-import drivers.profiles
-from drivers.profiles import ProfileError, bollard_profile, load_profile, profile_names
 from edge_config.devices_modbus import BollardDevice, BollardProfile, ModbusPointsDevice
+from edge_config.profile_files import (
+    SHIPPED,
+    ProfileDirectory,
+    ProfileError,
+    bollard_profile,
+    load_profile,
+    profile_names,
+    validation_context,
+)
 
 ROOT = Path(__file__).parent.parent
 
 
-def device(**values: Any) -> BollardDevice:
-    return BollardDevice.model_validate({"kind": "bollard", "line": "io"} | values)
+def device(profiles: ProfileDirectory = SHIPPED, **values: Any) -> BollardDevice:
+    return BollardDevice.model_validate(
+        {"kind": "bollard", "line": "io"} | values, context=validation_context(profiles)
+    )
 
 
 def test_shipped_profiles() -> None:
@@ -80,10 +89,10 @@ def test_override_that_breaks_the_map_is_refused() -> None:
         device(registers={"lower_command": {"table": "coil", "address": 0}})
 
 
-def test_a_new_vendor_is_a_new_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Copy the shipped profiles plus a new one into a scratch package dir, and point the
-    # profiles package there: no code changes, only a file.
-    for source in Path(drivers.profiles.__file__).parent.glob("*.toml"):
+def test_a_new_vendor_is_a_new_file(tmp_path: Path) -> None:
+    # Copy the shipped profiles plus a new one into a scratch dir, and read the profiles from
+    # there: no code changes, only a file.
+    for source in (ROOT / "edge_config" / "profiles").glob("*.toml"):
         shutil.copy(source, tmp_path)
     (tmp_path / "vendor_c.toml").write_text(
         """
@@ -104,14 +113,10 @@ address = 10
 value = 0
 """
     )
-    monkeypatch.setattr(drivers.profiles, "PROFILES", tmp_path)
-    load_profile.cache_clear()
-    try:
-        config = device(profile="vendor_c")
-        assert config.register_map().efo_input is None
-        assert "vendor_c" in profile_names()
-    finally:
-        load_profile.cache_clear()
+    profiles = ProfileDirectory(tmp_path)
+    config = device(profiles, profile="vendor_c")
+    assert config.register_map().efo_input is None
+    assert "vendor_c" in profiles.names()
 
 
 @pytest.mark.parametrize(
@@ -153,13 +158,14 @@ def test_the_wheel_ships_the_profile_files(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr  # hatchling comes with the dev extras
     (wheel,) = tmp_path.glob("schoolgate-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "drivers/profiles/generic_bollard.toml" in names
-    assert "drivers/profiles/vendor_b.toml" in names
+    assert "edge_config/profiles/generic_bollard.toml" in names
+    assert "edge_config/profiles/vendor_b.toml" in names
 
 
 def _meter(**kw: object) -> ModbusPointsDevice:
     return ModbusPointsDevice.model_validate(
-        {"kind": "modbus_points", "line": "bus", "profile": "power_meter_generic", **kw}
+        {"kind": "modbus_points", "line": "bus", "profile": "power_meter_generic", **kw},
+        context=validation_context(),
     )
 
 

@@ -25,13 +25,13 @@ from collections import Counter
 import structlog
 
 from drivers.base import DriverError
-from edge_config.security import Security
 from gateway.alarms.latch import UnknownAlarm
 from gateway.commands.args import MAX_REPLAY_SPAN, MAX_SEQ, BadArgs
 from gateway.commands.registry import REMOTE
 from gateway.commands.remote import Call, CommandTarget, Replay, ReplayFailed, UnknownDevice
 from gateway.core import auth, contract
 from gateway.core.clock import Clock, SystemClock
+from gateway.security import Security
 
 __all__ = [
     "INTERNAL_ERROR",

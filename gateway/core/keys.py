@@ -2,11 +2,11 @@
 
 Owns the on-disk forms: a private key is PEM PKCS#8 in a file only its owner can read (0600,
 created exclusively, never overwritten); a public key is the 32 raw bytes in base64 (one line,
-easy to paste into TOML), or a PEM file. `schoolgate keys` and `edge_config.security` use it.
+easy to paste into TOML), or a PEM file. `schoolgate keys` and `gateway.security` use it.
 It does not sign or verify anything (that is `gateway.core.auth`) nor decide which keys are trusted.
 
 Importing it loads `cryptography` (about 7 MB resident), so its users import it where keys are
-used (`edge_config.security.load_security`, the `keys` and `console` commands), never at start-up.
+used (`gateway.security.load_security`, the `keys` and `console` commands), never at start-up.
 """
 
 from __future__ import annotations

@@ -1,0 +1,27 @@
+"""The base every configuration section builds on: the strict model and the id type.
+
+Owns `Strict` (unknown keys are errors, nothing is coerced) and `Ident` (an id that may appear in
+an MQTT topic). Every schema module imports these from here, so no schema module needs another
+one's internals; it owns no section itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Ident = Annotated[str, Field(pattern=_ID)]
+"""Ids end up in MQTT topics, so they are restricted to lower-case letters, digits, _ and -."""
+
+LineType = Literal["modbus_tcp", "modbus_rtu", "serial"]
+"""The `type` of a `[lines.NAME]` section: what a device kind says it can talk over."""
+MODBUS_LINE_TYPES: tuple[LineType, ...] = ("modbus_tcp", "modbus_rtu")
+
+
+class Strict(BaseModel):
+    """The base of every section: unknown keys are errors, and nothing is coerced (`true` is not
+    a number, `"30"` is neither a number nor a boolean, `inf` and `nan` are not numbers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
