@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -196,28 +197,28 @@ def test_keys_new_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Path) ->
     assert (tmp_path / "gate-1.key").exists()  # the work was done; only the report was lost
 
 
-def test_help_into_a_closed_pipe_ends_without_a_traceback() -> None:
-    assert_quiet_end(run_into_closed_pipe("--help"))
-
-
-def test_ctrl_c_ends_the_demo_with_130_and_no_traceback() -> None:
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--press-every", "0.3"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert demo.stdout is not None
-        for line in demo.stdout:  # until the gate is up and an alarm went through
-            if "alarm.panic" in line:
-                break
-        demo.send_signal(signal.SIGINT)
-        _, err = demo.communicate(timeout=30)
-    finally:
-        if demo.returncode is None:
-            demo.kill()
-            demo.wait()
-    assert demo.returncode == 130, err
+def test_ctrl_c_while_waiting_for_the_daemon_ends_with_130_and_no_traceback(config: Path) -> None:
+    """A daemon that takes the request and never answers; the user gives up with Ctrl-C."""
+    with socket.socket(socket.AF_UNIX) as daemon:
+        daemon.bind(str(config.parent / "c.sock"))  # the config's [control] socket_path
+        daemon.listen()
+        daemon.settimeout(30)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "alarms", "-c", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            connection, _ = daemon.accept()
+            with connection, connection.makefile("rb") as request:
+                assert b'"op": "alarms"' in request.readline()  # it now waits for the answer
+                waiting.send_signal(signal.SIGINT)
+                _, err = waiting.communicate(timeout=30)
+        finally:
+            if waiting.returncode is None:
+                waiting.kill()
+                waiting.wait()
+    assert waiting.returncode == 130, err
     assert "Traceback" not in err
