@@ -1,4 +1,9 @@
-"""The `schoolgate` command line. Parses arguments and calls into the package; nothing else."""
+"""The `schoolgate` command line (and `python -m gateway`): parses arguments, calls into the
+package; nothing else. Declared with click (`schoolgate`, at the bottom); each command builds the
+namespace its `cmd_*` reads. `--version` everywhere; exit 2 for a usage error, 130 for Ctrl-C, 1
+and no traceback for a closed pipe. `console` passes through to receiver/cli.py's own parser. The
+imports here are those `run` needs anyway: `python -m gateway run` preloads them.
+"""
 
 from __future__ import annotations
 
@@ -315,14 +320,9 @@ def _call(func: Callable[[argparse.Namespace], int], **kwargs: Any) -> int:
 
 
 _FILE = click.Path(path_type=Path)
-LOG_LEVELS = ("debug", "info", "warning", "error")
-_config = click.option(
-    "-c",
-    "--config",
-    type=_FILE,
-    default=DEFAULT_CONFIG,
-    help=f"configuration file (default {DEFAULT_CONFIG}, or $SCHOOLGATE_CONFIG)",
-)
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_CONFIG_HELP = f"configuration file (default {DEFAULT_CONFIG}, or $SCHOOLGATE_CONFIG)"
+_config = click.option("-c", "--config", type=_FILE, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
 _key_values = click.argument("args", nargs=-1, metavar="[KEY=VALUE]...")
 
 
@@ -401,9 +401,9 @@ def _events(**kwargs: Any) -> int:
     return _call(cmd_events, **kwargs)
 
 
-@schoolgate.group("outbox", help="inspect the store-and-forward outbox")
+@schoolgate.group("outbox")
 def _outbox() -> None:
-    pass
+    """inspect the store-and-forward outbox"""
 
 
 @_outbox.command("stats", help="pending, oldest pending and last sent per lane")
@@ -421,9 +421,9 @@ def _outbox_export(**kwargs: Any) -> int:
     return _call(cmd_outbox_export, **kwargs)
 
 
-@schoolgate.group("keys", help="Ed25519 keys for signed commands and events")
+@schoolgate.group("keys")
 def _keys() -> None:
-    pass
+    """Ed25519 keys for signed commands and events"""
 
 
 @_keys.command("new", help="create a key pair; prints the config to paste")
