@@ -462,7 +462,8 @@ def _console(argv: tuple[str, ...]) -> int:
     parser = argparse.ArgumentParser(prog="schoolgate")
     receiver_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["console", *argv])
-    return _call(args.func, **vars(args))
+    result: int = args.func(args)
+    return result
 
 
 @schoolgate.command("demo", help="run a simulated gate with two local brokers, no hardware")
