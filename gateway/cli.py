@@ -1,4 +1,9 @@
-"""The `schoolgate` command line. Parses arguments and calls into the package; nothing else."""
+"""The `schoolgate` command line (and `python -m gateway`): parses arguments, calls into the
+package; nothing else. Declared with click (`schoolgate`, at the bottom); each command builds the
+namespace its `cmd_*` reads. `--version` everywhere; exit 2 for a usage error, 130 for Ctrl-C, 1
+and no traceback for a closed pipe. `console` passes through to receiver/cli.py's own parser. The
+imports here are those `run` needs anyway: `python -m gateway run` preloads them.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import click
 import structlog
 
 from edge_config import ConfigError, GatewayConfig
@@ -21,7 +28,6 @@ from gateway import logsetup
 from gateway.commands import control, words
 from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
-from receiver import cli as receiver_cli  # registers `console` only; loads nothing heavy
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -269,127 +275,205 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    keys = sub.add_parser("keys", help="Ed25519 keys for signed commands and events")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    p = keys_sub.add_parser("new", help="create a key pair; prints the config to paste")
-    p.add_argument("--role", choices=["gateway", "receiver"], required=True)
-    p.add_argument("--id", required=True, help="key id; the files are ID.key and ID.pub")
-    p.add_argument("--out", type=Path, required=True, help="directory to write them to")
-    p.set_defaults(func=cmd_keys)
-    p = keys_sub.add_parser("sign-command", help="print a signed command (for testers)")
-    p.add_argument("--key", type=Path, required=True, help="the receiver's private key file")
-    p.add_argument("--id", required=True, help="the key id the gateway trusts")
-    p.add_argument("--gateway", required=True)
-    p.add_argument("--school", required=True)
-    p.add_argument("--issued-at", help="ISO 8601 with offset (default: now)")
-    p.add_argument("name", metavar="COMMAND")
-    p.add_argument("args", nargs="*", metavar="KEY=VALUE")
-    p.set_defaults(func=cmd_keys)
+class _Command(click.Command):
+    """A command of `schoolgate`: each takes `--version`, and flushes what it printed while
+    click still answers a closed pipe (`schoolgate events | head -1`: exit 1, no traceback)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("short_help", kwargs.get("help"))  # the list shows it whole, wrapped
+        super().__init__(*args, **kwargs)
+        click.version_option(
+            package_name="schoolgate", prog_name="schoolgate", message="%(prog)s %(version)s"
+        )(self)  # the version is looked up only when asked for
+
+    def invoke(self, ctx: click.Context) -> Any:
+        result = super().invoke(ctx)
+        sys.stdout.flush()
+        return result
 
 
-def _with_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"configuration file (default {DEFAULT_CONFIG}, or $SCHOOLGATE_CONFIG)",
-    )
+class _Group(click.Group, _Command):
+    command_class = _Command
+    group_class = type  # its sub-groups are `_Group`s as well
 
 
-def _with_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", help="from this time (ISO 8601; site time when no offset)")
-    p.add_argument("--until", help="up to this time (ISO 8601)")
-    p.add_argument("--type", help="an event type, or a prefix like 'alarm.*'")
-    p.add_argument("--device", help="a device id")
+def _call(func: Callable[[argparse.Namespace], int], **kwargs: Any) -> int:
+    """A `cmd_*` on the namespace argparse used to build."""
+    return func(argparse.Namespace(**kwargs))
 
 
-def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("events", help="the local record of events, with their delivery state")
-    _with_config(p)
-    _with_filters(p)
-    p.add_argument("--limit", type=int, help="at most this many")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(func=cmd_events)
-
-    outbox = sub.add_parser("outbox", help="inspect the store-and-forward outbox")
-    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
-    p = outbox_sub.add_parser("stats", help="pending, oldest pending and last sent per lane")
-    _with_config(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_outbox_stats)
-    p = outbox_sub.add_parser("export", help="events as JSON lines, for an auditor")
-    _with_config(p)
-    _with_filters(p)
-    p.add_argument("-o", "--output", help="file to write (default: standard output)")
-    p.set_defaults(func=cmd_outbox_export)
+_FILE = click.Path(path_type=Path)
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_CONFIG_HELP = f"configuration file (default {DEFAULT_CONFIG}, or $SCHOOLGATE_CONFIG)"
+_config = click.option("-c", "--config", type=_FILE, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
+_key_values = click.argument("args", nargs=-1, metavar="[KEY=VALUE]...")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="schoolgate",
-        description="Edge gateway for school-gate panic alarms, bollards and access control.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _filters(func: Callable[..., int]) -> Callable[..., int]:
+    func = click.option("--device", help="a device id")(func)
+    func = click.option("--type", help="an event type, or a prefix like 'alarm.*'")(func)
+    func = click.option("--until", help="up to this time (ISO 8601)")(func)
+    return click.option("--since", help="from this time (ISO 8601; site time when no offset)")(func)
 
-    with_config = _with_config
 
-    p = sub.add_parser("run", help="run the gateway daemon")
-    with_config(p)
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.set_defaults(func=cmd_run)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def schoolgate() -> None:
+    """Edge gateway for school-gate panic alarms, bollards and access control."""
 
-    p = sub.add_parser("service-stopped", help="log why the daemon stopped (ExecStopPost)")
-    p.set_defaults(func=cmd_service_stopped)
 
-    p = sub.add_parser("check-config", help="validate a configuration file; prints ok or errors")
-    p.add_argument("file", type=Path)
-    p.set_defaults(func=cmd_check_config)
+@schoolgate.command("run", help="run the gateway daemon")
+@_config
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+)
+def _run(**kwargs: Any) -> int:
+    return _call(cmd_run, **kwargs)
 
-    p = sub.add_parser("reset", help="reset (unlatch) a panic alarm by its id")
-    p.add_argument("alarm_id")
-    p.add_argument("--by", help="who resets it (recorded in the alarm.reset event)")
-    with_config(p)
-    p.set_defaults(func=cmd_reset)
 
-    p = sub.add_parser("alarms", help="list the latched panic alarms")
-    with_config(p)
-    p.set_defaults(func=cmd_alarms)
+@schoolgate.command("service-stopped", help="log why the daemon stopped (ExecStopPost)")
+def _service_stopped() -> int:
+    return _call(cmd_service_stopped)
 
-    p = sub.add_parser("status", help="paths, devices, open alarms and commands of the daemon")
-    p.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
-    with_config(p)
-    p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("command", help="send a command to a device (e.g. `box lamp on=true`)")
-    p.add_argument("device")
-    p.add_argument("name")
-    p.add_argument("args", nargs="*", metavar="KEY=VALUE")
-    with_config(p)
-    p.set_defaults(func=cmd_command)
+@schoolgate.command("check-config", help="validate a configuration file; prints ok or errors")
+@click.argument("file", type=_FILE, required=False)
+@click.option("-c", "--config", type=_FILE, help="the file (default: as for the other commands)")
+def _check_config(file: Path | None, config: Path | None) -> int:
+    if file is not None and config is not None:
+        raise click.UsageError("give the file once: FILE or -c FILE")
+    return _call(cmd_check_config, file=file or config or DEFAULT_CONFIG)
 
-    _add_store_commands(sub)
-    _add_keys_commands(sub)
-    receiver_cli.add_parser(sub)
 
-    p = sub.add_parser("demo", help="run a simulated gate with two local brokers, no hardware")
-    p.add_argument("--duration", type=float, default=None, help="end after this many seconds")
-    p.add_argument("--press-every", type=float, default=2.0, help="seconds between presses")
-    p.set_defaults(func=cmd_demo)
+@schoolgate.command("reset", help="reset (unlatch) a panic alarm by its id")
+@click.argument("alarm_id")
+@click.option("--by", help="who resets it (recorded in the alarm.reset event)")
+@_config
+def _reset(**kwargs: Any) -> int:
+    return _call(cmd_reset, **kwargs)
 
-    p = sub.add_parser("scenario", help="play a scenario file against the simulated gate")
-    p.add_argument("file", type=Path, help="scenario TOML (docs/simulators/scenarios.md)")
-    p.add_argument("--expect", action="store_true", help="check its [[expect]]; exit 1 if unmet")
-    p.set_defaults(func=cmd_scenario)
-    return parser
+
+@schoolgate.command("alarms", help="list the latched panic alarms")
+@_config
+def _alarms(**kwargs: Any) -> int:
+    return _call(cmd_alarms, **kwargs)
+
+
+@schoolgate.command("status", help="paths, devices, open alarms and commands of the daemon")
+@click.option("--json", is_flag=True, help="the daemon's answer as JSON")
+@_config
+def _status(**kwargs: Any) -> int:
+    return _call(cmd_status, **kwargs)
+
+
+@schoolgate.command("command", help="send a command to a device (e.g. `box lamp on=true`)")
+@click.argument("device")
+@click.argument("name")
+@_key_values
+@_config
+def _command(**kwargs: Any) -> int:
+    return _call(cmd_command, **kwargs)
+
+
+@schoolgate.command("events", help="the local record of events, with their delivery state")
+@_config
+@_filters
+@click.option("--limit", type=int, help="at most this many")
+@click.option("--json", is_flag=True, help="one JSON object per line")
+def _events(**kwargs: Any) -> int:
+    return _call(cmd_events, **kwargs)
+
+
+@schoolgate.group("outbox")
+def _outbox() -> None:
+    """inspect the store-and-forward outbox"""
+
+
+@_outbox.command("stats", help="pending, oldest pending and last sent per lane")
+@_config
+@click.option("--json", is_flag=True)
+def _outbox_stats(**kwargs: Any) -> int:
+    return _call(cmd_outbox_stats, **kwargs)
+
+
+@_outbox.command("export", help="events as JSON lines, for an auditor")
+@_config
+@_filters
+@click.option("-o", "--output", help="file to write (default: standard output)")
+def _outbox_export(**kwargs: Any) -> int:
+    return _call(cmd_outbox_export, **kwargs)
+
+
+@schoolgate.group("keys")
+def _keys() -> None:
+    """Ed25519 keys for signed commands and events"""
+
+
+@_keys.command("new", help="create a key pair; prints the config to paste")
+@click.option("--role", type=click.Choice(["gateway", "receiver"]), required=True)
+@click.option("--id", required=True, help="key id; the files are ID.key and ID.pub")
+@click.option("--out", type=_FILE, required=True, help="directory to write them to")
+def _keys_new(**kwargs: Any) -> int:
+    return _call(cmd_keys, keys_command="new", **kwargs)
+
+
+@_keys.command("sign-command", help="print a signed command (for testers)")
+@click.option("--key", type=_FILE, required=True, help="the receiver's private key file")
+@click.option("--id", required=True, help="the key id the gateway trusts")
+@click.option("--gateway", required=True)
+@click.option("--school", required=True)
+@click.option("--issued-at", help="ISO 8601 with offset (default: now)")
+@click.argument("name", metavar="COMMAND")
+@_key_values
+def _keys_sign_command(**kwargs: Any) -> int:
+    return _call(cmd_keys, keys_command="sign-command", **kwargs)
+
+
+@schoolgate.command(
+    "console",
+    help="receiving console: live alarms from gateways, acknowledge, gap and silence checks",
+    cls=click.Command,  # no `--version` of ours: the console answers its own
+    short_help="receiving console: live alarms from gateways, acknowledge, gap and silence checks",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def _console(argv: tuple[str, ...]) -> int:
+    """Passed through to the console's own argparse parser (receiver/cli.py): its options,
+    checks, `--help`, `--version` and messages stay with the console."""
+    from receiver import cli as receiver_cli  # noqa: PLC0415 - only `console` needs it
+
+    parser = argparse.ArgumentParser(prog="schoolgate")
+    receiver_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["console", *argv])
+    result: int = args.func(args)
+    return result
+
+
+@schoolgate.command("demo", help="run a simulated gate with two local brokers, no hardware")
+@click.option("--duration", type=float, default=None, help="end after this many seconds")
+@click.option("--press-every", type=float, default=2.0, help="seconds between presses")
+def _demo(**kwargs: Any) -> int:
+    return _call(cmd_demo, **kwargs)
+
+
+@schoolgate.command("scenario", help="play a scenario file against the simulated gate")
+@click.argument("file", type=_FILE)
+@click.option("--expect", is_flag=True, help="check its [[expect]]; exit 1 if unmet")
+def _scenario(**kwargs: Any) -> int:
+    return _call(cmd_scenario, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    """`schoolgate` (and `python -m gateway`): the command's exit status. A usage error prints
+    click's message and exits 2, as argparse did; Ctrl-C ends with 130 and no traceback."""
+    try:
+        result = schoolgate.main(argv, prog_name="schoolgate", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort as exc:
+        return 130 if isinstance(exc.__cause__, KeyboardInterrupt) else 1
+    return int(result or 0)
 
 
 if __name__ == "__main__":

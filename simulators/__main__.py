@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from importlib import metadata
+from typing import Any
 
 from simulators import access_cli, bollard_cli, fleet, scenario
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
@@ -33,10 +35,28 @@ HELP = """commands:
   quit             stop serving"""
 
 
+class _Version(argparse.Action):
+    """`--version`: the program's name (with its device) and the installed package's version."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{parser.prog} {metadata.version('schoolgate')}")
+        parser.exit(0)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m simulators", description=__doc__.split("\n")[0]
     )
+    parser.add_argument("--version", action=_Version)
     devices = parser.add_subparsers(dest="device", required=True)
     dido = devices.add_parser("dido", help="8-in/8-out Modbus DI/DO module")
     where = dido.add_mutually_exclusive_group(required=True)
@@ -49,6 +69,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     bollard_cli.add_parser(devices)
     scenario.add_parser(devices)
     fleet.add_parser(devices)
+    for device in devices.choices.values():
+        device.add_argument("--version", action=_Version)
     return parser.parse_args(argv)
 
 

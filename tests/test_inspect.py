@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,21 @@ def test_bad_time_and_missing_store_are_clear_errors(store: Path, tmp_path: Path
     missing = cli(config, "outbox", "stats")
     assert missing.returncode == 1 and "no store at" in missing.stderr
     assert not (tmp_path / "nothing-here.db").exists()  # looking never creates one
+
+
+@pytest.mark.parametrize("argv", [["events"], ["outbox", "export"], ["outbox", "stats"]])
+def test_output_into_a_closed_pipe_ends_without_a_traceback(store: Path, argv: list[str]) -> None:
+    """`schoolgate events | head -1` once head has gone: exit 1, nothing on standard error."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *argv, "-c", str(store)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")

@@ -121,7 +121,7 @@ def imports_in_a_fresh_interpreter(code: str) -> list[str]:
     "code",
     [
         "import gateway.cli",  # registers `schoolgate console` (receiver.cli)
-        "from gateway import cli; cli.build_parser().parse_args(['run'])",
+        "from gateway import cli; cli.schoolgate.commands['run'].make_context('run', [])",
     ],
 )
 def test_the_daemons_command_line_does_not_import_rich(code: str) -> None:
