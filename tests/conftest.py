@@ -1,16 +1,59 @@
 """Shared fixtures: private mosquitto brokers on loopback, and a guard that fails any test that
-leaks threads (pymodbus's test suite does the same)."""
+leaks threads (pymodbus's test suite does the same).
+
+Every test is marked `unit` or `e2e` here, from what it uses, so the two sets can be run apart
+(`./run test -m unit` for the quick loop): `e2e` when it uses a real broker, a gateway process or
+a device simulator (the fixtures below, or those parts in its module); `unit` otherwise."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
 
 import pytest
 
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
+
+E2E_FIXTURES = frozenset({"police_broker", "bureau_broker", "box"})
+E2E_MODULES = (
+    "simulators.",
+    "tests_support",
+    "guard_support",
+    "driver_support",
+    "storefault_child",
+    "selenium",
+    "pymodbus",
+    "serial",
+)
+"""What a test module uses when it drives real brokers, processes, browsers or lines."""
+_SIMULATED_PURE = ("simulators.scenario_model", "simulators.contract_check", "simulators.measure")
+"""Simulator modules that are plain data and checks, not a device or a broker."""
+
+
+def _drives_real_parts(module: ModuleType) -> bool:
+    cached = getattr(module, "_e2e", None)
+    if cached is not None:
+        return bool(cached)
+    found = False
+    for value in vars(module).values():
+        name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", "")
+        if isinstance(name, str) and name.startswith(E2E_MODULES):
+            found = not name.startswith(_SIMULATED_PURE)
+            if found:
+                break
+    module._e2e = found  # type: ignore[attr-defined]
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        real = module is not None and _drives_real_parts(module)
+        fixtures = E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.e2e if real or fixtures else pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)
