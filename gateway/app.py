@@ -154,6 +154,7 @@ class Gateway:
             ack_destination=alarms.ack_destination,
             ack_timeout_s=alarms.ack_timeout_s,
             escalate_siren=alarms.escalate_siren,
+            clock=self.clock,
         )
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
