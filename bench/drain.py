@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.commands import control
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.listener import Listener, listen
@@ -123,11 +123,11 @@ def telemetry(i: int) -> object:
 
 
 async def fill_backlog(path: Path, rows: int) -> None:
-    async with Outbox(path, SITE, Router({"police": ["*"]})) as outbox:
+    async with Storage(path, SITE, Router({"police": ["*"]})) as store:
         for start in range(0, rows, 10_000):
             for i in range(start, min(rows, start + 10_000)):
-                outbox.submit(telemetry(i))  # type: ignore[arg-type]
-            await outbox.flush()
+                store.outbox.submit(telemetry(i))  # type: ignore[arg-type]
+            await store.outbox.flush()
 
 
 def forwarding_rate(db_path: Path) -> float:

@@ -38,9 +38,9 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.security import Security, load_security
-from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.destination import Services, Uplink
 from gateway.uplink.paths import PathBoard
@@ -111,7 +111,7 @@ class Gateway:
                 for name, d in config.destinations.items()
             }
         )
-        self.outbox = Outbox(
+        self.store = Storage(
             config.store.path,
             self.site,
             router,
@@ -119,11 +119,13 @@ class Gateway:
             spill_limit=config.store.memory_limit_events,
             signer=None if self.security is None else self.sign,
             drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
+            clock=self.clock,
         )
+        self.outbox = self.store.outbox
         self.drill_mode = Drill(self.outbox, clock=self.clock)
         store = config.store
         self.retention = Retention(
-            self.outbox,
+            self.store.maintenance,
             RetentionPolicy(
                 max_bytes=int(store.max_mb * 1024 * 1024),
                 retain_ms=int(store.retain_days * 86_400_000),
@@ -147,11 +149,12 @@ class Gateway:
         }
         alarms = config.alarms
         self.latches = AlarmLatches(
-            self.outbox,
+            self.store.alarms,
             boxes,
             ack_destination=alarms.ack_destination,
             ack_timeout_s=alarms.ack_timeout_s,
             escalate_siren=alarms.escalate_siren,
+            clock=self.clock,
         )
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
@@ -164,7 +167,7 @@ class Gateway:
                 emit=self.outbox.emit,
                 clock_ms=now_ms,
                 drill=device.drill,
-                memory=self.outbox.memory(device_id),
+                memory=self.store.log.memory(device_id),
                 store=self.outbox.append,
             )
             driver = build_driver(device, self.lines[device.line], ctx)
@@ -192,7 +195,7 @@ class Gateway:
             Uplink(
                 name,
                 broker_params(config, name, self.security),
-                self.outbox,
+                self.store.uplink,
                 self.site,
                 backoff=Backoff(base_s=0.2, cap_s=config.destinations[name].reconnect_max_s),
                 services=services,
@@ -214,7 +217,7 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
         try:
-            async with self.outbox, contextlib.AsyncExitStack() as stack:
+            async with self.store, contextlib.AsyncExitStack() as stack:
                 await self.latches.restore()
                 await stack.enter_async_context(
                     control.serve(self.config.control_socket, self.handle_control)
@@ -225,7 +228,7 @@ class Gateway:
                     "gateway_started",
                     school=self.site.school_id,
                     gateway=self.site.gateway_id,
-                    boot=self.outbox.boot_count,
+                    boot=self.store.log.boot_count,
                     devices=len(self.drivers),
                     destinations=[u.name for u in self.uplinks],
                 )
@@ -244,7 +247,8 @@ class Gateway:
                                 driver.run(self._device_ready), name=f"driver:{device_id}"
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
-                        if not self.outbox.store_open:
+                        tg.create_task(self.store.log.run(), name="store:recovery")
+                        if not self.store.log.store_open:
                             tg.create_task(
                                 self._restore_latches_when_store_opens(), name="latches:reopen"
                             )
@@ -307,7 +311,7 @@ class Gateway:
     async def _restore_latches_when_store_opens(self) -> None:
         """The store could not be opened at start: once it opens, the latches learn the alarms
         latched in the file (and their lamps light again)."""
-        await self.outbox.store_opened.wait()
+        await self.store.log.store_opened.wait()
         await self.latches.restore()
 
     async def _stop_on_request(self) -> None:

@@ -22,8 +22,8 @@ from gateway.commands.handlers import Commands
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.security import Security
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.destination import Services, Uplink
 from simulators.broker import MosquittoBroker
@@ -101,7 +101,7 @@ def sign_result(payload: bytes) -> bytes:
 @dataclass
 class CommandUplink:
     """The real command path of one destination: an `Uplink` with the real `Commands` handler,
-    a real outbox and our `Target`, against a real broker."""
+    a real store and our `Target`, against a real broker."""
 
     uplink: Uplink
     commands: Commands
@@ -142,12 +142,14 @@ async def command_uplink(
         client_id=f"gate-1-police-{protocol}",
         protocol="5" if protocol == "5" else "3.1.1",
     )
-    async with Outbox(tmp_path / f"outbox-{protocol}.db", SITE, Router({"police": ["*"]})) as box:
+    async with Storage(
+        tmp_path / f"outbox-{protocol}.db", SITE, Router({"police": ["*"]})
+    ) as store:
         handler = Commands(SITE, SECURITY, target)
         uplink = Uplink(
             "police",
             params,
-            box,
+            store.uplink,
             SITE,
             backoff=Backoff(base_s=0.02, cap_s=0.2),
             services=Services(commands=handler, sign=sign),

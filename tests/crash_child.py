@@ -1,4 +1,4 @@
-"""Child process for test_crash.py: appends a stream of events to an outbox until it is killed,
+"""Child process for test_crash.py: appends a stream of events to a store until it is killed,
 printing each event id once its commit has returned (so the parent knows it is durable)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 
 BOX = DeviceRef("box", "alarm_box", "")
 
@@ -19,7 +19,7 @@ BOX = DeviceRef("box", "alarm_box", "")
 async def main(path: Path) -> None:
     site = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
     router = Router({"police": ["lane:alarm"], "bureau": ["*"]})
-    async with Outbox(path, site, router) as outbox:
+    async with Storage(path, site, router) as store:
         print("ready", flush=True)
         n = 0
         while True:
@@ -30,11 +30,11 @@ async def main(path: Path) -> None:
                 for i in range(5)
             ]
             for event in batch:
-                outbox.submit(event)  # group-committed with the alarm below
+                store.outbox.submit(event)  # group-committed with the alarm below
             alarm = new_event(
                 "alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=n, alarm_id=str(n)
             )
-            await outbox.append(alarm)
+            await store.outbox.append(alarm)
             sys.stdout.write("".join(f"C {e.id}\n" for e in [*batch, alarm]))
             sys.stdout.flush()
             n += 6

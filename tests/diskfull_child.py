@@ -1,5 +1,5 @@
 """Child for test_disk_full.py, run inside `unshare -rm` so it may mount a tiny tmpfs of its own:
-fills the file system under the outbox, presses an alarm, frees space, and reports (JSON lines).
+fills the file system under the store, presses an alarm, frees space, and reports (JSON lines).
 (A read-only remount is refused while SQLite holds the file open for writing, so the read-only
 case is covered in test_store_forward.py through SQLite's own read-only error.)"""
 
@@ -19,8 +19,8 @@ from gateway import logsetup
 from gateway.core import contract
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.destination import Uplink
 
@@ -45,14 +45,14 @@ async def main(mountpoint: Path, port: int) -> None:
     router = Router({"police": ["lane:alarm", "alarm.*"], "bureau": ["*"]})
     params = mqtt.BrokerParams("127.0.0.1", port, "diskfull")
     db = mountpoint / "outbox.db"
-    async with Outbox(db, site, router, recover_interval_s=0.1) as outbox:
-        uplink = Uplink("police", params, outbox, site, backoff=Backoff(0.05, 0.2))
+    async with Storage(db, site, router, recover_interval_s=0.1) as store:
+        uplink = Uplink("police", params, store.uplink, site, backoff=Backoff(0.05, 0.2))
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(uplink.run()), tg.create_task(outbox.run())]
+            tasks = [tg.create_task(uplink.run()), tg.create_task(store.run())]
             filler = fill(mountpoint)
             # Write until the store notices (the WAL may still have room for a few rows).
             for i in range(5000):
-                await outbox.append(
+                await store.outbox.append(
                     new_event(
                         "device.online",
                         BOX,
@@ -61,9 +61,9 @@ async def main(mountpoint: Path, port: int) -> None:
                         data={"pad": "x" * 500},
                     )
                 )
-                if outbox.degraded:
+                if store.log.degraded:
                     break
-            alarm = await outbox.append(
+            alarm = await store.outbox.append(
                 new_event(
                     "alarm.panic",
                     BOX,
@@ -72,16 +72,21 @@ async def main(mountpoint: Path, port: int) -> None:
                     alarm_id="disk",
                 )
             )
-            say(step="alarm", id=alarm.id, degraded=outbox.degraded, reason=outbox.degraded_reason)
+            say(
+                step="alarm",
+                id=alarm.id,
+                degraded=store.log.degraded,
+                reason=store.log.degraded_reason,
+            )
             deadline = time.monotonic() + 15
-            # Bounded looks at the outbox: nothing here can be awaited across the seam.
-            while await outbox.pending_count("police") and time.monotonic() < deadline:  # noqa: ASYNC110
+            # Bounded looks at the store: nothing here can be awaited across the seam.
+            while await store.log.pending_count("police") and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            say(step="delivered", pending=await outbox.pending_count("police"))
+            say(step="delivered", pending=await store.log.pending_count("police"))
             filler.unlink(missing_ok=True)
-            while outbox.degraded and time.monotonic() < deadline + 10:  # noqa: ASYNC110
+            while store.log.degraded and time.monotonic() < deadline + 10:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            say(step="recovered", degraded=outbox.degraded)
+            say(step="recovered", degraded=store.log.degraded)
             for task in tasks:
                 task.cancel()
     with sqlite3.connect(db) as conn:

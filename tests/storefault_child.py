@@ -22,8 +22,8 @@ from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.destination import Services, Uplink
 
@@ -38,45 +38,50 @@ def say(**fields: object) -> None:
 
 async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
-        # Bounded looks at the outbox: pending counts have nothing to await across the seam.
+        # Bounded looks at the store: pending counts have nothing to await across the seam.
         while not await predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
 async def main(db: Path, port: int, latched: list[str]) -> None:
     params = mqtt.BrokerParams("127.0.0.1", port, "storefault")
-    async with Outbox(db, SITE, ROUTES, recover_interval_s=0.05) as outbox:
-        latches = AlarmLatches(outbox, {"box": BOX})
+    async with Storage(db, SITE, ROUTES, recover_interval_s=0.05) as store:
+        latches = AlarmLatches(store.alarms, {"box": BOX})
         await latches.restore()
         uplink = Uplink(
             "police",
             params,
-            outbox,
+            store.uplink,
             SITE,
             backoff=Backoff(0.05, 0.2),
             services=Services(on_sent=latches.delivered),
         )
 
         async def reopen() -> None:  # as gateway.app does
-            await outbox.store_opened.wait()
+            await store.log.store_opened.wait()
             await latches.restore()
 
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(uplink.run()),
-                tg.create_task(outbox.run()),
+                tg.create_task(store.run()),
                 tg.create_task(reopen()),
             ]
             fault = next(
-                (json.loads(r.body)["data"] for r in outbox.spill.rows.values()),
+                (json.loads(r.body)["data"] for r in store.log.spill.rows.values()),
                 None,
             )
-            say(step="started", store_open=outbox.store_open, degraded=outbox.degraded, fault=fault)
+            say(
+                step="started",
+                store_open=store.log.store_open,
+                degraded=store.log.degraded,
+                fault=fault,
+            )
             await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=time.time_ns() // 10**6)
             new = latches.open_alarms[-1]
 
             async def delivered() -> bool:
-                return await outbox.pending_count("police") == 0
+                return await store.log.pending_count("police") == 0
 
             await until(delivered)
             say(step="delivered", alarm_id=new.alarm_id, seq=min(new.seqs))
@@ -85,13 +90,13 @@ async def main(db: Path, port: int, latched: list[str]) -> None:
 
             async def recovered() -> bool:
                 return (
-                    not outbox.degraded
-                    and await outbox.pending_count("police") == 0
+                    not store.log.degraded
+                    and await store.log.pending_count("police") == 0
                     and all(a in {lt.alarm_id for lt in latches.open_alarms} for a in latched)
                 )
 
             await until(recovered)
-            after = await outbox.append(
+            after = await store.outbox.append(
                 new_event("device.online", BOX.device, severity=Severity.INFO, occurred_at_ms=1)
             )
             say(

@@ -21,8 +21,8 @@ from edge_config.devices_access import AccessControllerDevice
 from edge_config.models import SerialLine as SerialLineConfig
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Event, Lane, Severity
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from simulators.access_controller import SimBus, SimController, serve_serial
 from simulators.broker import MosquittoBroker
 from simulators.listener import listen
@@ -408,13 +408,13 @@ async def test_an_event_is_on_disk_before_the_controller_is_told_to_drop_it(
     """Regression (found by the chaos soak): the driver acknowledged a card swipe as soon as it
     was queued for the group commit, so a SIGKILL within the batch delay lost it for good (the
     controller drops what we acknowledged). Stored with a long batch delay: when the controller
-    has let go of the event, the event must already be in the outbox file."""
+    has let go of the event, the event must already be in the store file."""
     sim = SimController(3)
     routes = Router({"police": ["alarm.*"], "bureau": ["*"]})
     # The group commit would wait 30 s: only a durable store puts the swipe on disk sooner.
-    outbox = Outbox(tmp_path / "o.db", SITE, routes, batch_delay_ms=30_000)
+    store = Storage(tmp_path / "o.db", SITE, routes, batch_delay_ms=30_000)
     async with (
-        outbox,
+        store,
         VirtualSerialLink(baudrate=9600) as link,
         serve_serial([sim], link.device_end, baudrate=9600),
         SerialLine(
@@ -424,12 +424,12 @@ async def test_an_event_is_on_disk_before_the_controller_is_told_to_drop_it(
     ):
         cfg = device(3)
         ref = DeviceRef("door3", "access_controller", cfg.location)
-        ctx = DriverContext(ref, NoPanic(), outbox.emit, clock_ms, store=outbox.append)
+        ctx = DriverContext(ref, NoPanic(), store.outbox.emit, clock_ms, store=store.outbox.append)
         driver = AccessController(cfg, line, ctx)
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(driver.run(ready.set))
-            flusher = tg.create_task(outbox.run())
+            flusher = tg.create_task(store.run())
             await ready.wait()
             sim.present_card(42)
             await sim.wait_drained()  # the controller got our acknowledgement

@@ -1,6 +1,6 @@
 """The alarm box driver in-process against the DI/DO simulator: press counters across restarts,
 a module whose counter restarted, outputs that never hold up the next read, a lamp that really
-blinks on the module's coil, and the whole acknowledgement loop (box, latches, a real outbox):
+blinks on the module's coil, and the whole acknowledgement loop (box, latches, a real store):
 fast blinking, slow once at the police, steady when acknowledged, the siren on escalation, off at
 reset."""
 
@@ -20,8 +20,8 @@ from edge_config.models import AlarmBoxDevice, PanicButton
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
 from gateway.core.events import DeviceRef
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from simulators.dido import DiDoModule
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
@@ -52,10 +52,10 @@ async def test_counter_value_is_remembered_so_a_press_while_stopped_is_reported(
 ) -> None:
     module = DiDoModule(unit_id=1)
     async with (
-        Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox,
+        Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store,
         modbus_line("tcp", {1: module}) as line,
     ):
-        memory = outbox.memory("box")
+        memory = store.log.memory("box")
         sink, recorder = Presses(), Recorder()
         ctx = dataclasses.replace(
             recorder.context(DeviceRef("box", "alarm_box")), panic=sink, memory=memory
@@ -81,10 +81,10 @@ async def test_module_whose_counter_restarted_reports_its_new_count_not_thousand
         module.press(0)
         module.release(0)
     async with (
-        Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox,
+        Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store,
         modbus_line("tcp", {1: module}) as line,
     ):
-        memory = outbox.memory("box")
+        memory = store.log.memory("box")
         await memory.remember("counter:0", 500)  # before the module lost power
         sink, recorder = Presses(), Recorder()
         ctx = dataclasses.replace(
@@ -161,36 +161,36 @@ async def test_the_lamp_blinks_on_the_module_fast_slow_steady_off() -> None:
 @contextlib.asynccontextmanager
 async def gate(
     tmp_path: Path, module: DiDoModule, *, ack_timeout_s: float = 30.0
-) -> AsyncIterator[tuple[AlarmBox, AlarmLatches, Outbox]]:
-    """The box, the latches (escalation timer running) and a real outbox, as the app wires them."""
+) -> AsyncIterator[tuple[AlarmBox, AlarmLatches, Storage]]:
+    """The box, the latches (escalation timer running) and a real store, as the app wires them."""
     async with (
-        Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"], "bureau": ["*"]})) as outbox,
+        Storage(tmp_path / "o.db", SITE, Router({"police": ["*"], "bureau": ["*"]})) as store,
         modbus_line("tcp", {1: module}) as line,
     ):
         info = BoxInfo(DeviceRef("box", "alarm_box"), {0: "desk"})
-        latches = AlarmLatches(outbox, {"box": info}, ack_timeout_s=ack_timeout_s)
+        latches = AlarmLatches(store.alarms, {"box": info}, ack_timeout_s=ack_timeout_s)
         ctx = dataclasses.replace(
-            Recorder().context(DeviceRef("box", "alarm_box")), panic=latches, emit=outbox.emit
+            Recorder().context(DeviceRef("box", "alarm_box")), panic=latches, emit=store.outbox.emit
         )
         box = AlarmBox(FULL, line, ctx)
         latches.attach_feedback("box", box.set_pattern)
         timer = asyncio.create_task(latches.run(), name="escalation-timer")
         try:
             async with running(box):
-                yield box, latches, outbox
+                yield box, latches, store
         finally:
             timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
 
 
-async def stored(outbox: Outbox, event_type: str) -> dict[str, Any]:
+async def stored(store: Storage, event_type: str) -> dict[str, Any]:
     """The first stored event of `event_type`, once there is one."""
-    stored_one = outbox.wakeup("bureau")  # set whenever a row is stored for the bureau
+    stored_one = store.queue.wakeup("bureau")  # set whenever a row is stored for the bureau
     async with asyncio.timeout(5):
         while True:
             stored_one.clear()
-            for row in await outbox.claim("bureau", 1000):
+            for row in await store.queue.claim("bureau", 1000):
                 if row.type == event_type:
                     return contract.decode_event(row.body)
             await stored_one.wait()
@@ -198,14 +198,14 @@ async def stored(outbox: Outbox, event_type: str) -> dict[str, Any]:
 
 async def test_acknowledgement_loop_on_the_module(tmp_path: Path) -> None:
     module = DiDoModule(unit_id=1)
-    async with gate(tmp_path, module) as (box, latches, outbox):
+    async with gate(tmp_path, module) as (box, latches, store):
         module.press(0)
-        panic = await stored(outbox, "alarm.panic")
+        panic = await stored(store, "alarm.panic")
         await toggles(module, LAMP, 3)  # stored, not yet at the police: fast
         assert box.pattern("lamp") is OutputPattern.FAST
 
-        seqs = [row.seq for row in await outbox.claim("police", 100)]
-        await outbox.mark_sent("police", seqs)
+        seqs = [row.seq for row in await store.queue.claim("police", 100)]
+        await store.queue.mark_sent("police", seqs)
         await latches.delivered("police", seqs)  # the police broker's PUBACK
         assert box.pattern("lamp") is OutputPattern.SLOW
         await toggles(module, LAMP, 2)
@@ -219,19 +219,19 @@ async def test_acknowledgement_loop_on_the_module(tmp_path: Path) -> None:
 
         module.release(0)
         module.press(7)  # the guard's reset key
-        await stored(outbox, "alarm.reset")
+        await stored(store, "alarm.reset")
         await module.wait_coil(LAMP, False)
         await stays(module, LAMP, False, box)
 
 
 async def test_an_unacknowledged_alarm_sounds_the_siren_on_the_module(tmp_path: Path) -> None:
     module = DiDoModule(unit_id=1)
-    async with gate(tmp_path, module, ack_timeout_s=0.2) as (box, _latches, outbox):
+    async with gate(tmp_path, module, ack_timeout_s=0.2) as (box, _latches, store):
         module.press(0)
-        await stored(outbox, "alarm.panic")
+        await stored(store, "alarm.panic")
         assert module.coil(SIREN) is False  # silent until nobody acknowledged it in time
         await module.wait_coil(SIREN, True, timeout_s=5)
-        escalated = await stored(outbox, "alarm.escalated")
+        escalated = await stored(store, "alarm.escalated")
         assert escalated["data"]["siren"] is True and escalated["severity"] == "critical"
         assert box.pattern("lamp") is OutputPattern.FAST  # still not at the police
         module.release(0)

@@ -14,8 +14,8 @@ from command_support import SECURITY, SITE, Target, command, encode
 
 from gateway.commands import handlers as commands
 from gateway.core import contract
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 
 
 async def no_replay(first: int, last: int) -> list[int]:
@@ -67,10 +67,10 @@ async def test_a_lone_surrogate_in_school_is_refused_as_wrong_gateway_and_answer
 async def test_replay_with_seqs_out_of_range_fails_with_bad_args(
     tmp_path: Path, from_seq: int, to_seq: int
 ) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store:
 
         async def replay(first: int, last: int) -> list[int]:
-            return [row.seq for row in await outbox.replay("police", first, last)]
+            return [row.seq for row in await store.log.replay("police", first, last)]
 
         handler = commands.Commands(SITE, SECURITY, Target())
         raw = encode(command("replay", {"from_seq": from_seq, "to_seq": to_seq}))
@@ -80,10 +80,10 @@ async def test_replay_with_seqs_out_of_range_fails_with_bad_args(
 
 
 async def test_the_highest_seq_is_still_a_valid_replay(tmp_path: Path) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store:
 
         async def replay(first: int, last: int) -> list[int]:
-            return [row.seq for row in await outbox.replay("police", first, last)]
+            return [row.seq for row in await store.log.replay("police", first, last)]
 
         handler = commands.Commands(SITE, SECURITY, Target())
         raw = encode(command("replay", {"from_seq": 2**63 - 1, "to_seq": 2**63 - 1}))

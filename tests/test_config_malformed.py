@@ -1,6 +1,6 @@
 """Issue 10, class 6: every malformed config is refused by the real `schoolgate check-config`
 with exit 2 and a message naming the key, never a traceback; and every config it passes starts
-(the real Gateway is built, its outbox opened and closed, its control socket bound)."""
+(the real Gateway is built, its store opened and closed, its control socket bound)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ async def _starts(path: Path) -> None:
     """What `schoolgate run` does first: build the Gateway, open the store, bind the socket."""
     config = load(path).config
     gateway = Gateway(config, config_dir=path.parent)
-    async with gateway.outbox, control.serve(config.control_socket, gateway.handle_control):
+    async with gateway.store, control.serve(config.control_socket, gateway.handle_control):
         assert config.control_socket.exists()
 
 

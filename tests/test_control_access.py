@@ -90,7 +90,7 @@ async def served(**control_section: str) -> AsyncIterator[tuple[Gateway, Path, D
         async with serve_tcp(module) as (_, port):
             gateway = Gateway(config(workdir, port, **control_section))
             sock = gateway.config.control_socket
-            async with gateway.outbox, control.serve(sock, gateway.handle_control):
+            async with gateway.store, control.serve(sock, gateway.handle_control):
                 sock.chmod(0o666)
                 try:
                     yield gateway, sock, module
@@ -128,7 +128,7 @@ async def latched(gateway: Gateway) -> str:
 
 
 async def stored_resets(gateway: Gateway) -> list[dict[str, Any]]:
-    rows = await gateway.outbox.claim("police", 1000)
+    rows = await gateway.store.queue.claim("police", 1000)
     events = [contract.decode_event(row.body) for row in rows]
     return [e for e in events if e["type"] == "alarm.reset"]
 

@@ -71,7 +71,7 @@ class ServedGateway:
         module = DiDoModule(unit_id=1)
         async with serve_tcp(module) as (_, port):
             gateway = Gateway(self._config(port))
-            async with gateway.outbox, control.serve(self.sock, gateway.handle_control):
+            async with gateway.store, control.serve(self.sock, gateway.handle_control):
                 await gateway.latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
                 self.alarm_id = gateway.latches.open_alarms[0].alarm_id
                 self._ready.set()

@@ -1,4 +1,4 @@
-"""Drill mode against a real outbox: events stored during a drill are marked, the start and stop
+"""Drill mode against a real store: events stored during a drill are marked, the start and stop
 are recorded, and a drill ends by itself when its minutes are up (on a fake clock)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from gateway.alarms.drill import Drill
 from gateway.core import contract
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
 BOX = DeviceRef("box", "alarm_box", "")
@@ -31,18 +31,18 @@ def stored(path: Path) -> list[tuple[str, bool, dict[str, object]]]:
 
 async def test_a_drill_marks_what_is_stored_and_ends_by_itself(tmp_path: Path) -> None:
     drill: Drill
-    async with Outbox(
+    async with Storage(
         tmp_path / "o.db",
         SITE,
         Router({"police": ["*"]}),
         drill=lambda: drill.active(),  # noqa: PLW0108 - made next
-    ) as outbox:
+    ) as store:
         clock = FakeClock()
-        drill = Drill(outbox, clock=clock)
+        drill = Drill(store.outbox, clock=clock)
         async with asyncio.TaskGroup() as tg:
             timer = tg.create_task(drill.run())
             await drill.start(minutes=1, by="Officer Li")
-            await outbox.append(
+            await store.outbox.append(
                 new_event("alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=1)
             )
             await clock.run_for(59)
@@ -50,8 +50,8 @@ async def test_a_drill_marks_what_is_stored_and_ends_by_itself(tmp_path: Path) -
             clock.set_wall(clock.wall_ms() - 3_600_000)  # a wall step back does not stretch it
             await clock.run_for(1)
             assert not drill.active()
-            await outbox.flush()  # the timer's stop went to the store
-            await outbox.append(
+            await store.outbox.flush()  # the timer's stop went to the store
+            await store.outbox.append(
                 new_event("alarm.panic", BOX, severity=Severity.CRITICAL, occurred_at_ms=2)
             )
             timer.cancel()

@@ -1,4 +1,4 @@
-"""`schoolgate outbox stats`, `schoolgate events` and `schoolgate outbox export` on a real store,
+"""`schoolgate store stats`, `schoolgate events` and `schoolgate store export` on a real store,
 run as the installer would run them (a separate process beside the store)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 T0 = 1_795_000_000_000  # events an hour apart
@@ -48,8 +48,8 @@ def store(tmp_path: Path) -> Path:
     async def fill() -> None:
         routes = Router({"police": ["lane:alarm", "alarm.*"], "bureau": ["*"]})
         box, bollard = DeviceRef("box", "alarm_box", "booth"), DeviceRef("b1", "bollard", "lane")
-        async with Outbox(tmp_path / "outbox.db", SITE, routes) as outbox:
-            alarm = await outbox.append(
+        async with Storage(tmp_path / "outbox.db", SITE, routes) as store:
+            alarm = await store.outbox.append(
                 new_event(
                     "alarm.panic",
                     box,
@@ -59,7 +59,7 @@ def store(tmp_path: Path) -> Path:
                     data={"button": 0},
                 )
             )
-            await outbox.append(
+            await store.outbox.append(
                 new_event(
                     "alarm.reset",
                     box,
@@ -69,12 +69,12 @@ def store(tmp_path: Path) -> Path:
                     data={"button": 0},
                 )
             )
-            await outbox.append(
+            await store.outbox.append(
                 new_event(
                     "bollard.lowered", bollard, severity=Severity.INFO, occurred_at_ms=T0 + 2 * HOUR
                 )
             )
-            await outbox.mark_sent("police", [alarm.seq or 0])
+            await store.queue.mark_sent("police", [alarm.seq or 0])
 
     asyncio.run(fill())
     config = tmp_path / "schoolgate.toml"

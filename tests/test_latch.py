@@ -2,7 +2,7 @@
 it; repeats are recorded; the lamp tells how far the newest alarm has got (fast blinking, slow
 after the police broker's PUBACK, steady once acknowledged, off at reset); an alarm nobody
 acknowledges in time is escalated once, with the siren; all of it survives a restart. The lamp
-and siren are our own seam (`FeedbackSetter`), recorded here; the outbox is a real one."""
+and siren are our own seam (`FeedbackSetter`), recorded here; the store is a real one."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from drivers.base import DeviceTimeout
 from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Lane, lane_of
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 BOXES = {
@@ -77,39 +77,39 @@ async def escalation_timer(latches: AlarmLatches) -> AsyncIterator[None]:
             await task
 
 
-async def stored(outbox: Outbox, event_type: str | None = None) -> list[dict[str, Any]]:
+async def stored(store: Storage, event_type: str | None = None) -> list[dict[str, Any]]:
     """Every stored event routed to the bureau (which never acknowledges anything here)."""
-    events = [contract.decode_event(r.body) for r in await outbox.claim("bureau", 1000)]
+    events = [contract.decode_event(r.body) for r in await store.queue.claim("bureau", 1000)]
     return [e for e in events if event_type is None or e["type"] == event_type]
 
 
-async def wait_stored(outbox: Outbox, event_type: str, count: int = 1) -> list[dict[str, Any]]:
+async def wait_stored(store: Storage, event_type: str, count: int = 1) -> list[dict[str, Any]]:
     """The stored events of `event_type`, once there are `count` of them (the escalation timer
     sounds the siren just before it stores its event)."""
-    stored_one = outbox.wakeup("bureau")  # set whenever a row is stored for the bureau
+    stored_one = store.queue.wakeup("bureau")  # set whenever a row is stored for the bureau
     async with asyncio.timeout(5):
         while True:
             stored_one.clear()
-            if len(found := await stored(outbox, event_type)) >= count:
+            if len(found := await stored(store, event_type)) >= count:
                 return found
             await stored_one.wait()
 
 
-async def deliver_to(outbox: Outbox, latches: AlarmLatches, destination: str) -> None:
+async def deliver_to(store: Storage, latches: AlarmLatches, destination: str) -> None:
     """What an uplink does after its broker's PUBACK: mark the rows sent, tell the latches."""
-    seqs = [row.seq for row in await outbox.claim(destination, 1000)]
-    await outbox.mark_sent(destination, seqs)
+    seqs = [row.seq for row in await store.queue.claim(destination, 1000)]
+    await store.queue.mark_sent(destination, seqs)
     await latches.delivered(destination, seqs)
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as box:
-        yield box
+async def store(tmp_path: Path) -> AsyncIterator[Storage]:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
+        yield store
 
 
-async def test_press_latches_repeat_is_recorded_reset_unlatches(outbox: Outbox) -> None:
-    latches = AlarmLatches(outbox, BOXES)
+async def test_press_latches_repeat_is_recorded_reset_unlatches(store: Storage) -> None:
+    latches = AlarmLatches(store.alarms, BOXES)
     lamp = Outputs()
     latches.attach_feedback("box", lamp)
     await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
@@ -125,7 +125,7 @@ async def test_press_latches_repeat_is_recorded_reset_unlatches(outbox: Outbox) 
     assert latches.open_alarms == []
     assert lamp.state == {"lamp": OFF, "siren": OFF}
 
-    events = await stored(outbox)
+    events = await stored(store)
     assert [e["type"] for e in events] == [
         "alarm.panic",
         "alarm.panic_repeated",
@@ -140,19 +140,19 @@ async def test_press_latches_repeat_is_recorded_reset_unlatches(outbox: Outbox) 
 
 
 async def test_lamp_fast_then_slow_at_the_police_then_steady_when_acknowledged_then_off(
-    outbox: Outbox,
+    store: Storage,
 ) -> None:
-    latches = AlarmLatches(outbox, BOXES)
+    latches = AlarmLatches(store.alarms, BOXES)
     lamp = Outputs()
     latches.attach_feedback("box", lamp)
     await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1_000)
     [alarm] = latches.open_alarms
     assert lamp.state["lamp"] is FAST
 
-    await deliver_to(outbox, latches, "bureau")  # another broker's PUBACK does not count
+    await deliver_to(store, latches, "bureau")  # another broker's PUBACK does not count
     await latches.delivered("police", [9999])  # nor a seq that is no alarm's
     assert lamp.state["lamp"] is FAST
-    await deliver_to(outbox, latches, "police")
+    await deliver_to(store, latches, "police")
     assert lamp.state["lamp"] is SLOW
 
     await latches.acknowledge(
@@ -163,7 +163,7 @@ async def test_lamp_fast_then_slow_at_the_police_then_steady_when_acknowledged_t
         occurred_at_ms=4_500,
     )
     assert lamp.state == {"lamp": STEADY, "siren": OFF}
-    await deliver_to(outbox, latches, "police")  # the acknowledgement's own PUBACK
+    await deliver_to(store, latches, "police")  # the acknowledgement's own PUBACK
     assert lamp.state["lamp"] is STEADY
 
     # A second alarm on the box: the lamp shows the newest one, then the older one again.
@@ -175,7 +175,7 @@ async def test_lamp_fast_then_slow_at_the_police_then_steady_when_acknowledged_t
     await latches.reset(alarm.alarm_id, by="guard wang", occurred_at_ms=7_000)
     assert lamp.state["lamp"] is OFF
 
-    [ack] = await stored(outbox, "alarm.acknowledged")
+    [ack] = await stored(store, "alarm.acknowledged")
     assert ack["alarm_id"] == alarm.alarm_id and ack["severity"] == "info"
     assert ack["device"]["id"] == "box"
     assert ack["data"] == {
@@ -188,9 +188,9 @@ async def test_lamp_fast_then_slow_at_the_police_then_steady_when_acknowledged_t
 
 
 async def test_acknowledge_of_an_unknown_alarm_is_refused_and_twice_is_once(
-    outbox: Outbox,
+    store: Storage,
 ) -> None:
-    latches = AlarmLatches(outbox, BOXES)
+    latches = AlarmLatches(store.alarms, BOXES)
     with pytest.raises(UnknownAlarm):
         await latches.acknowledge("nope", by="x", issuer="k", command_id="c", occurred_at_ms=1)
     await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
@@ -199,7 +199,7 @@ async def test_acknowledge_of_an_unknown_alarm_is_refused_and_twice_is_once(
         await latches.acknowledge(
             alarm.alarm_id, by="Li", issuer="k", command_id=command_id, occurred_at_ms=2
         )
-    [ack] = await stored(outbox, "alarm.acknowledged")
+    [ack] = await stored(store, "alarm.acknowledged")
     assert ack["data"]["command_id"] == "c1"
     await latches.reset(alarm.alarm_id, by="x", occurred_at_ms=3)
     with pytest.raises(UnknownAlarm):  # a reset alarm is no longer open
@@ -208,16 +208,16 @@ async def test_acknowledge_of_an_unknown_alarm_is_refused_and_twice_is_once(
         )
 
 
-async def test_reset_of_unknown_alarm_is_refused(outbox: Outbox) -> None:
-    latches = AlarmLatches(outbox, BOXES)
+async def test_reset_of_unknown_alarm_is_refused(store: Storage) -> None:
+    latches = AlarmLatches(store.alarms, BOXES)
     with pytest.raises(UnknownAlarm):
         await latches.reset("nope", by="x", occurred_at_ms=1)
 
 
 async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_siren(
-    outbox: Outbox,
+    store: Storage,
 ) -> None:
-    latches = AlarmLatches(outbox, BOXES, ack_timeout_s=0.2)
+    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.2)
     box, drillbox = Outputs(), Outputs()
     latches.attach_feedback("box", box)
     latches.attach_feedback("drillbox", drillbox)
@@ -230,7 +230,7 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
         )
         await latches.panic_pressed("box", 1, presses=2, occurred_at_ms=now_ms())
         await box.wait("siren", STEADY)
-        [escalated] = await wait_stored(outbox, "alarm.escalated")
+        [escalated] = await wait_stored(store, "alarm.escalated")
     assert box.state["lamp"] is FAST  # not at the police yet: still fast
     assert drillbox.state == {"lamp": STEADY, "siren": OFF}
 
@@ -248,7 +248,7 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
         "siren": True,
     }
     # The escalation reaching the police counts as the alarm being there.
-    [row] = [r for r in await outbox.claim("police", 100) if r.type == "alarm.escalated"]
+    [row] = [r for r in await store.queue.claim("police", 100) if r.type == "alarm.escalated"]
     await latches.delivered("police", [row.seq])
     assert box.state["lamp"] is SLOW
     await latches.reset(late.alarm_id, by="guard wang", occurred_at_ms=now_ms())
@@ -261,14 +261,14 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
     ids=["siren not wanted", "box without a siren"],
 )
 async def test_escalation_says_when_no_siren_sounded(
-    outbox: Outbox, escalate_siren: bool, wired: tuple[str, ...]
+    store: Storage, escalate_siren: bool, wired: tuple[str, ...]
 ) -> None:
-    latches = AlarmLatches(outbox, BOXES, ack_timeout_s=0.05, escalate_siren=escalate_siren)
+    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.05, escalate_siren=escalate_siren)
     outputs = Outputs(wired=wired)
     latches.attach_feedback("box", outputs)
     async with escalation_timer(latches):
         await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=now_ms() - 1000)
-        [escalated] = await wait_stored(outbox, "alarm.escalated")
+        [escalated] = await wait_stored(store, "alarm.escalated")
     assert escalated["data"]["siren"] is False
     assert outputs.state.get("siren", OFF) is OFF
 
@@ -277,12 +277,12 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "o.db"
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        latches = AlarmLatches(outbox, BOXES, ack_timeout_s=0.2)
+    async with Storage(path, SITE, ROUTES) as store:
+        latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.2)
         latches.attach_feedback("box", box := Outputs())
         async with escalation_timer(latches):
             await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=now_ms())
-            await wait_stored(outbox, "alarm.escalated")
+            await wait_stored(store, "alarm.escalated")
         [escalated] = latches.open_alarms
         # No timer now: the next two are neither escalated nor at risk of it.
         await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=now_ms())
@@ -290,16 +290,16 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
         await latches.acknowledge(
             acknowledged.alarm_id, by="Li", issuer="k", command_id="c", occurred_at_ms=now_ms()
         )
-        await deliver_to(outbox, latches, "police")  # everything so far is at the police
+        await deliver_to(store, latches, "police")  # everything so far is at the police
         await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=now_ms())
         delivered = latches.open_alarms[-1]
-        await deliver_to(outbox, latches, "police")
+        await deliver_to(store, latches, "police")
         await latches.panic_pressed("drillbox", 1, presses=1, occurred_at_ms=now_ms())
         undelivered = latches.open_alarms[-1]
         assert box.state == {"lamp": STEADY, "siren": STEADY}
 
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        latches = AlarmLatches(outbox, BOXES, ack_timeout_s=0.2)
+    async with Storage(path, SITE, ROUTES) as store:
+        latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.2)
         latches.attach_feedback("box", box := Outputs())
         latches.attach_feedback("drillbox", drillbox := Outputs())
         await latches.restore()
@@ -332,29 +332,32 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
         # acknowledged or already escalated ones, whose deadlines passed before.
         async with escalation_timer(latches):
             await drillbox.wait("siren", STEADY)
-            escalations = [e["alarm_id"] for e in await wait_stored(outbox, "alarm.escalated", 2)]
+            escalations = [e["alarm_id"] for e in await wait_stored(store, "alarm.escalated", 2)]
         assert escalations == [escalated.alarm_id, delivered.alarm_id]
 
 
-async def test_button_held_at_start_without_a_latch_raises_an_alarm(outbox: Outbox) -> None:
-    latches = AlarmLatches(outbox, BOXES)
+async def test_button_held_at_start_without_a_latch_raises_an_alarm(store: Storage) -> None:
+    latches = AlarmLatches(store.alarms, BOXES)
     await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1, held_at_start=True)
     assert len(latches.open_alarms) == 1
 
 
-async def test_a_lamp_that_cannot_be_lit_does_not_lose_the_alarm(outbox: Outbox) -> None:
-    latches = AlarmLatches(outbox, BOXES, ack_timeout_s=0.05)
+async def test_a_lamp_that_cannot_be_lit_does_not_lose_the_alarm(store: Storage) -> None:
+    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.05)
     latches.attach_feedback("box", Outputs(fail=True))
     async with escalation_timer(latches):
         await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
-        [escalated] = await wait_stored(outbox, "alarm.escalated")
+        [escalated] = await wait_stored(store, "alarm.escalated")
     assert len(latches.open_alarms) == 1
-    assert [r.type for r in await outbox.claim("police", 10)] == ["alarm.panic", "alarm.escalated"]
+    assert [r.type for r in await store.queue.claim("police", 10)] == [
+        "alarm.panic",
+        "alarm.escalated",
+    ]
     assert escalated["data"]["siren"] is False  # it could not be sounded
 
 
-async def test_drill_boxes_mark_their_alarms_as_drills(outbox: Outbox) -> None:
-    latches = AlarmLatches(outbox, BOXES)
+async def test_drill_boxes_mark_their_alarms_as_drills(store: Storage) -> None:
+    latches = AlarmLatches(store.alarms, BOXES)
     await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=1)
-    [row] = await outbox.claim("police", 10)
+    [row] = await store.queue.claim("police", 10)
     assert contract.decode_event(row.body)["drill"] is True

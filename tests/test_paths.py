@@ -1,4 +1,4 @@
-"""Path supervision against a real outbox, on a fake clock (nothing sleeps for real): a path
+"""Path supervision against a real store, on a fake clock (nothing sleeps for real): a path
 down for `report_after_s` is reported to the other destinations (whatever their routes) and
 lights the fault output; a short outage is not; the end of a reported outage is told to every
 destination and puts the output out."""
@@ -16,24 +16,24 @@ import pytest
 
 from gateway.core import contract
 from gateway.core.clock import FakeClock
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink.paths import PathBoard
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("UTC"))
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+async def store(tmp_path: Path) -> AsyncIterator[Storage]:
     # The police take only alarms: a path event reaches them only because it overrides routes.
-    async with Outbox(
+    async with Storage(
         tmp_path / "o.db", SITE, Router({"police": ["alarm.*"], "bureau": ["*"]})
-    ) as box:
-        yield box
+    ) as store:
+        yield store
 
 
-def stored(outbox: Outbox) -> list[tuple[str, str, list[str]]]:
-    db = sqlite3.connect(outbox.path)
+def stored(store: Storage) -> list[tuple[str, str, list[str]]]:
+    db = sqlite3.connect(store.log.path)
     try:
         rows = db.execute(
             "SELECT e.type, e.body, group_concat(d.destination) FROM events e"
@@ -62,11 +62,16 @@ class Faults:
 
 
 async def test_an_outage_longer_than_the_report_time_is_a_fault_on_the_other_path(
-    outbox: Outbox,
+    store: Storage,
 ) -> None:
     clock, faults = FakeClock(), Faults()
     board = PathBoard(
-        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+        ["police", "bureau"],
+        store.outbox,
+        SITE,
+        report_after_s=30,
+        fault_output=faults,
+        clock=clock,
     )
     board.up("police")
     board.up("bureau")
@@ -74,26 +79,31 @@ async def test_an_outage_longer_than_the_report_time_is_a_fault_on_the_other_pat
         task = tg.create_task(board.run())
         board.down("police", "connection refused")
         await clock.run_for(29.9)  # not yet: under the report time
-        assert stored(outbox) == [] and faults.seen == []
+        assert stored(store) == [] and faults.seen == []
         assert clock.next_deadline() is not None  # the supervisor waits on the clock
         await clock.run_for(0.2)
         assert await faults.next() is True
-        assert stored(outbox) == [("gateway.path_down", "police", ["bureau"])]
+        assert stored(store) == [("gateway.path_down", "police", ["bureau"])]
         assert board.in_fault
         assert board.snapshot() == {"police": "down", "bureau": "up"}
         await clock.run_for(5)
         board.up("police")
         assert await faults.next() is False
-        assert stored(outbox)[-1] == ("gateway.path_up", "police", ["bureau", "police"])
+        assert stored(store)[-1] == ("gateway.path_up", "police", ["bureau", "police"])
         assert faults.seen == [True, False] and not board.in_fault
         assert board.paths["police"].outage_ms == 35_100
         task.cancel()
 
 
-async def test_a_short_outage_is_not_reported(outbox: Outbox) -> None:
+async def test_a_short_outage_is_not_reported(store: Storage) -> None:
     clock, faults = FakeClock(), Faults()
     board = PathBoard(
-        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+        ["police", "bureau"],
+        store.outbox,
+        SITE,
+        report_after_s=30,
+        fault_output=faults,
+        clock=clock,
     )
     board.up("police")
     board.up("bureau")
@@ -109,13 +119,18 @@ async def test_a_short_outage_is_not_reported(outbox: Outbox) -> None:
         assert clock.sleepers == 0
         await clock.run_for(600)
         task.cancel()
-    assert stored(outbox) == [] and faults.seen == [] and not board.in_fault
+    assert stored(store) == [] and faults.seen == [] and not board.in_fault
 
 
-async def test_a_path_that_never_comes_up_is_reported(outbox: Outbox) -> None:
+async def test_a_path_that_never_comes_up_is_reported(store: Storage) -> None:
     clock, faults = FakeClock(), Faults()
     board = PathBoard(
-        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+        ["police", "bureau"],
+        store.outbox,
+        SITE,
+        report_after_s=30,
+        fault_output=faults,
+        clock=clock,
     )
     board.up("bureau")
     async with asyncio.TaskGroup() as tg:
@@ -123,13 +138,18 @@ async def test_a_path_that_never_comes_up_is_reported(outbox: Outbox) -> None:
         await clock.run_for(30)
         assert await faults.next() is True
         task.cancel()
-    assert stored(outbox) == [("gateway.path_down", "police", ["bureau"])]
+    assert stored(store) == [("gateway.path_down", "police", ["bureau"])]
 
 
-async def test_a_wall_clock_step_neither_hastens_nor_delays_the_report(outbox: Outbox) -> None:
+async def test_a_wall_clock_step_neither_hastens_nor_delays_the_report(store: Storage) -> None:
     clock, faults = FakeClock(), Faults()
     board = PathBoard(
-        ["police", "bureau"], outbox, SITE, report_after_s=30, fault_output=faults, clock=clock
+        ["police", "bureau"],
+        store.outbox,
+        SITE,
+        report_after_s=30,
+        fault_output=faults,
+        clock=clock,
     )
     board.up("bureau")
     async with asyncio.TaskGroup() as tg:

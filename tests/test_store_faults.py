@@ -34,8 +34,8 @@ import pytest
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
 from gateway.core.events import DeviceRef
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import listen
@@ -77,8 +77,8 @@ def _chown(path: Path, user: str) -> None:
 async def _latched_pending_alarm(db: Path, *, keep_wal: bool = False) -> str:
     """A store holding one panic alarm nobody received and nobody reset; its id. `keep_wal`:
     with a committed transaction still in its WAL, as after a kill."""
-    async with Outbox(db, SITE, ROUTES) as outbox:
-        latches = AlarmLatches(outbox, {"box": BOX})
+    async with Storage(db, SITE, ROUTES) as store:
+        latches = AlarmLatches(store.alarms, {"box": BOX})
         await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=time.time_ns() // 10**6)
         alarm_id = latches.open_alarms[0].alarm_id
     if keep_wal:

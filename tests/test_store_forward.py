@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,9 +19,10 @@ import pytest
 
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
-from gateway.store.outbox import Outbox
+from gateway.store.delivery import Deliveries
 from gateway.store.retention import Retention, RetentionPolicy, used_bytes
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
 
@@ -61,9 +62,9 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def draining(
-    outbox: Outbox, publisher: Recorder | Window, window: int = 8
+    store: Storage, publisher: Recorder | Window, window: int = 8
 ) -> AsyncIterator[Drain]:
-    drain = Drain("bureau", outbox, SITE, publisher, window=window, connected_since_ms=2_000)
+    drain = Drain("bureau", store.queue, SITE, publisher, window=window, connected_since_ms=2_000)
     task = asyncio.create_task(drain.run())
     try:
         yield drain
@@ -83,25 +84,25 @@ async def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -
 async def test_group_commit_keeps_submission_order_and_alarm_flushes_the_queue(
     tmp_path: Path,
 ) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=100) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=100) as store:
         for _ in range(5):
-            outbox.submit(make("telemetry.temp"))
-        alarm = await outbox.append(make("alarm.panic", alarm_id="a"))
+            store.outbox.submit(make("telemetry.temp"))
+        alarm = await store.outbox.append(make("alarm.panic", alarm_id="a"))
         # The five queued events were committed in the alarm's transaction, before it.
         assert alarm.seq == 6
-        assert await outbox.pending_count("bureau") == 6
+        assert await store.log.pending_count("bureau") == 6
 
 
 async def test_submitted_events_are_committed_by_the_flusher_within_the_delay(
     tmp_path: Path,
 ) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=20) as outbox:
-        flusher = asyncio.create_task(outbox.run())
+    async with Storage(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=20) as store:
+        flusher = asyncio.create_task(store.run())
         try:
-            outbox.wakeup("bureau").clear()  # set by open(): a restart resumes pending rows
-            outbox.submit(make("device.online"))
-            await wait_until(lambda: outbox.wakeup("bureau").is_set())
-            assert await outbox.pending_count("bureau") == 1
+            store.queue.wakeup("bureau").clear()  # set by open(): a restart resumes pending rows
+            store.outbox.submit(make("device.online"))
+            await wait_until(lambda: store.queue.wakeup("bureau").is_set())
+            assert await store.log.pending_count("bureau") == 1
         finally:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -109,16 +110,16 @@ async def test_submitted_events_are_committed_by_the_flusher_within_the_delay(
 
 
 async def test_alarm_pressed_during_a_backlog_drain_goes_next(tmp_path: Path) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
         for start in range(0, 3000, 500):
             for i in range(500):
-                outbox.submit(make("telemetry.temp", at_ms=start + i))
-            await outbox.append(make("device.online"))
+                store.outbox.submit(make("telemetry.temp", at_ms=start + i))
+            await store.outbox.append(make("device.online"))
         publisher = Recorder()
-        async with draining(outbox, publisher, window=8) as drain:
+        async with draining(store, publisher, window=8) as drain:
             await wait_until(lambda: len(publisher.published) > 1000)
             publisher.gate.clear()  # hold the window full, like a slow broker
-            alarm = await outbox.append(make("alarm.panic", alarm_id="x"))
+            alarm = await store.outbox.append(make("alarm.panic", alarm_id="x"))
             before = len(publisher.published)
             publisher.gate.set()
             await wait_until(lambda: any(p["seq"] == alarm.seq for p in publisher.published))
@@ -130,23 +131,23 @@ async def test_alarm_pressed_during_a_backlog_drain_goes_next(tmp_path: Path) ->
         assert seqs == sorted(seqs) and len(set(seqs)) == 3000
         # The state rows queued behind 3000 telemetry rows went first (lane order).
         assert [p["type"] for p in publisher.published[:6]] == ["device.online"] * 6
-        assert await outbox.pending_count("bureau") == 0
+        assert await store.log.pending_count("bureau") == 0
 
 
 async def test_a_failed_publish_leaves_the_row_pending_and_it_is_sent_on_the_next_drain(
     tmp_path: Path,
 ) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
-        stored = await outbox.append(make("alarm.panic", alarm_id="a"))
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
+        stored = await store.outbox.append(make("alarm.panic", alarm_id="a"))
         publisher = Recorder()
         publisher.fail = True
-        drain = Drain("bureau", outbox, SITE, publisher, window=4, connected_since_ms=0)
+        drain = Drain("bureau", store.queue, SITE, publisher, window=4, connected_since_ms=0)
         with pytest.raises(ExceptionGroup) as info:
             await drain.run()
         assert info.group_contains(mqtt.MqttFailure)
-        assert await outbox.pending_count("bureau") == 1
+        assert await store.log.pending_count("bureau") == 1
         publisher.fail = False
-        async with draining(outbox, publisher):
+        async with draining(store, publisher):
             await wait_until(lambda: publisher.published)
         assert publisher.published[0]["id"] == stored.id
         assert publisher.published[0]["attempt"] == 2  # the failed try counted
@@ -157,23 +158,23 @@ async def test_disk_refusing_writes_keeps_alarms_in_memory_and_writes_them_back(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "o.db"
-    async with Outbox(path, SITE, ROUTES, recover_interval_s=0.05) as outbox:
-        before = await outbox.append(make("device.online"))
+    async with Storage(path, SITE, ROUTES, recover_interval_s=0.05) as store:
+        before = await store.outbox.append(make("device.online"))
         # A real SQLite write failure, switched on through our own store seam.
-        await outbox.call(lambda db: db.execute("PRAGMA query_only=ON"))
-        alarm = await outbox.append(make("alarm.panic", alarm_id="a"))
-        assert outbox.degraded and "readonly" in (outbox.degraded_reason or "")
+        await store.log.call(lambda db: db.execute("PRAGMA query_only=ON"))
+        alarm = await store.outbox.append(make("alarm.panic", alarm_id="a"))
+        assert store.log.degraded and "readonly" in (store.log.degraded_reason or "")
         assert alarm.seq == (before.seq or 0) + 1
-        claimed = await outbox.claim("police", 10)
+        claimed = await store.queue.claim("police", 10)
         assert [r.type for r in claimed] == ["alarm.panic"]  # gateway.* is not routed to police
-        bureau = await outbox.claim("bureau", 10)
+        bureau = await store.queue.claim("bureau", 10)
         assert {r.type for r in bureau} == {"alarm.panic", "gateway.storage_fault", "device.online"}
-        await outbox.mark_sent("police", [alarm.seq or 0])
-        assert await outbox.pending_count("police") == 0
-        assert not await outbox.recover()  # still refused
-        await outbox.call(lambda db: db.execute("PRAGMA query_only=OFF"))  # space is back
-        assert await outbox.recover()
-        assert not outbox.degraded
+        await store.queue.mark_sent("police", [alarm.seq or 0])
+        assert await store.log.pending_count("police") == 0
+        assert not await store.recover()  # still refused
+        await store.log.call(lambda db: db.execute("PRAGMA query_only=OFF"))  # space is back
+        assert await store.recover()
+        assert not store.log.degraded
     with sqlite3.connect(path) as db:
         types = [t for (t,) in db.execute("SELECT type FROM events ORDER BY seq")]
         police_unsent = db.execute(
@@ -191,12 +192,12 @@ async def test_disk_refusing_writes_keeps_alarms_in_memory_and_writes_them_back(
 
 async def test_corrupt_store_is_moved_aside_and_the_gateway_starts_afresh(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        old = await outbox.append(make("device.online"))
+    async with Storage(path, SITE, ROUTES) as store:
+        old = await store.outbox.append(make("device.online"))
     path.write_bytes(b"this is not a database" * 100)
     (tmp_path / "o.db-wal").unlink(missing_ok=True)
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        rows = await outbox.claim("bureau", 10)
+    async with Storage(path, SITE, ROUTES) as store:
+        rows = await store.queue.claim("bureau", 10)
     assert [r.type for r in rows] == ["gateway.storage_fault"]
     fault = json.loads(rows[0].body)
     assert fault["data"]["fault"] == "corrupt_database"
@@ -205,28 +206,30 @@ async def test_corrupt_store_is_moved_aside_and_the_gateway_starts_afresh(tmp_pa
 
 
 async def test_size_cap_evicts_delivered_then_telemetry_never_alarms(tmp_path: Path) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
         filler = "x" * 2000
-        alarms = [await outbox.append(make("alarm.panic", alarm_id=f"a{i}")) for i in range(20)]
+        alarms = [
+            await store.outbox.append(make("alarm.panic", alarm_id=f"a{i}")) for i in range(20)
+        ]
         for i in range(300):
-            outbox.submit(make("telemetry.temp", data={"pad": filler, "i": i}))
-            outbox.submit(make("device.online", data={"pad": filler}))
-        await outbox.append(make("alarm.reset", alarm_id="a0"))
-        delivered = await outbox.claim("bureau", 10, lanes=[Lane.TELEMETRY])
-        await outbox.mark_sent("bureau", [r.seq for r in delivered])
-        size = await outbox.call(used_bytes)
-        retention = Retention(outbox, RetentionPolicy(max_bytes=size // 3))
+            store.outbox.submit(make("telemetry.temp", data={"pad": filler, "i": i}))
+            store.outbox.submit(make("device.online", data={"pad": filler}))
+        await store.outbox.append(make("alarm.reset", alarm_id="a0"))
+        delivered = await store.queue.claim("bureau", 10, lanes=[Lane.TELEMETRY])
+        await store.queue.mark_sent("bureau", [r.seq for r in delivered])
+        size = await store.log.call(used_bytes)
+        retention = Retention(store.maintenance, RetentionPolicy(max_bytes=size // 3))
         report = await retention.enforce()
         assert report.evicted_undelivered.get("telemetry", 0) > 0
         assert report.evicted_delivered == 0  # delivered to bureau only, police never had them
-        remaining = await outbox.call(
+        remaining = await store.log.call(
             lambda db: dict(
                 db.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall()
             )
         )
         assert remaining["alarm.panic"] == 20 and len(alarms) == 20
         assert remaining.get("gateway.eviction") == 1
-        evicted = await outbox.call(
+        evicted = await store.log.call(
             lambda db: db.execute(
                 "SELECT value FROM meta WHERE key='evicted_undelivered'"
             ).fetchone()
@@ -237,31 +240,33 @@ async def test_size_cap_evicts_delivered_then_telemetry_never_alarms(tmp_path: P
 async def test_delivered_rows_are_pruned_after_the_retention_period_but_open_alarms_stay(
     tmp_path: Path,
 ) -> None:
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
         day = 86_400_000
-        open_alarm = await outbox.append(make("alarm.panic", at_ms=1 * day, alarm_id="open"))
-        old = await outbox.append(make("device.online", at_ms=1 * day))
-        undelivered = await outbox.append(make("device.online", at_ms=1 * day))
+        open_alarm = await store.outbox.append(make("alarm.panic", at_ms=1 * day, alarm_id="open"))
+        old = await store.outbox.append(make("device.online", at_ms=1 * day))
+        undelivered = await store.outbox.append(make("device.online", at_ms=1 * day))
         for destination in ("police", "bureau"):
-            await outbox.mark_sent(destination, [open_alarm.seq or 0, old.seq or 0])
-        await outbox.mark_sent("bureau", [])
-        retention = Retention(outbox, RetentionPolicy(max_bytes=1 << 30, retain_ms=90 * day))
+            await store.queue.mark_sent(destination, [open_alarm.seq or 0, old.seq or 0])
+        await store.queue.mark_sent("bureau", [])
+        retention = Retention(
+            store.maintenance, RetentionPolicy(max_bytes=1 << 30, retain_ms=90 * day)
+        )
         report = await retention.enforce(now_ms=100 * day)
-        kept = await outbox.call(lambda db: [s for (s,) in db.execute("SELECT seq FROM events")])
+        kept = await store.log.call(lambda db: [s for (s,) in db.execute("SELECT seq FROM events")])
     assert report.pruned == 1
     assert kept == [open_alarm.seq, undelivered.seq]
 
 
 async def test_the_flusher_retries_the_disk_by_itself_after_an_append_fault(tmp_path: Path) -> None:
     # Regression: a fault met by append() (not by a queued submit) left run() asleep forever.
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES, recover_interval_s=0.02) as outbox:
-        flusher = asyncio.create_task(outbox.run())
+    async with Storage(tmp_path / "o.db", SITE, ROUTES, recover_interval_s=0.02) as store:
+        flusher = asyncio.create_task(store.run())
         try:
-            await outbox.call(lambda db: db.execute("PRAGMA query_only=ON"))
-            await outbox.append(make("alarm.panic", alarm_id="a"))
-            assert outbox.degraded
-            await outbox.call(lambda db: db.execute("PRAGMA query_only=OFF"))
-            await wait_until(lambda: not outbox.degraded)
+            await store.log.call(lambda db: db.execute("PRAGMA query_only=ON"))
+            await store.outbox.append(make("alarm.panic", alarm_id="a"))
+            assert store.log.degraded
+            await store.log.call(lambda db: db.execute("PRAGMA query_only=OFF"))
+            await wait_until(lambda: not store.log.degraded)
         finally:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -272,14 +277,14 @@ async def test_age_cap_evicts_old_undelivered_telemetry_and_state_but_not_alarms
     tmp_path: Path,
 ) -> None:
     day = 86_400_000
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
-        old_alarm = await outbox.append(make("alarm.panic", at_ms=1 * day, alarm_id="a"))
-        await outbox.append(make("telemetry.temp", at_ms=1 * day))
-        await outbox.append(make("device.online", at_ms=1 * day))
-        fresh = await outbox.append(make("telemetry.temp", at_ms=9 * day))
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
+        old_alarm = await store.outbox.append(make("alarm.panic", at_ms=1 * day, alarm_id="a"))
+        await store.outbox.append(make("telemetry.temp", at_ms=1 * day))
+        await store.outbox.append(make("device.online", at_ms=1 * day))
+        fresh = await store.outbox.append(make("telemetry.temp", at_ms=9 * day))
         policy = RetentionPolicy(max_bytes=1 << 30, max_age_ms=7 * day)
-        report = await Retention(outbox, policy).enforce(now_ms=10 * day)
-        kept = await outbox.call(
+        report = await Retention(store.maintenance, policy).enforce(now_ms=10 * day)
+        kept = await store.log.call(
             lambda db: [s for (s,) in db.execute("SELECT seq FROM events ORDER BY seq")]
         )
     assert report.evicted_undelivered == {"telemetry": 1, "state": 1}
@@ -298,19 +303,40 @@ async def test_the_next_chunk_is_claimed_before_the_queue_runs_dry(tmp_path: Pat
             await super().publish(topic, payload, **kwargs)
             await asyncio.sleep(0.0005)  # a PUBACK takes a round trip
 
-    class Watched(Outbox):
+    class Watched:
+        """The drain's queue (our `records.DeliveryQueue` seam), its claims watched."""
+
+        def __init__(self, queue: Deliveries) -> None:
+            self._queue = queue
+
+        def wakeup(self, destination: str) -> asyncio.Event:
+            return self._queue.wakeup(destination)
+
+        def alarm_wakeup(self, destination: str) -> asyncio.Event:
+            return self._queue.alarm_wakeup(destination)
+
+        def take_new_lane(
+            self, destination: str, among: Sequence[Lane] = tuple(Lane)
+        ) -> Lane | None:
+            return self._queue.take_new_lane(destination, among)
+
+        async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None:
+            await self._queue.mark_sent(destination, seqs)
+
         async def claim(self, *args: Any, **kwargs: Any) -> Any:
             lanes = kwargs.get("lanes", args[3] if len(args) > 3 else ())
             if drain is not None and Lane.TELEMETRY in lanes:  # not the alarm sender's claims
                 queued_at_claim.append(len(drain._queue))
-            return await super().claim(*args, **kwargs)
+            return await self._queue.claim(*args, **kwargs)
 
-    async with Watched(tmp_path / "o.db", SITE, ROUTES) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
         for i in range(1200):
-            outbox.submit(make("telemetry.temp", at_ms=i))
-        await outbox.flush()
+            store.outbox.submit(make("telemetry.temp", at_ms=i))
+        await store.outbox.flush()
         publisher = Acking()
-        drain = Drain("bureau", outbox, SITE, publisher, window=8, connected_since_ms=0)
+        drain = Drain(
+            "bureau", Watched(store.queue), SITE, publisher, window=8, connected_since_ms=0
+        )
         task = asyncio.create_task(drain.run())
         try:
             await wait_until(lambda: drain is not None and drain.sent >= 1200)
@@ -358,17 +384,17 @@ async def test_alarms_and_backlog_together_never_exceed_max_inflight(tmp_path: P
     """Issue 10: the alarm sender had publishes of its own on top of the window's, so paho
     queued more than `max_inflight` (and aiomqtt warned of pending publish calls)."""
     window = 4
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
         for i in range(20):
-            await outbox.append(make("device.online", at_ms=3_000 + i))
+            await store.outbox.append(make("device.online", at_ms=3_000 + i))
         for i in range(6):
-            await outbox.append(make("alarm.panic", at_ms=3_100 + i, alarm_id=f"a{i}"))
+            await store.outbox.append(make("alarm.panic", at_ms=3_100 + i, alarm_id=f"a{i}"))
         publisher = Window()
-        async with draining(outbox, publisher, window=window) as drain:
+        async with draining(store, publisher, window=window) as drain:
             await wait_until(lambda: publisher.waiting >= window)
             # Alarms stored while the window is full wait for a slot, and get the first ones.
             for i in range(3):
-                await outbox.append(make("alarm.panic", at_ms=3_200 + i, alarm_id=f"b{i}"))
+                await store.outbox.append(make("alarm.panic", at_ms=3_200 + i, alarm_id=f"b{i}"))
             publisher.acks.set()
             await wait_until(lambda: drain.sent == 29)
         assert publisher.most <= window

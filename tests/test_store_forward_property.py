@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
 
@@ -65,7 +65,7 @@ class Broker:
         await self.flowing.wait()
 
 
-async def supervise(broker: Broker, outbox: Outbox, claim_size: int) -> None:
+async def supervise(broker: Broker, store: Storage, claim_size: int) -> None:
     """What the uplink does for a drain: wait for the broker, drain, start again after a fault.
 
     Like the uplink, the drain runs in a task of its own: a cancel that meets a failing publish
@@ -77,7 +77,7 @@ async def supervise(broker: Broker, outbox: Outbox, claim_size: int) -> None:
         # keeps a long queue in hand, which an alarm must jump.
         drain = Drain(
             broker.name,
-            outbox,
+            store.queue,
             SITE,
             broker,
             window=WINDOW,
@@ -112,7 +112,7 @@ operations = st.lists(
 
 
 class Scenario:
-    """Runs one generated list of operations against a real outbox and recording brokers."""
+    """Runs one generated list of operations against a real store and recording brokers."""
 
     def __init__(self, path: Path, claim_size: int) -> None:
         self.path = path
@@ -125,10 +125,10 @@ class Scenario:
         self.appended: dict[int, Lane] = {}
 
     async def start(self) -> None:
-        self.outbox = Outbox(self.path, SITE, Router(ROUTES))
-        await self.outbox.open()
+        self.store = Storage(self.path, SITE, Router(ROUTES))
+        await self.store.open()
         self.tasks = [
-            asyncio.create_task(supervise(b, self.outbox, self.claim_size))
+            asyncio.create_task(supervise(b, self.store, self.claim_size))
             for b in self.brokers.values()
         ]
 
@@ -136,7 +136,7 @@ class Scenario:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.outbox.close()
+        await self.store.close()
 
     def record(self, stored: Event) -> None:
         assert stored.seq is not None
@@ -148,12 +148,12 @@ class Scenario:
         if kind == "append":
             for _ in range(op[2]):
                 event = new_event(TYPES[op[1]], BOX, severity=Severity.INFO, occurred_at_ms=1)
-                self.record(await self.outbox.append(event))
+                self.record(await self.store.outbox.append(event))
         elif kind == "burst":  # many lower-lane events through the group commit at once
             for _ in range(op[2]):
                 event = new_event(TYPES[op[1]], BOX, severity=Severity.INFO, occurred_at_ms=1)
-                self.outbox.submit(event)
-            for stored in await self.outbox.flush():
+                self.store.outbox.submit(event)
+            for stored in await self.store.outbox.flush():
                 self.record(stored)
         elif kind in ("outage", "slow"):
             broker = self.brokers[op[1]]
@@ -172,7 +172,7 @@ class Scenario:
             broker.flowing.set()
         async with asyncio.timeout(20):
             # Bounded looks at the store until every destination has caught up.
-            while any([await self.outbox.pending_count(name) for name in self.brokers]):  # noqa: ASYNC110
+            while any([await self.store.log.pending_count(name) for name in self.brokers]):  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
         await self.stop()
 

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 from gateway.core import contract
 from gateway.core.events import DeviceRef, Event, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
 BOX = DeviceRef("box", "alarm_box", "north gate")
@@ -87,10 +87,10 @@ async def test_an_old_store_gets_the_button_column_filled_once_from_the_body(
 ) -> None:
     path = tmp_path / "old.db"
     old_store(path)
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        [alarm] = await outbox.open_alarms()
-        new = await outbox.append(panic("alarm.panic", "a2", button=5))
-        assert await outbox.pending_count("bureau") == 3  # the old rows are still there to send
+    async with Storage(path, SITE, ROUTES) as store:
+        [alarm] = await store.log.open_alarms()
+        new = await store.outbox.append(panic("alarm.panic", "a2", button=5))
+        assert await store.log.pending_count("bureau") == 3  # the old rows are still there to send
     assert (alarm.alarm_id, alarm.button) == ("a1", 3)
     check = sqlite3.connect(path)
     try:
@@ -103,41 +103,45 @@ async def test_an_old_store_gets_the_button_column_filled_once_from_the_body(
 async def test_reopening_a_migrated_store_keeps_its_rows_and_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old_store(path)
-    async with Outbox(path, SITE, ROUTES):
+    async with Storage(path, SITE, ROUTES):
         pass
-    async with Outbox(path, SITE, ROUTES) as outbox:  # the migration does not run twice
-        [alarm] = await outbox.open_alarms()
+    async with Storage(path, SITE, ROUTES) as store:  # the migration does not run twice
+        [alarm] = await store.log.open_alarms()
     assert alarm.button == 3
 
 
 async def test_open_alarms_come_from_the_button_column_not_the_payload(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        await outbox.append(panic("alarm.panic", "a1", button=2))
+    async with Storage(path, SITE, ROUTES) as store:
+        await store.outbox.append(panic("alarm.panic", "a1", button=2))
     check = sqlite3.connect(path, isolation_level=None)
     try:  # the payload no longer says which button: only the column does
         check.execute("UPDATE events SET body = '{}'")
     finally:
         check.close()
-    async with Outbox(path, SITE, ROUTES) as outbox:
-        [alarm] = await outbox.open_alarms()
+    async with Storage(path, SITE, ROUTES) as store:
+        [alarm] = await store.log.open_alarms()
     assert alarm.button == 2
 
 
 async def test_retention_keeps_every_alarm_the_latches_restore(tmp_path: Path) -> None:
     """One definition of an open alarm: an alarm known only by a repeated press (its first press
     was stored under another id) is restored by the latches, so retention must keep it."""
-    async with Outbox(tmp_path / "o.db", SITE, ROUTES) as outbox:
-        repeated = await outbox.append(panic("alarm.panic_repeated", "r", button=1, at_ms=DAY_MS))
-        reset_alarm = await outbox.append(panic("alarm.panic", "done", button=0, at_ms=DAY_MS))
-        reset = await outbox.append(panic("alarm.reset", "done", button=0, at_ms=DAY_MS))
+    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
+        repeated = await store.outbox.append(
+            panic("alarm.panic_repeated", "r", button=1, at_ms=DAY_MS)
+        )
+        reset_alarm = await store.outbox.append(
+            panic("alarm.panic", "done", button=0, at_ms=DAY_MS)
+        )
+        reset = await store.outbox.append(panic("alarm.reset", "done", button=0, at_ms=DAY_MS))
         seqs = [e.seq or 0 for e in (repeated, reset_alarm, reset)]
         for destination in ("police", "bureau"):
-            await outbox.mark_sent(destination, seqs)
-        restored = {alarm.alarm_id for alarm in await outbox.open_alarms()}
+            await store.queue.mark_sent(destination, seqs)
+        restored = {alarm.alarm_id for alarm in await store.log.open_alarms()}
         policy = RetentionPolicy(max_bytes=1 << 30, retain_ms=90 * DAY_MS)
-        report = await Retention(outbox, policy).enforce(now_ms=100 * DAY_MS)
-        kept = await outbox.call(lambda db: [s for (s,) in db.execute("SELECT seq FROM events")])
+        report = await Retention(store.maintenance, policy).enforce(now_ms=100 * DAY_MS)
+        kept = await store.log.call(lambda db: [s for (s,) in db.execute("SELECT seq FROM events")])
     assert restored == {"r"}
     assert report.pruned == 2  # the reset alarm's two events
     assert kept == [repeated.seq]

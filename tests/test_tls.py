@@ -24,8 +24,8 @@ from gateway.app import broker_params
 from gateway.core import contract
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef, Event, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.destination import Uplink
 from simulators.broker import MosquittoBroker, TlsFiles
@@ -43,7 +43,7 @@ def panic() -> Event:
 
 
 @contextlib.asynccontextmanager
-async def running(outbox: Outbox, uplink: Uplink) -> AsyncIterator[None]:
+async def running(store: Storage, uplink: Uplink) -> AsyncIterator[None]:
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(uplink.run(), name=f"test-uplink:{uplink.name}")
         try:
@@ -95,13 +95,13 @@ async def until(predicate_met: Callable[[], bool], what: str) -> None:
 
 async def delivered_over_tls(tmp_path: Path, broker: MosquittoBroker, tls: mqtt.TlsParams) -> None:
     async with (
-        Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox,
+        Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store,
         # The subscriber watches the plain listener: what it sees came in over TLS.
         listen("police", broker.host, broker.port) as police,
     ):
-        uplink = Uplink("police", tls_params(broker, tls), outbox, SITE)
-        async with running(outbox, uplink):
-            stored = await outbox.append(panic())
+        uplink = Uplink("police", tls_params(broker, tls), store.uplink, SITE)
+        async with running(store, uplink):
+            stored = await store.outbox.append(panic())
             got = await police.wait_event(lambda e: e["id"] == stored.id)
             assert uplink.connected
         assert got["seq"] == stored.seq
@@ -110,14 +110,14 @@ async def delivered_over_tls(tmp_path: Path, broker: MosquittoBroker, tls: mqtt.
 async def refused(tmp_path: Path, broker: MosquittoBroker, tls: mqtt.TlsParams) -> list[str]:
     """Run an uplink that cannot get in; return its log events after several attempts."""
     backoff = Backoff(base_s=0.02, cap_s=0.05)
-    async with Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox:
-        uplink = Uplink("police", tls_params(broker, tls), outbox, SITE, backoff=backoff)
-        await outbox.append(panic())
+    async with Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store:
+        uplink = Uplink("police", tls_params(broker, tls), store.uplink, SITE, backoff=backoff)
+        await store.outbox.append(panic())
         with capture_logs() as logs:
-            async with running(outbox, uplink):
+            async with running(store, uplink):
                 await until(lambda: backoff.attempts >= 3, "three refused attempts")
                 assert not uplink.connected
-        assert await outbox.pending_count("police") == 1
+        assert await store.log.pending_count("police") == 1
     return [entry["event"] for entry in logs]
 
 
@@ -159,7 +159,7 @@ async def test_a_refused_login_logs_no_password(
     backoff = Backoff(base_s=0.02, cap_s=0.05)
     async with (
         MosquittoBroker("police", allow_anonymous=False) as broker,
-        Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as outbox,
+        Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store,
     ):
         secret = mqtt.BrokerParams(
             host=broker.host,
@@ -168,9 +168,9 @@ async def test_a_refused_login_logs_no_password(
             username="gate-1",
             password=PASSWORD,
         )
-        uplink = Uplink("police", secret, outbox, SITE, backoff=backoff)
+        uplink = Uplink("police", secret, store.uplink, SITE, backoff=backoff)
         with capture_logs() as logs:
-            async with running(outbox, uplink):
+            async with running(store, uplink):
                 await until(lambda: backoff.attempts >= 2, "two refused logins")
     assert [e for e in logs if e["event"] == "uplink_down"]
     assert PASSWORD not in repr(logs)

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 from gateway.core import contract
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef, Event, Severity, new_event
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink import mqtt
 from gateway.uplink.destination import Uplink
 from simulators.broker import MosquittoBroker
@@ -45,7 +45,7 @@ def params(name: str, broker: MosquittoBroker) -> mqtt.BrokerParams:
 
 
 @contextlib.asynccontextmanager
-async def running(outbox: Outbox, *uplinks: Uplink) -> AsyncIterator[None]:
+async def running(store: Storage, *uplinks: Uplink) -> AsyncIterator[None]:
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(u.run(), name=f"test-uplink:{u.name}") for u in uplinks]
         try:
@@ -60,28 +60,30 @@ async def test_event_reaches_both_brokers_once_and_status_is_retained_online(
 ) -> None:
     router = Router({"police": ["alarm.*"], "bureau": ["*"]})
     async with (
-        Outbox(tmp_path / "o.db", SITE, router) as outbox,
+        Storage(tmp_path / "o.db", SITE, router) as store,
         listen("police", police_broker.host, police_broker.port) as police,
         listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
     ):
         uplinks = [
-            Uplink("police", params("police", police_broker), outbox, SITE),
-            Uplink("bureau", params("bureau", bureau_broker), outbox, SITE),
+            Uplink("police", params("police", police_broker), store.uplink, SITE),
+            Uplink("bureau", params("bureau", bureau_broker), store.uplink, SITE),
         ]
-        async with running(outbox, *uplinks):
+        async with running(store, *uplinks):
             await police.wait_for(lambda m: m.topic.endswith("/status"))
-            stored = await outbox.append(panic())
-            await outbox.append(
+            stored = await store.outbox.append(panic())
+            await store.outbox.append(
                 new_event("device.online", BOX, severity=Severity.INFO, occurred_at_ms=_now_ms())
             )
             got = await police.wait_event(lambda e: e["id"] == stored.id)
             await bureau.wait_event(lambda e: e["type"] == "device.online")
             await bureau.wait_event(lambda e: e["id"] == stored.id)
             for _ in range(250):  # mark_sent follows the PUBACK by a moment
-                if not await outbox.pending_count("bureau") + await outbox.pending_count("police"):
+                if not await store.log.pending_count("bureau") + await store.log.pending_count(
+                    "police"
+                ):
                     break
                 await asyncio.sleep(0.02)
-            assert await outbox.pending_count("bureau") == 0
+            assert await store.log.pending_count("bureau") == 0
         assert got["seq"] == stored.seq and got["historical"] is False and got["attempt"] == 1
         assert [e["type"] for e in police.events()] == ["alarm.panic"]  # routing: alarms only
         assert len(bureau.events()) == 2
@@ -96,7 +98,7 @@ async def test_dead_police_broker_does_not_delay_bureau_and_backlog_arrives_hist
 ) -> None:
     router = Router({"police": ["*"], "bureau": ["*"]})
     async with (
-        Outbox(tmp_path / "o.db", SITE, router) as outbox,
+        Storage(tmp_path / "o.db", SITE, router) as store,
         listen("police", police_broker.host, police_broker.port) as police,
         listen("bureau", bureau_broker.host, bureau_broker.port) as bureau,
     ):
@@ -104,19 +106,19 @@ async def test_dead_police_broker_does_not_delay_bureau_and_backlog_arrives_hist
             Uplink(
                 "police",
                 params("police", police_broker),
-                outbox,
+                store.uplink,
                 SITE,
                 backoff=Backoff(base_s=0.05, cap_s=0.5),
             ),
-            Uplink("bureau", params("bureau", bureau_broker), outbox, SITE),
+            Uplink("bureau", params("bureau", bureau_broker), store.uplink, SITE),
         ]
         await police_broker.stop(graceful=True)
-        async with running(outbox, *uplinks):
+        async with running(store, *uplinks):
             await bureau.wait_for(lambda m: m.topic.endswith("/status"))
-            stored = await outbox.append(panic())
+            stored = await store.outbox.append(panic())
             arrived = await bureau.wait_event(lambda e: e["id"] == stored.id, timeout_s=5)
             assert arrived["historical"] is False
-            assert await outbox.pending_count("police") == 1
+            assert await store.log.pending_count("police") == 1
             await asyncio.sleep(0.5)  # the police uplink keeps retrying meanwhile
             await police_broker.start()
             got = await police.wait_event(lambda e: e["id"] == stored.id, timeout_s=10)
@@ -128,25 +130,25 @@ async def test_dead_police_broker_does_not_delay_bureau_and_backlog_arrives_hist
 async def test_uplink_retries_a_broker_that_is_not_there_yet(tmp_path: Path) -> None:
     broker = MosquittoBroker("late")
     router = Router({"police": ["*"]})
-    async with Outbox(tmp_path / "o.db", SITE, router) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, router) as store:
         uplink = Uplink(
             "police",
             params("police", broker),
-            outbox,
+            store.uplink,
             SITE,
             backoff=Backoff(base_s=0.05, cap_s=0.2),
         )
-        await outbox.append(panic())
-        async with running(outbox, uplink):
+        await store.outbox.append(panic())
+        async with running(store, uplink):
             await asyncio.sleep(0.3)
             assert not uplink.connected
             async with broker:
                 # Nobody may be subscribed yet when the uplink gets in: the PUBACK is the proof.
                 for _ in range(500):
-                    if await outbox.pending_count("police") == 0:
+                    if await store.log.pending_count("police") == 0:
                         break
                     await asyncio.sleep(0.02)
-                assert await outbox.pending_count("police") == 0
+                assert await store.log.pending_count("police") == 0
                 assert uplink.connected and uplink.sent_count == 1
 
 
@@ -155,14 +157,14 @@ async def test_cancel_while_the_connection_drops_still_stops_the_uplink(tmp_path
     # raises the failure, not CancelledError; the reconnect loop took it and ran on, so a
     # shutdown that met a dropping broker never finished.
     router = Router({"police": ["*"]})
-    async with Outbox(tmp_path / "o.db", SITE, router) as outbox:
+    async with Storage(tmp_path / "o.db", SITE, router) as store:
         for attempt in range(15):
             broker = MosquittoBroker(f"drop{attempt}")
             async with broker:
                 uplink = Uplink(
                     "police",
                     params("police", broker),
-                    outbox,
+                    store.uplink,
                     SITE,
                     backoff=Backoff(base_s=0.01, cap_s=0.02),
                 )

@@ -17,8 +17,6 @@ do) and does not check who may acknowledge (the command handler does).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +24,7 @@ import structlog
 
 from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
+from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
 from gateway.store.records import AlarmStore
 
@@ -70,10 +69,6 @@ FeedbackSetter = Callable[[str, OutputPattern], Awaitable[bool]]
 wait on the line: it is called from inside the box's own poll."""
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class AlarmLatches:
     def __init__(
         self,
@@ -83,15 +78,15 @@ class AlarmLatches:
         ack_destination: str = "police",
         ack_timeout_s: float = 30.0,
         escalate_siren: bool = True,
-        clock_ms: Callable[[], int] = _wall_clock_ms,
+        clock: Clock | None = None,
     ) -> None:
         self._outbox = outbox
         self._boxes = boxes
         self._ack_destination = ack_destination
         self._ack_timeout_ms = round(ack_timeout_s * 1000)
         self._escalate_siren = escalate_siren
-        self._clock_ms = clock_ms
-        """Wall-clock ms, the clock of `occurred_at_ms`: deadlines survive a restart."""
+        self._clock: Clock = clock or SystemClock()
+        """Deadlines are wall-clock ms, the clock of `occurred_at_ms`: they survive a restart."""
         self._open: dict[str, Latch] = {}
         self._by_seq: dict[int, Latch] = {}
         self._feedback: dict[str, FeedbackSetter] = {}
@@ -290,7 +285,7 @@ class AlarmLatches:
         a restore; runs until cancelled."""
         while True:
             self._deadlines_changed.clear()
-            now_ms = self._clock_ms()
+            now_ms = self._clock.wall_ms()
             next_deadline_ms: int | None = None
             for latch in list(self._open.values()):
                 if latch.acknowledged or latch.escalated or latch.alarm_id not in self._open:
@@ -303,9 +298,7 @@ class AlarmLatches:
             if self._deadlines_changed.is_set():
                 continue  # something changed while escalating: look again
             timeout_s = None if next_deadline_ms is None else (next_deadline_ms - now_ms) / 1000
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._deadlines_changed.wait()
+            await wait_until_set(self._deadlines_changed, self._clock, timeout_s)
 
     async def _escalate(self, latch: Latch, now_ms: int) -> None:
         latch.escalated = True

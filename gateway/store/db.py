@@ -16,7 +16,6 @@ import heapq
 import itertools
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TypeVar
 
 import structlog
 
+from gateway.core.clock import Clock, SystemClock
 from gateway.store import faults as store_faults
 from gateway.store.faults import STORAGE_ERRORS, StoreError, StoreUnavailable
 from gateway.store.sql import in_transaction, prepare
@@ -48,15 +48,11 @@ class OpenResult:
     reason: str = ""
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def seq_floor() -> int:
+def seq_floor(clock: Clock) -> int:
     """Where seqs start when the seqs already issued cannot be read (a file moved aside, or one
     that cannot be opened yet): the wall clock in ms, past any seq a receiver could have seen
     unless more than one event per ms was stored on average since the epoch."""
-    return now_ms()
+    return clock.wall_ms()
 
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -167,11 +163,16 @@ class _Checkpointer:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
+        self._clock: Clock = clock or SystemClock()
         self._worker = _Worker("outbox")
         self._db: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+
+    def seq_floor(self) -> int:
+        """`seq_floor` on this store's clock."""
+        return seq_floor(self._clock)
 
     async def call(self, fn: Callable[[sqlite3.Connection], _T], *, urgent: bool = False) -> _T:
         """Run `fn(connection)` on the store's thread; `urgent` jumps the queue."""
@@ -232,7 +233,7 @@ class Store:
         if moved is not None:
             # The old seqs are unknown now; jump past any a receiver may have seen so that no
             # seq is ever issued twice (a receiver sees a gap, which is the truth).
-            floor = seq_floor()
+            floor = self.seq_floor()
             db.execute(
                 "INSERT OR REPLACE INTO sqlite_sequence(name, seq) VALUES ('events', ?)", (floor,)
             )
@@ -253,7 +254,7 @@ class Store:
         return OpenResult(boot_count=int(boot), moved_aside=moved, reason=reason)
 
     def _move_aside(self) -> Path:
-        moved = self.path.with_name(f"{self.path.name}.corrupt-{now_ms()}")
+        moved = self.path.with_name(f"{self.path.name}.corrupt-{self._clock.wall_ms()}")
         try:
             for suffix in ("", "-wal", "-shm"):
                 src = Path(f"{self.path}{suffix}")

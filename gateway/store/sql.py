@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from gateway.core.events import Lane
 from gateway.store.faults import STORAGE_ERRORS
 from gateway.store.records import OpenAlarm, PendingDelivery
+from gateway.store.spill import SpillRow
 
 _T = TypeVar("_T")
 NO_SEQ_ABOVE = 2**63 - 1
@@ -151,6 +152,33 @@ def insert(
             )
 
     in_transaction(db, write)
+
+
+def write_back(
+    db: sqlite3.Connection, rows: list[SpillRow], unsynced: dict[str, dict[int, int]]
+) -> None:
+    """What the log held in memory, and the PUBACKs it took meanwhile, written to the file."""
+    events = [
+        (
+            r.seq,
+            r.id,
+            r.type,
+            int(r.lane),
+            r.device_id,
+            r.alarm_id,
+            r.occurred_at_ms,
+            r.stored_at_ms,
+            r.body,
+            r.button,
+        )
+        for r in rows
+    ]
+    deliveries = [
+        (name, r.seq, int(r.lane), r.attempts.get(name, 0), r.sent_at_ms.get(name))
+        for r in rows
+        for name in (*r.unsent, *r.sent_at_ms)
+    ]
+    insert(db, events, deliveries, unsynced)
 
 
 def _seq_array(seqs: Iterable[int]) -> str:

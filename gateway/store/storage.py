@@ -1,0 +1,186 @@
+"""The store put together: one durable log, its delivery queue and the outbox over one file.
+
+Owns building the three parts and wiring them (the log's notices go to the outbox, which stores
+them as events; the log's file opening goes to the queue, which wakes its senders), opening and
+closing them in order, their two loops (`run`), and the views that hand an audience needing two
+parts exactly its protocol (`records.AlarmStore`, `records.UplinkStore`,
+`records.LogMaintenance`). It serves no audience itself: writers take `outbox`, the drain takes
+`queue`, heartbeats and replay, latches and retention take their view, drivers `log.memory`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from gateway.core import contract
+from gateway.core.clock import Clock
+from gateway.core.events import Event, Lane
+from gateway.store.delivery import Deliveries
+from gateway.store.log import DurableLog
+from gateway.store.outbox import Outbox
+from gateway.store.records import OpenAlarm, PendingDelivery
+from gateway.store.routing import Router
+
+_T = TypeVar("_T")
+
+
+class Storage:
+    def __init__(
+        self,
+        path: Path,
+        site: contract.Site,
+        router: Router,
+        *,
+        batch_delay_ms: int = 50,
+        spill_limit: int = 50_000,
+        recover_interval_s: float = 1.0,
+        signer: Callable[[bytes], bytes] | None = None,
+        drill: Callable[[], bool] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.log = DurableLog(
+            path,
+            router.destinations,
+            spill_limit=spill_limit,
+            recover_interval_s=recover_interval_s,
+            clock=clock,
+        )
+        self.queue = Deliveries(self.log, router.destinations)
+        self.outbox = Outbox(
+            self.log,
+            self.queue,
+            site,
+            router,
+            batch_delay_ms=batch_delay_ms,
+            signer=signer,
+            drill=drill,
+            clock=clock,
+        )
+        self.log.on_notice = self.outbox.notice
+        self.log.on_open = self.queue.file_opened
+        self.alarms = AlarmView(self.outbox, self.log)
+        self.uplink = UplinkView(self.queue, self.log)
+        self.maintenance = MaintenanceView(self.outbox, self.log)
+
+    async def open(self) -> None:
+        await self.log.open()
+        await self.outbox.flush()  # what opening reported (a fault) is stored before anything
+
+    async def recover(self) -> bool:
+        """One try of the disk now (`log.recover`), its notice stored. True when recovered."""
+        recovered = await self.log.recover()
+        await self.outbox.flush()
+        return recovered
+
+    async def close(self) -> None:
+        await self.outbox.flush()
+        if self.log.degraded:
+            await self.recover()  # a last try: what is only in memory is lost at exit
+        await self.log.close()
+
+    async def __aenter__(self) -> Storage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def run(self) -> None:
+        """The group commit and the retry of a failing disk, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.outbox.run(), name="outbox:flush")
+            tg.create_task(self.log.run(), name="store:recovery")
+
+
+class AlarmView:
+    """`records.AlarmStore`: the latches write through the outbox and read the log."""
+
+    def __init__(self, outbox: Outbox, log: DurableLog) -> None:
+        self._outbox = outbox
+        self._log = log
+
+    async def append(self, event: Event, *, destinations: list[str] | None = None) -> Event:
+        return await self._outbox.append(event, destinations=destinations)
+
+    async def open_alarms(self) -> list[OpenAlarm]:
+        return await self._log.open_alarms()
+
+    async def alarm_progress(
+        self, destination: str, alarm_ids: Sequence[str]
+    ) -> list[tuple[str, str, int, bool]]:
+        return await self._log.alarm_progress(destination, alarm_ids)
+
+
+class UplinkView:
+    """`records.UplinkStore`: the queue for the drain, the log's records for heartbeats and
+    replay."""
+
+    def __init__(self, queue: Deliveries, log: DurableLog) -> None:
+        self._queue = queue
+        self._log = log
+
+    @property
+    def boot_count(self) -> int:
+        return self._log.boot_count
+
+    def wakeup(self, destination: str) -> asyncio.Event:
+        return self._queue.wakeup(destination)
+
+    def alarm_wakeup(self, destination: str) -> asyncio.Event:
+        return self._queue.alarm_wakeup(destination)
+
+    def take_new_lane(self, destination: str, among: Sequence[Lane] = tuple(Lane)) -> Lane | None:
+        return self._queue.take_new_lane(destination, among)
+
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        after: dict[Lane, int] | None = None,
+        lanes: Sequence[Lane] = tuple(Lane),
+    ) -> list[PendingDelivery]:
+        return await self._queue.claim(destination, limit, after, lanes)
+
+    async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None:
+        await self._queue.mark_sent(destination, seqs)
+
+    async def last_sent_seq(self, destination: str) -> int:
+        return await self._log.last_sent_seq(destination)
+
+    async def routed_count(self, destination: str, after_seq: int, upto_seq: int) -> int:
+        return await self._log.routed_count(destination, after_seq, upto_seq)
+
+    async def pending_count(self, destination: str) -> int:
+        return await self._log.pending_count(destination)
+
+    async def replay(self, destination: str, from_seq: int, to_seq: int) -> list[PendingDelivery]:
+        return await self._log.replay(destination, from_seq, to_seq)
+
+
+class MaintenanceView:
+    """`records.LogMaintenance`: retention runs its statements on the log and reports through
+    the outbox."""
+
+    def __init__(self, outbox: Outbox, log: DurableLog) -> None:
+        self._outbox = outbox
+        self._log = log
+
+    @property
+    def store_open(self) -> bool:
+        return self._log.store_open
+
+    async def append(self, event: Event, *, destinations: list[str] | None = None) -> Event:
+        return await self._outbox.append(event, destinations=destinations)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._log.call(fn)
