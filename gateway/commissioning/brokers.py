@@ -77,7 +77,7 @@ async def check_broker(
         report.fail(
             section,
             f"TCP connect {where}",
-            (exc.strerror or str(exc)) if isinstance(exc, OSError) else "timed out",
+            _connect_error(exc),
             f"the broker is not reachable: check that it runs and listens on port {dest.port}, "
             f"destinations.{name}.port, and any firewall between this box and {dest.host}",
         )
@@ -255,3 +255,11 @@ async def _session_steps(  # noqa: PLR0917 - one destination's context
 def _is_refused_login(text: str) -> bool:
     lowered = text.lower()
     return any(word in lowered for word in ("not authori", "password", "bad user"))
+
+
+def _connect_error(exc: OSError | TimeoutError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    if isinstance(exc, TimeoutError):
+        return "timed out: no answer (a firewall that drops packets, or a wrong address)"
+    return exc.strerror or str(exc)

@@ -154,9 +154,34 @@ def _inspect_db(path: Path) -> tuple[str, str] | None:
     return str(ok), str(mode)
 
 
+def _store_steps(ok: str, mode: str, report: Report) -> None:
+    section = "store"
+    if ok != "ok":
+        report.fail(
+            section,
+            "integrity check",
+            f"quick_check: {ok}",
+            "systemctl restart schoolgate: the daemon moves a corrupt store aside "
+            "(outbox.db.corrupt-*) and starts a new one; keep the old file for the record",
+        )
+    else:
+        report.ok(section, "integrity check", "quick_check ok")
+    if mode.lower() != "wal":
+        report.warn(
+            section,
+            "WAL mode",
+            f"journal_mode is {mode}",
+            "the daemon sets WAL when it opens the store: start the service once",
+        )
+    else:
+        report.ok(section, "WAL mode")
+
+
 async def check_store(
     path: Path, report: Report, *, timeout_s: float, free_bytes: FreeBytes = disk_free_bytes
 ) -> None:
+    """The store's steps, then the free disk (also when the store would not open: a full disk
+    is a reason it may not)."""
     section = "store"
     try:
         found = await _in_thread(lambda: _inspect_db(path), timeout_s)
@@ -165,33 +190,15 @@ async def check_store(
             section,
             "opens",
             str(exc) or "timed out",
-            "stop the service and look at the file; the daemon moves a corrupt store aside "
-            "and starts a new one",
+            "if the free disk step fails, free space first (opening needs a little); else stop "
+            "the service and look at the file: the daemon moves a corrupt store aside and "
+            "starts a new one",
         )
-        return
-    if found is None:
-        report.ok(section, f"{path}", "not created yet: the daemon creates it at first start")
     else:
-        ok, mode = found
-        if ok != "ok":
-            report.fail(
-                section,
-                "integrity check",
-                f"quick_check: {ok}",
-                "systemctl restart schoolgate: the daemon moves a corrupt store aside "
-                "(outbox.db.corrupt-*) and starts a new one; keep the old file for the record",
-            )
+        if found is None:
+            report.ok(section, str(path), "not created yet: the daemon creates it at first start")
         else:
-            report.ok(section, "integrity check", "quick_check ok")
-        if mode.lower() != "wal":
-            report.warn(
-                section,
-                "WAL mode",
-                f"journal_mode is {mode}",
-                "the daemon sets WAL when it opens the store: start the service once",
-            )
-        else:
-            report.ok(section, "WAL mode")
+            _store_steps(*found, report)
     try:
         folder = await _in_thread(lambda: _existing_folder(path), timeout_s)
         free = await _in_thread(lambda: free_bytes(folder), timeout_s)

@@ -1,0 +1,199 @@
+"""`doctor` against a healthy simulated gate (real mosquitto brokers, a DiDoModule over Modbus
+TCP, a store and a key on disk) and against each fault it diagnoses, with the fix it gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gateway.commissioning.doctor import doctor
+from gateway.commissioning.report import Report, Status
+from simulators.broker import MosquittoBroker
+from simulators.dido import DiDoModule, serve_tcp
+from tests.commissioning_support import GateFiles
+
+CHILD = Path(__file__).parent / "doctor_diskfull_child.py"
+MIB = 1024 * 1024
+
+
+def problems(report: Report) -> list[str]:
+    """Every step that is not ok, apart from the box's own clock (this machine's, not ours)."""
+    return [
+        f"{s.section} / {s.name}: {s.reason}"
+        for s in report.steps
+        if s.status is not Status.OK and s.section != "clock"
+    ]
+
+
+def only_failure(report: Report) -> str:
+    """The one failed step's fix, asserting that nothing else failed."""
+    failed = [s for s in report.steps if s.status is Status.FAIL and s.section != "clock"]
+    assert len(failed) == 1, report.render()
+    return failed[0].fix
+
+
+async def test_healthy_gate_is_all_ok(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    module = DiDoModule(unit_id=1)
+    async with serve_tcp(module) as (_, modbus_port):
+        gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, modbus_port)
+        report = await doctor(gate.write(), timeout_s=3.0)
+    assert problems(report) == [], report.render()
+    sections = [s.section for s in report.steps]
+    # In the documented order, each part present.
+    order = ["config", "files", "broker police", "broker bureau", "device panic_box", "store"]
+    firsts = [sections.index(name) for name in order]
+    assert firsts == sorted(firsts)
+    assert sections[-2:] == ["clock", "keys"] or sections[-3:-1] == ["clock", "keys"]
+    names = {s.name for s in report.find("device panic_box")}
+    assert "answers at unit id 1" in names
+    assert "reads buttons[0].press_counter_register (input register 0)" in names
+    assert "reads lamp_coil (coil 0)" in names
+    assert any(s.name.startswith("QoS 1 publish") for s in report.find("broker police"))
+    (clock,) = report.find("clock")
+    assert any(w in clock.reason for w in ("timedatectl", "adjtimex", "timesync")), clock
+    data = json.loads(report.to_json())
+    assert data["exit_code"] == report.exit_code and len(data["steps"]) == len(report.steps)
+    assert "[broker police]" in report.render()
+
+
+async def test_wrong_unit_id_names_the_unit_that_answers(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    module = DiDoModule(unit_id=1)
+    async with serve_tcp(module) as (_, modbus_port):
+        gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, modbus_port, unit_id=2)
+        report = await doctor(gate.write(), timeout_s=3.0)
+    fix = only_failure(report)
+    assert fix.startswith("wrong unit id: set unit_id = 1 in [devices.panic_box]"), fix
+    assert report.exit_code == 2
+
+
+async def test_device_that_does_not_answer(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    module = DiDoModule(unit_id=1)
+    module.silent = True
+    async with serve_tcp(module) as (_, modbus_port):
+        gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, modbus_port)
+        report = await doctor(gate.write(), timeout_s=3.0)
+    fix = only_failure(report)
+    assert fix.startswith("the device does not answer: check its power and wiring"), fix
+
+
+async def test_stopped_broker(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    await bureau_broker.stop()
+    gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, box[1])
+    report = await doctor(gate.write(), timeout_s=3.0)
+    fix = only_failure(report)
+    assert fix.startswith("the broker is not reachable: check that it runs and listens on port")
+    (failed,) = [s for s in report.find("broker bureau") if s.status is Status.FAIL]
+    assert failed.name.startswith("TCP connect") and "refused" in failed.reason
+
+
+async def test_wrong_password(
+    tmp_path: Path, bureau_broker: MosquittoBroker, box: tuple[DiDoModule, int]
+) -> None:
+    async with MosquittoBroker("police", passwords={"north-gate": "right"}) as police:
+        gate = GateFiles(
+            tmp_path,
+            police.port,
+            bureau_broker.port,
+            box[1],
+            username="north-gate",
+            password="wrong",
+        )
+        report = await doctor(gate.write(), timeout_s=3.0)
+        gate.password = "right"
+        good = await doctor(gate.write(), timeout_s=3.0)
+    fix = only_failure(report)
+    assert fix.startswith("check destinations.police.username and the password in"), fix
+    assert "police.password" in fix
+    assert problems(good) == [], good.render()
+
+
+async def test_key_file_the_service_user_cannot_read(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """The key is root's 0600 (made by `sudo schoolgate keys new`); the service cannot read it.
+    Checked for `nobody`, an account that exists on every Debian box."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: files owned by another user")
+    # Outside pytest's 0700 folder: every folder on the way is searchable by anyone.
+    with tempfile.TemporaryDirectory(prefix="doctor-") as folder:
+        workdir = Path(folder)
+        workdir.chmod(0o755)
+        gate = GateFiles(workdir, police_broker.port, bureau_broker.port, box[1])
+        config = gate.write()
+        config.chmod(0o644)
+        (gate.workdir / "keys").chmod(0o755)
+        report = await doctor(config, as_user="nobody", timeout_s=3.0)
+    key = gate.gateway_key
+    assert only_failure(report) == f"chown nobody:nogroup {key} && chmod 600 {key}"
+    assert "not run as the service user nobody" in report.notes[0]
+
+
+async def test_full_disk_fails_the_store_step(tmp_path: Path) -> None:
+    """A real full disk: a 600 KiB tmpfs in a private mount namespace (as tests/test_disk_full)."""
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is on every Debian system"
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        [unshare, "-rm", sys.executable, str(CHILD), str(mountpoint)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    steps = {s["name"]: s for s in json.loads(done.stdout)["steps"]}
+    assert steps["integrity check"]["status"] == "ok"
+    assert steps["WAL mode"]["status"] == "ok"
+    full = steps["free disk"]
+    assert full["status"] == "fail", full
+    assert "the disk is full" in full["reason"]
+    assert full["fix"].startswith("free space on the disk of")
+
+
+async def test_free_space_thresholds_through_the_seam(tmp_path: Path) -> None:
+    from gateway.commissioning.system import check_store  # noqa: PLC0415
+
+    readings = {"low": 50 * MIB, "plenty": 4096 * MIB}
+    for label, free in readings.items():
+        report = Report()
+        await check_store(
+            tmp_path / "outbox.db", report, timeout_s=3.0, free_bytes=lambda _p, f=free: f
+        )
+        (step,) = report.find("store", "free disk")
+        assert step.status is (Status.WARN if label == "low" else Status.OK), step
+
+
+async def test_unknown_user_is_a_failure(tmp_path: Path) -> None:
+    report = await doctor(tmp_path / "none.toml", as_user="no-such-user-here")
+    assert report.exit_code == 2 and "no user" in report.steps[0].reason
+
+
+async def test_broken_config_stops_early_with_a_fix(tmp_path: Path) -> None:
+    config = tmp_path / "schoolgate.toml"
+    config.write_text('[site]\nschool_id = "x"\ngateway_id = "y"\n')
+    report = await doctor(config)
+    assert {s.section for s in report.steps} == {"config"}
+    assert report.steps[0].fix.startswith("edit destinations in") or "edit" in report.steps[0].fix
