@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.commissioning.report import Report  # noqa: E402
-from gateway.commissioning.system import check_store  # noqa: E402
+from gateway.commissioning.report import Report
+from gateway.commissioning.system import check_store
 
 
 def main() -> None:

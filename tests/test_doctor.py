@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from commissioning_support import GateFiles
 
 from gateway.commissioning.doctor import doctor
 from gateway.commissioning.report import Report, Status
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
-from tests.commissioning_support import GateFiles
 
 CHILD = Path(__file__).parent / "doctor_diskfull_child.py"
 MIB = 1024 * 1024
@@ -149,7 +149,7 @@ async def test_key_file_the_service_user_cannot_read(
     assert "not run as the service user nobody" in report.notes[0]
 
 
-async def test_full_disk_fails_the_store_step(tmp_path: Path) -> None:
+def test_full_disk_fails_the_store_step(tmp_path: Path) -> None:
     """A real full disk: a 600 KiB tmpfs in a private mount namespace (as tests/test_disk_full)."""
     unshare = shutil.which("unshare")
     assert unshare, "unshare (util-linux) is on every Debian system"
