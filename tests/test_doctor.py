@@ -16,6 +16,7 @@ from commissioning_support import GateFiles
 
 from gateway.commissioning.doctor import doctor
 from gateway.commissioning.report import Report, Status
+from gateway.commissioning.system import check_store
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 
@@ -174,16 +175,16 @@ def test_full_disk_fails_the_store_step(tmp_path: Path) -> None:
 
 
 async def test_free_space_thresholds_through_the_seam(tmp_path: Path) -> None:
-    from gateway.commissioning.system import check_store  # noqa: PLC0415
-
-    readings = {"low": 50 * MIB, "plenty": 4096 * MIB}
-    for label, free in readings.items():
+    readings = {50 * MIB: Status.WARN, 4096 * MIB: Status.OK, 1 * MIB: Status.FAIL}
+    for free, expected in readings.items():
         report = Report()
-        await check_store(
-            tmp_path / "outbox.db", report, timeout_s=3.0, free_bytes=lambda _p, f=free: f
-        )
+
+        def reading(_folder: Path, free: int = free) -> int:
+            return free
+
+        await check_store(tmp_path / "outbox.db", report, timeout_s=3.0, free_bytes=reading)
         (step,) = report.find("store", "free disk")
-        assert step.status is (Status.WARN if label == "low" else Status.OK), step
+        assert step.status is expected, step
 
 
 async def test_unknown_user_is_a_failure(tmp_path: Path) -> None:
