@@ -22,6 +22,7 @@ class GateFiles:
     username: str | None = None
     password: str | None = None
     with_security: bool = True
+    press_counter_register: int = 0
 
     @property
     def config(self) -> Path:
@@ -86,7 +87,7 @@ reset_input = 7
 [[devices.panic_box.buttons]]
 input = 0
 name = "gatehouse desk"
-press_counter_register = 0
+press_counter_register = {self.press_counter_register}
 
 {security}"""
         )

@@ -90,6 +90,21 @@ async def test_device_that_does_not_answer(
     assert fix.startswith("the device does not answer: check its power and wiring"), fix
 
 
+async def test_register_the_device_refuses(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """The module has 8 counters (input registers 0-7); register 20 is refused (exception 2)."""
+    gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, box[1])
+    gate.press_counter_register = 20
+    report = await doctor(gate.write(), timeout_s=3.0)
+    fix = only_failure(report)
+    assert fix.startswith("check buttons[0].press_counter_register against the device's"), fix
+    assert report.find("device panic_box", "answers at unit id 1")[0].status is Status.OK
+
+
 async def test_stopped_broker(
     tmp_path: Path,
     police_broker: MosquittoBroker,
