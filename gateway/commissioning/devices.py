@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import structlog
 
 from drivers.base import DeviceException, DeviceTimeout, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
@@ -32,6 +35,16 @@ NEIGHBOUR_IDS = range(1, 11)
 """When a unit does not answer, these ids are tried on the same line (not those configured): an
 answer there points at a wrong unit id rather than a dead device."""
 NEIGHBOUR_TIMEOUT_MS = 150
+
+
+def quiet_log() -> structlog.typing.FilteringBoundLogger:
+    """For lines that probe ids expected to be silent: their timeouts are findings, not
+    warnings, so only errors are logged."""
+    quiet: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        structlog.get_logger(), wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR)
+    )
+    return quiet
+
 
 _EXCEPTION_NAMES = {
     1: "illegal function",
@@ -239,7 +252,9 @@ async def _no_answer(  # noqa: PLR0917 - one device's context, passed through
     # A line of its own with a short timeout; the port is handed over, never open twice.
     await line.close()
     probe = ModbusLine(
-        f"{line.name}-probe", line_config.model_copy(update={"timeout_ms": NEIGHBOUR_TIMEOUT_MS})
+        f"{line.name}-probe",
+        line_config.model_copy(update={"timeout_ms": NEIGHBOUR_TIMEOUT_MS}),
+        log=quiet_log(),
     )
     try:
         answering = [
@@ -255,10 +270,11 @@ async def _no_answer(  # noqa: PLR0917 - one device's context, passed through
     label = _line_label(line_config)
     if answering:
         ids = ", ".join(str(i) for i in answering)
+        others = f"unit ids {ids} answer" if len(answering) > 1 else f"unit id {ids} answers"
         report.fail(
             section,
             name,
-            f"unit {unit} does not answer on {label}, but unit id {ids} does",
+            f"unit {unit} does not answer on {label}, but {others}",
             f"wrong unit id: set unit_id = {answering[0]} in [devices.{device_id}] if that is "
             f"this device, or set the device's address to {unit}; `schoolgate scan` lists "
             "every unit on the line",

@@ -21,6 +21,7 @@ import structlog
 from drivers.base import DeviceException, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
+from gateway.commissioning.devices import quiet_log
 
 FUNCTION_CODES = (1, 2, 3, 4)
 PROBE_FUNCTION = 3
@@ -181,7 +182,7 @@ async def scan(
     log.info("scan_started", target=result.target, probes=total, estimate_s=result.estimate_s)
     done = 0
     for setting, config in configs:
-        line = ModbusLine(f"scan {setting}", config)
+        line = ModbusLine(f"scan {setting}", config, log=quiet_log())
         try:
             try:
                 await line.connect()
