@@ -42,6 +42,9 @@ async def test_scan_over_tcp_finds_each_unit_and_its_function_codes() -> None:
         assert found.answered == [1, 2, 3, 4], found
         assert str(found.setting) == "tcp"
     assert result.line_errors == []
+    assert result.render().splitlines()[1:] == [
+        f"  unit {unit} (tcp): function codes 1 2 3 4" for unit in UNITS
+    ]
 
 
 class FarRegisters(UnitBase):
@@ -66,6 +69,7 @@ async def test_scan_lists_a_unit_that_only_answers_with_exceptions() -> None:
     (found,) = result.found
     assert found.unit_id == 9 and found.answered == []
     assert set(found.functions.values()) == {"exception 2 (illegal data address)"}
+    assert "unit 9 (tcp): function codes none with data (1: exception 2" in result.render()
 
 
 async def test_scan_over_rtu_tries_every_setting() -> None:
@@ -93,6 +97,7 @@ async def test_scan_of_a_missing_port_says_so() -> None:
     result = await scan("/dev/ttyNOSUCH9", unit_ids=[1, 2], timeout_s=0.05)
     assert result.found == []
     assert len(result.line_errors) == 1 and "ttyNOSUCH9" in result.line_errors[0]
+    assert result.render().endswith("  nothing answered\n")
 
 
 @pytest.mark.parametrize(

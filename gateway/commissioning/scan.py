@@ -80,6 +80,19 @@ class ScanResult:
     line_errors: list[str] = field(default_factory=list)
     """Settings whose line would not open (the scan goes on with the others)."""
 
+    def render(self) -> str:
+        """What answered, one line per unit and setting, for an installer."""
+        lines = [f"{self.target}: estimate {self.estimate_s:.1f} s"]
+        lines += [f"  line failed: {error}" for error in self.line_errors]
+        for found in self.found:
+            answered = " ".join(str(code) for code in found.answered) or "none with data"
+            refused = [f"{c}: {r}" for c, r in found.functions.items() if r != "ok"]
+            text = f"  unit {found.unit_id} ({found.setting}): function codes {answered}"
+            lines.append(text + (f" ({'; '.join(refused)})" if refused else ""))
+        if not self.found:
+            lines.append("  nothing answered")
+        return "\n".join(lines) + "\n"
+
 
 @dataclass(frozen=True, slots=True)
 class TcpTarget:
