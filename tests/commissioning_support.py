@@ -23,6 +23,8 @@ class GateFiles:
     password: str | None = None
     with_security: bool = True
     press_counter_register: int = 0
+    extra: str = ""
+    """More TOML appended (another line, a device)."""
 
     @property
     def config(self) -> Path:
@@ -89,6 +91,7 @@ input = 0
 name = "gatehouse desk"
 press_counter_register = {self.press_counter_register}
 
-{security}"""
+{security}
+{self.extra}"""
         )
         return self.config

@@ -3,6 +3,7 @@ TCP, a store and a key on disk) and against each fault it diagnoses, with the fi
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from gateway.commissioning.report import Report, Status
 from gateway.commissioning.system import check_store
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
+from simulators.vserial import VirtualSerialLink
 
 CHILD = Path(__file__).parent / "doctor_diskfull_child.py"
 MIB = 1024 * 1024
@@ -213,3 +215,70 @@ async def test_broken_config_stops_early_with_a_fix(tmp_path: Path) -> None:
     report = await doctor(config)
     assert {s.section for s in report.steps} == {"config"}
     assert report.steps[0].fix.startswith("edit destinations in") or "edit" in report.steps[0].fix
+
+
+def access_line(port: str) -> str:
+    return f"""
+[lines.doors]
+type = "serial"
+port = "{port}"
+
+[devices.front_door]
+kind = "access_controller"
+line = "doors"
+address = 1
+doors = {{1 = "main gate"}}
+"""
+
+
+async def test_serial_port_steps(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """A real pseudo-terminal as the access controller's port: present and opens; the
+    controller itself is named as not probed."""
+    async with VirtualSerialLink() as link:
+        gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, box[1])
+        gate.extra = access_line(link.host_end)
+        report = await doctor(gate.write(), timeout_s=3.0)
+    assert problems(report) == [], report.render()
+    names = [s.name for s in report.find(f"serial {link.host_end}")]
+    assert names[0] == "present" and names[-1] == "opens at 9600 8N1", names
+    assert any("front_door (access_controller) is not probed" in n for n in report.notes)
+
+
+async def test_missing_serial_port(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, box[1])
+    gate.extra = access_line("/dev/ttyUSB-not-plugged-in")
+    report = await doctor(gate.write(), timeout_s=3.0)
+    assert only_failure(report).startswith("plug the adapter in (dmesg | tail shows its name)")
+
+
+async def test_serial_port_the_service_user_may_not_open(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """A pty is root:tty 0620; `nobody` is not in group tty: the fix adds it to the group."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: checks permissions for another user")
+    async with VirtualSerialLink() as link:
+        with tempfile.TemporaryDirectory(prefix="doctor-") as folder:
+            workdir = Path(folder)
+            workdir.chmod(0o755)
+            gate = GateFiles(workdir, police_broker.port, bureau_broker.port, box[1])
+            gate.with_security = False
+            gate.extra = access_line(link.host_end)
+            gate.write().chmod(0o644)
+            report = await doctor(gate.config, as_user="nobody", timeout_s=3.0)
+        group = grp.getgrgid(Path(link.host_end).stat().st_gid).gr_name
+    (step,) = [s for s in report.find(f"serial {link.host_end}") if s.status is Status.FAIL]
+    assert step.fix == f"usermod -a -G {group} nobody (then restart the service)"

@@ -136,6 +136,11 @@ async def check_devices(config: GatewayConfig, report: Report, *, timeout_s: flo
     for device_id, device in config.devices.items():
         if isinstance(device, ModbusDevice):
             by_line.setdefault(device.line, []).append((device_id, device))
+        else:
+            report.notes.append(
+                f"device {device_id} ({device.kind}) is not probed: doctor checks its serial "
+                "port only, not yet its own protocol or its clock offset"
+            )
     for line_name, devices in by_line.items():
         line_config = config.lines[line_name]
         assert isinstance(line_config, ModbusTcpLine | ModbusRtuLine)  # the loader checked it
