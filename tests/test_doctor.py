@@ -18,7 +18,8 @@ from commissioning_support import GateFiles
 from gateway.commissioning.doctor import doctor
 from gateway.commissioning.report import Report, Status
 from gateway.commissioning.system import check_store
-from simulators.broker import MosquittoBroker
+from simulators.broker import MosquittoBroker, TlsFiles
+from simulators.certs import make_pki
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.vserial import VirtualSerialLink
 
@@ -282,3 +283,26 @@ async def test_serial_port_the_service_user_may_not_open(
         group = grp.getgrgid(Path(link.host_end).stat().st_gid).gr_name
     (step,) = [s for s in report.find(f"serial {link.host_end}") if s.status is Status.FAIL]
     assert step.fix == f"usermod -a -G {group} nobody (then restart the service)"
+
+
+async def test_tls_broker_trusted_and_untrusted(
+    tmp_path: Path, bureau_broker: MosquittoBroker, box: tuple[DiDoModule, int]
+) -> None:
+    """The police broker over TLS: verified with the right CA (and its expiry shown), refused
+    with a CA that did not sign it."""
+    pki = make_pki(tmp_path / "pki")
+    stranger = make_pki(tmp_path / "other-pki")
+    tls = TlsFiles(pki.ca_cert, pki.server_cert, pki.server_key)
+    async with MosquittoBroker("police", tls=tls) as police:
+        assert police.tls_port is not None
+        gate = GateFiles(tmp_path, police.tls_port, bureau_broker.port, box[1])
+        gate.extra = f'[destinations.police.tls]\nca_file = "{pki.ca_cert}"\n'
+        good = await doctor(gate.write(), timeout_s=3.0)
+        gate.extra = f'[destinations.police.tls]\nca_file = "{stranger.ca_cert}"\n'
+        bad = await doctor(gate.write(), timeout_s=3.0)
+    # The test CA issues certificates valid for a day: verified, and flagged as expiring.
+    (expiring,) = problems(good)
+    assert "TLS certificate: the broker's certificate expires in 0 days" in expiring
+    assert good.find("broker police", "TLS certificate")[0].fix.startswith("ask the broker's")
+    assert good.exit_code == 1 or good.find("clock")[0].status is Status.FAIL
+    assert only_failure(bad).startswith("ca_file must hold the CA that signed 127.0.0.1's")
