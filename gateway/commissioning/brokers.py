@@ -3,6 +3,10 @@ certificate, login, a QoS 1 publish and its PUBACK on a test topic under the gat
 topics, and a subscription to the command topic. Each step is bounded by a timeout; the first
 failure ends that destination's steps (the later ones cannot pass).
 
+Limits: a broker's SUBACK and (on MQTT 3.1.1) PUBACK say nothing of its ACL: mosquitto grants a
+subscription it will never deliver to and acknowledges a publish it drops. These steps prove the
+session and the acknowledgements; they cannot prove the ACL (docs/acl/mosquitto.acl does).
+
 Owns those probes and their fixes. The MQTT session goes through `gateway.uplink.mqtt` (the only
 aiomqtt import) with a client id of its own, so a running daemon's session is not kicked off.
 """
