@@ -11,14 +11,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from commissioning_support import GateFiles
 
+from edge_config.models import DestinationConfig
+from gateway.commissioning.brokers import check_broker
 from gateway.commissioning.doctor import doctor
 from gateway.commissioning.report import Report, Status
 from gateway.commissioning.system import check_store
-from simulators.broker import MosquittoBroker, TlsFiles
+from gateway.core.contract import Site
+from simulators.broker import MosquittoBroker, TlsFiles, free_port
 from simulators.certs import make_pki
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.vserial import VirtualSerialLink
@@ -306,3 +310,22 @@ async def test_tls_broker_trusted_and_untrusted(
     assert good.find("broker police", "TLS certificate")[0].fix.startswith("ask the broker's")
     assert good.exit_code == 1 or good.find("clock")[0].status is Status.FAIL
     assert only_failure(bad).startswith("ca_file must hold the CA that signed 127.0.0.1's")
+
+
+async def test_modbus_module_not_on_the_network(
+    tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
+) -> None:
+    gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, free_port())
+    report = await doctor(gate.write(), timeout_s=3.0)
+    assert only_failure(report).startswith("check that the module at 127.0.0.1:")
+    assert report.find("device panic_box")[0].name == "line opens"
+
+
+async def test_broker_name_that_does_not_resolve() -> None:
+    dest = DestinationConfig(host="no-such-broker.invalid", client_id="north-gate-police")
+    site = Site("sz-nanshan-042", "north-gate", ZoneInfo("Asia/Shanghai"))
+    report = Report()
+    await check_broker("police", dest, site, report, timeout_s=3.0)
+    (step,) = report.steps
+    assert step.status is Status.FAIL and step.name == "DNS no-such-broker.invalid"
+    assert step.fix.startswith("check destinations.police.host and the box's DNS")
