@@ -21,6 +21,7 @@ from gateway.commissioning.brokers import check_broker
 from gateway.commissioning.doctor import doctor
 from gateway.commissioning.report import Report, Status
 from gateway.commissioning.system import check_store
+from gateway.core import keys
 from gateway.core.contract import Site
 from simulators.broker import MosquittoBroker, TlsFiles, free_port
 from simulators.certs import make_pki
@@ -329,3 +330,24 @@ async def test_broker_name_that_does_not_resolve() -> None:
     (step,) = report.steps
     assert step.status is Status.FAIL and step.name == "DNS no-such-broker.invalid"
     assert step.fix.startswith("check destinations.police.host and the box's DNS")
+
+
+async def test_keys_that_do_not_match(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    """A .pub beside the key that is another key's public half fails; a key id that is not the
+    file's name is a warning."""
+    gate = GateFiles(tmp_path, police_broker.port, bureau_broker.port, box[1])
+    config = gate.write()
+    other = keys.write_key_pair(tmp_path / "other", "north-gate")
+    gate.gateway_key.with_suffix(".pub").write_text(other.public_b64 + "\n")
+    config.write_text(
+        config.read_text().replace('gateway_key_id = "north-gate"', 'gateway_key_id = "gate-7"')
+    )
+    report = await doctor(config, timeout_s=3.0)
+    assert only_failure(report).startswith("give receivers the public key printed by")
+    (warned,) = [s for s in report.find("keys") if s.status is Status.WARN]
+    assert warned.name == "gateway key id" and "north-gate.key" in warned.reason
