@@ -26,6 +26,7 @@ from edge_config import ConfigError, GatewayConfig
 from edge_config.loader import LoadedConfig
 from gateway import logsetup
 from gateway.commands import control, words
+from gateway.commissioning import commands as commissioning
 from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
 
@@ -461,6 +462,9 @@ def _demo(**kwargs: Any) -> int:
 @click.option("--expect", is_flag=True, help="check its [[expect]]; exit 1 if unmet")
 def _scenario(**kwargs: Any) -> int:
     return _call(cmd_scenario, **kwargs)
+
+
+commissioning.register(schoolgate)  # doctor, scan
 
 
 def main(argv: list[str] | None = None) -> int:
