@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("gateway.alarms", "gateway.rules"),
     ("gateway.commands",),
     ("gateway.uplink", "gateway.guard"),
-    ("gateway.app", "gateway.logsetup", "gateway.sdnotify"),
+    ("gateway.app", "gateway.guard_source", "gateway.logsetup", "gateway.sdnotify"),
     ("receiver",),
     ("simulators",),
     ("gateway.cli", "gateway.__main__"),
