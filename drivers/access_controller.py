@@ -55,6 +55,14 @@ class ProtocolCounters:
     """Events the controller sent again because our acknowledgement did not reach it."""
 
 
+_DOOR_STATES: dict[EventCode, str] = {
+    EventCode.DOOR_OPENED: "open",
+    EventCode.DOOR_CLOSED: "closed",
+    EventCode.DOOR_FORCED: "forced",
+    EventCode.DOOR_HELD: "held_open",
+}
+
+
 class AccessController:
     kind = "access_controller"
 
@@ -70,6 +78,10 @@ class AccessController:
         """The last event taken (stored durably); sent with every poll until the next one."""
         self._skew_ms = 0
         """Controller clock minus ours, as last measured; event times are corrected by it."""
+        self._skew_measured = False
+        self.door_states: dict[int, tuple[str, int]] = {}
+        """Each door's last reported state (`closed`, `open`, `held_open`, `forced`) and the
+        event's time (ms); a door the controller has not reported on is absent."""
         self._greeted = False
         """Configured and clock-checked since the last (re)contact."""
         self._next_clock_check = 0.0
@@ -80,6 +92,15 @@ class AccessController:
     @property
     def polls(self) -> int:
         return self._health.polls
+
+    @property
+    def health(self) -> DeviceHealth:
+        return self._health
+
+    @property
+    def clock_offset_ms(self) -> int | None:
+        """The controller's clock minus ours as last measured; None until first read."""
+        return self._skew_ms if self._skew_measured else None
 
     @property
     def failures(self) -> int:
@@ -174,6 +195,9 @@ class AccessController:
             if not event.active:
                 severity = Severity.INFO  # the tamper switch closed again
         self.events_taken += 1
+        door_state = _DOOR_STATES.get(event.code)
+        if door_state is not None and event.door is not None:
+            self.door_states[event.door] = (door_state, event.time_ms - self._skew_beyond_bound())
         # Durably, not through the group commit: the next poll acknowledges the event, and the
         # controller then forgets it; a crash within the batch delay would lose it for good.
         store = self._ctx.store or self._ctx.emit
@@ -245,6 +269,7 @@ class AccessController:
             raise CommandError(f"controller answered READ_CLOCK badly: {exc}") from exc
         # The controller read its clock somewhere in the round trip; the middle is the best guess.
         self._skew_ms = controller_ms - (before_ms + after_ms) // 2
+        self._skew_measured = True
         return controller_ms
 
     async def _set_clock(self, time_ms: int | None) -> int:

@@ -125,6 +125,10 @@ class AlarmBox:
         return self._health.polls
 
     @property
+    def health(self) -> DeviceHealth:
+        return self._health
+
+    @property
     def failures(self) -> int:
         return self._health.failures
 

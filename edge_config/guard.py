@@ -14,8 +14,7 @@ and how failed PIN attempts are limited. The page is off unless the section is p
     pin_hash = "scrypt$16384$8$1$<salt, base64>$<hash, base64>"   # python -m gateway.guard.pin
 
 It does not hash or check PINs (`gateway.guard.pin`) nor serve the page (`gateway.guard.server`);
-it imports nothing of ours, so `gateway.guard` can be wired into `GatewayConfig` later as
-`guard: GuardConfig | None = None`.
+it imports nothing of ours; `GatewayConfig.guard` (edge_config/models.py) holds it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from edge_config.base import MODBUS_LINE_TYPES, Ident, Strict
 from edge_config.devices_alarm import AlarmBoxDevice, PanicButton
 from edge_config.fields import ConfigPath, EnvName, Host, WholeNumber
+from edge_config.guard import GuardConfig
 from edge_config.kinds import DeviceConfig
 from edge_config.security import SecurityConfig
 
@@ -287,6 +288,9 @@ class GatewayConfig(Strict):
     security: SecurityConfig | None = Field(
         default=None,
         description="signing keys: without it commands are refused and payloads go unsigned",
+    )
+    guard: GuardConfig | None = Field(
+        default=None, description="the guard's local page (gateway.guard); off when absent"
     )
 
     @property

@@ -1,8 +1,9 @@
 """Builds the running gateway from a validated config and owns its root TaskGroup.
 
-Owns start-up order (store, latches, control socket, uplinks, drivers), signal handling, systemd
-readiness and watchdog pings, and shutdown. Every long-lived task is created here, named, inside
-one TaskGroup. It does not poll, store or publish anything itself.
+Owns start-up order (store, latches, control socket, uplinks, drivers, the guard's page when
+configured), signal handling, systemd readiness and watchdog pings, and shutdown. Every
+long-lived task is created here, named, inside one TaskGroup. It does not poll, store or
+publish anything itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
+from gateway.guard_source import DaemonGuardSource
 from gateway.security import Security, load_security
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
@@ -208,6 +210,12 @@ class Gateway:
             daemon_uid=os.getuid(),
         )
         self.control_ops = LocalOps(self, self.control_access)
+        self.guard_source = (
+            None
+            if config.guard is None
+            else DaemonGuardSource(config, self.latches, self.paths, self.drivers, self.clock)
+        )
+        self.guard_page_ready = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.devices_ready = asyncio.Event()
         self._ready_count = 0
@@ -257,6 +265,9 @@ class Gateway:
                         tg.create_task(self.drill_mode.run(), name="drill:timer")
                         tg.create_task(self.retention.run(), name="outbox:retention")
                         tg.create_task(self._watchdog(), name="watchdog")
+                        if self.guard_source is not None:
+                            tg.create_task(self.guard_source.run(), name="guard:watch")
+                            tg.create_task(self._serve_guard_page(), name="guard:page")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:
                     pass
@@ -313,6 +324,28 @@ class Gateway:
         latched in the file (and their lamps light again)."""
         await self.store.log.store_opened.wait()
         await self.latches.restore()
+
+    async def _serve_guard_page(self) -> None:
+        """The guard's page, until cancelled. It must never take the alarm path down with it: a
+        port it cannot bind is logged and tried again (capped backoff), the rest runs on.
+        aiohttp is imported here, so a daemon without `[guard]` never loads it."""
+        from gateway.guard.server import serve  # noqa: PLC0415 - aiohttp only when the page is on
+
+        assert self.guard_source is not None and self.config.guard is not None
+        backoff = Backoff(base_s=1.0, cap_s=30.0)
+        while True:
+            try:
+                await serve(self.guard_source, self.config.guard, ready=self.guard_page_ready)
+            except OSError as exc:
+                delay_s = backoff.next_delay_s()
+                log.error(
+                    "guard_page_failed",
+                    host=self.config.guard.host,
+                    port=self.config.guard.port,
+                    error=str(exc),
+                    retry_in_s=round(delay_s, 3),
+                )
+                await self.clock.sleep(delay_s)
 
     async def _stop_on_request(self) -> None:
         await self.stop_requested.wait()

@@ -7,6 +7,9 @@ on a timer (the two buttons in turn), resets each alarm the way a guard would (t
 `schoolgate reset`), and between presses plays a little life at the gate: a card, a door, a
 bollard going down and up, a socket bollard pulled and put back. Reports press-to-police latency
 (p50, p99) at the end. Exit 0 when every press reached the police and was reset; 1 otherwise.
+The guard's page is on, at 127.0.0.1 on a free port (its address is printed; the demo guard's
+PIN is `DEMO_PIN`). On Ctrl-C, and at the end of `--duration`, it prints its summary and
+removes its temporary folder (kept only when something failed).
 
 Owns the demo's script and its report, nothing else: the gate's layout is `simulators.gate`.
 """
@@ -18,11 +21,13 @@ import shutil
 import statistics
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.commands import control
-from simulators.broker import BrokerError
+from gateway.guard.pin import hash_pin
+from simulators.broker import BrokerError, free_port
 from simulators.gate import RESET_INPUT, GateError, SimulatedGate, simulated_gate
 from simulators.measure import percentile
 
@@ -75,11 +80,42 @@ async def _press_and_reset(gate: SimulatedGate, button: int) -> float:
     return (arrived.arrived_ns - pressed_ns) / 1e6
 
 
+DEMO_PIN = "2468"
+
+
+def guard_section(port: int) -> str:
+    """The demo's `[guard]`: the page on loopback, one guard whose PIN is `DEMO_PIN`."""
+    return (
+        f'\n[guard]\nhost = "127.0.0.1"\nport = {port}\nheartbeat_s = 1.0\n'
+        f'[[guard.guards]]\nname = "演示保安"\npin_hash = "{hash_pin(DEMO_PIN)}"\n'
+    )
+
+
+async def _page_answers(url: str) -> bool:
+    def get() -> bool:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bool(answer.status == 200)
+
+    try:
+        return await asyncio.to_thread(get)
+    except OSError:
+        return False
+
+
+def _summary(latencies: list[float]) -> None:
+    if latencies:
+        print(
+            f"{len(latencies)} presses, every one delivered to police and bureau and reset. "
+            f"Press-to-police latency: p50 {statistics.median(latencies):.1f} ms, "
+            f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms",
+            flush=True,
+        )
+
+
 async def _script(
-    gate: SimulatedGate, duration_s: float | None, press_every_s: float
+    gate: SimulatedGate, duration_s: float | None, press_every_s: float, latencies: list[float]
 ) -> list[float]:
     """Presses and life at the gate until `duration_s` is over; the latencies of the presses."""
-    latencies: list[float] = []
     life = _life(gate)
     stop_at = None if duration_s is None else time.monotonic() + duration_s
     while stop_at is None or time.monotonic() < stop_at:
@@ -101,12 +137,17 @@ async def _script(
 async def run_demo(*, duration_s: float | None, press_every_s: float = 2.0) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="schoolgate-demo-"))
     print("schoolgate demo: a simulated school gate (Ctrl-C to stop)", flush=True)
+    latencies: list[float] = []
+    page_port = free_port()
+    page_url = f"http://127.0.0.1:{page_port}/"
     try:
-        async with simulated_gate(workdir) as gate:
+        async with simulated_gate(workdir, extra_config=guard_section(page_port)) as gate:
             print(gate.summary(), flush=True)
+            answers = "answers" if await _page_answers(page_url) else "does NOT answer"
+            print(f"guard page: {page_url} ({answers}; PIN {DEMO_PIN})", flush=True)
             gate.show_live()
             try:
-                latencies = await _script(gate, duration_s, press_every_s)
+                await _script(gate, duration_s, press_every_s, latencies)
             finally:
                 for listener in gate.listeners.values():
                     listener.on_message = None  # the shutdown's status messages are no news
@@ -117,11 +158,11 @@ async def run_demo(*, duration_s: float | None, press_every_s: float = 2.0) -> i
     except (GateError, BrokerError) as exc:
         print(f"FAILED: {exc}\n(files kept in {workdir})")
         return 1
-    if latencies:
-        print(
-            f"{len(latencies)} presses, every one delivered to police and bureau and reset. "
-            f"Press-to-police latency: p50 {statistics.median(latencies):.1f} ms, "
-            f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
-        )
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us; the gate is torn down
+        print("\nstopped (Ctrl-C)", flush=True)
+        _summary(latencies)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    _summary(latencies)
     shutil.rmtree(workdir, ignore_errors=True)  # kept only when something failed
     return 0

@@ -57,6 +57,9 @@ async def main(config_path: Path, out: Path) -> None:
                 break
             except control.ControlError:
                 await asyncio.sleep(0.05)
+    if gateway.guard_source is not None:  # the page's task has started (and imported aiohttp)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await gateway.guard_page_ready.wait()
     imported_when_running = sorted(sys.modules)
     frozen = gc.get_freeze_count()
     result = await gateway.commands.handle(

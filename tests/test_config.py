@@ -83,6 +83,29 @@ def test_shipped_example_is_valid_once_its_secrets_exist(
     assert box.buttons[0].press_counter_register == 0
 
 
+def test_shipped_example_guard_section_is_valid_once_uncommented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.guard.pin import hash_pin  # noqa: PLC0415 - only this test needs a hash
+
+    text = EXAMPLE.read_text()
+    start = text.index("# [guard]")
+    section = text[start : text.index("\n\n", start)]
+    toml = "\n".join(line.removeprefix("# ") for line in section.splitlines())
+    toml = toml.replace("scrypt$16384$8$1$<salt, base64>$<hash, base64>", hash_pin("2468"))
+    result = check_config(write(tmp_path, GOOD + "\n" + toml + "\n"))
+    assert result.returncode == 0, result.stderr
+    config = load_config(tmp_path / "schoolgate.toml")
+    assert config.guard is not None
+    assert (config.guard.host, config.guard.port, config.guard.language) == (
+        "127.0.0.1",
+        8470,
+        "zh",
+    )
+    assert [g.name for g in config.guard.guards] == ["王师傅"]
+    assert load_config(write(tmp_path, GOOD)).guard is None  # off unless configured
+
+
 def test_shipped_example_names_its_missing_secrets() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(EXAMPLE)
@@ -143,6 +166,17 @@ BROKEN = [
         GOOD.replace("[[devices.box.buttons]]\ninput = 0", "buttons = []"),
         "devices.box.buttons: List should have at least 1 item",
         id="box-without-buttons",
+    ),
+    pytest.param(
+        GOOD + '\n[guard]\n[[guard.guards]]\nname = "王师傅"\npin_hash = "2468"\n',
+        "guard.guards[0].pin_hash: String should match pattern",
+        id="guard-pin-in-clear",
+    ),
+    pytest.param(
+        GOOD + '\n[guard]\nhost = "gatehouse.local"\n[[guard.guards]]\nname = "a"\n'
+        'pin_hash = "scrypt$1$1$1$AA==$AA=="\n',
+        "guard.host: guard.host must be an IP address, not 'gatehouse.local'",
+        id="guard-host-not-an-address",
     ),
 ]
 

@@ -55,6 +55,10 @@ def crypto_modules(modules: list[str]) -> list[str]:
     return [name for name in modules if name.split(".")[0] == "cryptography"]
 
 
+def aiohttp_modules(modules: list[str]) -> list[str]:
+    return [name for name in modules if name.split(".")[0] == "aiohttp"]
+
+
 def rich_modules(modules: list[str]) -> list[str]:
     return [name for name in modules if name.split(".")[0] in ("rich", "pygments")]
 
@@ -68,6 +72,19 @@ def test_a_gateway_without_security_never_imports_cryptography(tmp_path: Path) -
     assert child["detail"] == "this gateway trusts no keys ([security])"
     assert crypto_modules(child["after_command"]) == []
     assert rich_modules(child["after_command"]) == []
+    # No `[guard]`: the page is off and aiohttp (the page's server) is never loaded.
+    assert aiohttp_modules(child["after_command"]) == []
+
+
+def test_a_gateway_with_the_guard_page_loads_aiohttp_and_serves_it(tmp_path: Path) -> None:
+    # The control for the check above: the same child does see aiohttp once the page is on.
+    from gateway.guard.pin import hash_pin  # noqa: PLC0415 - only this test needs a hash
+
+    guard = (
+        f'\n[guard]\nport = 0\n[[guard.guards]]\nname = "王师傅"\npin_hash = "{hash_pin("2468")}"\n'
+    )
+    child = run_child(tmp_path, guard)
+    assert "aiohttp.web" in child["running"]
 
 
 def test_a_gateway_with_security_loads_cryptography_and_checks_signatures(tmp_path: Path) -> None:

@@ -55,6 +55,11 @@ class Latch:
     delivered: bool = False
     acknowledged: bool = False
     escalated: bool = False
+    acknowledged_by: str = ""
+    acknowledged_at_ms: int | None = None
+    """Who acknowledged and when, as told by the command (not restored after a restart)."""
+    siren_silenced: bool = False
+    """A guard silenced the box's siren for this alarm (not restored after a restart)."""
 
     @property
     def lamp(self) -> OutputPattern:
@@ -212,14 +217,49 @@ class AlarmLatches:
     # -- the gateway side ---------------------------------------------------------------------
 
     async def reset(
-        self, alarm_id: str, *, by: str, occurred_at_ms: int, uid: int | None = None, user: str = ""
+        self,
+        alarm_id: str,
+        *,
+        by: str,
+        occurred_at_ms: int,
+        uid: int | None = None,
+        user: str = "",
+        reason: str = "",
     ) -> None:
         """Reset an open alarm by hand: `by` is the name the person gave; `uid` and `user` who the
-        operating system says asked (the control socket's peer), recorded alongside."""
+        operating system says asked (the control socket's peer), recorded alongside, and the
+        `reason` given (the guard's page asks for one before the police acknowledged)."""
         latch = self._open.get(alarm_id)
         if latch is None:
             raise UnknownAlarm(alarm_id)
-        await self._reset(latch, by=by, occurred_at_ms=occurred_at_ms, uid=uid, user=user)
+        await self._reset(
+            latch, by=by, occurred_at_ms=occurred_at_ms, uid=uid, user=user, reason=reason
+        )
+
+    async def silence_siren(self, device_id: str, *, by: str, occurred_at_ms: int) -> list[str]:
+        """A guard silenced the siren of `device_id`: each of its open alarms records an
+        `alarm.siren_silenced` event with who, and the siren stays off for them (the alarms stay
+        latched, the lamp unchanged). Returns the alarm ids; UnknownAlarm when the box has none."""
+        latches = [lt for lt in self._open.values() if lt.device_id == device_id]
+        if not latches:
+            raise UnknownAlarm(device_id)
+        box = self._boxes[device_id]
+        for latch in latches:
+            event = Event(
+                id=new_event_id(),
+                type="alarm.siren_silenced",
+                severity=Severity.INFO,
+                device=box.device,
+                occurred_at_ms=occurred_at_ms,
+                data={"button": latch.button, "by": by},
+                drill=box.drill,
+                alarm_id=latch.alarm_id,
+            )
+            await self._outbox.append(event)
+            latch.siren_silenced = True
+            log.info("alarm_siren_silenced", alarm_id=latch.alarm_id, device=device_id, by=by)
+        await self._show(device_id)
+        return [latch.alarm_id for latch in latches]
 
     async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
         """A broker acknowledged (PUBACK) these seqs. When it is the `ack_destination`'s and one
@@ -254,6 +294,7 @@ class AlarmLatches:
         if latch.acknowledged:
             return
         latch.acknowledged = True  # before the await: a concurrent second one is a no-op too
+        latch.acknowledged_by, latch.acknowledged_at_ms = by, occurred_at_ms
         box = self._boxes[latch.device_id]
         event = Event(
             id=new_event_id(),
@@ -274,6 +315,7 @@ class AlarmLatches:
             stored = await self._outbox.append(event)
         except BaseException:
             latch.acknowledged = False  # not recorded, so not acknowledged
+            latch.acknowledged_by, latch.acknowledged_at_ms = "", None
             raise
         log.info("alarm_acknowledged", alarm_id=alarm_id, by=by, issuer=issuer, seq=stored.seq)
         self._deadlines_changed.set()
@@ -337,12 +379,21 @@ class AlarmLatches:
         await self._show(latch.device_id)
 
     async def _reset(
-        self, latch: Latch, *, by: str, occurred_at_ms: int, uid: int | None = None, user: str = ""
+        self,
+        latch: Latch,
+        *,
+        by: str,
+        occurred_at_ms: int,
+        uid: int | None = None,
+        user: str = "",
+        reason: str = "",
     ) -> None:
         box = self._boxes[latch.device_id]
         data: dict[str, object] = {"button": latch.button, "reset_by": by, "presses": latch.presses}
         if uid is not None:
             data |= {"reset_by_uid": uid, "reset_by_user": user}
+        if reason:
+            data["reason"] = reason
         event = Event(
             id=new_event_id(),
             type="alarm.reset",
@@ -384,7 +435,9 @@ class AlarmLatches:
         the siren sounds while any of its open alarms is escalated."""
         latches = [latch for latch in self._open.values() if latch.device_id == device_id]
         lamp = latches[-1].lamp if latches else OutputPattern.OFF
-        sounding = self._escalate_siren and any(latch.escalated for latch in latches)
+        sounding = self._escalate_siren and any(
+            latch.escalated and not latch.siren_silenced for latch in latches
+        )
         await self._drive(device_id, "lamp", lamp)
         await self._drive(
             device_id, "siren", OutputPattern.STEADY if sounding else OutputPattern.OFF

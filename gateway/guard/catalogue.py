@@ -69,6 +69,7 @@ _M: dict[str, tuple[str, str]] = {
     "clock_offset_unknown": ("校门时钟偏差未知", "Gate clock offset unknown"),
     "clock_synced": ("● 本机时钟已同步", "● Box clock synchronised"),
     "clock_not_synced": ("✖ 本机时钟未同步", "✖ Box clock not synchronised"),
+    "clock_sync_unknown": ("? 本机时钟同步未知", "? Box clock sync unknown"),
     # rules (once they land)
     "sec_rules": ("今日", "Today"),
     "rules_windows": ("开门时段", "Gate windows"),
@@ -93,6 +94,7 @@ _M: dict[str, tuple[str, str]] = {
     "refused_reason_required": ("公安尚未确认：请填写原因", "Not acknowledged yet: give a reason"),
     "refused_not_allowed_now": ("现在不能执行", "Not allowed now"),
     "refused_daemon_busy": ("网关忙，请重试", "The gateway is busy: try again"),
+    "refused_no_test_mode": ("网关尚无测试模式，不能测试按键", "The gateway has no test mode yet"),
 }
 
 MESSAGES: Final = MappingProxyType(

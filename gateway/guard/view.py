@@ -35,7 +35,12 @@ DoorState = Literal["closed", "open", "held_open", "forced"]
 Health = Literal["online", "offline"]
 PathState = Literal["up", "down"]
 RefusalReason = Literal[
-    "unknown_alarm", "unknown_box", "reason_required", "not_allowed_now", "daemon_busy"
+    "unknown_alarm",
+    "unknown_box",
+    "reason_required",
+    "not_allowed_now",
+    "daemon_busy",
+    "no_test_mode",
 ]
 
 ALARM_STAGES: tuple[str, ...] = get_args(AlarmStage)
@@ -104,7 +109,8 @@ class PathView:
 @dataclass(frozen=True)
 class ClockView:
     gate_offset_s: float | None  # the gate's clock minus the box's; None: not known yet
-    box_synchronised: bool  # whether the box's own clock is synchronised (NTP)
+    box_synchronised: bool | None  # whether the box's own clock is synchronised (NTP); None:
+    # it cannot be read (the page says "unknown")
 
 
 @dataclass(frozen=True)

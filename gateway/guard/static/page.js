@@ -129,8 +129,9 @@ function render() {
   const offset = state.clock.gate_offset_s;
   $("clock-offset").textContent = offset === null ? t("clock_offset_unknown") : t("clock_offset", { s: offset.toFixed(1) });
   $("clock-offset").className = "chip state " + (offset === null || Math.abs(offset) > 1 ? "s-down" : "s-synced");
-  $("clock-sync").textContent = t(state.clock.box_synchronised ? "clock_synced" : "clock_not_synced");
-  $("clock-sync").className = "chip state " + (state.clock.box_synchronised ? "s-synced" : "s-down");
+  const sync = state.clock.box_synchronised;
+  $("clock-sync").textContent = t(sync === null ? "clock_sync_unknown" : sync ? "clock_synced" : "clock_not_synced");
+  $("clock-sync").className = "chip state " + (sync === null ? "s-unknown" : sync ? "s-synced" : "s-down");
   $("rules").hidden = !state.rules;
   if (state.rules) drawRules(state.rules);
 }
