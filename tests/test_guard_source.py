@@ -24,8 +24,8 @@ from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef
 from gateway.guard.view import ActionRefused
 from gateway.guard_source import POLL_S, DaemonGuardSource
-from gateway.store.outbox import Outbox
 from gateway.store.routing import Router
+from gateway.store.storage import Storage
 from gateway.uplink.paths import PathBoard
 
 SITE = contract.Site("school-1", "gate-1", ZoneInfo("Asia/Shanghai"))
@@ -54,15 +54,17 @@ input = 0
 
 
 class Parts:
-    def __init__(self, config: GatewayConfig, outbox: Outbox, clock: FakeClock) -> None:
+    def __init__(self, config: GatewayConfig, store: Storage, clock: FakeClock) -> None:
         self.outputs = Outputs()
         self.latches = AlarmLatches(
-            outbox, {"box": BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})}
+            store.alarms, {"box": BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})}
         )
         self.latches.attach_feedback("box", self.outputs)
-        self.paths = PathBoard(["police", "bureau"], outbox, SITE, report_after_s=60, clock=clock)
+        self.paths = PathBoard(
+            ["police", "bureau"], store.outbox, SITE, report_after_s=60, clock=clock
+        )
         self.config = config
-        self.outbox = outbox
+        self.store = store
         self.clock = clock
         self.source = DaemonGuardSource(
             config, self.latches, self.paths, {}, clock, clock_synchronised=lambda: None
@@ -77,7 +79,7 @@ class Parts:
 async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     data = tomllib.loads(CONFIG.replace("{store}", str(tmp_path / "o.db")))
     config = parse_config(data, tmp_path / "schoolgate.toml")
-    async with Outbox(tmp_path / "o.db", SITE, Router({"police": ["*"], "bureau": ["*"]})) as box:
+    async with Storage(tmp_path / "o.db", SITE, Router({"police": ["*"], "bureau": ["*"]})) as box:
         yield Parts(config, box, FakeClock())
 
 
@@ -95,7 +97,7 @@ async def test_an_alarm_shows_stored_then_at_the_police_then_acknowledged_by_who
         "东门岗亭",
         "stored",
     )
-    await deliver_to(parts.outbox, parts.latches, "police")
+    await deliver_to(parts.store, parts.latches, "police")
     source.refresh()
     assert source.snapshot().alarms[0].stage == "at_police"
     await parts.latches.acknowledge(
@@ -146,7 +148,7 @@ async def test_reset_needs_a_reason_until_acknowledged_and_is_recorded_with_who(
     await parts.source.reset(alarm_id, "王师傅", "误按 已核实")
     assert parts.source.version > version  # an action shows at once, without waiting a poll
     assert parts.source.snapshot().alarms == ()
-    (reset,) = await stored(parts.outbox, "alarm.reset")
+    (reset,) = await stored(parts.store, "alarm.reset")
     assert reset["data"]["reset_by"] == "王师傅"
     assert reset["data"]["reason"] == "误按 已核实"
 
@@ -162,7 +164,7 @@ async def test_reset_without_a_reason_once_the_police_acknowledged(parts: Parts)
 
 async def test_silence_siren_turns_it_off_for_the_alarm_and_it_stays_off(parts: Parts) -> None:
     latches = AlarmLatches(
-        parts.outbox,
+        parts.store.alarms,
         {"box": BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})},
         ack_timeout_s=0.05,
     )
@@ -177,7 +179,7 @@ async def test_silence_siren_turns_it_off_for_the_alarm_and_it_stays_off(parts: 
     timer = asyncio.create_task(latches.run(), name="escalation")
     try:
         await parts.outputs.wait("siren", OutputPattern.STEADY)
-        await wait_stored(parts.outbox, "alarm.escalated")
+        await wait_stored(parts.store, "alarm.escalated")
         parts.source.refresh()
         assert parts.source.snapshot().alarms[0].stage == "escalated"
         await parts.source.silence_siren("box", "王师傅")
@@ -191,7 +193,7 @@ async def test_silence_siren_turns_it_off_for_the_alarm_and_it_stays_off(parts: 
     finally:
         timer.cancel()
         await asyncio.wait([timer])
-    (silenced,) = await stored(parts.outbox, "alarm.siren_silenced")
+    (silenced,) = await stored(parts.store, "alarm.siren_silenced")
     assert (silenced["data"]["by"], silenced["alarm_id"]) == ("王师傅", alarm_id)
     assert len(latches.open_alarms) == 1  # still latched
 
