@@ -81,6 +81,8 @@ class SimGateway:
     seq: int = 0
     node_in_use: tuple[str, int] | None = None
     connects: int = 0
+    last_error: str = ""
+    """Why the last session ended or could not start (for a test's or bench's failure message)."""
     _unsent: deque[tuple[str, bytes, bool]] = field(default_factory=deque)
     _sent: deque[tuple[int, bytes]] = field(init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -254,8 +256,8 @@ class SimGateway:
                         group.create_task(self._beat(), name=f"sim:{self.key_id}:beat")
                         async for message in conn.messages():
                             self._answer(message.payload)
-            except* mqtt.MqttFailure:
-                pass
+            except* mqtt.MqttFailure as failures:
+                self.last_error = f"{host}:{port}: {failures.exceptions[0]}"
             self.node_in_use = None
             self.changed.set()
             index += 1  # fail over to the next node
