@@ -150,6 +150,24 @@ async def _traffic(fleet: Fleet, produced: Produced, alarms_per_s: float, measur
         await asyncio.sleep(max(0.0, min(next_alarm, next_event) - time.monotonic()))
 
 
+async def _progress(name: str, fleet: Fleet) -> None:
+    began = time.monotonic()
+    while True:
+        await asyncio.sleep(10.0)
+        print(
+            json.dumps(
+                {
+                    "target": name,
+                    "after_s": round(time.monotonic() - began),
+                    "connected": fleet.connected(),
+                    "load": loadavg(),
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -189,11 +207,25 @@ async def run_target(
 ) -> dict[str, Any]:
     keys_dir = Path(tempfile.mkdtemp(prefix=f"schoolgate-bench-fleet-{name}-"))
     result: dict[str, Any] = {"target": name, "gateways": args.gateways}
-    options = FleetOptions(nodes=nodes, gateways=args.gateways, keys_dir=keys_dir)
+    options = FleetOptions(
+        nodes=nodes,
+        gateways=args.gateways,
+        keys_dir=keys_dir,
+        connect_timeout_s=args.connect_timeout_s,
+    )
     began = time.monotonic()
     produced = Produced()
     async with Fleet(options) as fleet:
-        await fleet.wait_connected(timeout_s=600)
+        progress = asyncio.create_task(_progress(name, fleet), name="bench:progress")
+        try:
+            await fleet.wait_connected(timeout_s=args.connect_budget_s)
+        except TimeoutError:
+            result["connected_within_budget"] = f"{fleet.connected()} of {args.gateways}"
+            result["budget_s"] = args.connect_budget_s
+            result["last_errors"] = sorted({g.last_error for g in fleet.gateways})[:5]
+            return result
+        finally:
+            progress.cancel()
         result["all_connected_s"] = round(time.monotonic() - began, 1)
         console = ConsoleProcess(console_port, keys_dir)
         async with console.running():
@@ -287,6 +319,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--measure-s", type=float, default=60.0, help="steady window per target")
     p.add_argument("--alarms-per-s", type=float, default=2.0, help="fleet-wide")
     p.add_argument("--only", choices=("cluster", "mosquitto"))
+    p.add_argument(
+        "--connect-timeout-s", type=float, default=30.0, help="each gateway's CONNECT/SUBSCRIBE"
+    )
+    p.add_argument(
+        "--connect-budget-s",
+        type=float,
+        default=300.0,
+        help="give a target up when the fleet is not all connected by then (reported)",
+    )
     p.add_argument("--json", type=Path, help="also write the report here")
     return p.parse_args(argv)
 

@@ -77,6 +77,9 @@ class SimGateway:
     heartbeat_s: float = 30.0
     start_node: int = 0
     history: int = 2000
+    connect_timeout_s: float = 5.0
+    """For CONNECT and SUBSCRIBE; a loaded cluster needs longer, and giving up early only
+    leaves it a half-made session and brings another attempt."""
     site: contract.Site = field(init=False)
     seq: int = 0
     node_in_use: tuple[str, int] | None = None
@@ -233,6 +236,7 @@ class SimGateway:
             will_topic=contract.status_topic(self.site),
             will_payload=self._sign(offline),
             keepalive_s=15,
+            connect_timeout_s=self.connect_timeout_s,
         )
 
     async def run(self) -> None:
@@ -292,6 +296,7 @@ class FleetOptions:
     events_per_min: float = 0.0
     heartbeat_s: float = 30.0
     root: str = "schoolgate/v1"
+    connect_timeout_s: float = 5.0
 
 
 class Fleet:
@@ -317,6 +322,7 @@ class Fleet:
                     root=options.root,
                     heartbeat_s=options.heartbeat_s,
                     start_node=i,  # spread over the nodes
+                    connect_timeout_s=options.connect_timeout_s,
                 )
             )
         self._group: asyncio.TaskGroup | None = None
