@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import structlog
 
 from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
@@ -29,13 +30,17 @@ from simulators.rabbitmq import RabbitCluster, RabbitError, find_rabbitmq
 from tests_support import ConsoleRecords
 
 pytestmark = pytest.mark.cluster
+log = structlog.get_logger(__name__)
 
-FAILOVER_BOUND_S: Final = 10.0
+FAILOVER_BOUND_S: Final = 20.0
 """From a node's death seen at once (its TCP connections reset, as a killed process's are) to
-the gateway connected and subscribed on another node. The simulator's first reconnect waits at
-most 0.5 s (jittered back-off), the rest is one connect and one subscribe; measured here about
-0.2 s on a loaded 2-core machine. A machine that vanishes without a reset is noticed only after
-1.5 x the keepalive (docs/receiving-centre.md)."""
+the gateway connected, subscribed and its status acknowledged on another node: one jittered
+back-off (at most 0.5 s), one CONNECT, one SUBSCRIBE, and one PUBACK, which RabbitMQ gives only
+once every queue the message routes to can take it, so it waits for the desk's quorum queue to
+elect a new leader when its leader died with the node. Measured alone: about 0.2 s; in the full
+suite on the shared 2-core machine one run took more than 10 s. 20 s is the middle class of
+transmission time in docs/standards.md (10 / 20 / 60 s). A machine that vanishes without a
+reset is noticed only after 1.5 x the keepalive (docs/receiving-centre.md)."""
 
 
 def _console(
@@ -101,13 +106,22 @@ async def test_every_alarm_reaches_the_console_across_a_node_kill(tmp_path: Path
                 await fleet.wait_sent(30.0)
                 await cluster.kill("a")  # both were connected to it
                 pressed += [gateway.press().id for _ in range(10)]  # while it is down
+                killed_at = asyncio.get_running_loop().time()
                 try:
                     await fleet.wait_until(
                         lambda: gateway.node_in_use not in (None, on_a),
                         timeout_s=FAILOVER_BOUND_S,
                     )
                 except TimeoutError:
-                    pytest.fail(f"not on another node in time; last error: {gateway.last_error}")
+                    pytest.fail(
+                        f"not on another node within {FAILOVER_BOUND_S} s; connects: "
+                        f"{gateway.connects}, last error: {gateway.last_error}"
+                    )
+                log.info(
+                    "gateway_failed_over",
+                    node=gateway.node_in_use,
+                    seconds=round(asyncio.get_running_loop().time() - killed_at, 2),
+                )
                 pressed += [gateway.press().id for _ in range(10)]
                 await fleet.wait_sent(30.0)
             assert desk_on_a.refused == {}
