@@ -77,10 +77,15 @@ class SimGateway:
     heartbeat_s: float = 30.0
     start_node: int = 0
     history: int = 2000
+    connect_timeout_s: float = 5.0
+    """For CONNECT and SUBSCRIBE; a loaded cluster needs longer, and giving up early only
+    leaves it a half-made session and brings another attempt."""
     site: contract.Site = field(init=False)
     seq: int = 0
     node_in_use: tuple[str, int] | None = None
     connects: int = 0
+    last_error: str = ""
+    """Why the last session ended or could not start (for a test's or bench's failure message)."""
     _unsent: deque[tuple[str, bytes, bool]] = field(default_factory=deque)
     _sent: deque[tuple[int, bytes]] = field(init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -231,6 +236,7 @@ class SimGateway:
             will_topic=contract.status_topic(self.site),
             will_payload=self._sign(offline),
             keepalive_s=15,
+            connect_timeout_s=self.connect_timeout_s,
         )
 
     async def run(self) -> None:
@@ -254,8 +260,8 @@ class SimGateway:
                         group.create_task(self._beat(), name=f"sim:{self.key_id}:beat")
                         async for message in conn.messages():
                             self._answer(message.payload)
-            except* mqtt.MqttFailure:
-                pass
+            except* mqtt.MqttFailure as failures:
+                self.last_error = f"{host}:{port}: {failures.exceptions[0]}"
             self.node_in_use = None
             self.changed.set()
             index += 1  # fail over to the next node
@@ -290,6 +296,7 @@ class FleetOptions:
     events_per_min: float = 0.0
     heartbeat_s: float = 30.0
     root: str = "schoolgate/v1"
+    connect_timeout_s: float = 5.0
 
 
 class Fleet:
@@ -315,6 +322,7 @@ class Fleet:
                     root=options.root,
                     heartbeat_s=options.heartbeat_s,
                     start_node=i,  # spread over the nodes
+                    connect_timeout_s=options.connect_timeout_s,
                 )
             )
         self._group: asyncio.TaskGroup | None = None

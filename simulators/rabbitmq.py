@@ -12,6 +12,17 @@ RabbitMQ: everything lives under its temporary folder and its own epmd.
 Node `a` starts first; `b` and `c` start beside each other and join it (`join_cluster`), which
 is what the documentation's manual clustering does, and is free of the first-boot race of
 peer discovery.
+
+Once clustered it sets one policy, `CLEAN_SESSION_POLICY`: RabbitMQ 3.10's MQTT plugin puts a
+clean session's QoS 1 subscription in a *durable*, non-replicated classic queue named after the
+client id (`mqtt-subscription-<client id>qos1`, on the node the client was connected to). When
+that node dies, the queue's record stays, "down", until the node is back, and every later
+SUBSCRIBE at QoS 1 by the same client id on any other node fails (`NOT_FOUND - home node ... of
+durable queue ... is down or inaccessible`; the plugin then drops the connection without a
+SUBACK). A gateway keeps its client id and its QoS 1 command subscription, so it could not work
+on another node until the dead one came back. Mirroring those queues on every node
+(`ha-mode: all`) lets a survivor take the queue over; quorum queues (durable sessions) are
+replicated already and ignore the policy.
 """
 
 from __future__ import annotations
@@ -41,6 +52,23 @@ _SCHEMA_GLOB: Final = "rabbitmq_server-*/plugins/rabbitmq_mqtt-*/priv/schema/rab
 _NAMES: Final = ("a", "b", "c")
 _PORT_RANGE: Final = (20_000, 44_000)
 """RabbitMQ's CLI tools take distribution ports 10 000 above the node's; stay well below 65 535."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A RabbitMQ policy: `rabbitmqctl set_policy --apply-to queues NAME PATTERN DEFINITION`."""
+
+    name: str
+    pattern: str
+    definition: str
+    """JSON, as rabbitmqctl takes it."""
+
+
+CLEAN_SESSION_POLICY: Final = Policy(
+    "schoolgate-mqtt-clean-sessions", r"^mqtt-subscription-.*qos1$", '{"ha-mode": "all"}'
+)
+"""What `RabbitCluster` sets (and docs/receiving-centre.md tells a city to set) so a clean MQTT
+session's QoS 1 subscription survives the loss of its node (see the module docstring)."""
 
 
 class RabbitError(Exception):
@@ -244,12 +272,26 @@ class RabbitCluster:
             for node in self.nodes[1:]:
                 group.create_task(self._start_joined(node, first), name=f"rabbit:{node.name}")
         await self.wait_clustered(len(self.nodes))
+        await self.set_clean_session_policy()
         log.info(
             "rabbit_cluster_up",
             nodes=[n.node for n in self.nodes],
             mqtt_ports=[n.mqtt_port for n in self.nodes],
             seconds=round(loop.time() - began, 1),
             quorum_sessions=self.quorum_sessions,
+        )
+
+    async def set_clean_session_policy(self) -> None:
+        """Mirror clean MQTT sessions' QoS 1 queues on every node (`CLEAN_SESSION_POLICY`)."""
+        policy = CLEAN_SESSION_POLICY
+        await self._ctl(
+            self.nodes[0],
+            "set_policy",
+            "--apply-to",
+            "queues",
+            policy.name,
+            policy.pattern,
+            policy.definition,
         )
 
     async def running_nodes(self, via: RabbitNode | None = None) -> list[str]:

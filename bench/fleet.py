@@ -1,0 +1,342 @@
+"""Fleet benchmark (issue 15): N simulated gateways and one `schoolgate console` process on a
+3-node RabbitMQ cluster, then, in the same run, the same N gateways and console on one idle
+mosquitto. Not a unit test.
+
+    .venv/bin/python bench/fleet.py [--gateways 1000] [--measure-s 60] [--alarms-per-s 2]
+                                    [--only cluster|mosquitto] [--json FILE]
+
+For each target it measures, and prints as JSON:
+- press-to-console latency p50/p99 of alarms pressed at random gateways during a steady window
+  (press in the simulator -> the `alarm.panic` line read from the console's `--json` output),
+  with every gateway sending a heartbeat every 30 s and one device event a minute;
+- the console process's CPU (percent of one core over the window) and RSS (median, peak);
+- on the cluster only: SIGKILL of node `a` (about a third of the gateways are on it; the
+  console is on `c`) while alarms go on being pressed, and the time until every gateway is
+  connected again (to another node);
+- events lost (produced by a gateway, never shown by the console) and duplicated (shown more
+  than once) over the whole target, alarms and device events together.
+
+Owns the run, the console subprocess and the figures; it does not write docs/benchmarks.md
+(figures are copied there by hand with the machine noted). The simulated gateways run in this
+process, so their latency includes this process's own scheduling under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from procstat import Usage, loadavg, machine, measuring  # noqa: E402
+
+from simulators.broker import MosquittoBroker  # noqa: E402
+from simulators.fleet import Fleet, FleetOptions  # noqa: E402
+from simulators.rabbitmq import RabbitCluster  # noqa: E402
+
+_SCHOOLGATE = ROOT / ".venv" / "bin" / "schoolgate"
+
+
+@dataclass
+class ConsoleProcess:
+    """`schoolgate console --json` as a subprocess; every event line it prints, by id, with the
+    monotonic time this process read it."""
+
+    port: int
+    keys_dir: Path
+    client_id: str = "bench-desk"
+    seen: dict[str, list[float]] = field(default_factory=dict)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            now = time.monotonic()
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("console") == "broker" and record.get("state") == "connected":
+                self.connected.set()
+            elif "console" not in record and isinstance(record.get("id"), str):
+                self.seen.setdefault(record["id"], []).append(now)
+                self.changed.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ConsoleProcess]:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(_SCHOOLGATE),
+            "console",
+            "--json",
+            "--port",
+            str(self.port),
+            "--client-id",
+            self.client_id,
+            "--gateway-keys",
+            str(self.keys_dir),
+            "--silent-after",
+            "120",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
+        reader = asyncio.create_task(self._read(), name="bench:console-reader")
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            await self.proc.wait()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def wait_seen(self, ids: Sequence[str], timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while any(i not in self.seen for i in ids):
+                    self.changed.clear()
+                    await self.changed.wait()
+
+
+@dataclass
+class Produced:
+    """What the fleet produced during a target: id -> monotonic press time (alarms) and the
+    device events' ids."""
+
+    alarms: dict[str, float] = field(default_factory=dict)
+    measured: list[str] = field(default_factory=list)
+    """Alarms pressed in the steady window (the latency sample)."""
+    events: list[str] = field(default_factory=list)
+
+
+async def _traffic(fleet: Fleet, produced: Produced, alarms_per_s: float, measure: bool) -> None:
+    """Alarms at `alarms_per_s` and one device event per gateway a minute, fleet-wide."""
+    events_per_s = len(fleet.gateways) / 60.0
+    next_alarm = next_event = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= next_alarm:
+            event = random.choice(fleet.gateways).press()
+            produced.alarms[event.id] = time.monotonic()
+            if measure:
+                produced.measured.append(event.id)
+            next_alarm = now + random.expovariate(alarms_per_s)
+        if now >= next_event:
+            produced.events.append(random.choice(fleet.gateways).device_event().id)
+            next_event = now + random.expovariate(events_per_s)
+        await asyncio.sleep(max(0.0, min(next_alarm, next_event) - time.monotonic()))
+
+
+async def _progress(name: str, fleet: Fleet) -> None:
+    began = time.monotonic()
+    while True:
+        await asyncio.sleep(10.0)
+        print(
+            json.dumps(
+                {
+                    "target": name,
+                    "after_s": round(time.monotonic() - began),
+                    "connected": fleet.connected(),
+                    "load": loadavg(),
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _usage(usage: Usage) -> dict[str, float]:
+    return {
+        "cpu_percent_of_one_core": round(usage.cpu_percent, 1),
+        "rss_mb_median": round(usage.rss_mb, 1),
+        "rss_mb_peak": round(usage.peak_mb, 1),
+    }
+
+
+@contextlib.asynccontextmanager
+async def _pressing(
+    fleet: Fleet, produced: Produced, alarms_per_s: float, *, measure: bool
+) -> AsyncIterator[None]:
+    task = asyncio.create_task(
+        _traffic(fleet, produced, alarms_per_s, measure), name="bench:traffic"
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def run_target(
+    name: str,
+    nodes: Sequence[tuple[str, int]],
+    console_port: int,
+    args: argparse.Namespace,
+    cluster: RabbitCluster | None = None,
+) -> dict[str, Any]:
+    keys_dir = Path(tempfile.mkdtemp(prefix=f"schoolgate-bench-fleet-{name}-"))
+    result: dict[str, Any] = {"target": name, "gateways": args.gateways}
+    options = FleetOptions(
+        nodes=nodes,
+        gateways=args.gateways,
+        keys_dir=keys_dir,
+        connect_timeout_s=args.connect_timeout_s,
+    )
+    began = time.monotonic()
+    produced = Produced()
+    async with Fleet(options) as fleet:
+        progress = asyncio.create_task(_progress(name, fleet), name="bench:progress")
+        try:
+            await fleet.wait_connected(timeout_s=args.connect_budget_s)
+        except TimeoutError:
+            result["connected_within_budget"] = f"{fleet.connected()} of {args.gateways}"
+            result["budget_s"] = args.connect_budget_s
+            result["last_errors"] = sorted({g.last_error for g in fleet.gateways})[:5]
+            return result
+        finally:
+            progress.cancel()
+        result["all_connected_s"] = round(time.monotonic() - began, 1)
+        console = ConsoleProcess(console_port, keys_dir)
+        async with console.running():
+            await asyncio.wait_for(console.connected.wait(), 60)
+            async with (
+                measuring(console.pid) as usage,
+                _pressing(fleet, produced, args.alarms_per_s, measure=True),
+            ):
+                await asyncio.sleep(args.measure_s)
+            result["console_steady"] = _usage(usage)
+            await fleet.wait_sent(120)
+            await console.wait_seen(produced.measured, 60)
+            latencies = [
+                (console.seen[i][0] - produced.alarms[i]) * 1000
+                for i in produced.measured
+                if i in console.seen
+            ]
+            result["press_to_console_ms"] = {
+                "alarms": len(latencies),
+                "p50": round(statistics.median(latencies), 1) if latencies else None,
+                "p99": round(_percentile(latencies, 0.99) or 0.0, 1) if latencies else None,
+                "max": round(max(latencies), 1) if latencies else None,
+            }
+            if cluster is not None:
+                killed = cluster.node("a")
+                on_killed = ("127.0.0.1", killed.mqtt_port)
+                moved = sum(1 for g in fleet.gateways if g.node_in_use == on_killed)
+                async with _pressing(fleet, produced, args.alarms_per_s, measure=False):
+                    kill_at = time.monotonic()
+                    await cluster.kill("a")
+                    await fleet.wait_until(
+                        lambda: all(g.node_in_use not in (None, on_killed) for g in fleet.gateways),
+                        timeout_s=600,
+                    )
+                    back_s = time.monotonic() - kill_at
+                    await asyncio.sleep(5.0)  # a few more presses on the survivors
+                result["node_kill"] = {
+                    "gateways_on_killed_node": moved,
+                    "all_back_s": round(back_s, 2),
+                }
+            await fleet.wait_sent(300)
+            wanted = [*produced.alarms, *produced.events]
+            await console.wait_seen(wanted, 120)
+            result["events_produced"] = len(wanted)
+            result["events_lost"] = sum(1 for i in wanted if i not in console.seen)
+            result["events_duplicated"] = sum(len(console.seen.get(i, ())) > 1 for i in wanted)
+            result["console_rss_mb_peak_whole_run"] = round(
+                max(usage.peak_kb, _peak_kb(console.pid)) / 1024, 1
+            )
+    return result
+
+
+def _peak_kb(pid: int) -> int:
+    from procstat import memory_kb  # noqa: PLC0415 - a sibling module, on sys.path above
+
+    try:
+        return memory_kb(pid).get("VmHWM", 0)
+    except OSError:
+        return 0
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "load_before": loadavg(),
+        "gateways": args.gateways,
+        "alarms_per_s": args.alarms_per_s,
+        "measure_s": args.measure_s,
+        "targets": [],
+    }
+    if args.only in (None, "cluster"):
+        async with RabbitCluster() as cluster:
+            nodes = cluster.mqtt_endpoints()
+            report["targets"].append(
+                await run_target(
+                    "rabbitmq-3-nodes", nodes, cluster.node("c").mqtt_port, args, cluster
+                )
+            )
+    if args.only in (None, "mosquitto"):
+        async with MosquittoBroker("bench-fleet") as broker:
+            report["targets"].append(
+                await run_target("mosquitto-1", [(broker.host, broker.port)], broker.port, args)
+            )
+    report["load_after"] = loadavg()
+    return report
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--gateways", type=int, default=1000)
+    p.add_argument("--measure-s", type=float, default=60.0, help="steady window per target")
+    p.add_argument("--alarms-per-s", type=float, default=2.0, help="fleet-wide")
+    p.add_argument("--only", choices=("cluster", "mosquitto"))
+    p.add_argument(
+        "--connect-timeout-s", type=float, default=30.0, help="each gateway's CONNECT/SUBSCRIBE"
+    )
+    p.add_argument(
+        "--connect-budget-s",
+        type=float,
+        default=300.0,
+        help="give a target up when the fleet is not all connected by then (reported)",
+    )
+    p.add_argument("--json", type=Path, help="also write the report here")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    found = asyncio.run(main(arguments))
+    text = json.dumps(found, indent=2)
+    print(text)
+    if arguments.json is not None:
+        arguments.json.write_text(text + "\n")
