@@ -1,10 +1,17 @@
 """`schoolgate doctor` and `schoolgate scan` on the command line (issue 13): the words become the
 library's calls (tests/test_doctor.py and tests/test_scan.py test the checks themselves), bad
-words are usage errors (exit 2), and a scan says how long it takes before it starts."""
+words are usage errors (exit 2), and a scan says how long it takes before it starts.
+
+The commands that run set up logging for the whole process (stderr, warnings only), so they run
+here as processes of their own, as an installer runs them: in this process they would leave
+structlog filtering every later test's info events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,34 +32,35 @@ def test_unit_ids_ranges_and_lists() -> None:
         parse_parities("N,X")
 
 
-def test_doctor_reports_a_broken_config_as_a_failure_with_its_fix(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def schoolgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_doctor_reports_a_broken_config_as_a_failure_with_its_fix(tmp_path: Path) -> None:
     config = tmp_path / "schoolgate.toml"
     config.write_text("[site]\nschool_id = 1\n")
-    assert main(["doctor", "-c", str(config), "--as-user", "nobody", "--json"]) == 2
-    report = json.loads(capsys.readouterr().out)
+    done = schoolgate("doctor", "-c", str(config), "--as-user", "nobody", "--json")
+    assert done.returncode == 2, done.stderr
+    report = json.loads(done.stdout)  # nothing but the report on standard output
     failed = [s for s in report["steps"] if s["status"] == "fail"]
     assert report["exit_code"] == 2 and failed, report
     assert any("school_id" in json.dumps(step) for step in failed)
 
 
-async def test_scan_lists_the_units_that_answer(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_scan_lists_the_units_that_answer() -> None:
     module = DiDoModule(unit_id=3)
     async with serve_tcp(module) as (_, port):
-        argv = ["scan", f"127.0.0.1:{port}", "--ids", "1-4", "--timeout", "0.2"]
-        code = await asyncio_to_thread_main(argv)
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert out.startswith("4 probes, at most")  # the estimate comes before the first probe
-    assert "unit 3 (tcp): function codes" in out and "unit 1 " not in out
-
-
-async def asyncio_to_thread_main(argv: list[str]) -> int:
-    """The command runs its own event loop (asyncio.run): off this test's loop."""
-    import asyncio  # noqa: PLC0415 - local to this helper
-
-    return await asyncio.to_thread(main, argv)
+        args = ("scan", f"127.0.0.1:{port}", "--ids", "1-4", "--timeout", "0.2")
+        done = await asyncio.to_thread(schoolgate, *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("4 probes, at most")  # the estimate comes before a probe
+    assert "unit 3 (tcp): function codes" in done.stdout and "unit 1 " not in done.stdout
 
 
 def test_a_long_scan_asks_for_yes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -88,7 +88,6 @@ def run_scan(
     from gateway.commissioning import scan  # noqa: PLC0415 - only when asked for
     from gateway.commissioning.scan import ScanError  # noqa: PLC0415 - only when asked for
 
-    _quiet_logs()
     try:
         settings = scan.settings_for(scan.parse_target(target), bauds, parities)
     except ScanError as exc:
@@ -100,6 +99,7 @@ def run_scan(
     if probes > MAX_PROBES_WITHOUT_YES and not yes:
         print("that is long: narrow the ids or settings, or add --yes", file=sys.stderr)
         return 2
+    _quiet_logs()
     with Bar(transient=True) as bar:
         task = bar.add_task("scanning", total=probes)
 
