@@ -13,7 +13,6 @@ import contextlib
 import gc
 import os
 import signal
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,6 @@ from gateway.uplink.destination import Services, Uplink
 from gateway.uplink.paths import PathBoard
 
 log = structlog.get_logger(__name__)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Stop(Exception):
@@ -135,6 +130,7 @@ class Gateway:
                 if store.max_age_days is None
                 else int(store.max_age_days * 86_400_000),
             ),
+            clock=self.clock,
         )
         refs = {
             device_id: DeviceRef(device_id, device.kind, device.location)
@@ -167,7 +163,7 @@ class Gateway:
                 device=refs[device_id],
                 panic=self.latches,
                 emit=self.outbox.emit,
-                clock_ms=now_ms,
+                clock_ms=self.clock.wall_ms,
                 drill=device.drill,
                 memory=self.store.log.memory(device_id),
                 store=self.outbox.append,
@@ -200,6 +196,7 @@ class Gateway:
                 self.store.uplink,
                 self.site,
                 backoff=Backoff(base_s=0.2, cap_s=config.destinations[name].reconnect_max_s),
+                clock=self.clock,
                 services=services,
             )
             for name in config.destinations
@@ -293,11 +290,15 @@ class Gateway:
 
     async def acknowledge(self, alarm_id: str, *, by: str, issuer: str, command_id: str) -> None:
         await self.latches.acknowledge(
-            alarm_id, by=by, issuer=issuer, command_id=command_id, occurred_at_ms=now_ms()
+            alarm_id,
+            by=by,
+            issuer=issuer,
+            command_id=command_id,
+            occurred_at_ms=self.clock.wall_ms(),
         )
 
     async def reset(self, alarm_id: str, *, by: str) -> None:
-        await self.latches.reset(alarm_id, by=by, occurred_at_ms=now_ms())
+        await self.latches.reset(alarm_id, by=by, occurred_at_ms=self.clock.wall_ms())
 
     async def device_command(
         self, device_id: str, name: str, args: Mapping[str, object]
@@ -358,7 +359,7 @@ class Gateway:
             return
         while True:  # the ping proves the event loop still turns
             sdnotify.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
 
     async def handle_control(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
         """One control-socket request: gateway.commands.local_ops dispatches it."""
@@ -370,7 +371,9 @@ class Gateway:
         return self.latches.open_alarms
 
     async def reset_by_user(self, alarm_id: str, *, by: str, uid: int, user: str) -> None:
-        await self.latches.reset(alarm_id, by=by, occurred_at_ms=now_ms(), uid=uid, user=user)
+        await self.latches.reset(
+            alarm_id, by=by, occurred_at_ms=self.clock.wall_ms(), uid=uid, user=user
+        )
 
     def has_device(self, device_id: str) -> bool:
         return device_id in self.drivers

@@ -35,7 +35,7 @@ from gateway.uplink import mqtt
 from receiver import cli as console_cli
 from receiver.console import Console, ConsoleOptions, Signer
 from simulators.broker import MosquittoBroker, free_port
-from tests_support import ConsoleRecords, screen_text
+from tests_support import ConsoleRecords, screen_text, until
 
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = "schoolgate/v1"
@@ -426,11 +426,12 @@ async def test_range_of_missed_heartbeats_is_replayed_in_full(
         await gw.publish("results", signed_result(command, {"seqs": [2, 3]}))
         filled = await records.wait_notice("gap_filled")
         # A heartbeat repeated late, or the next one in line, opens nothing.
+        heard = console.heartbeats_heard
         await gw.publish("heartbeat", heartbeat(4, 5, 1))
         await gw.event(sent[5])
         await gw.publish("heartbeat", heartbeat(5, 6, 1))
         await records.wait_for(lambda r: r.get("console") is None and r.get("seq") == 6)
-        await asyncio.sleep(0.2)
+        await until(lambda: console.heartbeats_heard == heard + 2)  # both checked for gaps
     assert (filled["routed"], filled["seen"]) == (2, 2)
     assert [e["seq"] for e in records.events()] == [1, 5, 2, 3, 6]
     assert (console.gaps.found, console.gaps.filled, console.gaps.open_gaps()) == (1, 1, [])

@@ -33,7 +33,7 @@ from receiver.state import GatewayRef
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule
 from simulators.listener import Listener, listen
-from tests_support import ConsoleRecords, GatewayProcess, blinks, screen_text
+from tests_support import ConsoleRecords, GatewayProcess, blinks, screen_text, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,13 +141,6 @@ async def running(console: Console) -> AsyncIterator[Console]:
 
 def is_type(event_type: str) -> Callable[[dict[str, Any]], bool]:
     return lambda event: event["type"] == event_type
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """For state that has no event to await (the console's heartbeat count, a set of seqs)."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - nothing to await: polled, bounded
-            await asyncio.sleep(0.02)
 
 
 class JsonConsole:

@@ -20,6 +20,7 @@ from drivers.alarm_box import OutputPattern
 from drivers.base import DeviceTimeout
 from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
 from gateway.core import contract
+from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Lane, lane_of
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
@@ -217,18 +218,26 @@ async def test_reset_of_unknown_alarm_is_refused(store: Storage) -> None:
 async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_siren(
     store: Storage,
 ) -> None:
-    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.2)
+    clock = FakeClock()
+    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=30, clock=clock)
     box, drillbox = Outputs(), Outputs()
     latches.attach_feedback("box", box)
     latches.attach_feedback("drillbox", drillbox)
     async with escalation_timer(latches):
         # Acknowledged in time: never escalated. Raised first, so its deadline passes first.
-        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=now_ms())
+        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=clock.wall_ms())
         [in_time] = latches.open_alarms
+        await clock.run_for(10)
         await latches.acknowledge(
-            in_time.alarm_id, by="Li", issuer="k", command_id="c", occurred_at_ms=now_ms()
+            in_time.alarm_id, by="Li", issuer="k", command_id="c", occurred_at_ms=clock.wall_ms()
         )
-        await latches.panic_pressed("box", 1, presses=2, occurred_at_ms=now_ms())
+        await latches.panic_pressed("box", 1, presses=2, occurred_at_ms=clock.wall_ms())
+        # Just short of the deadline the timer has had its chance and sleeps on, nothing stored.
+        await clock.run_for(29.999)
+        assert clock.next_deadline() == pytest.approx(clock.monotonic() + 0.001)
+        assert await stored(store, "alarm.escalated") == []
+        assert box.state.get("siren", OFF) is OFF
+        await clock.run_for(0.001)
         await box.wait("siren", STEADY)
         [escalated] = await wait_stored(store, "alarm.escalated")
     assert box.state["lamp"] is FAST  # not at the police yet: still fast
@@ -239,7 +248,7 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
     assert escalated["severity"] == "critical" and escalated["device"]["id"] == "box"
     assert lane_of("alarm.escalated") is Lane.ALARM
     data = escalated["data"]
-    assert data["after_s"] >= 0.2
+    assert data["after_s"] == 30
     assert data == {
         "button": 1,
         "button_name": "remote",
@@ -251,7 +260,7 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
     [row] = [r for r in await store.queue.claim("police", 100) if r.type == "alarm.escalated"]
     await latches.delivered("police", [row.seq])
     assert box.state["lamp"] is SLOW
-    await latches.reset(late.alarm_id, by="guard wang", occurred_at_ms=now_ms())
+    await latches.reset(late.alarm_id, by="guard wang", occurred_at_ms=clock.wall_ms())
     assert box.state == {"lamp": OFF, "siren": OFF}
 
 
@@ -263,11 +272,15 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
 async def test_escalation_says_when_no_siren_sounded(
     store: Storage, escalate_siren: bool, wired: tuple[str, ...]
 ) -> None:
-    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.05, escalate_siren=escalate_siren)
+    clock = FakeClock()
+    latches = AlarmLatches(
+        store.alarms, BOXES, ack_timeout_s=30, escalate_siren=escalate_siren, clock=clock
+    )
     outputs = Outputs(wired=wired)
     latches.attach_feedback("box", outputs)
     async with escalation_timer(latches):
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=now_ms() - 1000)
+        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        await clock.run_for(30)
         [escalated] = await wait_stored(store, "alarm.escalated")
     assert escalated["data"]["siren"] is False
     assert outputs.state.get("siren", OFF) is OFF
@@ -277,11 +290,14 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "o.db"
+    clock = FakeClock()
+    now_ms = clock.wall_ms
     async with Storage(path, SITE, ROUTES) as store:
-        latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.2)
+        latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=30, clock=clock)
         latches.attach_feedback("box", box := Outputs())
         async with escalation_timer(latches):
             await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=now_ms())
+            await clock.run_for(30)
             await wait_stored(store, "alarm.escalated")
         [escalated] = latches.open_alarms
         # No timer now: the next two are neither escalated nor at risk of it.
@@ -299,7 +315,7 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
         assert box.state == {"lamp": STEADY, "siren": STEADY}
 
     async with Storage(path, SITE, ROUTES) as store:
-        latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.2)
+        latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=30, clock=clock)
         latches.attach_feedback("box", box := Outputs())
         latches.attach_feedback("drillbox", drillbox := Outputs())
         await latches.restore()
@@ -331,6 +347,7 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
         # The timer escalates the one that is due (delivered, not acknowledged), and not the
         # acknowledged or already escalated ones, whose deadlines passed before.
         async with escalation_timer(latches):
+            await clock.run_for(30)
             await drillbox.wait("siren", STEADY)
             escalations = [e["alarm_id"] for e in await wait_stored(store, "alarm.escalated", 2)]
         assert escalations == [escalated.alarm_id, delivered.alarm_id]
@@ -343,10 +360,12 @@ async def test_button_held_at_start_without_a_latch_raises_an_alarm(store: Stora
 
 
 async def test_a_lamp_that_cannot_be_lit_does_not_lose_the_alarm(store: Storage) -> None:
-    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=0.05)
+    clock = FakeClock()
+    latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=30, clock=clock)
     latches.attach_feedback("box", Outputs(fail=True))
     async with escalation_timer(latches):
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        await clock.run_for(30)
         [escalated] = await wait_stored(store, "alarm.escalated")
     assert len(latches.open_alarms) == 1
     assert [r.type for r in await store.queue.claim("police", 10)] == [

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.core import contract
+from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.store.outbox import _MAX_BATCH as MAX_BATCH
 from gateway.store.outbox import OutboxError
@@ -175,11 +176,12 @@ async def test_a_cancel_that_meets_a_queued_event_stops_the_flusher(tmp_path: Pa
     """Regression: the flusher waited with asyncio.wait_for, which on Python 3.11 drops a cancel
     that arrives in the same loop turn as the event it waits for; the gateway's shutdown then
     waited for the flusher forever. The queued event is still stored by close()."""
-    async with Storage(tmp_path / "o.db", SITE, ROUTES) as store:
+    clock = FakeClock()
+    async with Storage(tmp_path / "o.db", SITE, ROUTES, clock=clock) as store:
         flusher = asyncio.create_task(store.run())
-        await asyncio.sleep(0.01)  # the flusher waits for work
         store.outbox.submit(event("device.online"))
-        await asyncio.sleep(0.001)  # the flusher now waits out the batch delay
+        async with asyncio.timeout(5):
+            await clock.sleeping()  # the flusher now waits out the batch delay
         for _ in range(MAX_BATCH):  # a full batch asks for the flush now...
             store.outbox.submit(event("device.online"))
         flusher.cancel()  # ...in the same turn as a shutdown
@@ -206,3 +208,23 @@ async def test_a_claimed_body_is_byte_for_byte_the_stored_one(tmp_path: Path) ->
     assert [row.seq for row in claimed] == [s.seq for s in stored]
     assert [row.body for row in claimed] == bodies
     assert contract.decode_event(claimed[0].body)["data"]["note"] == odd
+
+
+async def test_the_group_commit_waits_its_delay_on_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with Storage(tmp_path / "o.db", SITE, ROUTES, batch_delay_ms=50, clock=clock) as store:
+        stored = store.queue.wakeup("bureau")  # set when a row is stored for the bureau
+        stored.clear()
+        async with asyncio.TaskGroup() as tg:
+            flusher = tg.create_task(store.run())
+            store.outbox.submit(event("device.online"))
+            async with asyncio.timeout(5):
+                await clock.sleeping()  # the flusher had its chance and waits out the delay
+            await clock.run_for(0.049)
+            assert clock.sleepers == 1
+            assert await store.log.pending_count("bureau") == 0
+            await clock.run_for(0.001)
+            async with asyncio.timeout(5):
+                await stored.wait()
+            assert await store.log.pending_count("bureau") == 1
+            flusher.cancel()

@@ -93,3 +93,18 @@ async def test_system_clock_is_a_clock() -> None:
     await clock.sleep(0)
     assert clock.monotonic() >= before
     assert clock.wall_ms() > 1_700_000_000_000
+
+
+async def test_sleeping_returns_once_enough_tasks_sleep_on_the_clock() -> None:
+    clock = FakeClock()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(clock.sleep(5.0))
+        async with asyncio.timeout(5):
+            await clock.sleeping()
+        second = tg.create_task(clock.sleep(9.0))
+        async with asyncio.timeout(5):
+            await clock.sleeping(2)
+        assert clock.sleepers == 2
+        second.cancel()
+        await clock.run_for(5.0)
+    assert clock.sleepers == 0

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.core import contract
+from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.store.delivery import Deliveries
 from gateway.store.retention import Retention, RetentionPolicy, used_bytes
@@ -255,6 +256,39 @@ async def test_delivered_rows_are_pruned_after_the_retention_period_but_open_ala
         kept = await store.log.call(lambda db: [s for (s,) in db.execute("SELECT seq FROM events")])
     assert report.pruned == 1
     assert kept == [open_alarm.seq, undelivered.seq]
+
+
+async def test_retention_checks_on_the_injected_clock_its_interval_and_its_now(
+    tmp_path: Path,
+) -> None:
+    day = 86_400_000
+    clock = FakeClock(wall_ms=50 * day)
+    async with Storage(tmp_path / "o.db", SITE, ROUTES, clock=clock) as store:
+        old = await store.outbox.append(make("device.online", at_ms=1 * day))
+        for destination in ("police", "bureau"):
+            await store.queue.mark_sent(destination, [old.seq or 0])
+        policy = RetentionPolicy(max_bytes=1 << 30, retain_ms=90 * day)
+        retention = Retention(store.maintenance, policy, check_interval_s=10.0, clock=clock)
+
+        async def seqs() -> list[int]:
+            return await store.log.call(
+                lambda db: [s for (s,) in db.execute("SELECT seq FROM events")]
+            )
+
+        async with asyncio.TaskGroup() as tg:
+            checks = tg.create_task(retention.run())
+            async with asyncio.timeout(5):
+                await clock.sleeping()  # the first check is done; the next waits its interval
+            assert await seqs() == [old.seq]  # 49 days old by this clock: kept
+            clock.set_wall(95 * day)
+            await clock.run_for(9.9)
+            assert clock.sleepers == 1  # still waiting its interval: not checked again yet
+            assert await seqs() == [old.seq]
+            await clock.run_for(0.1)
+            async with asyncio.timeout(5):
+                await clock.sleeping()  # the second check is done
+            assert await seqs() == []
+            checks.cancel()
 
 
 async def test_the_flusher_retries_the_disk_by_itself_after_an_append_fault(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.core import contract
 from gateway.core.backoff import Backoff
+from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
@@ -32,6 +33,25 @@ def panic() -> Event:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class RetryCountingClock(SystemClock):
+    """The real clock, counting the uplink's sleeps: with no heartbeats configured it sleeps
+    only between connection attempts, so a sleep is the sign that an attempt has been made."""
+
+    def __init__(self) -> None:
+        self.sleeps = 0
+        self._slept = asyncio.Condition()
+
+    async def sleep(self, seconds: float) -> None:
+        async with self._slept:
+            self.sleeps += 1
+            self._slept.notify_all()
+        await super().sleep(seconds)
+
+    async def attempts_failed(self, count: int, timeout_s: float = 10.0) -> None:
+        async with asyncio.timeout(timeout_s), self._slept:
+            await self._slept.wait_for(lambda: self.sleeps >= count)
 
 
 def params(name: str, broker: MosquittoBroker) -> mqtt.BrokerParams:
@@ -109,6 +129,7 @@ async def test_dead_police_broker_does_not_delay_bureau_and_backlog_arrives_hist
                 store.uplink,
                 SITE,
                 backoff=Backoff(base_s=0.05, cap_s=0.5),
+                clock=(police_clock := RetryCountingClock()),
             ),
             Uplink("bureau", params("bureau", bureau_broker), store.uplink, SITE),
         ]
@@ -119,7 +140,9 @@ async def test_dead_police_broker_does_not_delay_bureau_and_backlog_arrives_hist
             arrived = await bureau.wait_event(lambda e: e["id"] == stored.id, timeout_s=5)
             assert arrived["historical"] is False
             assert await store.log.pending_count("police") == 1
-            await asyncio.sleep(0.5)  # the police uplink keeps retrying meanwhile
+            before = police_clock.sleeps
+            await police_clock.attempts_failed(before + 2)  # the police uplink keeps retrying
+            assert await store.log.pending_count("police") == 1
             await police_broker.start()
             got = await police.wait_event(lambda e: e["id"] == stored.id, timeout_s=10)
         assert got["historical"] is True
@@ -137,10 +160,11 @@ async def test_uplink_retries_a_broker_that_is_not_there_yet(tmp_path: Path) -> 
             store.uplink,
             SITE,
             backoff=Backoff(base_s=0.05, cap_s=0.2),
+            clock=(clock := RetryCountingClock()),
         )
         await store.outbox.append(panic())
         async with running(store, uplink):
-            await asyncio.sleep(0.3)
+            await clock.attempts_failed(2)  # it has tried, twice, and found nobody
             assert not uplink.connected
             async with broker:
                 # Nobody may be subscribed yet when the uplink gets in: the PUBACK is the proof.

@@ -212,6 +212,13 @@ class GatewayProcess:
         return self.log.read_text()
 
 
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """For state that has no event to await (the console's heartbeat count, a set of seqs)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - nothing to await: polled, bounded
+            await asyncio.sleep(0.02)
+
+
 async def blinks(module: DiDoModule, coil: int, *, within_s: float) -> bool:
     """The simulated module's coil goes both on and off within the time (a blinking lamp)."""
     seen: set[bool] = set()

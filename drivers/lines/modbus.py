@@ -321,6 +321,8 @@ class ModbusLine:
         cannot run into it. pymodbus itself clears its receive buffer when it sends and skips RTU
         frames from other unit ids, but does not wait for the line to go quiet.
         """
+        # Physical time on the wire, on purpose not the injected Clock: the inter-frame gap is
+        # how long the RS-485 line must stay silent, and a fake clock cannot make it shorter.
         # Not a poller: each sleep is exactly the time left, and repeats only if a byte arrived.
         while (wait_s := self._last_activity + self._gap_s - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait_s)

@@ -267,6 +267,8 @@ class SerialLine:
     async def _keep_gap(self) -> None:
         """Wait until the line has been silent for 3.5 characters since the last byte or
         transaction, so a request never runs into the tail of an answer on RS-485."""
+        # Physical time on the wire, on purpose not the injected Clock: the inter-frame gap is
+        # how long the RS-485 line must stay silent, and a fake clock cannot make it shorter.
         # Not a poller: each sleep is exactly the time left, and repeats only if a byte arrived.
         while (wait_s := self._last_activity + self._gap_s - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait_s)

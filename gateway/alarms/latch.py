@@ -183,15 +183,8 @@ class AlarmLatches:
             event_type = "alarm.panic_repeated"
             event_id = new_event_id()
         data["presses"] = latch.presses
-        event = Event(
-            id=event_id,
-            type=event_type,
-            severity=Severity.CRITICAL,
-            device=box.device,
-            occurred_at_ms=occurred_at_ms,
-            data=data,
-            drill=box.drill,
-            alarm_id=latch.alarm_id,
+        event = self._event(
+            latch, event_type, Severity.CRITICAL, occurred_at_ms, data, event_id=event_id
         )
         # Durable before anything else happens: the latch exists once the event is on disk.
         stored = await self._outbox.append(event)
@@ -243,18 +236,9 @@ class AlarmLatches:
         latches = [lt for lt in self._open.values() if lt.device_id == device_id]
         if not latches:
             raise UnknownAlarm(device_id)
-        box = self._boxes[device_id]
         for latch in latches:
-            event = Event(
-                id=new_event_id(),
-                type="alarm.siren_silenced",
-                severity=Severity.INFO,
-                device=box.device,
-                occurred_at_ms=occurred_at_ms,
-                data={"button": latch.button, "by": by},
-                drill=box.drill,
-                alarm_id=latch.alarm_id,
-            )
+            data: dict[str, object] = {"button": latch.button, "by": by}
+            event = self._event(latch, "alarm.siren_silenced", Severity.INFO, occurred_at_ms, data)
             await self._outbox.append(event)
             latch.siren_silenced = True
             log.info("alarm_siren_silenced", alarm_id=latch.alarm_id, device=device_id, by=by)
@@ -295,22 +279,13 @@ class AlarmLatches:
             return
         latch.acknowledged = True  # before the await: a concurrent second one is a no-op too
         latch.acknowledged_by, latch.acknowledged_at_ms = by, occurred_at_ms
-        box = self._boxes[latch.device_id]
-        event = Event(
-            id=new_event_id(),
-            type="alarm.acknowledged",
-            severity=Severity.INFO,
-            device=box.device,
-            occurred_at_ms=occurred_at_ms,
-            data={
-                "by": by,
-                "issuer": issuer,
-                "command_id": command_id,
-                "after_ms": max(0, occurred_at_ms - latch.raised_at_ms),
-            },
-            drill=box.drill,
-            alarm_id=alarm_id,
-        )
+        data: dict[str, object] = {
+            "by": by,
+            "issuer": issuer,
+            "command_id": command_id,
+            "after_ms": max(0, occurred_at_ms - latch.raised_at_ms),
+        }
+        event = self._event(latch, "alarm.acknowledged", Severity.INFO, occurred_at_ms, data)
         try:
             stored = await self._outbox.append(event)
         except BaseException:
@@ -350,22 +325,14 @@ class AlarmLatches:
         siren = self._escalate_siren and await self._drive(
             latch.device_id, "siren", OutputPattern.STEADY
         )
-        event = Event(
-            id=new_event_id(),
-            type="alarm.escalated",
-            severity=Severity.CRITICAL,
-            device=box.device,
-            occurred_at_ms=now_ms,
-            data={
-                "button": latch.button,
-                "button_name": box.button_names.get(latch.button, ""),
-                "presses": latch.presses,
-                "after_s": round(max(0, now_ms - latch.raised_at_ms) / 1000, 3),
-                "siren": siren,
-            },
-            drill=box.drill,
-            alarm_id=latch.alarm_id,
-        )
+        data: dict[str, object] = {
+            "button": latch.button,
+            "button_name": box.button_names.get(latch.button, ""),
+            "presses": latch.presses,
+            "after_s": round(max(0, now_ms - latch.raised_at_ms) / 1000, 3),
+            "siren": siren,
+        }
+        event = self._event(latch, "alarm.escalated", Severity.CRITICAL, now_ms, data)
         stored = await self._outbox.append(event)
         if latch.alarm_id in self._open:  # (else reset meanwhile)
             self._track(latch, stored.seq)
@@ -388,22 +355,12 @@ class AlarmLatches:
         user: str = "",
         reason: str = "",
     ) -> None:
-        box = self._boxes[latch.device_id]
         data: dict[str, object] = {"button": latch.button, "reset_by": by, "presses": latch.presses}
         if uid is not None:
             data |= {"reset_by_uid": uid, "reset_by_user": user}
         if reason:
             data["reason"] = reason
-        event = Event(
-            id=new_event_id(),
-            type="alarm.reset",
-            severity=Severity.INFO,
-            device=box.device,
-            occurred_at_ms=occurred_at_ms,
-            data=data,
-            drill=box.drill,
-            alarm_id=latch.alarm_id,
-        )
+        event = self._event(latch, "alarm.reset", Severity.INFO, occurred_at_ms, data)
         await self._outbox.append(event)
         self._open.pop(latch.alarm_id, None)
         for seq in latch.seqs:
@@ -429,6 +386,30 @@ class AlarmLatches:
             if latch.device_id == device_id and latch.button == button:
                 return latch
         return None
+
+    def _event(
+        self,
+        latch: Latch,
+        event_type: str,
+        severity: Severity,
+        occurred_at_ms: int,
+        data: dict[str, object],
+        *,
+        event_id: str | None = None,
+    ) -> Event:
+        """An event of `latch`'s alarm as its box reports it: the box's device and drill mark,
+        the alarm's id (a new event id unless given: the first press's is the alarm's)."""
+        box = self._boxes[latch.device_id]
+        return Event(
+            id=event_id or new_event_id(),
+            type=event_type,
+            severity=severity,
+            device=box.device,
+            occurred_at_ms=occurred_at_ms,
+            data=data,
+            drill=box.drill,
+            alarm_id=latch.alarm_id,
+        )
 
     async def _show(self, device_id: str) -> None:
         """The lamp shows the box's newest open alarm (latches are kept in the order raised);

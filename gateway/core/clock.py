@@ -58,6 +58,7 @@ class FakeClock:
         self._monotonic = monotonic
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._fell_asleep = asyncio.Event()
 
     def wall_ms(self) -> int:
         return self._wall_ms
@@ -71,6 +72,7 @@ class FakeClock:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._monotonic + seconds, next(self._order), waiter))
+        self._fell_asleep.set()
         try:
             await waiter
         finally:
@@ -81,6 +83,13 @@ class FakeClock:
     def sleepers(self) -> int:
         """How many tasks are asleep on this clock (a test waits for this before advancing)."""
         return sum(1 for _, _, waiter in self._sleepers if not waiter.done())
+
+    async def sleeping(self, count: int = 1) -> None:
+        """Until at least `count` tasks sleep on this clock: the positive sign that they have had
+        their chance to act and now wait for time to pass (a test bounds this wait itself)."""
+        while self.sleepers < count:
+            self._fell_asleep.clear()
+            await self._fell_asleep.wait()
 
     def next_deadline(self) -> float | None:
         """The earliest monotonic deadline of a live sleeper, if any."""

@@ -12,12 +12,11 @@ senders (`delivery`), talk MQTT (`uplink`), evict (`retention`) or decide what a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from gateway.core import contract
-from gateway.core.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Lane, new_event
 from gateway.store.db import StoreError
 from gateway.store.delivery import Deliveries
@@ -120,11 +119,10 @@ class Outbox:
         """The group-commit flusher."""
         while True:
             await self._has_queued.wait()
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that
-            # arrives with the event, and the shutdown would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._batch_delay_s):
-                    await self._flush_now.wait()
+            # The group-commit delay on the injected clock, cut short by a full batch or a
+            # notice. Not wait_for: on Python 3.11 it drops a cancel that arrives with the
+            # event, and the shutdown would wait for this loop forever.
+            await wait_until_set(self._flush_now, self._clock, self._batch_delay_s)
             async with self._write_lock:
                 await self._flush_locked([])
 

@@ -14,14 +14,13 @@ once, in `sql`). It does not append rows or send anything itself.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from gateway.core.clock import Clock, SystemClock
 from gateway.core.events import Lane, Severity, new_event
 from gateway.store import sql_upkeep
 from gateway.store.outbox import GATEWAY_DEVICE
@@ -64,9 +63,16 @@ def _evict_delivered(after_seq: int) -> Callable[[sqlite3.Connection], tuple[int
 
 class Retention:
     def __init__(
-        self, outbox: LogMaintenance, policy: RetentionPolicy, *, check_interval_s: float = 10.0
+        self,
+        outbox: LogMaintenance,
+        policy: RetentionPolicy,
+        *,
+        check_interval_s: float = 10.0,
+        clock: Clock | None = None,
     ) -> None:
         self._outbox = outbox
+        self._clock: Clock = clock or SystemClock()
+        """The interval between checks (monotonic), the age cut-offs and the eviction's stamp."""
         self._policy = policy
         self._interval_s = check_interval_s
         self._in_episode = False
@@ -74,10 +80,10 @@ class Retention:
     async def run(self) -> None:
         while True:
             await self.enforce()
-            await asyncio.sleep(self._interval_s)
+            await self._clock.sleep(self._interval_s)
 
     async def enforce(self, now_ms: int | None = None) -> EvictionReport:
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        now = self._clock.wall_ms() if now_ms is None else now_ms
         report = EvictionReport()
         if not self._outbox.store_open:
             return report  # nothing on disk to keep small while the file cannot be opened
@@ -131,7 +137,7 @@ class Retention:
                 "gateway.eviction",
                 GATEWAY_DEVICE,
                 severity=Severity.MAJOR,
-                occurred_at_ms=time.time_ns() // 1_000_000,
+                occurred_at_ms=self._clock.wall_ms(),
                 data={"evicted_undelivered": dict(report.evicted_undelivered)},
             )
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ import structlog
 from gateway.commands.handlers import INTERNAL_ERROR, Commands
 from gateway.core import contract
 from gateway.core.backoff import Backoff
+from gateway.core.clock import Clock, SystemClock
 from gateway.store.records import UplinkStore
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
@@ -50,10 +50,6 @@ class Services:
     """Signs the status, heartbeat and result payloads (events are signed when stored)."""
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Uplink:
     def __init__(
         self,
@@ -63,7 +59,7 @@ class Uplink:
         site: contract.Site,
         *,
         backoff: Backoff | None = None,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock: Clock | None = None,
         services: Services | None = None,
     ) -> None:
         self.name = name
@@ -72,7 +68,8 @@ class Uplink:
         self._outbox = outbox
         self._site = site
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=10.0)
-        self._clock_ms = clock_ms
+        self._clock: Clock = clock or SystemClock()
+        """Stamps (wall), the outage's length, the back-off and heartbeat waits (monotonic)."""
         self._log = structlog.get_logger(__name__).bind(destination=name)
         self.connected = False
         self.connected_since_ms: int | None = None
@@ -92,22 +89,24 @@ class Uplink:
                 if self._services.paths is not None:
                     self._services.paths.down(self.name, str(exc))
                 if failing_since is None:
-                    failing_since = time.monotonic()
+                    failing_since = self._clock.monotonic()
                     # Logged once per outage, not on every retry.
                     self._log.warning("uplink_down", error=str(exc))
-            await asyncio.sleep(self._backoff.next_delay_s())
+            await self._clock.sleep(self._backoff.next_delay_s())
 
     def _on_connected(self, failing_since: float | None) -> None:
         self.connected = True
         if self._services.paths is not None:
             self._services.paths.up(self.name)
-        self.connected_since_ms = self._clock_ms()
+        self.connected_since_ms = self._clock.wall_ms()
         self._log.info(
             "uplink_up",
             host=self._params.host,
             port=self._params.port,
             attempts=self._backoff.attempts,
-            outage_s=None if failing_since is None else round(time.monotonic() - failing_since, 3),
+            outage_s=None
+            if failing_since is None
+            else round(self._clock.monotonic() - failing_since, 3),
         )
         self._backoff.reset()
 
@@ -118,7 +117,9 @@ class Uplink:
             await conn.subscribe(contract.commands_topic(self._site), qos=1)
         await conn.publish(
             status,
-            self._signed(contract.status_payload(self._site, online=True, at_ms=self._clock_ms())),
+            self._signed(
+                contract.status_payload(self._site, online=True, at_ms=self._clock.wall_ms())
+            ),
             retain=True,
         )
         # A few tasks, the first to end ends the session. Not a TaskGroup: in Python 3.11 a
@@ -137,7 +138,7 @@ class Uplink:
         except asyncio.CancelledError:
             await _cancel_all(*tasks)
             # Shutting down: say so before the clean disconnect, which suppresses the will.
-            offline = contract.status_payload(self._site, online=False, at_ms=self._clock_ms())
+            offline = contract.status_payload(self._site, online=False, at_ms=self._clock.wall_ms())
             with contextlib.suppress(mqtt.MqttFailure):
                 await conn.publish(status, self._signed(offline), retain=True, timeout_s=1.0)
             raise
@@ -209,7 +210,9 @@ class Uplink:
         )
 
     def _result(self, outcome: contract.CommandResult) -> bytes:
-        return self._signed(contract.result_payload(self._site, outcome, at_ms=self._clock_ms()))
+        return self._signed(
+            contract.result_payload(self._site, outcome, at_ms=self._clock.wall_ms())
+        )
 
     def _reply_topic(
         self, message: mqtt.Message, outcome: contract.CommandResult, *, v5: bool
@@ -255,10 +258,10 @@ class Uplink:
                 pending=await self._outbox.pending_count(self.name),
                 paths=paths.snapshot() if paths is not None else {self.name: "up"},
             )
-            payload = contract.heartbeat_payload(self._site, beat, at_ms=self._clock_ms())
+            payload = contract.heartbeat_payload(self._site, beat, at_ms=self._clock.wall_ms())
             await conn.publish(contract.heartbeat_topic(self._site), self._signed(payload))
             previous = last
-            await asyncio.sleep(every_s)
+            await self._clock.sleep(every_s)
 
     async def _sent(self, destination: str, seqs: list[int]) -> None:
         if self._services.paths is not None:
