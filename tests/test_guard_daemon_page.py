@@ -1,0 +1,230 @@
+"""The guard's page served by the real daemon, in a real headless chromium (issue 14): a press on
+the simulated alarm box shows on the page as stored (or straight away at the police), then at
+the police, then acknowledged, each within a second of the matching event at the broker; a
+SIGKILLed daemon shows the lost state and the page recovers by itself when the daemon is back,
+the alarm still latched.
+
+The gateway is `tests_support.GatewayProcess` with `[guard]` and `[security]` (a receiver key
+trusted for `acknowledge`); the test sits in the police desk's seat and signs the command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
+
+from gateway.core import auth, keys
+from gateway.guard.pin import hash_pin
+from gateway.uplink import mqtt
+from simulators.broker import MosquittoBroker, free_port
+from simulators.dido import DiDoModule
+from simulators.listener import Received, listen
+from tests_support import GatewayProcess
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(shutil.which("chromedriver") is None, reason="./run installs chromium"),
+]
+
+BASE = "schoolgate/v1/school-7/gate-east"
+STAGES = ("stored", "at_police", "acknowledged")
+
+_WATCH_STAGES_JS = """
+window.seenStages = [];
+const note = () => {
+  for (const row of document.querySelectorAll('[data-alarm]')) {
+    const last = window.seenStages.filter((s) => s.id === row.dataset.alarm).pop();
+    if (!last || last.stage !== row.dataset.stage) {
+      window.seenStages.push({id: row.dataset.alarm, stage: row.dataset.stage, at_ms: Date.now()});
+    }
+  }
+};
+new MutationObserver(note).observe(document.getElementById('alarm-list'),
+  {childList: true, subtree: true, attributes: true, attributeFilter: ['data-stage']});
+note();
+"""
+"""Records every stage each alarm row shows, with the browser's wall clock (the same machine's
+clock as the listener's arrival times), so a stage shown only briefly is not missed."""
+
+
+def _config(tmp_path: Path, page_port: int, receiver_pub: str) -> str:
+    return f"""
+[guard]
+host = "127.0.0.1"
+port = {page_port}
+heartbeat_s = 0.5
+
+[[guard.guards]]
+name = "王师傅"
+pin_hash = "{hash_pin("2468")}"
+
+[security]
+gateway_key_file = "{tmp_path}/gate-east.key"
+gateway_key_id = "gate-east"
+
+[[security.trusted_keys]]
+id = "police-console"
+public_key = "{receiver_pub}"
+commands = ["acknowledge"]
+"""
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Page:
+    """The browser, driven from a thread so the test's loop keeps serving the simulated box."""
+
+    def __init__(self, driver: WebDriver, url: str) -> None:
+        self.driver = driver
+        self.url = url
+
+    async def open(self, timeout_s: float = 15.0) -> None:
+        """Load the page once the daemon answers on its port (it binds after start-up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            await asyncio.to_thread(self.driver.get, self.url)
+            if await self.js("return !!document.getElementById('conn')"):
+                break
+            if loop.time() > deadline:
+                raise TimeoutError(f"the guard page never answered at {self.url}")
+            await asyncio.sleep(0.2)  # retrying a connection refused, not waiting for a deadline
+        await self.until("document.getElementById('conn').classList.contains('live')", timeout_s)
+
+    async def js(self, script: str, *args: Any) -> Any:
+        return await asyncio.to_thread(self.driver.execute_script, script, *args)
+
+    async def until(self, condition_js: str, timeout_s: float = 5.0) -> None:
+        check: Callable[[WebDriver], Any] = lambda d: d.execute_script("return " + condition_js)  # noqa: E731
+        await asyncio.to_thread(WebDriverWait(self.driver, timeout_s, 0.02).until, check)
+
+    async def stages(self, alarm_id: str) -> list[dict[str, Any]]:
+        seen = await self.js("return window.seenStages")
+        return [s for s in seen if s["id"] == alarm_id]
+
+
+def _row(alarm_id: str) -> str:
+    return f"document.querySelector('[data-alarm=\"{alarm_id}\"]')"
+
+
+def _stage_is(alarm_id: str, stage: str) -> str:
+    return f"{_row(alarm_id)}?.dataset.stage === '{stage}'"
+
+
+def _ms(message: Received) -> float:
+    return message.arrived_ns / 1e6
+
+
+async def test_a_press_reaches_the_page_stage_by_stage_and_survives_a_killed_daemon(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+    browser: WebDriver,
+) -> None:
+    module, port = box
+    gateway_files = keys.write_key_pair(tmp_path, "gate-east")
+    receiver_files = keys.write_key_pair(tmp_path, "police-console")
+    page_port = free_port()
+    gateway = GatewayProcess(
+        tmp_path,
+        police_broker,
+        bureau_broker,
+        modbus_tcp_port=port,
+        extra=_config(tmp_path, page_port, receiver_files.public_b64),
+    )
+    receiver_key = keys.load_private_key(receiver_files.private_key)
+    gateway_key = keys.load_public_key(gateway_files.public_b64, tmp_path)
+    page = Page(browser, f"http://127.0.0.1:{page_port}/?lang=zh")
+
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        await gateway.wait_ready()
+        await page.open()
+        await page.js(_WATCH_STAGES_JS)
+
+        # Press: the alarm shows as stored, or already at the police (PUBACK can come first).
+        await module.pulse(0, 150)
+        message = await police.wait_for(lambda m: "/events/alarm" in m.topic)
+        alarm = auth.verify_payload(message.payload, {"gate-east": gateway_key})
+        alarm_id = alarm["alarm_id"]
+        await page.until(
+            f"['at_police', 'acknowledged'].includes({_row(alarm_id)}?.dataset.stage)",
+            timeout_s=2.0,
+        )
+
+        # The police acknowledge with a signed command on the gateway's command topic.
+        command = auth.sign_command(
+            auth.build_command(
+                gateway="gate-east",
+                school="school-7",
+                command="acknowledge",
+                args={"alarm_id": alarm_id, "by": "张警官"},
+                issued_at=datetime.now(UTC),
+            ),
+            receiver_key,
+            "police-console",
+        )
+        params = mqtt.BrokerParams(
+            host=police_broker.host, port=police_broker.port, client_id="police-desk"
+        )
+        async with mqtt.connect(params) as conn:
+            await conn.publish(f"{BASE}/commands", json.dumps(command).encode())
+        result = await police.wait_for(
+            lambda m: m.topic == f"{BASE}/results" and m.json["command_id"] == command["id"]
+        )
+        assert result.json["status"] == "done", result.json
+        await page.until(_stage_is(alarm_id, "acknowledged"), timeout_s=2.0)
+        text = await page.js(f"return {_row(alarm_id)}.textContent")
+        assert "公安已确认" in text and "张警官" in text
+
+        # In order, each within a second of its matching event at the broker.
+        seen = await page.stages(alarm_id)
+        shown = [s["stage"] for s in seen]
+        assert shown in (list(STAGES), list(STAGES[1:])), seen
+        first_ms = {s["stage"]: s["at_ms"] for s in seen}
+        stored_ms = first_ms.get("stored", first_ms["at_police"])
+        assert stored_ms - _ms(message) < 1000, seen  # shown at most 1 s after the police had it
+        assert first_ms["at_police"] - _ms(message) < 1000, seen
+        assert first_ms["acknowledged"] - _ms(result) < 1000, seen
+
+        # SIGKILL: the page shows the connection lost.
+        await gateway.kill()
+        await page.until("document.getElementById('conn').classList.contains('lost')")
+        assert await page.js("return document.body.classList.contains('lost')")
+
+        # Started again, the page comes back by itself, the alarm still latched.
+        since = len(police.messages)
+        gateway.start()
+        await police.wait_for(
+            lambda m: m.topic.endswith("/status") and m.json["online"] is True,
+            since=since,
+            timeout_s=15,
+        )
+        await page.until("document.getElementById('conn').classList.contains('live')", timeout_s=15)
+        await page.until(_stage_is(alarm_id, "acknowledged"), timeout_s=5)
+        assert not await page.js("return document.body.classList.contains('lost')")
