@@ -76,7 +76,13 @@ def test_ctrl_c_to_the_process_group_ends_cleanly(tmp_path: Path) -> None:
             if line.startswith("  press 2 "):
                 break
         else:
-            pytest.fail("the demo ended before its second press:\n" + "".join(seen))
+            demo.wait(timeout=30)
+            assert demo.stderr is not None
+            pytest.fail(
+                "the demo ended before its second press:\n"
+                + "".join(seen)
+                + demo.stderr.read()[-3000:]
+            )
         os.killpg(demo.pid, signal.SIGINT)
         out, err = demo.communicate(timeout=30)
     finally:
