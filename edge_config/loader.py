@@ -27,6 +27,7 @@ from edge_config.errors import ConfigError
 from edge_config.kinds import KIND_NAMES, line_types_for
 from edge_config.models import GatewayConfig, TlsConfig
 from edge_config.profile_files import SHIPPED, ProfileDirectory, validation_context
+from edge_config.rules import rules_errors
 
 REQUIRED_DESTINATIONS = ("police",)
 
@@ -206,6 +207,8 @@ def parse(
     errors += checks.control_socket_errors(config)
     if store_fatal:
         errors += store_problems
+    if config.rules is not None:
+        errors += rules_errors(config.rules, config.devices, path.parent)
     for check in extra_checks:
         errors.extend(check(config, path.parent))
     if errors:

@@ -19,6 +19,7 @@ from edge_config.devices_alarm import AlarmBoxDevice, PanicButton
 from edge_config.fields import ConfigPath, EnvName, Host, WholeNumber
 from edge_config.guard import GuardConfig
 from edge_config.kinds import DeviceConfig
+from edge_config.rules import RulesConfig
 from edge_config.security import SecurityConfig
 
 __all__ = [  # Strict, Ident and the alarm box live in their own modules; named here too
@@ -292,6 +293,7 @@ class GatewayConfig(Strict):
     guard: GuardConfig | None = Field(
         default=None, description="the guard's local page (gateway.guard); off when absent"
     )
+    rules: RulesConfig | None = None  # the school's rules (edge_config.rules); off when absent
 
     @property
     def control_socket(self) -> Path:

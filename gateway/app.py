@@ -38,6 +38,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
+from gateway.rules.service import RulesService, Writer
 from gateway.security import Security, load_security
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
@@ -157,16 +158,34 @@ class Gateway:
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
         }
+        self.rules = (
+            None
+            if config.rules is None
+            else RulesService(
+                config.rules,
+                config_dir=config_dir,
+                store_path=config.store.path,
+                tz=self.site.tz,
+                clock=self.clock,
+                devices=refs,
+                emit=self.outbox.emit,
+                command=self.device_command,
+            )
+        )
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
+            emit: Writer = self.outbox.emit
+            durable: Writer = self.outbox.append
+            if self.rules is not None:  # the rules see what the drivers store
+                emit, durable = self.rules.tap(emit), self.rules.tap(durable)
             ctx = DriverContext(
                 device=refs[device_id],
                 panic=self.latches,
-                emit=self.outbox.emit,
+                emit=emit,
                 clock_ms=self.clock.wall_ms,
                 drill=device.drill,
                 memory=self.store.log.memory(device_id),
-                store=self.outbox.append,
+                store=durable,
             )
             driver = build_driver(device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
@@ -265,6 +284,8 @@ class Gateway:
                         if self.guard_source is not None:
                             tg.create_task(self.guard_source.run(), name="guard:watch")
                             tg.create_task(self._serve_guard_page(), name="guard:page")
+                        if self.rules is not None:
+                            tg.create_task(self.rules.run(), name="rules:engine")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:
                     pass

@@ -27,6 +27,7 @@ from edge_config.loader import LoadedConfig
 from gateway import logsetup
 from gateway.commands import control, words
 from gateway.commissioning import commands as commissioning
+from gateway.rules import commands as rules_commands
 from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
 
@@ -465,6 +466,7 @@ def _scenario(**kwargs: Any) -> int:
 
 
 commissioning.register(schoolgate)  # doctor, scan
+rules_commands.register(schoolgate)  # calendar, ledger
 
 
 def main(argv: list[str] | None = None) -> int:

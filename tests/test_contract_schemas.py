@@ -114,6 +114,29 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ("bollard.pulled", Severity.INFO, SOCKETS, {"socket": "socket 1", "input": 0}),
     ("bollard.pulled", Severity.INFO, SOCKETS, {"socket": "socket 2", "input": 1, "initial": True}),
     ("bollard.inserted", Severity.INFO, SOCKETS, {"socket": "socket 1", "input": 0}),
+    (
+        "bollard.not_reinserted",
+        Severity.CRITICAL,
+        SOCKETS,
+        {"socket": "lane_sockets:socket 1", "started_ms": AT_MS - 600_000, "allowed_s": 600.0},
+    ),
+    (
+        "bollard.reinserted",
+        Severity.INFO,
+        SOCKETS,
+        {"socket": "lane_sockets:socket 1", "expired_ms": AT_MS},
+    ),
+    (
+        "bollard.not_reinserted_cleared",
+        Severity.INFO,
+        SOCKETS,
+        {
+            "socket": "lane_sockets:socket 1",
+            "expired_ms": AT_MS,
+            "by": "Wang",
+            "note": "under repair",
+        },
+    ),
     ("access.card", Severity.INFO, DOORS, CARD_GRANTED),
     ("access.card", Severity.MINOR, DOORS, CARD_DENIED),
     (

@@ -160,3 +160,28 @@ def _ledger_entry(row: tuple[object, ...]) -> LedgerEntry:
     values = list(row)
     values[-1] = bool(values[-1])
     return LedgerEntry(*values)  # type: ignore[arg-type]  # columns in the dataclass's order
+
+
+class LedgerUnreadable(Exception):
+    """The store file cannot be opened read-only (the message says why)."""
+
+
+def read_ledger(path: Path, *, open_only: bool = False) -> list[LedgerEntry]:
+    """The ledger's entries, read-only (for `schoolgate ledger`; the daemon may be running).
+    A store without the table yet has no entries."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise LedgerUnreadable(f"cannot open {path} read-only: {exc}") from None
+    try:
+        where = " WHERE closed_ms IS NULL" if open_only else ""
+        rows = db.execute(
+            f"SELECT {_LEDGER_COLUMNS} FROM rules_ledger{where} ORDER BY opened_ms, id"
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise LedgerUnreadable(f"cannot read the ledger in {path}: {exc}") from None
+    finally:
+        db.close()
+    return [_ledger_entry(row) for row in rows]

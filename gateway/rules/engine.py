@@ -1,0 +1,269 @@
+"""The rules layer in the daemon: one task that feeds the stored device events and the clock to
+the pure rule blocks and runs what they return. Off unless `[rules]` is configured.
+
+Owns turning device events into rule inputs (a bollard's position, which sockets of a socket
+module are empty, a card at a patrol reader, a device going offline or online), sleeping until
+the next deadline of any block (or a new event), running the actions the blocks return (an
+event through `emit`, a device command through `command`, ledger entries), and keeping one bad
+input or action from stopping the task: each is logged and counted, the rest goes on. It does
+not judge (gateway.rules.windows, timers, patrol, ledger do), store events (the outbox does) or
+talk to devices (the drivers do, through `command`).
+
+Seam: `RulesEngine(rules, calendar, state, clock, devices, emit=..., command=...)`;
+`on_stored(event)` is the hook the app calls for each event a driver had stored (it only
+queues: it never blocks a driver); `run()` is the task. State goes through `RulesState`
+(`SqliteRulesState` on the store's file in the daemon, a second connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+
+from edge_config.rules import PatrolConfig, RulesConfig, WindowRuleConfig
+from gateway.core.clock import Clock, wait_until_set
+from gateway.core.events import DeviceRef, Event, Severity, new_event
+from gateway.rules.calendar import SchoolCalendar
+from gateway.rules.ledger import Ledger
+from gateway.rules.patrol import PatrolPlan, PatrolTracker
+from gateway.rules.state import RulesState
+from gateway.rules.timers import DurableTimers
+from gateway.rules.windows import (
+    Action,
+    CloseLedger,
+    CommandTemplate,
+    Emit,
+    OpenLedger,
+    SendCommand,
+    WindowRule,
+    WindowRuleSpec,
+)
+
+log = structlog.get_logger(__name__)
+
+Emitter = Callable[[Event], Awaitable[Event]]
+Commander = Callable[[str, str, Mapping[str, object]], Awaitable[dict[str, object]]]
+OFFLINE_KIND = "device_offline"
+ACTION_TYPE = "rule.action"
+
+
+class RulesEngine:
+    def __init__(
+        self,
+        rules: RulesConfig,
+        calendar: SchoolCalendar,
+        state: RulesState,
+        clock: Clock,
+        devices: Mapping[str, DeviceRef],
+        *,
+        emit: Emitter,
+        command: Commander | None = None,
+    ) -> None:
+        self._clock = clock
+        self._devices = devices
+        self._emit = emit
+        self._command = command
+        self._timers = DurableTimers(state, clock)
+        self._ledger = Ledger(
+            state, calendar.tz, rules.ledger.repair_h, rules.ledger.default_repair_h
+        )
+        self._windows = [
+            WindowRule(_window_spec(w, devices), calendar, state, clock) for w in rules.window
+        ]
+        self._socket_minutes = {
+            (t.device, name): minutes
+            for t in rules.socket_timer
+            for name, minutes in t.sockets.items()
+        }
+        self._sockets_out: dict[str, set[str]] = {}
+        self._patrols = [
+            PatrolTracker(_patrol_plan(p, devices), state, calendar.tz) for p in rules.patrol
+        ]
+        self._inbox: list[Event] = []
+        self._wake = asyncio.Event()
+        self.refused = 0
+        """Inputs or actions that raised (logged each; the task goes on)."""
+
+    # -- the hook ------------------------------------------------------------------------------
+
+    def on_stored(self, event: Event) -> None:
+        """A driver's event was handed to the outbox: look at it soon (never blocks)."""
+        self._inbox.append(event)
+        self._wake.set()
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log.info("rules_started", windows=len(self._windows), patrols=len(self._patrols))
+        while True:
+            await self.step()
+            self._wake.clear()
+            if not self._inbox:
+                await wait_until_set(self._wake, self._clock, self.next_wake_in_s())
+
+    async def step(self) -> None:
+        """Take the queued events, then run every block's due checks."""
+        inbox, self._inbox = self._inbox, []
+        for event in inbox:
+            await self._guarded(f"event {event.type}", self._take(event))
+        await self._guarded("checks", self._check())
+
+    def next_wake_in_s(self) -> float | None:
+        now_ms = self._clock.wall_ms()
+        waits = [w.next_check_in_s() for w in self._windows]
+        waits.append(self._timers.next_due_in_s())
+        waits += [(p.next_check_ms(now_ms) - now_ms) / 1000 for p in self._patrols]
+        deadline_ms = self._ledger.next_deadline_ms()
+        if deadline_ms is not None:
+            waits.append((deadline_ms - now_ms) / 1000)
+        known = [w for w in waits if w is not None]
+        return max(min(known), 0.0) if known else None
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    async def _take(self, event: Event) -> None:
+        device = event.device
+        kind = event.type
+        if kind in ("bollard.pulled", "bollard.inserted"):
+            await self._socket(event, pulled=kind == "bollard.pulled")
+        elif kind == "bollard.state":
+            await self._observe(device.id, str(event.data.get("position")))
+        elif kind == "access.card" and event.data.get("reader") is not None:
+            reader_id = f"{device.id}-r{event.data['reader']}"
+            card = str(event.data.get("card", ""))
+            for patrol in self._patrols:
+                await self._emit_all(patrol.on_card(reader_id, card, event.occurred_at_ms))
+        elif kind == "device.offline":
+            where = device.location or device.id
+            _, events = self._ledger.open(
+                OFFLINE_KIND,
+                f"offline:{device.id}",
+                what=f"{device.id} ({device.kind}) does not answer: {event.data.get('error', '')}",
+                where=where,
+                at_ms=event.occurred_at_ms,
+            )
+            await self._emit_all(events)
+        elif kind == "device.online":
+            events = self._ledger.close_cleared(
+                f"offline:{device.id}",
+                evidence=f"{device.id} answered again",
+                at_ms=event.occurred_at_ms,
+            )
+            await self._emit_all(events)
+
+    async def _socket(self, event: Event, *, pulled: bool) -> None:
+        device = event.device
+        socket = str(event.data.get("socket"))
+        out = self._sockets_out.setdefault(device.id, set())
+        minutes = self._socket_minutes.get((device.id, socket))
+        key = f"{device.id}:{socket}"
+        if pulled:
+            out.add(socket)
+            if minutes is not None:
+                self._timers.start(key, device, minutes * 60)
+        else:
+            out.discard(socket)
+            if minutes is not None:
+                await self._emit_all(self._timers.stop(key))
+        await self._observe(device.id, "some_out" if out else "all_inserted")
+
+    async def _observe(self, device_id: str, state: str) -> None:
+        for rule in self._windows:
+            await self._run_actions(rule.observe(device_id, state))
+
+    async def _check(self) -> None:
+        now_ms = self._clock.wall_ms()
+        for rule in self._windows:
+            await self._run_actions(rule.check())
+        await self._emit_all(self._timers.check())
+        for patrol in self._patrols:
+            await self._emit_all(patrol.check(now_ms))
+        await self._emit_all(self._ledger.check_overdue(now_ms))
+
+    # -- actions -------------------------------------------------------------------------------
+
+    async def _run_actions(self, actions: list[Action]) -> None:
+        for action in actions:
+            await self._guarded(type(action).__name__, self._run_action(action))
+
+    async def _run_action(self, action: Action) -> None:
+        if isinstance(action, Emit):
+            await self._emit(action.event)
+        elif isinstance(action, OpenLedger):
+            _, events = self._ledger.open(
+                action.kind, action.key, what=action.what, where=action.where, at_ms=action.at_ms
+            )
+            await self._emit_all(events)
+        elif isinstance(action, CloseLedger):
+            await self._emit_all(
+                self._ledger.close_cleared(action.key, evidence=action.evidence, at_ms=action.at_ms)
+            )
+        elif isinstance(action, SendCommand):
+            await self._send(action)
+
+    async def _send(self, action: SendCommand) -> None:
+        data: dict[str, Any] = {"command": action.name, "args": dict(action.args)}
+        severity = Severity.INFO
+        if self._command is None:
+            data |= {"ok": False, "error": "no command path in this process"}
+            severity = Severity.MINOR
+        else:
+            try:
+                data |= {
+                    "ok": True,
+                    "result": await self._command(action.device.id, action.name, action.args),
+                }
+            except Exception as exc:  # a failed action is reported, never raised
+                data |= {"ok": False, "error": str(exc) or type(exc).__name__}
+                severity = Severity.MINOR
+        await self._emit(
+            new_event(
+                ACTION_TYPE,
+                action.device,
+                severity=severity,
+                occurred_at_ms=self._clock.wall_ms(),
+                data=data,
+            )
+        )
+
+    async def _emit_all(self, events: list[Event]) -> None:
+        for event in events:
+            await self._emit(event)
+
+    async def _guarded(self, what: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the rules task never dies of one input
+            self.refused += 1
+            log.exception("rules_step_failed", what=what, error=str(exc))
+
+
+def _window_spec(config: WindowRuleConfig, devices: Mapping[str, DeviceRef]) -> WindowRuleSpec:
+    return WindowRuleSpec(
+        id=config.id,
+        devices=tuple(devices[d] for d in config.devices),
+        required_state=config.required_state,
+        applies=config.applies,
+        grace_s=config.grace_s,
+        on_violation=tuple(CommandTemplate(c.command, c.args) for c in config.on_violation),
+        at_window_end=tuple(CommandTemplate(c.command, c.args) for c in config.at_window_end),
+        ledger_kind=config.ledger_kind,
+    )
+
+
+def _patrol_plan(config: PatrolConfig, devices: Mapping[str, DeviceRef]) -> PatrolPlan:
+    return PatrolPlan(
+        id=config.id,
+        checkpoints=tuple(
+            DeviceRef(c.id, "patrol_checkpoint", devices[c.device].location)
+            for c in config.checkpoints
+        ),
+        rounds_required=config.rounds_required,
+        latest=config.latest,
+        tolerance_s=config.tolerance_s,
+    )
