@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from simulators.access_controller import SimBus, SimController, serve_serial
 from simulators.bollard import GENERIC, VENDOR_B, BollardController, SocketSensors
@@ -237,11 +237,20 @@ def describe(side: str, received: Received, t0: float) -> str:
         body = received.json
     except (ValueError, TypeError):
         body = {}
-    kind = body.get("type") or ("status online" if body.get("online") else "status offline")
+    kind = body.get("type") or _untyped_kind(received.topic, body)
     device = body.get("device", {}).get("id", "")
     detail = " historical" if body.get("historical") else ""
     at = arrival_s(received, t0)
     return f"  {at:7.2f}s  {side:<7} {kind:<22} {device:<12} seq={body.get('seq', '')}{detail}"
+
+
+def _untyped_kind(topic: str, body: dict[str, Any]) -> str:
+    """A message without `type`: a receiver's command or the gateway's retained status."""
+    if topic.endswith("/commands"):
+        return f"command {body.get('command', '?')}"
+    if "online" in body:
+        return "status online" if body["online"] else "status offline"
+    return topic.rsplit("/", 1)[-1]
 
 
 def arrival_s(received: Received, t0: float) -> float:
