@@ -357,7 +357,12 @@ class Gateway:
         backoff = Backoff(base_s=1.0, cap_s=30.0)
         while True:
             try:
-                await serve(self.guard_source, self.config.guard, ready=self.guard_page_ready)
+                await serve(
+                    self.guard_source,
+                    self.config.guard,
+                    ready=self.guard_page_ready,
+                    clock=self.clock,
+                )
             except OSError as exc:
                 delay_s = backoff.next_delay_s()
                 log.error(

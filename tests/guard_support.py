@@ -4,8 +4,15 @@ fake monotonic clock for the PIN lockout, and a headless Debian chromium driven 
 from __future__ import annotations
 
 import base64
+import contextlib
+import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
 
 from edge_config.guard import GuardConfig
 from gateway.guard.memory_source import MemorySource
@@ -24,16 +31,6 @@ PIN = "2468"
 GUARD = "王师傅"
 _PIN_HASH = hash_pin(PIN, salt=base64.b64decode("c2Nob29sZ2F0ZS10ZXN0"))
 NOW = datetime(2025, 3, 14, 7, 42, 5, tzinfo=UTC)
-
-
-class FakeClock:
-    """The PIN gate's monotonic clock; a test moves it on."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 def guard_config(**changes: object) -> GuardConfig:
@@ -75,3 +72,17 @@ def gate_source(*, rules: bool = True) -> MemorySource:
     if rules:
         source.set_rules(RulesView(patrols_done=3, patrols_target=5))
     return source
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[WebDriver]:
+    """Debian's chromium, headless, through its chromedriver; quit when the block ends."""
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()

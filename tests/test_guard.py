@@ -14,12 +14,13 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
+from gateway.core.clock import FakeClock
 from gateway.guard import catalogue
 from gateway.guard.memory_source import MemorySource
 from gateway.guard.pin import PinGate, PinHash, PinHashError, PinLockedOut, PinRejected, hash_pin
 from gateway.guard.server import GuardServer, serve
 from gateway.guard.view import AlarmView
-from guard_support import GUARD, NOW, PIN, FakeClock, gate_source, guard_config
+from guard_support import GUARD, NOW, PIN, gate_source, guard_config
 
 STATIC = resources.files("gateway.guard") / "static"
 
@@ -92,11 +93,11 @@ def test_wrong_pins_lock_the_gate_for_a_while_then_it_opens_again() -> None:
         gate.check("0000")
     with pytest.raises(PinLockedOut):
         gate.check("0000")
-    clock.now_s += 119
+    clock.advance(119)
     with pytest.raises(PinLockedOut) as locked:
         gate.check(PIN)  # the right PIN too, while locked
     assert locked.value.retry_after_s == pytest.approx(1)
-    clock.now_s += 1
+    clock.advance(1)
     assert gate.check(PIN) == GUARD
 
 
@@ -107,7 +108,7 @@ def test_failures_older_than_the_window_do_not_count() -> None:
     )
     with pytest.raises(PinRejected):
         gate.check("0000")
-    clock.now_s += 60
+    clock.advance(60)
     with pytest.raises(PinRejected) as second:
         gate.check("0000")
     assert second.value.attempts_left == 1

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from gateway.core import auth, keys
 from gateway.guard.pin import hash_pin
 from gateway.uplink import mqtt
+from guard_support import headless_chromium
 from simulators.broker import MosquittoBroker, free_port
 from simulators.dido import DiDoModule
 from simulators.listener import Received, listen
@@ -82,15 +81,8 @@ commands = ["acknowledge"]
 
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 class Page:

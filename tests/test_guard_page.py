@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
+from gateway.core.clock import FakeClock
 from gateway.guard.memory_source import MemorySource
 from gateway.guard.server import GuardServer
 from gateway.guard.view import AlarmView
-from guard_support import GUARD, NOW, PIN, FakeClock, gate_source, guard_config
+from guard_support import GUARD, NOW, PIN, gate_source, guard_config, headless_chromium
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,15 +32,8 @@ IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 class Page:
@@ -71,9 +63,17 @@ class Page:
 
 
 @pytest.fixture
-async def served(browser: WebDriver) -> AsyncIterator[tuple[MemorySource, GuardServer, Page]]:
+def pin_clock() -> FakeClock:
+    """The PIN gate's clock; a test moves it on past a lockout."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def served(
+    browser: WebDriver, pin_clock: FakeClock
+) -> AsyncIterator[tuple[MemorySource, GuardServer, Page]]:
     source = gate_source()
-    server = GuardServer(source, guard_config(heartbeat_s=0.5), clock=FakeClock())
+    server = GuardServer(source, guard_config(heartbeat_s=0.5), clock=pin_clock)
     await server.start()
     try:
         yield source, server, Page(browser, server.port)
@@ -137,9 +137,9 @@ async def _try_reset(page: Page, alarm_id: str, pin: str) -> str:
 
 
 async def test_actions_need_the_pin_and_wrong_pins_are_limited(
-    served: tuple[MemorySource, GuardServer, Page], browser: WebDriver
+    served: tuple[MemorySource, GuardServer, Page], browser: WebDriver, pin_clock: FakeClock
 ) -> None:
-    source, server, page = served
+    source, _, page = served
     await page.open(lang="en")
     for attempt in range(4):
         assert await _try_reset(page, "a-1", "0000") == "pin_wrong", attempt
@@ -148,7 +148,7 @@ async def test_actions_need_the_pin_and_wrong_pins_are_limited(
     assert await _try_reset(page, "a-1", "0000") == "locked"
     assert await _try_reset(page, "a-1", PIN) == "locked"  # even the right PIN, while locked
     assert source.actions == []
-    server._gate._clock.now_s += 301  # type: ignore[attr-defined]  # our own fake clock
+    pin_clock.advance(301)
     await page.js("document.getElementById('dialog-cancel').click()")
     assert await _try_reset(page, "a-1", PIN) == ""
     await page.until("!document.querySelector('[data-alarm=\"a-1\"]')")

@@ -18,10 +18,11 @@ import hashlib
 import hmac
 import os
 import sys
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from gateway.core.clock import Clock, SystemClock
 
 SCRYPT_N = 1 << 14
 SCRYPT_R = 8
@@ -118,19 +119,19 @@ class PinGate:
         max_failures: int = 5,
         window_s: float = 300.0,
         lockout_s: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self._guards = [(name, PinHash.parse(encoded)) for name, encoded in guards]
         self._max_failures = max_failures
         self._window_s = window_s
         self._lockout_s = lockout_s
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._failures: deque[float] = deque()
         self._locked_until: float | None = None
 
     def check(self, pin: str) -> str:
         """The name of the guard whose PIN this is; `PinRejected` or `PinLockedOut` if none."""
-        now = self._clock()
+        now = self._clock.monotonic()
         if self._locked_until is not None:
             if now < self._locked_until:
                 raise PinLockedOut(self._locked_until - now)

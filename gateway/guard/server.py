@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import Callable
 from importlib import resources
 from typing import Any, Literal
 
@@ -33,6 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_config.guard import GuardConfig
+from gateway.core.clock import Clock
 from gateway.guard import catalogue
 from gateway.guard.pin import PinGate, PinLockedOut, PinRejected
 from gateway.guard.view import ActionRefused, GuardSource
@@ -61,7 +60,7 @@ class GuardServer:
         source: GuardSource,
         config: GuardConfig,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self._source = source
         self._config = config
@@ -235,7 +234,7 @@ async def serve(
     config: GuardConfig,
     *,
     ready: asyncio.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> None:
     """Serve the guard's page until cancelled, then close every connection and return."""
     server = GuardServer(source, config, clock=clock)
