@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError
 from drivers.lines.modbus import ModbusLine
-from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from simulators.vserial import VirtualSerialLink
 
@@ -260,29 +259,3 @@ def test_an_undecodable_tcp_answer_is_a_protocol_error_not_a_lost_connection(
         assert escaped == [], escaped
 
     asyncio.run(check())
-
-
-@pytest.mark.parametrize(
-    ("framer", "defuse", "answer", "defused"),
-    [
-        (mbap, defuse_tcp, good_pdu(), 0),
-        (mbap, defuse_tcp, bytes([3, 1]), 1),  # byte count 1, nothing follows
-        (mbap, defuse_tcp, bytes([0x41, 0]), 1),  # unknown function code
-        (mbap, defuse_tcp, bytes([0x83, 2]), 0),  # an exception answer is a good answer
-        (rtu, defuse_rtu, good_pdu(), 0),
-        (rtu, defuse_rtu, bytes([3, 1]), 1),
-        (rtu, defuse_rtu, bytes([0x83, 2]), 0),
-    ],
-)
-def test_defusing_keeps_the_length_and_only_touches_undecodable_frames(
-    framer: Framer,
-    defuse: Callable[[bytes], tuple[bytes, int]],
-    answer: bytes,
-    defused: int,
-) -> None:
-    frame = framer(7, UNIT, answer)
-    for data in (frame, frame[:-1]):  # whole, and still arriving (left alone)
-        out, count = defuse(data)
-        assert len(out) == len(data)
-        assert count == (defused if data is frame else 0)
-        assert (out == data) == (count == 0)

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import serial
 import structlog
 from serial_asyncio_fast import create_serial_connection
 
-from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError, LineError
+from drivers.base import DeviceTimeout, DriverError, LineError
+from drivers.lines.deadline import answer_within
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
 
@@ -201,33 +202,18 @@ class SerialLine:
         reader: AnswerReader[T],
         timeout_s: float,
     ) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting = (reader, future)  # type: ignore[assignment]  # T is erased while waiting
         self._rx_seen = False
-        # The deadline fails the answer's future itself: cheaper than asyncio.timeout() (no
-        # Timeout object, no cancelling and uncancelling of the task), and a cancel from outside
-        # stays a plain cancel of `await future`.
-        deadline = loop.call_at(loop.time() + timeout_s, _no_answer_in_time, future)
         try:
             transport.write(request)
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                future.exception()  # an answer, timeout or port loss the cancel overtook: seen
-            raise
-        except TimeoutError:
-            if self._rx_seen:
-                raise DeviceProtocolError(
-                    f"line {self.name}: no valid answer within {timeout_s * 1000:.0f} ms"
-                ) from None
-            raise DeviceTimeout(
-                f"line {self.name}: no answer within {timeout_s * 1000:.0f} ms"
-            ) from None
+            return await answer_within(future, timeout_s, line=self.name, rx_seen=self._seen)
         finally:
-            deadline.cancel()
             self._waiting = None
             self._last_activity = max(self._last_activity, time.monotonic())
+
+    def _seen(self) -> bool:
+        return self._rx_seen
 
     async def _ensure_open(self) -> asyncio.Transport:
         """The open transport; opens the port if needed. Caller holds the lock."""
@@ -310,8 +296,3 @@ class SerialLine:
         if unit is not None and unit in self._failing:
             self._failing.discard(unit)
             self._log.info("serial_unit_recovered", unit=unit)
-
-
-def _no_answer_in_time(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
