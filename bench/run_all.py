@@ -98,6 +98,7 @@ PHASES = (
     "outage",
     "reconnects",
     "footprint",
+    "transactions",
     "drain",
 )
 """What `--only` can pick (development: one piece at a time; the report says what ran)."""
@@ -181,6 +182,12 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             errors,
             "footprint of the stack alone",
             lambda: scenarios.footprint_floor(idle_s=s["idle_s"]),
+        )
+    if schoolgate is not None and "transactions" in only:
+        schoolgate["transaction_cost"] = await guarded(
+            errors,
+            "CPU per Modbus transaction (bench/transaction_cost.py)",
+            lambda: run_transaction_cost(quick),
         )
     if schoolgate is not None and "drain" in only and not args.skip_drain:
         rows = 20_000 if quick else args.drain_rows
@@ -357,6 +364,25 @@ async def run_drain(rows: int) -> dict[str, Any]:
     start = text.rfind("{\n")
     figures = json.loads(text[start:]) if start != -1 else {}
     return {"figures": figures, "section": section[section.index(report.DRAIN_HEADING) :]}
+
+
+async def run_transaction_cost(quick: bool) -> dict[str, Any]:
+    """bench/transaction_cost.py in its own process: only its client loops' CPU is counted."""
+    sizes = ["--tcp", "500", "--rtu", "60", "--rounds", "1"] if quick else []
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "transaction_cost.py"),
+        "--json",
+        *sizes,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"transaction_cost.py exited {proc.returncode}: {text[-1500:]}")
+    result: dict[str, Any] = json.loads(text[text.index("{") :])
+    return result
 
 
 def plot(results_path: Path) -> str | None:
