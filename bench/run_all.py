@@ -346,20 +346,7 @@ async def run_drain(rows: int) -> dict[str, Any]:
     section into docs/benchmarks.md itself, so the blocks around it stay untouched."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "drain.md"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(HERE / "drain.py"),
-            "--rows",
-            str(rows),
-            "--write",
-            str(scratch),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        text = out.decode(errors="replace")
-        if proc.returncode != 0:
-            raise RuntimeError(f"drain.py exited {proc.returncode}: {text[-1500:]}")
+        text = await run_sibling("drain.py", "--rows", str(rows), "--write", str(scratch))
         section = scratch.read_text()
     start = text.rfind("{\n")
     figures = json.loads(text[start:]) if start != -1 else {}
@@ -369,20 +356,25 @@ async def run_drain(rows: int) -> dict[str, Any]:
 async def run_transaction_cost(quick: bool) -> dict[str, Any]:
     """bench/transaction_cost.py in its own process: only its client loops' CPU is counted."""
     sizes = ["--tcp", "500", "--rtu", "60", "--rounds", "1"] if quick else []
+    text = await run_sibling("transaction_cost.py", "--json", *sizes)
+    result: dict[str, Any] = json.loads(text[text.index("{") :])
+    return result
+
+
+async def run_sibling(script: str, *args: str) -> str:
+    """bench/`script` in its own process: its output; RuntimeError with its tail if it fails."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(HERE / "transaction_cost.py"),
-        "--json",
-        *sizes,
+        str(HERE / script),
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     text = out.decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"transaction_cost.py exited {proc.returncode}: {text[-1500:]}")
-    result: dict[str, Any] = json.loads(text[text.index("{") :])
-    return result
+        raise RuntimeError(f"{script} exited {proc.returncode}: {text[-1500:]}")
+    return text
 
 
 def plot(results_path: Path) -> str | None:

@@ -10,21 +10,18 @@ The far end is ours: it reads each request off the wire and answers with crafted
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modbus_far_end import rtu_far_end, tcp_far_end
 
 from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError
 from drivers.lines.modbus import ModbusLine
-from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from simulators.vserial import VirtualSerialLink
 
 UNIT, ADDRESS, COUNT = 1, 0, 2
 GOOD_REGISTERS = [0x1234, 0xABCD]
@@ -139,49 +136,8 @@ class FarEnd:
         self.answered += 1
         return self.framer(tid, UNIT, good_pdu()) if build is None else build(self.framer, tid)
 
-
-@contextlib.asynccontextmanager
-async def tcp_far_end(far: FarEnd) -> AsyncIterator[ModbusTcpLine]:
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                header = await reader.readexactly(7)
-                body = await reader.readexactly(struct.unpack(">H", header[4:6])[0] - 1)
-                writer.write(far.answer(header + body))
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield ModbusTcpLine(type="modbus_tcp", host="127.0.0.1", port=port, timeout_ms=TIMEOUT_MS)
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def rtu_far_end(far: FarEnd) -> AsyncIterator[ModbusRtuLine]:
-    """A read holding registers request is 8 bytes on RTU: unit, 3, address, count, CRC."""
-    loop = asyncio.get_running_loop()
-    async with VirtualSerialLink() as link:
-        fd = os.open(link.device_end, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        received = bytearray()
-
-        def on_readable() -> None:
-            with contextlib.suppress(BlockingIOError):
-                received.extend(os.read(fd, 256))
-            while len(received) >= 8:
-                request = bytes(received[:8])
-                del received[:8]
-                os.write(fd, far.answer(request))
-
-        loop.add_reader(fd, on_readable)
-        try:
-            yield ModbusRtuLine(type="modbus_rtu", port=link.host_end, timeout_ms=TIMEOUT_MS)
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+    async def __call__(self, request: bytes, write: Callable[[bytes], object]) -> None:
+        write(self.answer(request))
 
 
 async def barrage(kind: str, script: list[BadAnswer]) -> None:
@@ -190,7 +146,7 @@ async def barrage(kind: str, script: list[BadAnswer]) -> None:
     loop = asyncio.get_running_loop()
     escaped: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _, context: escaped.append(context))
-    async with far_end(far) as config, ModbusLine(kind, config) as line:
+    async with far_end(far, timeout_ms=TIMEOUT_MS) as config, ModbusLine(kind, config) as line:
         errors = 0
         for build in script:
             far.script = [build]
@@ -250,7 +206,7 @@ def test_an_undecodable_tcp_answer_is_a_protocol_error_not_a_lost_connection(
         far_end = tcp_far_end if kind == "tcp" else rtu_far_end
         escaped: list[dict[str, Any]] = []
         asyncio.get_running_loop().set_exception_handler(lambda _, c: escaped.append(c))
-        async with far_end(far) as config, ModbusLine(kind, config) as line:
+        async with far_end(far, timeout_ms=TIMEOUT_MS) as config, ModbusLine(kind, config) as line:
             far.script = [answer]
             with pytest.raises(DeviceProtocolError, match="no valid reply"):
                 await line.read_holding_registers(UNIT, ADDRESS, COUNT)

@@ -11,23 +11,20 @@ wire."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modbus_far_end import rtu_far_end, tcp_far_end
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
 from drivers.base import DriverError
 from drivers.lines.modbus import ModbusLine
 from drivers.lines.modbus_framing import RtuFraming, Skipped, TcpFraming
-from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from simulators.vserial import VirtualSerialLink
 
 UNIT = 1
 TIMEOUT_MS = 300
@@ -142,7 +139,7 @@ class FarEnd:
         self.scripts: list[Script] = []
         self.previous = 0
 
-    async def answer(self, request: bytes, write: Any) -> None:
+    async def __call__(self, request: bytes, write: Callable[[bytes], object]) -> None:
         if self.kind == "tcp":
             tid, _, _, _, _, address = struct.unpack(">HHHBBH", request[:10])
         else:
@@ -156,60 +153,12 @@ class FarEnd:
                 await asyncio.sleep(script.pauses_ms[i] / 1000)
 
 
-@contextlib.asynccontextmanager
-async def tcp_far_end(far: FarEnd) -> AsyncIterator[ModbusTcpLine]:
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                request = await reader.readexactly(12)  # MBAP + function 3, address, count
-                await far.answer(request, writer.write)
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield ModbusTcpLine(type="modbus_tcp", host="127.0.0.1", port=port, timeout_ms=TIMEOUT_MS)
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def rtu_far_end(far: FarEnd) -> AsyncIterator[ModbusRtuLine]:
-    loop = asyncio.get_running_loop()
-    async with VirtualSerialLink() as link:
-        fd = os.open(link.device_end, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        received = bytearray()
-        answering: set[asyncio.Task[None]] = set()
-
-        def on_readable() -> None:
-            with contextlib.suppress(BlockingIOError):
-                received.extend(os.read(fd, 256))
-            while len(received) >= 8:  # unit, 3, address, count, CRC
-                request = bytes(received[:8])
-                del received[:8]
-                task = loop.create_task(far.answer(request, lambda b: os.write(fd, b)))
-                answering.add(task)
-                task.add_done_callback(answering.discard)
-
-        loop.add_reader(fd, on_readable)
-        try:
-            yield ModbusRtuLine(type="modbus_rtu", port=link.host_end, timeout_ms=TIMEOUT_MS)
-        finally:
-            loop.remove_reader(fd)
-            for task in answering:
-                task.cancel()
-            await asyncio.gather(*answering, return_exceptions=True)
-            os.close(fd)
-
-
 async def exchange_all(kind: str, script: list[Script]) -> None:
     far = FarEnd(kind)
     far_end = tcp_far_end if kind == "tcp" else rtu_far_end
     escaped: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
-    async with far_end(far) as config, ModbusLine(kind, config) as line:
+    async with far_end(far, timeout_ms=TIMEOUT_MS) as config, ModbusLine(kind, config) as line:
         for number, each in enumerate(script, start=1):
             far.scripts = [each]
             address = number * 3  # distinct per request: an answer names its request

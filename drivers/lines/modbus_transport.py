@@ -24,24 +24,9 @@ from serial_asyncio_fast import create_serial_connection
 
 from drivers.base import DeviceProtocolError, DriverError, LineError
 from drivers.lines.deadline import answer_within
+from drivers.lines.link import PortLink
 from drivers.lines.modbus_framing import RtuFraming, Skipped, TcpFraming
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
-
-
-class _Connection(asyncio.Protocol):
-    """One open socket or port; forwards to its client, which may since have opened another."""
-
-    def __init__(self, client: ModbusClient) -> None:
-        self._client = client
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self._client._on_data(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-        self._client._on_lost(self, exc)
 
 
 class ModbusClient:
@@ -59,7 +44,7 @@ class ModbusClient:
             config.port if isinstance(config, ModbusRtuLine) else f"{config.host}:{config.port}"
         )
         self._transport: asyncio.Transport | None = None
-        self._connection: _Connection | None = None
+        self._connection: PortLink | None = None
         self._buffer = bytearray()
         self._pending: tuple[ModbusPDU, asyncio.Future[ModbusPDU]] | None = None
         self._tid = 0
@@ -78,7 +63,7 @@ class ModbusClient:
         await self.close()  # a port half-closed by a loss is released before it is opened again
         cfg = self._config
         loop = asyncio.get_running_loop()
-        connection = _Connection(self)
+        connection = PortLink(self._on_data, self._on_lost)
         transport: asyncio.Transport
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -154,11 +139,10 @@ class ModbusClient:
         while (wait_s := self.last_activity + self._gap_s - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait_s)
 
-    # -- called by _Connection -----------------------------------------------------------------
+    # -- called by the PortLink -----------------------------------------------------------------
 
-    def _on_data(self, connection: _Connection, data: bytes) -> None:
-        if connection is not self._connection:
-            return  # a connection we closed, still delivering
+    def _on_data(self, data: bytes) -> None:
+        # Only the open connection delivers: closing aborts it, which stops its reading at once.
         self.last_activity = time.monotonic()
         buffer = self._buffer
         buffer += data
@@ -183,7 +167,7 @@ class ModbusClient:
             if answer is not None:
                 future.set_result(answer)
 
-    def _on_lost(self, connection: _Connection, exc: Exception | None) -> None:
+    def _on_lost(self, connection: PortLink, exc: Exception | None) -> None:
         if connection is not self._connection:
             return
         self._transport = self._connection = None

@@ -25,6 +25,7 @@ from serial_asyncio_fast import create_serial_connection
 
 from drivers.base import DeviceTimeout, DriverError, LineError
 from drivers.lines.deadline import answer_within
+from drivers.lines.link import PortLink
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
 
@@ -50,22 +51,6 @@ class SerialLineStats:
     """Bytes that arrived while no transaction was waiting (late answers, noise)."""
 
 
-class _Port(asyncio.Protocol):
-    """The asyncio protocol of one open port: hands bytes and the loss of the port to the line."""
-
-    def __init__(self, line: SerialLine) -> None:
-        self._line = line
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self._line._on_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-        self._line._on_lost(self, exc)
-
-
 class SerialLine:
     """One serial port; every transaction with any unit on it goes through here, one at a time."""
 
@@ -89,7 +74,7 @@ class SerialLine:
             stopbits=config.stopbits,
         )
         self._transport: asyncio.Transport | None = None
-        self._port: _Port | None = None
+        self._port: PortLink | None = None
         self._closed = False
         self._waiting: tuple[AnswerReader[object], asyncio.Future[object]] | None = None
         self._last_activity = 0.0
@@ -222,7 +207,7 @@ class SerialLine:
         if self._transport is not None and not self._transport.is_closing():
             return self._transport
         cfg = self._config
-        port = _Port(self)
+        port = PortLink(self._on_data, self._on_lost)
         try:
             transport, _ = await create_serial_connection(
                 asyncio.get_running_loop(),
@@ -259,7 +244,7 @@ class SerialLine:
         while (wait_s := self._last_activity + self._gap_s - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait_s)
 
-    # -- called by _Port ---------------------------------------------------------------------
+    # -- called by the PortLink -----------------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
@@ -272,7 +257,7 @@ class SerialLine:
         if answer is not None and not future.done():
             future.set_result(answer)
 
-    def _on_lost(self, port: _Port, exc: Exception | None) -> None:
+    def _on_lost(self, port: PortLink, exc: Exception | None) -> None:
         if port is self._port:  # the port broke under us (unplugged), not closed by us
             self._transport = self._port = None
         if self._waiting is not None and not self._waiting[1].done():

@@ -1,0 +1,70 @@
+"""The far end of a Modbus line for tests that script the answers byte by byte: over a real TCP
+socket on loopback, or a real pseudo-terminal pair (simulators.vserial). Each request read off
+the wire is handed to an `Answer`, which writes whatever bytes the test wants, when it wants."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from edge_config.models import ModbusRtuLine, ModbusTcpLine
+from simulators.vserial import VirtualSerialLink
+
+Answer = Callable[[bytes, Callable[[bytes], object]], Coroutine[Any, Any, None]]
+"""(request, write) -> None: answers one request by calling `write` as often as it likes."""
+
+RTU_REQUEST_BYTES = 8
+"""A read or single write request on RTU: unit, function, address, count or value, CRC."""
+
+
+@contextlib.asynccontextmanager
+async def tcp_far_end(answer: Answer, *, timeout_ms: int) -> AsyncIterator[ModbusTcpLine]:
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                header = await reader.readexactly(7)
+                body = await reader.readexactly(struct.unpack(">H", header[4:6])[0] - 1)
+                await answer(header + body, writer.write)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield ModbusTcpLine(type="modbus_tcp", host="127.0.0.1", port=port, timeout_ms=timeout_ms)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def rtu_far_end(answer: Answer, *, timeout_ms: int) -> AsyncIterator[ModbusRtuLine]:
+    loop = asyncio.get_running_loop()
+    async with VirtualSerialLink() as link:
+        fd = os.open(link.device_end, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        received = bytearray()
+        answering: set[asyncio.Task[None]] = set()
+
+        def on_readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                received.extend(os.read(fd, 256))
+            while len(received) >= RTU_REQUEST_BYTES:
+                request = bytes(received[:RTU_REQUEST_BYTES])
+                del received[:RTU_REQUEST_BYTES]
+                task = loop.create_task(answer(request, lambda data: os.write(fd, data)))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+
+        loop.add_reader(fd, on_readable)
+        try:
+            yield ModbusRtuLine(type="modbus_rtu", port=link.host_end, timeout_ms=timeout_ms)
+        finally:
+            loop.remove_reader(fd)
+            for task in answering:
+                task.cancel()
+            await asyncio.gather(*answering, return_exceptions=True)
+            os.close(fd)
