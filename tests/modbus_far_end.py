@@ -11,11 +11,35 @@ import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from hypothesis import HealthCheck, settings
+
+from drivers.lines.modbus import ModbusLine
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from simulators.vserial import VirtualSerialLink
 
 Answer = Callable[[bytes, Callable[[bytes], object]], Coroutine[Any, Any, None]]
 """(request, write) -> None: answers one request by calling `write` as often as it likes."""
+
+
+def crc16(data: bytes) -> bytes:
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return struct.pack("<H", crc)
+
+
+def mbap(tid: int, unit: int, pdu: bytes) -> bytes:
+    """An MBAP (TCP) frame around `pdu`."""
+    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def rtu(_tid: int, unit: int, pdu: bytes) -> bytes:
+    """An RTU frame around `pdu` (no transaction id on RTU: the argument is for a like shape)."""
+    frame = bytes([unit]) + pdu
+    return frame + crc16(frame)
+
 
 RTU_REQUEST_BYTES = 8
 """A read or single write request on RTU: unit, function, address, count or value, CRC."""
@@ -68,3 +92,24 @@ async def rtu_far_end(answer: Answer, *, timeout_ms: int) -> AsyncIterator[Modbu
                 task.cancel()
             await asyncio.gather(*answering, return_exceptions=True)
             os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def line_to(kind: str, answer: Answer, *, timeout_ms: int) -> AsyncIterator[ModbusLine]:
+    """A ModbusLine ("tcp" or "rtu") to a far end that answers with `answer`; on leaving, fails
+    if anything reached the event loop's exception handler (a protocol callback that raised)."""
+    far_end = tcp_far_end if kind == "tcp" else rtu_far_end
+    escaped: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
+    async with far_end(answer, timeout_ms=timeout_ms) as config, ModbusLine(kind, config) as line:
+        yield line
+    assert escaped == [], escaped
+
+
+def over_a_line(max_examples: int) -> settings:
+    """Hypothesis settings for examples that each open a line: slow, so no deadline."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from modbus_far_end import rtu_far_end, tcp_far_end
+from modbus_far_end import line_to, mbap, over_a_line, rtu
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
 
 from drivers.base import DriverError
-from drivers.lines.modbus import ModbusLine
 from drivers.lines.modbus_framing import RtuFraming, Skipped, TcpFraming
 
 UNIT = 1
@@ -35,26 +34,8 @@ def value_at(address: int) -> int:
     return (address * 7919 + 0x1234) & 0xFFFF
 
 
-def crc16(data: bytes) -> bytes:
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return struct.pack("<H", crc)
-
-
 def answer_pdu(address: int) -> bytes:
     return bytes([3, 2]) + struct.pack(">H", value_at(address))
-
-
-def mbap(tid: int, unit: int, pdu: bytes) -> bytes:
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
-
-
-def rtu(unit: int, pdu: bytes) -> bytes:
-    frame = bytes([unit]) + pdu
-    return frame + crc16(frame)
 
 
 @dataclass(frozen=True)
@@ -87,8 +68,8 @@ def wire(kind: str, script: Script, tid: int, address: int, previous: int) -> li
         late = mbap((tid - 1) % 65536, UNIT, answer_pdu(previous)) if script.late else b""
         answer = mbap(tid, UNIT, answer_pdu(address))
     else:
-        late = rtu(UNIT + 1, answer_pdu(previous)) if script.late else b""
-        answer = rtu(UNIT, answer_pdu(address))
+        late = rtu(0, UNIT + 1, answer_pdu(previous)) if script.late else b""
+        answer = rtu(0, UNIT, answer_pdu(address))
     return pieces(late + script.garbage + answer, script.cuts)
 
 
@@ -155,10 +136,7 @@ class FarEnd:
 
 async def exchange_all(kind: str, script: list[Script]) -> None:
     far = FarEnd(kind)
-    far_end = tcp_far_end if kind == "tcp" else rtu_far_end
-    escaped: list[dict[str, Any]] = []
-    asyncio.get_running_loop().set_exception_handler(lambda _, context: escaped.append(context))
-    async with far_end(far, timeout_ms=TIMEOUT_MS) as config, ModbusLine(kind, config) as line:
+    async with line_to(kind, far, timeout_ms=TIMEOUT_MS) as line:
         for number, each in enumerate(script, start=1):
             far.scripts = [each]
             address = number * 3  # distinct per request: an answer names its request
@@ -171,16 +149,11 @@ async def exchange_all(kind: str, script: list[Script]) -> None:
         assert line.stats.requests == len(script)
         if kind == "tcp" and any(s.late for s in script):
             assert line.stats.late_answers >= 1
-    assert escaped == [], escaped
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", ["tcp", "rtu"])
-@settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@over_a_line(20)
 @given(script=st.lists(scripts, min_size=1, max_size=6))
 def test_every_answer_reaches_its_request_or_a_typed_error(kind: str, script: list[Script]) -> None:
     asyncio.run(exchange_all(kind, script))

@@ -20,11 +20,10 @@ import time
 
 import serial
 from pymodbus.pdu import ModbusPDU
-from serial_asyncio_fast import create_serial_connection
 
 from drivers.base import DeviceProtocolError, DriverError, LineError
 from drivers.lines.deadline import answer_within
-from drivers.lines.link import PortLink
+from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus_framing import RtuFraming, Skipped, TcpFraming
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 
@@ -68,16 +67,7 @@ class ModbusClient:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if isinstance(cfg, ModbusRtuLine):
-                    transport, _ = await create_serial_connection(
-                        loop,
-                        lambda: connection,
-                        cfg.port,
-                        baudrate=cfg.baudrate,
-                        bytesize=cfg.bytesize,
-                        parity=cfg.parity,
-                        stopbits=cfg.stopbits,
-                        exclusive=True,  # one owner per line: a second opener gets an error
-                    )
+                    transport = await open_serial(connection, cfg)
                 else:
                     transport, _ = await loop.create_connection(
                         lambda: connection, cfg.host, cfg.port

@@ -21,11 +21,10 @@ from typing import Protocol, Self, TypeVar
 
 import serial
 import structlog
-from serial_asyncio_fast import create_serial_connection
 
 from drivers.base import DeviceTimeout, DriverError, LineError
 from drivers.lines.deadline import answer_within
-from drivers.lines.link import PortLink
+from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
 
@@ -209,16 +208,7 @@ class SerialLine:
         cfg = self._config
         port = PortLink(self._on_data, self._on_lost)
         try:
-            transport, _ = await create_serial_connection(
-                asyncio.get_running_loop(),
-                lambda: port,
-                cfg.port,
-                baudrate=cfg.baudrate,
-                bytesize=cfg.bytesize,
-                parity=cfg.parity,
-                stopbits=cfg.stopbits,
-                exclusive=True,  # one owner per line: a second opener gets an error, not a share
-            )
+            transport = await open_serial(port, cfg)
         except (OSError, ValueError, serial.SerialException) as exc:
             raise LineError(f"cannot open line {self.name} ({cfg.port}): {exc}") from exc
         self._transport, self._port = transport, port
