@@ -83,6 +83,9 @@ class ModbusClient:
         thread; opened exclusively, it cannot be opened again before)."""
         transport, connection = self._transport, self._connection
         self._transport = self._connection = None
+        if self._pending is not None and not self._pending[1].done():
+            # The loss of this connection is no longer the current one's: say it here.
+            self._pending[1].set_exception(LineError(f"line {self.name} closed ({self.target})"))
         if transport is not None:
             transport.abort()  # nothing still worth sending; a wedged adapter may never drain
         if connection is not None:
