@@ -200,7 +200,7 @@ class DaemonGuardSource:
             stage = "escalated"
         elif latch.delivered:
             stage = "at_police"
-        acked_at = latch.acknowledged_at_ms
+        acked_at, silenced_at = latch.acknowledged_at_ms, latch.siren_silenced_at_ms
         return AlarmView(
             alarm_id=latch.alarm_id,
             box=latch.device_id,
@@ -213,6 +213,8 @@ class DaemonGuardSource:
             escalated_at=_at(latch.raised_at_ms + self._ack_timeout_ms)
             if latch.escalated
             else None,
+            siren_silenced_by=latch.siren_silenced_by or None,
+            siren_silenced_at=None if silenced_at is None else _at(silenced_at),
         )
 
     def _bollards(self, now_ms: int) -> list[BollardView]:

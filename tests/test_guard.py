@@ -20,7 +20,7 @@ from gateway.guard.memory_source import MemorySource
 from gateway.guard.pin import PinGate, PinHash, PinHashError, PinLockedOut, PinRejected, hash_pin
 from gateway.guard.server import GuardServer, serve
 from gateway.guard.view import AlarmView
-from guard_support import GUARD, NOW, PIN, gate_source, guard_config
+from guard_support import GUARD, NOW, PIN, gate_source, guard_config, next_event
 
 STATIC = resources.files("gateway.guard") / "static"
 
@@ -194,36 +194,24 @@ async def test_actions_are_recorded_with_who_did_them(
     ]
 
 
-async def _next_event(lines: aiohttp.StreamReader) -> tuple[str, str]:
-    event = data = ""
-    while True:
-        line = (await lines.readline()).decode().rstrip("\n")
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and event:
-            return event, data
-
-
 async def test_the_stream_sends_the_state_each_change_and_beats_when_quiet(
     http: tuple[MemorySource, GuardServer, aiohttp.ClientSession, str],
 ) -> None:
     source, _, session, base = http
     async with session.get(f"{base}/events") as response:
         assert response.headers["Content-Type"] == "text/event-stream"
-        event, data = await _next_event(response.content)
+        event, data = await next_event(response.content)
         first = json.loads(data)
         assert event == "state" and [a["alarm_id"] for a in first["alarms"]] == [
             "a-3",
             "a-2",
             "a-1",
         ]
-        assert (await _next_event(response.content))[0] == "beat"
+        assert (await next_event(response.content))[0] == "beat"
         source.update_alarm("a-3", stage="at_police")
-        event, data = await _next_event(response.content)
+        event, data = await next_event(response.content)
         while event == "beat":
-            event, data = await _next_event(response.content)
+            event, data = await next_event(response.content)
         assert json.loads(data)["alarms"][0]["stage"] == "at_police"
 
 
@@ -239,7 +227,7 @@ async def test_serve_runs_until_cancelled_and_closes_open_streams() -> None:
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/events") as stream,
     ):
-        assert (await _next_event(stream.content))[0] == "state"
+        assert (await next_event(stream.content))[0] == "state"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -57,9 +57,15 @@ class Latch:
     escalated: bool = False
     acknowledged_by: str = ""
     acknowledged_at_ms: int | None = None
-    """Who acknowledged and when, as told by the command (not restored after a restart)."""
-    siren_silenced: bool = False
-    """A guard silenced the box's siren for this alarm (not restored after a restart)."""
+    """Who acknowledged and when, as the command told it (restored from its event)."""
+    siren_silenced_by: str = ""
+    siren_silenced_at_ms: int | None = None
+    """A guard silenced the box's siren for this alarm: who and when (restored from its event);
+    None: not silenced."""
+
+    @property
+    def siren_silenced(self) -> bool:
+        return self.siren_silenced_at_ms is not None
 
     @property
     def lamp(self) -> OutputPattern:
@@ -145,14 +151,18 @@ class AlarmLatches:
                     alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
                 )
         progress = await self._outbox.alarm_progress(self._ack_destination, list(restored))
-        for alarm_id, event_type, seq, sent in progress:
-            latch = restored[alarm_id]
-            if event_type == "alarm.acknowledged":
+        for step in progress:
+            latch = restored[step.alarm_id]
+            if step.type == "alarm.acknowledged":
                 latch.acknowledged = True
-                continue
-            latch.escalated = latch.escalated or event_type == "alarm.escalated"
-            latch.delivered = latch.delivered or sent
-            self._track(latch, seq)
+                latch.acknowledged_by, latch.acknowledged_at_ms = step.actor, step.occurred_at_ms
+            elif step.type == "alarm.siren_silenced":
+                latch.siren_silenced_by = step.actor
+                latch.siren_silenced_at_ms = step.occurred_at_ms
+            else:
+                latch.escalated = latch.escalated or step.type == "alarm.escalated"
+                latch.delivered = latch.delivered or step.sent
+                self._track(latch, step.seq)
 
     # -- PanicSink ----------------------------------------------------------------------------
 
@@ -240,7 +250,7 @@ class AlarmLatches:
             data: dict[str, object] = {"button": latch.button, "by": by}
             event = self._event(latch, "alarm.siren_silenced", Severity.INFO, occurred_at_ms, data)
             await self._outbox.append(event)
-            latch.siren_silenced = True
+            latch.siren_silenced_by, latch.siren_silenced_at_ms = by, occurred_at_ms
             log.info("alarm_siren_silenced", alarm_id=latch.alarm_id, device=device_id, by=by)
         await self._show(device_id)
         return [latch.alarm_id for latch in latches]

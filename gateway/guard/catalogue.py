@@ -42,6 +42,7 @@ _M: dict[str, tuple[str, str]] = {
     "alarm_acked": ("{who} 于 {t} 确认", "acknowledged by {who} at {t}"),
     "alarm_escalated": ("{t} 升级", "escalated {t}"),
     "alarm_reset": ("{who} 于 {t} 复位", "reset by {who} at {t}"),
+    "alarm_silenced": ("{who} 于 {t} 消音", "siren silenced by {who} at {t}"),
     # the gate
     "sec_bollards": ("升降柱", "Bollards"),
     "bollard_up": ("▲ 升起", "▲ Up"),

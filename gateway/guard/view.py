@@ -70,6 +70,8 @@ class AlarmView:
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
     escalated_at: datetime | None = None
+    siren_silenced_by: str | None = None  # a guard silenced the box's siren for this alarm
+    siren_silenced_at: datetime | None = None
     reset_by: str | None = None  # set once reset; a reset alarm leaves the page
     reset_at: datetime | None = None
 

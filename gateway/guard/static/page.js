@@ -74,6 +74,9 @@ function drawAlarm(a) {
     row.append(el("span", "muted", t("alarm_acked", { who: a.acknowledged_by, t: clockOf(a.acknowledged_at) })));
   }
   if (a.escalated_at) row.append(el("span", "muted", t("alarm_escalated", { t: clockOf(a.escalated_at) })));
+  if (a.siren_silenced_by) {
+    row.append(el("span", "muted", t("alarm_silenced", { who: a.siren_silenced_by, t: clockOf(a.siren_silenced_at) })));
+  }
   if (a.reset_by) row.append(el("span", "muted", t("alarm_reset", { who: a.reset_by, t: clockOf(a.reset_at) })));
   const actions = el("span", "actions");
   actions.append(actionButton("reset", a.alarm_id, a.place || a.box, a.stage !== "acknowledged"));
