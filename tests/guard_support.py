@@ -31,8 +31,11 @@ from gateway.guard.view import (
     ClockView,
     DeviceView,
     DoorView,
+    GateWindowView,
+    OverdueView,
     PathView,
     RulesView,
+    ViolationView,
 )
 from gateway.uplink import mqtt
 from simulators.broker import MosquittoBroker
@@ -81,7 +84,20 @@ def gate_source(*, rules: bool = True) -> MemorySource:
     source.put_path(PathView("bureau", "down", ago(61)))
     source.set_clock(ClockView(gate_offset_s=0.3, box_synchronised=True))
     if rules:
-        source.set_rules(RulesView(patrols_done=3, patrols_target=5))
+        at = NOW.replace(second=0)
+        windows = (
+            GateWindowView("早到校", at.replace(hour=7, minute=0), at.replace(hour=8, minute=10)),
+            GateWindowView("放学", at.replace(hour=16, minute=30), at.replace(hour=17, minute=30)),
+        )
+        source.set_rules(
+            RulesView(
+                gate_windows=windows,
+                patrols_done=3,
+                patrols_target=5,
+                open_violations=(ViolationView("bollards_up_at_arrival", "东门 2 号柱", ago(400)),),
+                overdue_ledger=(OverdueView("device_offline", "东门闸机", ago(3600)),),
+            )
+        )
     return source
 
 

@@ -24,6 +24,7 @@ import structlog
 
 from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
 from gateway.store.records import AlarmStore
@@ -90,6 +91,7 @@ class AlarmLatches:
         ack_timeout_s: float = 30.0,
         escalate_siren: bool = True,
         clock: Clock | None = None,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._outbox = outbox
         self._boxes = boxes
@@ -101,6 +103,8 @@ class AlarmLatches:
         self._open: dict[str, Latch] = {}
         self._by_seq: dict[int, Latch] = {}
         self._feedback: dict[str, FeedbackSetter] = {}
+        self._changed = changed
+        """Told after every change of an open alarm (the guard's page shows them)."""
         self._deadlines_changed = asyncio.Event()
         self._acked_while_restoring: set[int] | None = None
         """PUBACKs that arrive while `restore` reads the store: applied when it has the seqs."""
@@ -423,7 +427,9 @@ class AlarmLatches:
 
     async def _show(self, device_id: str) -> None:
         """The lamp shows the box's newest open alarm (latches are kept in the order raised);
-        the siren sounds while any of its open alarms is escalated."""
+        the siren sounds while any of its open alarms is escalated. Every change of a latch
+        ends here, so this is also where the watchers are told."""
+        self._changed()
         latches = [latch for latch in self._open.values() if latch.device_id == device_id]
         lamp = latches[-1].lamp if latches else OutputPattern.OFF
         sounding = self._escalate_siren and any(
