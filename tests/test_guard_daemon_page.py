@@ -1,6 +1,6 @@
 """The guard's page served by the real daemon, in a real headless chromium (issue 14): a press on
 the simulated alarm box shows on the page as stored (or straight away at the police), then at
-the police, then acknowledged, each within a second of the matching event at the broker; a
+the police, then acknowledged, each within 500 ms of the matching event at the broker; a
 SIGKILLed daemon shows the lost state and the page recovers by itself when the daemon is back,
 the alarm still latched.
 
@@ -150,15 +150,17 @@ async def test_a_press_reaches_the_page_stage_by_stage_and_survives_a_killed_dae
         text = await page.js(f"return {_row(alarm_id)}.textContent")
         assert "公安已确认" in text and "张警官" in text
 
-        # In order, each within a second of its matching event at the broker.
+        # In order, each within 500 ms of its matching event at the broker.
         seen = await page.stages(alarm_id)
         shown = [s["stage"] for s in seen]
         assert shown in (list(STAGES), list(STAGES[1:])), seen
         first_ms = {s["stage"]: s["at_ms"] for s in seen}
         stored_ms = first_ms.get("stored", first_ms["at_police"])
-        assert stored_ms - _ms(message) < 1000, seen  # shown at most 1 s after the police had it
-        assert first_ms["at_police"] - _ms(message) < 1000, seen
-        assert first_ms["acknowledged"] - _ms(result) < 1000, seen
+        # Pushed (issue 14: within 500 ms of the event on the box): each stage is on the page at
+        # most 500 ms after the police broker had the alarm / the command's result.
+        assert stored_ms - _ms(message) < 500, seen
+        assert first_ms["at_police"] - _ms(message) < 500, seen
+        assert first_ms["acknowledged"] - _ms(result) < 500, seen
 
         # SIGKILL: the page shows the connection lost.
         await gateway.kill()
