@@ -8,8 +8,9 @@ newest open alarm of its box (fast blinking = stored, not yet at the `ack_destin
 slow = that broker has it (PUBACK); steady = acknowledged; off = no open alarm), the siren sounds
 while an open alarm of the box is escalated (with `escalate_siren`). The latch state is not a
 table of its own: it is derived from the stored events (an `alarm.panic` with no `alarm.reset`
-for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated`; whether the broker took it), so
-the events and the latch can never disagree, and a restart restores every latch as it was. It
+for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated` / `alarm.siren_silenced`, with
+who and when; whether the broker took it), so the events and the latch can never disagree, and a
+restart restores every latch as it was. Every change is told to `changed` (the guard's page). It
 does not poll devices or blink coils (drivers do), does not send anything (the outbox and uplinks
 do) and does not check who may acknowledge (the command handler does).
 """
