@@ -228,16 +228,17 @@ class DaemonGuardSource:
             return None  # no [rules], or the rules have not started yet
         return RulesView(
             gate_windows=tuple(
-                GateWindowView(w.name, self._at(w.start_ms), self._at(w.end_ms))
+                GateWindowView(w.name, w.start.astimezone(self._tz), w.end.astimezone(self._tz))
                 for w in today.windows
             ),
             patrols_done=today.patrols_done,
             patrols_target=today.patrols_target,
             open_violations=tuple(
-                ViolationView(v.rule_id, v.place, self._at(v.since_ms)) for v in today.violations
+                ViolationView(v.rule_id, self._place(v.device_id), self._at(v.opened_ms))
+                for v in today.violations
             ),
             overdue_ledger=tuple(
-                OverdueView(e.kind, e.place, self._at(e.deadline_ms)) for e in today.overdue
+                OverdueView(e.kind, e.where, self._at(e.deadline_ms)) for e in today.overdue
             ),
         )
 
@@ -254,7 +255,7 @@ class DaemonGuardSource:
         return AlarmView(
             alarm_id=latch.alarm_id,
             box=latch.device_id,
-            place=device.location or latch.device_id,
+            place=self._place(latch.device_id),
             raised_at=self._at(latch.raised_at_ms),
             stage=stage,
             test=device.drill,
@@ -270,7 +271,7 @@ class DaemonGuardSource:
     def _bollards(self, now_ms: int) -> list[BollardView]:
         views = []
         for device_id, driver in self._drivers.items():
-            place = self._config.devices[device_id].location or device_id
+            place = self._place(device_id)
             if isinstance(driver, Bollard) and driver.position not in (None, "unknown"):
                 state: BollardState = "moving" if driver.position in _MOVING else "up"
                 if driver.position == "down":
@@ -319,7 +320,7 @@ class DaemonGuardSource:
                 DeviceView(
                     device_id,
                     device.kind,
-                    device.location or device_id,
+                    self._place(device_id),
                     state,
                     since,
                 )
@@ -343,6 +344,10 @@ class DaemonGuardSource:
     def _box(self, box: str) -> None:
         if not isinstance(self._config.devices.get(box), AlarmBoxDevice):
             raise ActionRefused("unknown_box", box)
+
+    def _place(self, device_id: str) -> str:
+        device = self._config.devices.get(device_id)
+        return (device.location if device is not None else "") or device_id
 
     def _at(self, ms: int) -> datetime:
         return datetime.fromtimestamp(ms / 1000, tz=self._tz)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -29,7 +30,9 @@ from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event
 from gateway.guard.view import ActionRefused
 from gateway.guard_source import CLOCK_CHECK_S, DaemonGuardSource
-from gateway.rules.today import OverdueEntry, RulesToday, ViolationNow, WindowToday
+from gateway.rules.calendar import Window
+from gateway.rules.state import LedgerEntry, ViolationRecord
+from gateway.rules.today import RulesToday
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 from gateway.uplink.paths import PathBoard
@@ -282,12 +285,13 @@ def test_an_unreadable_box_clock_is_unknown_not_unsynchronised(parts: Parts) -> 
 def test_the_rules_today_become_the_page_view_in_site_time(parts: Parts) -> None:
     assert parts.source.snapshot().rules is None  # no [rules]: no section
     at = 1_788_742_800_000  # 2026-09-07 09:00 in Shanghai
+    utc = datetime.fromtimestamp(at / 1000, UTC)
     today = RulesToday(
-        windows=(WindowToday("arrival", at - 7_200_000, at - 3_000_000),),
+        windows=(Window("arrival", utc - timedelta(hours=2), utc - timedelta(minutes=50)),),
         patrols_done=2,
         patrols_target=5,
-        violations=(ViolationNow("bollards-up", "bollard-1", "east gate", at),),
-        overdue=(OverdueEntry("device_offline", "east door", at + 60_000),),
+        violations=(ViolationRecord("bollards-up", "box", at, "e-1"),),
+        overdue=(LedgerEntry("l-1", "device_offline", "k", "x", "east door", at, at + 60_000),),
     )
     parts.source = DaemonGuardSource(
         parts.config, parts.latches, parts.paths, {}, parts.clock,
@@ -302,9 +306,12 @@ def test_the_rules_today_become_the_page_view_in_site_time(parts: Parts) -> None
         "2026-09-07T08:10:00+08:00",
     )
     assert (rules.patrols_done, rules.patrols_target) == (2, 5)
-    ((rule, place, since),) = [
-        (v.rule, v.place, v.since.isoformat()) for v in rules.open_violations
-    ]
-    assert (rule, place, since) == ("bollards-up", "east gate", "2026-09-07T09:00:00+08:00")
+    (broken,) = rules.open_violations
+    assert (broken.rule, broken.place, broken.since.isoformat()) == (
+        "bollards-up",
+        "东门岗亭",  # the device's place, from the config
+        "2026-09-07T09:00:00+08:00",
+    )
     (overdue,) = rules.overdue_ledger
     assert (overdue.kind, overdue.place) == ("device_offline", "east door")
+    assert overdue.due_at.isoformat() == "2026-09-07T09:01:00+08:00"

@@ -12,7 +12,6 @@ from test_rules_engine import ACCESS, BOLLARD, CALENDAR, DEVICES, RULES, TZ, Gat
 
 from gateway.core.clock import FakeClock
 from gateway.rules.engine import RulesEngine
-from gateway.rules.today import OverdueEntry, ViolationNow, WindowToday
 
 
 async def test_today_shows_windows_patrols_violations_and_overdue_entries(tmp_path: Path) -> None:
@@ -25,7 +24,8 @@ async def test_today_shows_windows_patrols_violations_and_overdue_entries(tmp_pa
     )  # fmt: skip
     async with running(gate):
         today = gate.engine.today()
-        assert today.windows == (WindowToday("arrival", wall(7, "07:00"), wall(7, "08:10")),)
+        ((name, start, end),) = [(w.name, w.start, w.end) for w in today.windows]
+        assert (name, _ms(start), _ms(end)) == ("arrival", wall(7, "07:00"), wall(7, "08:10"))
         assert (today.patrols_done, today.patrols_target) == (0, 5)
         assert today.violations == () and today.overdue == ()
         steps = len(told)
@@ -39,17 +39,20 @@ async def test_today_shows_windows_patrols_violations_and_overdue_entries(tmp_pa
         await clock.run_for(121)  # past the window rule's grace
         today = gate.engine.today()
         assert today.patrols_done == 1
-        assert today.violations == (
-            ViolationNow("bollards-up", "bollard-1", "east gate", wall(7, "09:00") + 120_000),
+        (broken,) = today.violations
+        assert (broken.rule_id, broken.device_id, broken.opened_ms) == (
+            "bollards-up",
+            "bollard-1",
+            wall(7, "09:00") + 120_000,
         )
         assert today.overdue == ()
         await clock.run_for(24 * 3600)  # the offline entry's repair time (24 h) runs out
         today = gate.engine.today()
         day_ms = 24 * 3_600_000
-        assert today.overdue == (  # the earliest deadline first
-            OverdueEntry("device_offline", "east door", wall(7, "09:00") + day_ms),
-            OverdueEntry("rule_violation", "east gate", wall(7, "09:02") + day_ms),
-        )
+        assert [(e.kind, e.where, e.deadline_ms) for e in today.overdue] == [  # earliest first
+            ("device_offline", "east door", wall(7, "09:00") + day_ms),
+            ("rule_violation", "east gate", wall(7, "09:02") + day_ms),
+        ]
         assert today.violations[0].rule_id == "bollards-up"  # still open: still down
         assert today.windows == ()  # Tuesday: no windows in this calendar
         assert today.patrols_done == 0  # a new day's tally
@@ -63,3 +66,7 @@ async def test_a_day_outside_the_calendar_has_no_windows(tmp_path: Path) -> None
         assert CALENDAR.covers(datetime(2030, 1, 7).date()) is False
     finally:
         gate.state.close()
+
+
+def _ms(at: datetime) -> int:
+    return round(at.timestamp() * 1000)

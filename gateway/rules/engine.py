@@ -19,6 +19,7 @@ step (the guard's page reads `today()`). State goes through `RulesState`
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -67,9 +68,6 @@ class RulesEngine:
         changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._clock = clock
-        self._calendar = calendar
-        self._state = state
-        self._changed = changed
         self._devices = devices
         self._emit = emit
         self._command = command
@@ -93,6 +91,10 @@ class RulesEngine:
         self._wake = asyncio.Event()
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
+        self._changed = changed
+        self._today = functools.partial(
+            rules_today, calendar=calendar, patrols=self._patrols, state=state
+        )
 
     # -- the hook ------------------------------------------------------------------------------
 
@@ -121,9 +123,7 @@ class RulesEngine:
 
     def today(self) -> RulesToday:
         """Today's gate windows, patrol tally, open violations and overdue ledger entries."""
-        return rules_today(
-            self._clock.wall_ms(), self._calendar, self._patrols, self._state, self._devices
-        )
+        return self._today(self._clock.wall_ms())
 
     def next_wake_in_s(self) -> float | None:
         now_ms = self._clock.wall_ms()
