@@ -198,6 +198,7 @@ class AccessController:
         door_state = _DOOR_STATES.get(event.code)
         if door_state is not None and event.door is not None:
             self.door_states[event.door] = (door_state, event.time_ms - self._skew_beyond_bound())
+            self._ctx.changed()
         # Durably, not through the group commit: the next poll acknowledges the event, and the
         # controller then forgets it; a crash within the batch delay would lose it for good.
         store = self._ctx.store or self._ctx.emit
@@ -270,6 +271,7 @@ class AccessController:
         # The controller read its clock somewhere in the round trip; the middle is the best guess.
         self._skew_ms = controller_ms - (before_ms + after_ms) // 2
         self._skew_measured = True
+        self._ctx.changed()
         return controller_ms
 
     async def _set_clock(self, time_ms: int | None) -> int:

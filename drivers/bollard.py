@@ -59,6 +59,7 @@ class Bollard:
         self._map = config.register_map()
         self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        self._changed = ctx.changed
         self._plan = self._read_plan()
         self.position: Reading | None = None
         self.fault_code: int | None = None
@@ -210,6 +211,7 @@ class Bollard:
         emits: list[_Emit] = []
         previous, self.position = self.position, position
         if position != previous:
+            self._changed()
             data: dict[str, Any] = {"position": position, "previous": previous, **self._counter()}
             if position == "unknown":
                 data["raw"] = raw

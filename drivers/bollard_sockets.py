@@ -26,6 +26,7 @@ class BollardSockets:
         self._line = line
         self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._start, self._count = span(s.input for s in config.sockets)
+        self._changed = ctx.changed
         self.present: dict[str, bool] | None = None
         """Socket name -> a bollard stands in it; None before the first poll."""
 
@@ -49,6 +50,8 @@ class BollardSockets:
             s.name: bits[s.input - self._start] == closed_means_present for s in self._cfg.sockets
         }
         previous, self.present = self.present, now
+        if now != previous:
+            self._changed()
         for socket in self._cfg.sockets:
             here = now[socket.name]
             if previous is None:

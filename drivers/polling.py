@@ -76,16 +76,18 @@ class DeviceHealth:
         self.polls += 1
         self._last_ok = time.monotonic()
         if self.online is not True:
-            if self.online is False:
+            was, self.online = self.online, True
+            self._ctx.changed()
+            if was is False:
                 self._log.info("device_online")
                 await self.emit("device.online", Severity.INFO)
-            self.online = True
 
     async def failed(self, exc: DriverError) -> None:
         self.failures += 1
         silent_s = time.monotonic() - self._last_ok
         if self.online is not False and silent_s * 1000 >= self._offline_after_ms:
             self.online = False
+            self._ctx.changed()
             self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
             await self.emit("device.offline", Severity.MAJOR, error=str(exc))
             await self._on_offline()

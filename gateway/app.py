@@ -35,6 +35,7 @@ from gateway.commands.handlers import Commands
 from gateway.commands.local_ops import LocalOps
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
+from gateway.core.changes import ChangeCounter
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
@@ -147,6 +148,8 @@ class Gateway:
             if isinstance(device, AlarmBoxDevice)
         }
         alarms = config.alarms
+        self.changes = ChangeCounter()
+        """Bumped by every part at a change the guard's page shows; the page awaits it."""
         self.latches = AlarmLatches(
             self.store.alarms,
             boxes,
@@ -154,6 +157,7 @@ class Gateway:
             ack_timeout_s=alarms.ack_timeout_s,
             escalate_siren=alarms.escalate_siren,
             clock=self.clock,
+            changed=self.changes.bump,
         )
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
@@ -170,6 +174,7 @@ class Gateway:
                 devices=refs,
                 emit=self.outbox.emit,
                 command=self.device_command,
+                changed=self.changes.bump,
             )
         )
         self.drivers: dict[str, Driver] = {}
@@ -186,6 +191,7 @@ class Gateway:
                 drill=device.drill,
                 memory=self.store.log.memory(device_id),
                 store=durable,
+                changed=self.changes.bump,
             )
             driver = build_driver(device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
@@ -199,6 +205,7 @@ class Gateway:
             report_after_s=supervision.report_after_s,
             fault_output=None if supervision.fault_device is None else self._show_path_fault,
             clock=self.clock,
+            changed=self.changes.bump,
         )
         self.commands = Commands(self.site, self.security, self)
         services = Services(
@@ -229,7 +236,15 @@ class Gateway:
         self.guard_source = (
             None
             if config.guard is None
-            else DaemonGuardSource(config, self.latches, self.paths, self.drivers, self.clock)
+            else DaemonGuardSource(
+                config,
+                self.latches,
+                self.paths,
+                self.drivers,
+                self.clock,
+                changes=self.changes,
+                rules_today=None if self.rules is None else self.rules.today,
+            )
         )
         self.guard_page_ready = asyncio.Event()
         self.stop_requested = asyncio.Event()

@@ -8,8 +8,9 @@ newest open alarm of its box (fast blinking = stored, not yet at the `ack_destin
 slow = that broker has it (PUBACK); steady = acknowledged; off = no open alarm), the siren sounds
 while an open alarm of the box is escalated (with `escalate_siren`). The latch state is not a
 table of its own: it is derived from the stored events (an `alarm.panic` with no `alarm.reset`
-for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated`; whether the broker took it), so
-the events and the latch can never disagree, and a restart restores every latch as it was. It
+for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated` / `alarm.siren_silenced`, with
+who and when; whether the broker took it), so the events and the latch can never disagree, and a
+restart restores every latch as it was. Every change is told to `changed` (the guard's page). It
 does not poll devices or blink coils (drivers do), does not send anything (the outbox and uplinks
 do) and does not check who may acknowledge (the command handler does).
 """
@@ -24,6 +25,7 @@ import structlog
 
 from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
 from gateway.store.records import AlarmStore
@@ -57,9 +59,15 @@ class Latch:
     escalated: bool = False
     acknowledged_by: str = ""
     acknowledged_at_ms: int | None = None
-    """Who acknowledged and when, as told by the command (not restored after a restart)."""
-    siren_silenced: bool = False
-    """A guard silenced the box's siren for this alarm (not restored after a restart)."""
+    """Who acknowledged and when, as the command told it (restored from its event)."""
+    siren_silenced_by: str = ""
+    siren_silenced_at_ms: int | None = None
+    """A guard silenced the box's siren for this alarm: who and when (restored from its event);
+    None: not silenced."""
+
+    @property
+    def siren_silenced(self) -> bool:
+        return self.siren_silenced_at_ms is not None
 
     @property
     def lamp(self) -> OutputPattern:
@@ -84,6 +92,7 @@ class AlarmLatches:
         ack_timeout_s: float = 30.0,
         escalate_siren: bool = True,
         clock: Clock | None = None,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._outbox = outbox
         self._boxes = boxes
@@ -95,6 +104,8 @@ class AlarmLatches:
         self._open: dict[str, Latch] = {}
         self._by_seq: dict[int, Latch] = {}
         self._feedback: dict[str, FeedbackSetter] = {}
+        self._changed = changed
+        """Told after every change of an open alarm (the guard's page shows them)."""
         self._deadlines_changed = asyncio.Event()
         self._acked_while_restoring: set[int] | None = None
         """PUBACKs that arrive while `restore` reads the store: applied when it has the seqs."""
@@ -145,14 +156,18 @@ class AlarmLatches:
                     alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
                 )
         progress = await self._outbox.alarm_progress(self._ack_destination, list(restored))
-        for alarm_id, event_type, seq, sent in progress:
-            latch = restored[alarm_id]
-            if event_type == "alarm.acknowledged":
+        for step in progress:
+            latch = restored[step.alarm_id]
+            if step.type == "alarm.acknowledged":
                 latch.acknowledged = True
-                continue
-            latch.escalated = latch.escalated or event_type == "alarm.escalated"
-            latch.delivered = latch.delivered or sent
-            self._track(latch, seq)
+                latch.acknowledged_by, latch.acknowledged_at_ms = step.actor, step.occurred_at_ms
+            elif step.type == "alarm.siren_silenced":
+                latch.siren_silenced_by = step.actor
+                latch.siren_silenced_at_ms = step.occurred_at_ms
+            else:
+                latch.escalated = latch.escalated or step.type == "alarm.escalated"
+                latch.delivered = latch.delivered or step.sent
+                self._track(latch, step.seq)
 
     # -- PanicSink ----------------------------------------------------------------------------
 
@@ -240,7 +255,7 @@ class AlarmLatches:
             data: dict[str, object] = {"button": latch.button, "by": by}
             event = self._event(latch, "alarm.siren_silenced", Severity.INFO, occurred_at_ms, data)
             await self._outbox.append(event)
-            latch.siren_silenced = True
+            latch.siren_silenced_by, latch.siren_silenced_at_ms = by, occurred_at_ms
             log.info("alarm_siren_silenced", alarm_id=latch.alarm_id, device=device_id, by=by)
         await self._show(device_id)
         return [latch.alarm_id for latch in latches]
@@ -413,7 +428,9 @@ class AlarmLatches:
 
     async def _show(self, device_id: str) -> None:
         """The lamp shows the box's newest open alarm (latches are kept in the order raised);
-        the siren sounds while any of its open alarms is escalated."""
+        the siren sounds while any of its open alarms is escalated. Every change of a latch
+        ends here, so this is also where the watchers are told."""
+        self._changed()
         latches = [latch for latch in self._open.values() if latch.device_id == device_id]
         lamp = latches[-1].lamp if latches else OutputPattern.OFF
         sounding = self._escalate_siren and any(

@@ -9,21 +9,24 @@ input or action from stopping the task: each is logged and counted, the rest goe
 not judge (gateway.rules.windows, timers, patrol, ledger do), store events (the outbox does) or
 talk to devices (the drivers do, through `command`).
 
-Seam: `RulesEngine(rules, calendar, state, clock, devices, emit=..., command=...)`;
-`on_stored(event)` is the hook the app calls for each event a driver had stored (it only
-queues: it never blocks a driver); `run()` is the task. State goes through `RulesState`
+Seam: `RulesEngine(rules, calendar, state, clock, devices, emit=..., command=...,
+changed=...)`; `on_stored(event)` is the hook the app calls for each event a driver had stored
+(it only queues: it never blocks a driver); `run()` is the task, and tells `changed` after each
+step (the guard's page reads `today()`). State goes through `RulesState`
 (`SqliteRulesState` on the store's file in the daemon, a second connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
 from edge_config.rules import PatrolConfig, RulesConfig, WindowRuleConfig
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.calendar import SchoolCalendar
@@ -31,6 +34,7 @@ from gateway.rules.ledger import Ledger
 from gateway.rules.patrol import PatrolPlan, PatrolTracker
 from gateway.rules.state import RulesState
 from gateway.rules.timers import DurableTimers
+from gateway.rules.today import RulesToday, rules_today
 from gateway.rules.windows import (
     Action,
     CloseLedger,
@@ -61,6 +65,7 @@ class RulesEngine:
         *,
         emit: Emitter,
         command: Commander | None = None,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._clock = clock
         self._devices = devices
@@ -86,6 +91,10 @@ class RulesEngine:
         self._wake = asyncio.Event()
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
+        self._changed = changed
+        self._today = functools.partial(
+            rules_today, calendar=calendar, patrols=self._patrols, state=state
+        )
 
     # -- the hook ------------------------------------------------------------------------------
 
@@ -100,6 +109,7 @@ class RulesEngine:
         log.info("rules_started", windows=len(self._windows), patrols=len(self._patrols))
         while True:
             await self.step()
+            self._changed()  # a step may change what `today()` says
             self._wake.clear()
             if not self._inbox:
                 await wait_until_set(self._wake, self._clock, self.next_wake_in_s())
@@ -110,6 +120,10 @@ class RulesEngine:
         for event in inbox:
             await self._guarded(f"event {event.type}", self._take(event))
         await self._guarded("checks", self._check())
+
+    def today(self) -> RulesToday:
+        """Today's gate windows, patrol tally, open violations and overdue ledger entries."""
+        return self._today(self._clock.wall_ms())
 
     def next_wake_in_s(self) -> float | None:
         now_ms = self._clock.wall_ms()

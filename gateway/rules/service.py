@@ -22,11 +22,13 @@ import structlog
 from edge_config.calendar import load_calendar
 from edge_config.rules import RulesConfig
 from gateway.core.backoff import Backoff
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock
 from gateway.core.events import DeviceRef, Event
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.engine import Commander, Emitter, RulesEngine
 from gateway.rules.sqlite_state import SqliteRulesState
+from gateway.rules.today import RulesToday
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +49,10 @@ class RulesService:
         devices: Mapping[str, DeviceRef],
         emit: Emitter,
         command: Commander | None = None,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._rules = rules
+        self._changed = changed
         self._calendar = SchoolCalendar(load_calendar(rules.calendar_path(config_dir)), tz)
         self._store_path = store_path
         self._clock = clock
@@ -58,6 +62,10 @@ class RulesService:
         self._pending: list[Event] = []
         self.dropped = 0
         self.engine: RulesEngine | None = None
+
+    def today(self) -> RulesToday | None:
+        """What the guard's page shows of the rules; None until the engine runs."""
+        return None if self.engine is None else self.engine.today()
 
     def on_stored(self, event: Event) -> None:
         if self.engine is not None:
@@ -89,6 +97,7 @@ class RulesService:
                 self._devices,
                 emit=self._emit,
                 command=self._command,
+                changed=self._changed,
             )
             for event in self._pending:
                 engine.on_stored(event)

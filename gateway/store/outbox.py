@@ -170,6 +170,7 @@ class Outbox:
             self._clock.wall_ms(),
             body,
             _button(event),
+            _actor(event),
         )
 
 
@@ -177,3 +178,9 @@ def _button(event: Event) -> int | None:
     """The event's `data.button`, kept in its own column so that no query reads the payload."""
     button = event.data.get("button")
     return button if isinstance(button, int) and not isinstance(button, bool) else None
+
+
+def _actor(event: Event) -> str | None:
+    """The event's `data.by` (who acknowledged, silenced, ...), in its own column likewise."""
+    by = event.data.get("by")
+    return by if isinstance(by, str) else None

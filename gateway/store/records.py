@@ -1,10 +1,11 @@
 """What the store hands each of its readers, and the narrow interfaces they read it through.
 
-Owns the records (`PendingDelivery`, `OpenAlarm`) and one protocol per audience: the writers
-(`EventWriter`), the drain (`DeliveryQueue`: wake-ups, claim, mark_sent), heartbeats and replay
-(`DeliveryRecords`), the latches (`AlarmRecords`) and retention (`LogMaintenance`). A reader
-depends on its protocol, never on the class behind it (today `outbox.Outbox` serves them all;
-the protocols are the seams along which it splits). Pure: no SQL, no I/O.
+Owns the records (`PendingDelivery`, `OpenAlarm`, `AlarmProgress`) and one protocol per
+audience: the writers (`EventWriter`), the drain (`DeliveryQueue`: wake-ups, claim,
+mark_sent), heartbeats and replay (`DeliveryRecords`), the latches (`AlarmRecords`) and retention
+(`LogMaintenance`). A reader depends on its protocol, never on the class behind it (today
+`outbox.Outbox` serves them all; the protocols are the seams along which it splits). Pure: no
+SQL, no I/O.
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ class OpenAlarm:
     button: int
     raised_at_ms: int
     presses: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmProgress:
+    """One stored step of an open alarm: its `alarm.panic`, `alarm.escalated`,
+    `alarm.acknowledged` or `alarm.siren_silenced`."""
+
+    alarm_id: str
+    type: str
+    seq: int
+    sent: bool
+    """The destination asked about has acknowledged it (PUBACK)."""
+    occurred_at_ms: int
+    actor: str
+    """Who did it (`data.by`: the officer who acknowledged, the guard who silenced); "" if
+    nobody is named."""
 
 
 class EventWriter(Protocol):
@@ -102,7 +119,7 @@ class AlarmRecords(Protocol):
 
     async def alarm_progress(
         self, destination: str, alarm_ids: Sequence[str]
-    ) -> list[tuple[str, str, int, bool]]: ...
+    ) -> list[AlarmProgress]: ...
 
 
 class AlarmStore(EventWriter, AlarmRecords, Protocol):

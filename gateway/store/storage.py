@@ -23,7 +23,7 @@ from gateway.core.events import Event, Lane
 from gateway.store.delivery import Deliveries
 from gateway.store.log import DurableLog
 from gateway.store.outbox import Outbox
-from gateway.store.records import OpenAlarm, PendingDelivery
+from gateway.store.records import AlarmProgress, OpenAlarm, PendingDelivery
 from gateway.store.routing import Router
 
 _T = TypeVar("_T")
@@ -117,7 +117,7 @@ class AlarmView:
 
     async def alarm_progress(
         self, destination: str, alarm_ids: Sequence[str]
-    ) -> list[tuple[str, str, int, bool]]:
+    ) -> list[AlarmProgress]:
         return await self._log.alarm_progress(destination, alarm_ids)
 
 
