@@ -615,6 +615,9 @@ def destinations_label(destinations: list[str]) -> str:
 
 def _throughput(r: dict[str, Any], add: Any) -> None:
     add("### 2. Throughput: many devices changing fast\n")
+    if not any(throughput_rows(r, name) for name in SUBJECTS):
+        add("Not measured in this run.\n")
+        return
     add(
         "N simulated Modbus TCP devices (one connection each, one simulator process) x 10 input "
         "registers, every register changing every 100 ms (each change a unique value), polled "
@@ -739,6 +742,9 @@ def _per_cpu_table(r: dict[str, Any], add: Any) -> None:
 def _outage(r: dict[str, Any], add: Any) -> None:
     add("### 3. Outage and drain\n")
     o = get(r, "schoolgate", "outage") or get(r, "thingsboard", "outage") or {}
+    if not o and not get(r, "schoolgate", "reconnects") and not get(r, "thingsboard", "reconnects"):
+        add("Not measured in this run.\n")
+        return
     add(
         f"The police broker is stopped for {num(o.get('down_s'), 0)} s (SIGTERM, so mosquitto "
         f"keeps the subscriber's session) while {o.get('devices')} devices keep changing "

@@ -352,3 +352,11 @@ def test_footprint_shows_page_on_and_off_and_the_own_share_over_the_floor() -> N
 def test_no_floor_in_the_run_means_no_own_share() -> None:
     assert report.own_share(46.0, None) is None
     assert report.own_share(None, 38.0) is None
+
+
+def test_a_section_the_run_did_not_measure_says_so() -> None:
+    r = base(only=["latency"])
+    r["schoolgate"] = {"latency": {"50": latency_run(52)}}
+    text = report.render(r, plots_error=None)
+    for heading in ("### 2. Throughput", "### 3. Outage and drain"):
+        assert section(text, heading).rstrip().endswith("Not measured in this run."), heading
