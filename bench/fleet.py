@@ -306,6 +306,8 @@ async def run_target(
             await asyncio.wait_for(console.connected.wait(), 60)
             warm_up = RealPresses()
             for gate in gates:  # each real gateway shown once before the window
+                with contextlib.suppress(TimeoutError):  # reported as not shown
+                    await gate.wait_ready(120)
                 await _press_once(gate, console, warm_up)
             result["real_gateways_shown_at_start"] = f"{len(warm_up.latencies_ms)} of {len(gates)}"
             real = RealPresses()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.commands import control
 from gateway.core import keys
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.measure import gateway_command
@@ -63,12 +64,23 @@ name = "desk"
 @dataclass
 class RealGate:
     n: int
+    folder: Path
     module: DiDoModule = field(default_factory=lambda: DiDoModule(unit_id=1))
     proc: asyncio.subprocess.Process | None = None
 
     @property
     def school(self) -> str:
         return f"real-{self.n}"
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Until its devices answered and its police uplink is connected (its `status`)."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                with contextlib.suppress(control.ControlError):
+                    status = await control.request(self.folder / "control.sock", {"op": "status"})
+                    if status["devices_ready"] and status["uplinks"]["police"]["connected"]:
+                        return
+                await asyncio.sleep(0.1)  # another process's state: asked, bounded
 
     async def press(self) -> float:
         """Press the desk button; returns the monotonic time of the press."""
@@ -82,12 +94,12 @@ async def real_gates(
     count: int, nodes: Sequence[tuple[str, int]], keys_dir: Path, workdir: Path
 ) -> AsyncIterator[list[RealGate]]:
     """`count` real gateway processes, started; ended (SIGTERM) when the block ends."""
-    gates = [RealGate(n) for n in range(count)]
+    gates = [RealGate(n, workdir / f"real-{n}") for n in range(count)]
     node_list = ", ".join(f'"{host}:{port}"' for host, port in nodes)
     async with contextlib.AsyncExitStack() as stack:
         for gate in gates:
             _, port = await stack.enter_async_context(serve_tcp(gate.module))
-            folder = workdir / f"real-{gate.n}"
+            folder = gate.folder
             folder.mkdir(parents=True)
             keys.write_key_pair(keys_dir, f"real-{gate.n}-gate-1")
             config = folder / "schoolgate.toml"
