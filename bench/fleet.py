@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,17 +195,10 @@ async def _press_once(gate: RealGate, console: ConsoleProcess, out: RealPresses)
         out.missing += 1
 
 
-@contextlib.asynccontextmanager
-async def _pressing_real(
+def _pressing_real(
     gates: Sequence[RealGate], console: ConsoleProcess, out: RealPresses
-) -> AsyncIterator[None]:
-    task = asyncio.create_task(_press_real(gates, console, out, 1.0), name="bench:real")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return _in_background(_press_real(gates, console, out, 1.0), "bench:real")
 
 
 def _real_figures(out: RealPresses) -> dict[str, Any]:
@@ -253,13 +246,16 @@ def _usage(usage: Usage) -> dict[str, float]:
     }
 
 
-@contextlib.asynccontextmanager
-async def _pressing(
+def _pressing(
     fleet: Fleet, produced: Produced, alarms_per_s: float, *, measure: bool
-) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        _traffic(fleet, produced, alarms_per_s, measure), name="bench:traffic"
-    )
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return _in_background(_traffic(fleet, produced, alarms_per_s, measure), "bench:traffic")
+
+
+@contextlib.asynccontextmanager
+async def _in_background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """`work` runs while the block runs, and is cancelled when it ends."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
