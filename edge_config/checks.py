@@ -133,10 +133,11 @@ def clear_text_password_warnings(config: GatewayConfig) -> list[str]:
     warnings: list[str] = []
     for name, dest in config.destinations.items():
         source = "password_file" if dest.password_file is not None else "password_env"
-        if dest.tls is not None or getattr(dest, source) is None or is_loopback(dest.host):
+        remote = [host for host, _ in dest.addresses if not is_loopback(host)]
+        if dest.tls is not None or getattr(dest, source) is None or not remote:
             continue
         warnings.append(
-            f"destinations.{name}.{source}: the password goes to {dest.host} without TLS, "
+            f"destinations.{name}.{source}: the password goes to {', '.join(remote)} without TLS, "
             f"readable on the network; add [destinations.{name}.tls] (docs/security.md)"
         )
     return warnings

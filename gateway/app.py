@@ -45,7 +45,8 @@ from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
 from gateway.store.storage import Storage
 from gateway.uplink import mqtt
-from gateway.uplink.destination import Services, Uplink
+from gateway.uplink.destination import Failover, Services, Uplink
+from gateway.uplink.nodes import NodeRing
 from gateway.uplink.paths import PathBoard
 
 log = structlog.get_logger(__name__)
@@ -72,9 +73,10 @@ def broker_params(
     will = contract.status_payload(site, online=False)
     if security is not None:
         will = auth.sign_payload(will, security.gateway_key, security.gateway_key_id)
+    host, port = dest.addresses[0]  # with several nodes the uplink picks (`failover_of`)
     return mqtt.BrokerParams(
-        host=dest.host,
-        port=dest.port,
+        host=host,
+        port=port,
         client_id=dest.client_id,
         username=dest.username,
         password=read_password(dest),
@@ -93,6 +95,20 @@ def broker_params(
             min_version=dest.tls.min_version,
         ),
     )
+
+
+DEFAULT_NODE_SPREAD_S = 5.0
+"""`reconnect_spread_s` of a destination with nodes when the config leaves it out: the gateways
+of a lost node come back over 5 s, not in the same second."""
+
+
+def failover_of(config: GatewayConfig, name: str) -> Failover:
+    dest = config.destinations[name]
+    spread_s = dest.reconnect_spread_s
+    if spread_s is None and dest.nodes is not None:
+        spread_s = DEFAULT_NODE_SPREAD_S
+    key = f"{config.site.school_id}/{config.site.gateway_id}"
+    return Failover(NodeRing(dest.addresses, key), spread_s)
 
 
 class Gateway:
@@ -224,6 +240,7 @@ class Gateway:
                 backoff=Backoff(base_s=0.2, cap_s=config.destinations[name].reconnect_max_s),
                 clock=self.clock,
                 services=services,
+                failover=failover_of(config, name),
             )
             for name in config.destinations
         ]
@@ -422,7 +439,8 @@ class Gateway:
     def status_report(self) -> dict[str, Any]:
         return {
             "uplinks": {
-                u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
+                u.name: {"connected": u.connected, "node": u.node, "sent": u.sent_count}
+                for u in self.uplinks
             },
             "paths": {
                 name: {

@@ -142,9 +142,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"open alarms: {answer.get('open_alarms', 0)}")
     uplinks, paths = _mapping(answer.get("uplinks")), _mapping(answer.get("paths"))
     for name, path in paths.items():
-        state = "up" if path["up"] else f"DOWN ({path['error']})"
+        uplink = _mapping(uplinks.get(name))
+        node = uplink.get("node")
+        where = f" on {node}" if node else ""
+        state = f"up{where}" if path["up"] else f"DOWN ({path['error']})"
         fault = "  fault reported" if path["fault_reported"] else ""
-        sent = _mapping(uplinks.get(name)).get("sent", 0)
+        sent = uplink.get("sent", 0)
         print(f"path {name}: {state}, {sent} events sent since start{fault}")
     commands = _mapping(answer.get("commands"))
     reasons = _mapping(commands.get("refusals"))

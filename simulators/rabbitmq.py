@@ -294,6 +294,31 @@ class RabbitCluster:
             policy.definition,
         )
 
+    async def run_admin_script(self, script: Path, *args: str, via: str = "a") -> str:
+        """Run a shell script that calls `rabbitmqctl` (a shipped recipe, as an operator would)
+        against node `via`: `rabbitmqctl` on its PATH is a wrapper naming that node."""
+        node = self.node(via)
+        wrappers = self._dir / "admin-bin"
+        wrappers.mkdir(exist_ok=True)
+        wrapper = wrappers / "rabbitmqctl"
+        wrapper.write_text(f'#!/bin/sh\nexec "{self._bin}/rabbitmqctl" -n {node.node} "$@"\n')
+        wrapper.chmod(0o755)
+        env = self._env() | {"PATH": f"{wrappers}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        proc = await asyncio.create_subprocess_exec(
+            "sh",
+            str(script),
+            *args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        async with asyncio.timeout(120):
+            out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RabbitError(f"{script.name} {' '.join(args)}: {out.decode(errors='replace')}")
+        return out.decode(errors="replace")
+
     async def running_nodes(self, via: RabbitNode | None = None) -> list[str]:
         asking = via or next(n for n in self.nodes if n.running)
         status = json.loads(await self._ctl(asking, "cluster_status", "--formatter", "json"))

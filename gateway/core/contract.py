@@ -179,9 +179,12 @@ class Heartbeat:
     routed: int
     pending: int
     paths: dict[str, str]
+    node: str | None = None
+    """The broker node this heartbeat went through ('host:port'), where the gateway knows it."""
 
 
 def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
+    node = {} if beat.node is None else {"node": beat.node}
     return _dumps(
         {
             "schema": SCHEMA_VERSION,
@@ -195,6 +198,7 @@ def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
             "routed": beat.routed,
             "pending": beat.pending,
             "paths": beat.paths,
+            **node,
             "at": iso_ms(at_ms, site.tz),
         }
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.store.records import UplinkStore
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
+from gateway.uplink.nodes import NodeRing, node_name
 from gateway.uplink.paths import PathBoard
 
 SentHook = Callable[[str, list[int]], Awaitable[None]]
@@ -50,6 +52,16 @@ class Services:
     """Signs the status, heartbeat and result payloads (events are signed when stored)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """A destination with several broker nodes (a cluster): which to try, in what order."""
+
+    nodes: NodeRing
+    spread_s: float | None = None
+    """After a working connection is lost, the first attempt (on the next node) waits a random
+    time below this; None: the back-off's own first delay."""
+
+
 class Uplink:
     def __init__(
         self,
@@ -61,8 +73,10 @@ class Uplink:
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         services: Services | None = None,
+        failover: Failover | None = None,
     ) -> None:
         self.name = name
+        self._failover = failover or Failover(NodeRing([(params.host, params.port)], name))
         self._services = services or Services()
         self._params = params
         self._outbox = outbox
@@ -73,36 +87,53 @@ class Uplink:
         self._log = structlog.get_logger(__name__).bind(destination=name)
         self.connected = False
         self.connected_since_ms: int | None = None
+        self.node: str | None = None
+        """The broker node in use ('host:port'), None while not connected."""
         self._sent_before = 0
         self._active: Drain | None = None
 
     async def run(self) -> None:
         failing_since: float | None = None
+        nodes = self._failover.nodes
         while True:
+            host, port = nodes.current
+            was_up = False
             try:
-                async with mqtt.connect(self._params) as conn:
+                params = dataclasses.replace(self._params, host=host, port=port)
+                async with mqtt.connect(params) as conn:
+                    was_up = True
                     self._on_connected(failing_since)
                     failing_since = None
                     await self._session(conn)
             except mqtt.MqttFailure as exc:
                 self.connected = False
+                self.node = None
                 if self._services.paths is not None:
                     self._services.paths.down(self.name, str(exc))
                 if failing_since is None:
                     failing_since = self._clock.monotonic()
                     # Logged once per outage, not on every retry.
-                    self._log.warning("uplink_down", error=str(exc))
-            await self._clock.sleep(self._backoff.next_delay_s())
+                    self._log.warning("uplink_down", node=node_name((host, port)), error=str(exc))
+                if nodes.several:
+                    # A working node that dropped us is most likely gone: the next one, now.
+                    self._log.info("uplink_next_node", node=node_name(nodes.lost()))
+            await self._clock.sleep(self._retry_delay_s(lost_working=was_up))
+
+    def _retry_delay_s(self, *, lost_working: bool) -> float:
+        spread_s = self._failover.spread_s
+        if lost_working and spread_s is not None:
+            return self._backoff.spread_s(spread_s)
+        return self._backoff.next_delay_s()
 
     def _on_connected(self, failing_since: float | None) -> None:
         self.connected = True
+        self.node = node_name(self._failover.nodes.current)
         if self._services.paths is not None:
             self._services.paths.up(self.name)
         self.connected_since_ms = self._clock.wall_ms()
         self._log.info(
             "uplink_up",
-            host=self._params.host,
-            port=self._params.port,
+            node=self.node,
             attempts=self._backoff.attempts,
             outage_s=None
             if failing_since is None
@@ -257,6 +288,7 @@ class Uplink:
                 routed=routed,
                 pending=await self._outbox.pending_count(self.name),
                 paths=paths.snapshot() if paths is not None else {self.name: "up"},
+                node=self.node,
             )
             payload = contract.heartbeat_payload(self._site, beat, at_ms=self._clock.wall_ms())
             await conn.publish(contract.heartbeat_topic(self._site), self._signed(payload))
