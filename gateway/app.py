@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -38,7 +39,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
-from gateway.rules.service import RulesService, Writer
+from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
@@ -170,22 +171,21 @@ class Gateway:
                 devices=refs,
                 emit=self.outbox.emit,
                 command=self.device_command,
+                flush=self.outbox.flush,
             )
         )
+        if self.rules is not None:  # the rules see every event once it is stored
+            self.outbox.on_stored = self.rules.on_stored
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
-            emit: Writer = self.outbox.emit
-            durable: Writer = self.outbox.append
-            if self.rules is not None:  # the rules see what the drivers store
-                emit, durable = self.rules.tap(emit), self.rules.tap(durable)
             ctx = DriverContext(
                 device=refs[device_id],
                 panic=self.latches,
-                emit=emit,
+                emit=self.outbox.emit,
                 clock_ms=self.clock.wall_ms,
                 drill=device.drill,
                 memory=self.store.log.memory(device_id),
-                store=durable,
+                store=self.outbox.append,
             )
             driver = build_driver(device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
@@ -268,7 +268,8 @@ class Gateway:
                             tg.create_task(uplink.run(), name=f"uplink:{uplink.name}")
                         for device_id, driver in self.drivers.items():
                             tg.create_task(
-                                driver.run(self._device_ready), name=f"driver:{device_id}"
+                                driver.run(functools.partial(self._device_ready, device_id)),
+                                name=f"driver:{device_id}",
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
                         tg.create_task(self.store.log.run(), name="store:recovery")
@@ -335,7 +336,9 @@ class Gateway:
         else:
             await self.drill_mode.stop(by=by)
 
-    def _device_ready(self) -> None:
+    def _device_ready(self, device_id: str) -> None:
+        if self.rules is not None:
+            self.rules.on_device_ready(device_id)
         self._ready_count += 1
         if self._ready_count == len(self.drivers):
             self.devices_ready.set()

@@ -128,13 +128,16 @@ async def test_a_socket_timer_across_a_restart_fires_exactly_once(db: Path) -> N
     # the restart: a new process (a new monotonic origin) on the same file
     clock = FakeClock(wall_ms=clock.wall_ms() + 30_000, monotonic=5.0)
     async with running(Gate(db, clock)) as gate:
+        # the driver's first poll: the socket is still empty
+        await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0, initial=True)
+        gate.engine.on_device_ready(SOCKETS.id)
         await clock.run_for(3 * 60)
         assert gate.types().count("bollard.not_reinserted") == 0
         await clock.run_for(60)
         expired = [e for e in gate.emitted if e.type == "bollard.not_reinserted"]
         assert len(expired) == 1
         assert expired[0].lane is Lane.ALARM
-        assert expired[0].data["socket"] == "sockets-1:socket-1"
+        assert expired[0].data["socket"] == "socket-1"
         await clock.run_for(3600)
     clock = FakeClock(wall_ms=clock.wall_ms() + 1_000, monotonic=7.0)
     async with running(Gate(db, clock)) as gate:  # fired is stored: never again

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -30,7 +31,7 @@ from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.ledger import Ledger
 from gateway.rules.patrol import PatrolPlan, PatrolTracker
 from gateway.rules.state import RulesState
-from gateway.rules.timers import DurableTimers
+from gateway.rules.timers import DurableTimers, socket_of, timer_key
 from gateway.rules.windows import (
     Action,
     CloseLedger,
@@ -50,6 +51,15 @@ OFFLINE_KIND = "device_offline"
 ACTION_TYPE = "rule.action"
 
 
+@dataclass(frozen=True, slots=True)
+class DevicePolled:
+    """A driver's first poll is done: what it found was queued ahead of this."""
+
+    device_id: str
+    flushed: bool = False
+    """The outbox was flushed since: what the poll found has reached the inbox."""
+
+
 class RulesEngine:
     def __init__(
         self,
@@ -61,8 +71,11 @@ class RulesEngine:
         *,
         emit: Emitter,
         command: Commander | None = None,
+        flush: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._clock = clock
+        self._flush = flush
+        """Commits what the outbox has queued (the events of a driver's first poll)."""
         self._devices = devices
         self._emit = emit
         self._command = command
@@ -82,7 +95,7 @@ class RulesEngine:
         self._patrols = [
             PatrolTracker(_patrol_plan(p, devices), state, calendar.tz) for p in rules.patrol
         ]
-        self._inbox: list[Event] = []
+        self._inbox: list[Event | DevicePolled] = []
         self._wake = asyncio.Event()
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
@@ -92,6 +105,12 @@ class RulesEngine:
     def on_stored(self, event: Event) -> None:
         """A driver's event was handed to the outbox: look at it soon (never blocks)."""
         self._inbox.append(event)
+        self._wake.set()
+
+    def on_device_ready(self, device_id: str) -> None:
+        """A driver's first poll is done (never blocks). A socket module reports only its empty
+        sockets then, so a stored timer whose socket it did not report is stopped unfired."""
+        self._inbox.append(DevicePolled(device_id))
         self._wake.set()
 
     # -- the task ------------------------------------------------------------------------------
@@ -107,8 +126,17 @@ class RulesEngine:
     async def step(self) -> None:
         """Take the queued events, then run every block's due checks."""
         inbox, self._inbox = self._inbox, []
-        for event in inbox:
-            await self._guarded(f"event {event.type}", self._take(event))
+        while inbox:
+            item = inbox.pop(0)
+            if isinstance(item, DevicePolled) and not item.flushed and self._flush is not None:
+                # The poll's events may still wait for the group commit: judge after them.
+                await self._guarded("outbox flush", self._flushed())
+                inbox += [*self._inbox, DevicePolled(item.device_id, flushed=True)]
+                self._inbox = []
+            elif isinstance(item, DevicePolled):
+                await self._guarded("device polled", self._polled(item.device_id))
+            else:
+                await self._guarded(f"event {item.type}", self._take(item))
         await self._guarded("checks", self._check())
 
     def next_wake_in_s(self) -> float | None:
@@ -137,6 +165,9 @@ class RulesEngine:
             for patrol in self._patrols:
                 await self._emit_all(patrol.on_card(reader_id, card, event.occurred_at_ms))
         elif kind == "device.offline":
+            for held in self._timers.held():
+                if held.device_id == device.id:  # its sockets cannot be read: assume still out
+                    self._timers.confirm(held.key)
             where = device.location or device.id
             _, events = self._ledger.open(
                 OFFLINE_KIND,
@@ -159,16 +190,28 @@ class RulesEngine:
         socket = str(event.data.get("socket"))
         out = self._sockets_out.setdefault(device.id, set())
         minutes = self._socket_minutes.get((device.id, socket))
-        key = f"{device.id}:{socket}"
+        key = timer_key(device.id, socket)
         if pulled:
             out.add(socket)
             if minutes is not None:
                 self._timers.start(key, device, minutes * 60)
+                self._timers.confirm(key)  # a timer held since the start: still out
         else:
             out.discard(socket)
             if minutes is not None:
                 await self._emit_all(self._timers.stop(key))
         await self._observe(device.id, "some_out" if out else "all_inserted")
+
+    async def _flushed(self) -> None:
+        assert self._flush is not None
+        await self._flush()
+
+    async def _polled(self, device_id: str) -> None:
+        out = self._sockets_out.get(device_id, set())
+        for record in [*self._timers.held(), *self._timers.latched()]:
+            if record.device_id == device_id and socket_of(record) not in out:
+                log.info("timer_socket_filled_meanwhile", key=record.key)
+                await self._emit_all(self._timers.stop(record.key))
 
     async def _observe(self, device_id: str, state: str) -> None:
         for rule in self._windows:

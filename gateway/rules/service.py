@@ -25,14 +25,12 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock
 from gateway.core.events import DeviceRef, Event
 from gateway.rules.calendar import SchoolCalendar
-from gateway.rules.engine import Commander, Emitter, RulesEngine
+from gateway.rules.engine import Commander, DevicePolled, Emitter, RulesEngine
 from gateway.rules.sqlite_state import SqliteRulesState
 
 log = structlog.get_logger(__name__)
 
 MAX_PENDING = 10_000
-
-Writer = Callable[[Event], Awaitable[Event]]
 
 
 class RulesService:
@@ -47,36 +45,39 @@ class RulesService:
         devices: Mapping[str, DeviceRef],
         emit: Emitter,
         command: Commander | None = None,
+        flush: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._rules = rules
+        self._flush = flush
         self._calendar = SchoolCalendar(load_calendar(rules.calendar_path(config_dir)), tz)
         self._store_path = store_path
         self._clock = clock
         self._devices = devices
         self._emit = emit
         self._command = command
-        self._pending: list[Event] = []
+        self._pending: list[Event | DevicePolled] = []
         self.dropped = 0
         self.engine: RulesEngine | None = None
 
     def on_stored(self, event: Event) -> None:
+        """The outbox stored `event` (its `on_stored` hook): to the engine, never blocking."""
+        self._take(event)
+
+    def on_device_ready(self, device_id: str) -> None:
+        """A driver's first poll is done (after the events it found)."""
+        self._take(DevicePolled(device_id))
+
+    def _take(self, item: Event | DevicePolled) -> None:
         if self.engine is not None:
-            self.engine.on_stored(event)
+            if isinstance(item, DevicePolled):
+                self.engine.on_device_ready(item.device_id)
+            else:
+                self.engine.on_stored(item)
             return
         if len(self._pending) >= MAX_PENDING:
             self._pending.pop(0)
             self.dropped += 1
-        self._pending.append(event)
-
-    def tap(self, write: Writer) -> Writer:
-        """`write` (the outbox's emit or append), and then the event to the rules."""
-
-        async def tapped(event: Event) -> Event:
-            stored = await write(event)
-            self.on_stored(stored)
-            return stored
-
-        return tapped
+        self._pending.append(item)
 
     async def run(self) -> None:
         state = await self._open_state()
@@ -89,11 +90,12 @@ class RulesService:
                 self._devices,
                 emit=self._emit,
                 command=self._command,
+                flush=self._flush,
             )
-            for event in self._pending:
-                engine.on_stored(event)
-            self._pending.clear()
             self.engine = engine
+            pending, self._pending = self._pending, []
+            for item in pending:
+                self._take(item)
             await engine.run()
         finally:
             state.close()
