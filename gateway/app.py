@@ -172,6 +172,7 @@ class Gateway:
                 emit=self.outbox.emit,
                 command=self.device_command,
                 flush=self.outbox.flush,
+                siren=self.latches.sound_siren,
             )
         )
         if self.rules is not None:  # the rules see every event once it is stored
@@ -286,7 +287,7 @@ class Gateway:
                             tg.create_task(self.guard_source.run(), name="guard:watch")
                             tg.create_task(self._serve_guard_page(), name="guard:page")
                         if self.rules is not None:
-                            tg.create_task(self.rules.run(), name="rules:engine")
+                            tg.create_task(self.rules.run(), name="rules")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:
                     pass

@@ -12,6 +12,7 @@ again here, so a file changed since then is refused at start-up with the same me
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from gateway.core.clock import Clock
 from gateway.core.events import DeviceRef, Event
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.engine import Commander, DevicePolled, Emitter, RulesEngine
+from gateway.rules.reactions import PanicReactions, Siren
 from gateway.rules.sqlite_state import SqliteRulesState
 
 log = structlog.get_logger(__name__)
@@ -46,9 +48,18 @@ class RulesService:
         emit: Emitter,
         command: Commander | None = None,
         flush: Callable[[], Awaitable[object]] | None = None,
+        siren: Siren | None = None,
     ) -> None:
         self._rules = rules
         self._flush = flush
+        self.reactions = (
+            None
+            if rules.panic is None or command is None or siren is None
+            else PanicReactions(
+                rules.panic, devices, clock, emit=emit, command=command, siren=siren
+            )
+        )
+        """Panic reactions: their own task, which needs no rule state (it never waits for it)."""
         self._calendar = SchoolCalendar(load_calendar(rules.calendar_path(config_dir)), tz)
         self._store_path = store_path
         self._clock = clock
@@ -61,6 +72,8 @@ class RulesService:
 
     def on_stored(self, event: Event) -> None:
         """The outbox stored `event` (its `on_stored` hook): to the engine, never blocking."""
+        if self.reactions is not None:
+            self.reactions.on_stored(event)
         self._take(event)
 
     def on_device_ready(self, device_id: str) -> None:
@@ -80,6 +93,12 @@ class RulesService:
         self._pending.append(item)
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            if self.reactions is not None:
+                tg.create_task(self.reactions.run(), name="rules:panic-reactions")
+            tg.create_task(self._run_engine(), name="rules:engine")
+
+    async def _run_engine(self) -> None:
         state = await self._open_state()
         try:
             engine = RulesEngine(
