@@ -166,6 +166,8 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ),
     ("access.tamper", Severity.MAJOR, DOORS, {"controller_seq": 7, "active": True}),
     ("access.tamper", Severity.INFO, DOORS, {"controller_seq": 8, "active": False}),
+    ("access.lockdown", Severity.INFO, DOORS, {"lockdown": True}),
+    ("access.lockdown", Severity.INFO, DOORS, {"lockdown": False}),
     (
         "access.clock_corrected",
         Severity.MINOR,

@@ -28,6 +28,7 @@ from edge_config.rules import PatrolConfig, RulesConfig, WindowRuleConfig
 from gateway.core.clock import Clock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.calendar import SchoolCalendar
+from gateway.rules.faults import ledger_action
 from gateway.rules.ledger import Ledger
 from gateway.rules.patrol import PatrolPlan, PatrolTracker
 from gateway.rules.state import RulesState
@@ -47,8 +48,9 @@ log = structlog.get_logger(__name__)
 
 Emitter = Callable[[Event], Awaitable[Event]]
 Commander = Callable[[str, str, Mapping[str, object]], Awaitable[dict[str, object]]]
-OFFLINE_KIND = "device_offline"
 ACTION_TYPE = "rule.action"
+LOCKDOWN_TYPE = "access.lockdown"
+LOCKED_DOWN, NOT_LOCKED_DOWN = "locked_down", "not_locked_down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,12 @@ class RulesEngine:
 
     async def run(self) -> None:
         log.info("rules_started", windows=len(self._windows), patrols=len(self._patrols))
+        # A controller cannot be asked whether it is locked down: until a confirmed command says
+        # so, it is judged as not locked down (a rule's action then locks it down again).
+        for device_id in sorted(
+            d.id for w in self._windows for d in w.spec.devices if d.kind == "access_controller"
+        ):
+            await self._guarded("lockdown unknown", self._observe(device_id, NOT_LOCKED_DOWN))
         while True:
             await self.step()
             self._wake.clear()
@@ -159,31 +167,24 @@ class RulesEngine:
             await self._socket(event, pulled=kind == "bollard.pulled")
         elif kind == "bollard.state":
             await self._observe(device.id, str(event.data.get("position")))
+        elif kind == LOCKDOWN_TYPE:
+            locked = event.data.get("lockdown") is True
+            await self._observe(device.id, LOCKED_DOWN if locked else NOT_LOCKED_DOWN)
         elif kind == "access.card" and event.data.get("reader") is not None:
             reader_id = f"{device.id}-r{event.data['reader']}"
             card = str(event.data.get("card", ""))
             for patrol in self._patrols:
                 await self._emit_all(patrol.on_card(reader_id, card, event.occurred_at_ms))
-        elif kind == "device.offline":
+        if kind == "device.offline" and device.kind == "access_controller":
+            # It may come back restarted, its lockdown lost: known again at the next command.
+            await self._observe(device.id, NOT_LOCKED_DOWN)
+        if kind == "device.offline":
             for held in self._timers.held():
                 if held.device_id == device.id:  # its sockets cannot be read: assume still out
                     self._timers.confirm(held.key)
-            where = device.location or device.id
-            _, events = self._ledger.open(
-                OFFLINE_KIND,
-                f"offline:{device.id}",
-                what=f"{device.id} ({device.kind}) does not answer: {event.data.get('error', '')}",
-                where=where,
-                at_ms=event.occurred_at_ms,
-            )
-            await self._emit_all(events)
-        elif kind == "device.online":
-            events = self._ledger.close_cleared(
-                f"offline:{device.id}",
-                evidence=f"{device.id} answered again",
-                at_ms=event.occurred_at_ms,
-            )
-            await self._emit_all(events)
+        fault = ledger_action(event)
+        if fault is not None:
+            await self._run_actions([fault])
 
     async def _socket(self, event: Event, *, pulled: bool) -> None:
         device = event.device
