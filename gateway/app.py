@@ -39,6 +39,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
+from gateway.rules.ledger import LedgerError
 from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
 from gateway.store.retention import Retention, RetentionPolicy
@@ -327,6 +328,11 @@ class Gateway:
         self, device_id: str, name: str, args: Mapping[str, object]
     ) -> dict[str, object]:
         return await self.drivers[device_id].command(name, args)
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
+        if self.rules is None:
+            raise LedgerError("this gateway has no [rules] section: it keeps no ledger")
+        await self.rules.close_ledger(entry_id, by=by, note=note)
 
     def devices_of_kind(self, kind: str) -> list[str]:
         return [d for d, device in self.config.devices.items() if device.kind == kind]

@@ -14,6 +14,7 @@ from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Severity, new_event
 from gateway.rules.engine import RulesEngine
 from gateway.rules.faults import ledger_action
+from gateway.rules.ledger import EntryAlreadyClosed, LedgerError
 from gateway.rules.windows import CloseLedger, OpenLedger
 
 GATEWAY = DeviceRef("gateway", "gateway")
@@ -141,3 +142,23 @@ async def test_an_access_controller_not_locked_down_outside_the_windows_is_locke
         await gate.feed(ACCESS, "device.offline", error="timeout")
         await clock.run_for(301)
         assert gate.types().count("rule.violation") == 2  # back, it may have lost it
+
+
+async def test_a_person_closes_an_entry_with_a_note_and_it_stays_closed(db: Path) -> None:
+    clock = FakeClock(wall_ms=wall(7, "09:00"))
+    async with running(Gate(db, clock)) as gate:
+        await gate.feed(BOLLARD, "bollard.fault", code=7)
+        entry = gate.emitted[0].data["entry"]
+        await clock.run_for(3600)
+        with pytest.raises(LedgerError, match="needs a note"):
+            await gate.engine.close_ledger(entry, by="Wang", note=" ")
+        await gate.engine.close_ledger(entry, by="Wang", note="controller board replaced")
+        closed = gate.emitted[-1]
+        assert closed.type == "ledger.closed"
+        assert closed.data["closed_by"] == "Wang"
+        assert closed.data["note"] == "controller board replaced"
+        assert closed.occurred_at_ms == wall(7, "10:00")
+        with pytest.raises(EntryAlreadyClosed):
+            await gate.engine.close_ledger(entry, by="Li", note="again")
+        await gate.feed(BOLLARD, "bollard.fault_cleared")  # nothing left open to close
+        assert gate.types() == ["ledger.opened", "ledger.closed"]

@@ -115,6 +115,14 @@ class RulesEngine:
         self._inbox.append(DevicePolled(device_id))
         self._wake.set()
 
+    async def close_ledger(self, entry_id: str, *, by: str, note: str) -> None:
+        """A person closes an entry (LedgerError says why not); `ledger.closed` records who,
+        when and the note."""
+        events = self._ledger.close_by_person(
+            entry_id, by=by, note=note, at_ms=self._clock.wall_ms()
+        )
+        await self._emit_all(events)
+
     # -- the task ------------------------------------------------------------------------------
 
     async def run(self) -> None:

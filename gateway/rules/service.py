@@ -27,6 +27,7 @@ from gateway.core.clock import Clock
 from gateway.core.events import DeviceRef, Event
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.engine import Commander, DevicePolled, Emitter, RulesEngine
+from gateway.rules.ledger import LedgerError
 from gateway.rules.reactions import PanicReactions, Siren
 from gateway.rules.sqlite_state import SqliteRulesState
 
@@ -91,6 +92,11 @@ class RulesService:
             self._pending.pop(0)
             self.dropped += 1
         self._pending.append(item)
+
+    async def close_ledger(self, entry_id: str, *, by: str, note: str) -> None:
+        if self.engine is None:
+            raise LedgerError("the rules' state is not open yet: try again in a moment")
+        await self.engine.close_ledger(entry_id, by=by, note=note)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
