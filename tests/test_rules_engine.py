@@ -297,13 +297,18 @@ async def test_a_bollard_put_back_while_the_gateway_was_off_fires_no_stored_time
         assert gate.state.timers() == []
 
 
-async def test_a_socket_still_empty_after_a_restart_fires_once_its_first_poll_says_so(
-    db: Path,
-) -> None:
+async def pulled_then_off_20_minutes(db: Path) -> FakeClock:
+    """socket-1 pulled, then the gateway off for 20 minutes: the clock of the next start."""
     clock = FakeClock(wall_ms=wall(7, "09:00"))
     async with running(Gate(db, clock)) as gate:
         await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0)
-    clock = FakeClock(wall_ms=clock.wall_ms() + 20 * 60_000, monotonic=4.0)
+    return FakeClock(wall_ms=clock.wall_ms() + 20 * 60_000, monotonic=4.0)
+
+
+async def test_a_socket_still_empty_after_a_restart_fires_once_its_first_poll_says_so(
+    db: Path,
+) -> None:
+    clock = await pulled_then_off_20_minutes(db)
     async with running(Gate(db, clock)) as gate:
         await clock.run_for(5)
         assert gate.types() == []  # held until the socket's state is read
@@ -318,10 +323,7 @@ async def test_a_socket_still_empty_after_a_restart_fires_once_its_first_poll_sa
 async def test_a_stored_timer_of_a_device_that_never_answers_fires_when_it_goes_offline(
     db: Path,
 ) -> None:
-    clock = FakeClock(wall_ms=wall(7, "09:00"))
-    async with running(Gate(db, clock)) as gate:
-        await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0)
-    clock = FakeClock(wall_ms=clock.wall_ms() + 20 * 60_000, monotonic=4.0)
+    clock = await pulled_then_off_20_minutes(db)
     async with running(Gate(db, clock)) as gate:
         await gate.feed(SOCKETS, "device.offline", error="timeout")
         assert "bollard.not_reinserted" in gate.types()  # cannot be read: assume still out

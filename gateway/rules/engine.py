@@ -76,8 +76,6 @@ class RulesEngine:
         flush: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._clock = clock
-        self._flush = flush
-        """Commits what the outbox has queued (the events of a driver's first poll)."""
         self._devices = devices
         self._emit = emit
         self._command = command
@@ -85,6 +83,8 @@ class RulesEngine:
         self._ledger = Ledger(
             state, calendar.tz, rules.ledger.repair_h, rules.ledger.default_repair_h
         )
+        self._flush = flush
+        """Commits what the outbox has queued (the events of a driver's first poll)."""
         self._windows = [
             WindowRule(_window_spec(w, devices), calendar, state, clock) for w in rules.window
         ]

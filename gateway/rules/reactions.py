@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -42,34 +42,26 @@ class SirenNotWired(Exception):
     """The box has no siren output configured."""
 
 
+@dataclass(eq=False)
 class PanicReactions:
-    def __init__(
-        self,
-        config: PanicConfig,
-        devices: Mapping[str, DeviceRef],
-        clock: Clock,
-        *,
-        emit: Emitter,
-        command: Commander,
-        siren: Siren,
-    ) -> None:
-        self._config = config
-        self._devices = devices
-        self._clock = clock
-        self._emit = emit
-        self._command = command
-        self._siren = siren
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.reacted = 0
-        """Alarms reacted to (all their actions reported)."""
+    config: PanicConfig
+    devices: Mapping[str, DeviceRef]
+    clock: Clock
+    _: KW_ONLY
+    emit: Emitter
+    command: Commander
+    siren: Siren
+    _queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue, init=False)
+    reacted: int = field(default=0, init=False)
+    """Alarms reacted to (all their actions reported)."""
 
     def on_stored(self, event: Event) -> None:
         """Every stored event (never blocks): a new panic alarm of a box that reacts is queued."""
         if event.type != PANIC_TYPE:
             return
-        if self._config.boxes and event.device.id not in self._config.boxes:
+        if self.config.boxes and event.device.id not in self.config.boxes:
             return
-        if event.drill and not self._config.during_drill:
+        if event.drill and not self.config.during_drill:
             log.info("panic_reaction_skipped", alarm_id=event.alarm_id, reason="drill")
             return
         self._queue.put_nowait(event)
@@ -80,7 +72,7 @@ class PanicReactions:
             alarm = await self._queue.get()
             log.warning("panic_reaction", alarm_id=alarm.alarm_id, box=alarm.device.id)
             async with asyncio.TaskGroup() as tg:
-                for n, action in enumerate(self._config.action):
+                for n, action in enumerate(self.config.action):
                     for device_id in action.devices:
                         tg.create_task(
                             self._act(alarm, device_id, action.command),
@@ -103,24 +95,24 @@ class PanicReactions:
             log.error("panic_reaction_failed", device=device_id, command=name, error=str(exc))
         event = new_event(
             ACTION_TYPE,
-            self._devices[device_id],
+            self.devices[device_id],
             severity=severity,
-            occurred_at_ms=self._clock.wall_ms(),
+            occurred_at_ms=self.clock.wall_ms(),
             data=data,
         )
         try:
             # It names the alarm it answers (receivers group them by `alarm_id`).
-            await self._emit(replace(event, alarm_id=alarm.alarm_id, drill=alarm.drill))
+            await self.emit(replace(event, alarm_id=alarm.alarm_id, drill=alarm.drill))
         except Exception as exc:  # the store refused: logged, the other actions go on
             log.error("panic_reaction_unreported", device=device_id, error=str(exc))
 
     async def _run(self, alarm: Event, device_id: str, name: str) -> dict[str, object]:
         if name != "siren":
-            return await self._command(device_id, name, {})
+            return await self.command(device_id, name, {})
         if device_id != alarm.device.id:  # another box's siren: its output, on
-            return await self._command(device_id, "siren", {"on": True})
+            return await self.command(device_id, "siren", {"on": True})
         # The alarm's own box: through its latch, or the latch's next change would silence it.
         assert alarm.alarm_id is not None
-        if not await self._siren(alarm.alarm_id):
+        if not await self.siren(alarm.alarm_id):
             raise SirenNotWired(f"{device_id} has no siren wired (siren_coil)")
         return {"siren": True}
