@@ -118,7 +118,7 @@ async def test_a_bad_request_is_refused_with_its_sentence(
 
 def test_the_rights_are_the_registry_s() -> None:
     assert {"alarms", "status"} == access.READ_OPS
-    assert {"reset"} == access.RESET_OPS
+    assert {"reset", "ledger_close"} == access.RESET_OPS
     assert {"command"} == access.DEVICE_OPS
     assert {op.right for op in LOCAL.values()} == {"read", "reset", "device"}
 
