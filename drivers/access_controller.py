@@ -127,6 +127,8 @@ class AccessController:
         if name in ("lockdown", "release_lockdown"):
             code = Code.LOCKDOWN if name == "lockdown" else Code.RELEASE_LOCKDOWN
             await self._command(code, b"")
+            # The controller cannot be asked later: its confirmed answer is the record.
+            await self._health.emit("access.lockdown", Severity.INFO, lockdown=name == "lockdown")
             return {"lockdown": name == "lockdown"}
         if name == "read_clock":
             controller_ms = await self._read_clock()

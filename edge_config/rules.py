@@ -13,6 +13,7 @@ Shape (docs/rules.md has a complete example):
   [[rules.patrol]]              id, checkpoints = [{device, reader}], rounds_required, latest,
                                 tolerance_s
   [rules.ledger]                default_repair_h, repair_h = {kind = hours}
+  [rules.panic]                 boxes, during_drill, [[rules.panic.action]] command, devices, args
 """
 
 from __future__ import annotations
@@ -32,9 +33,20 @@ from edge_config.fields import ConfigPath
 WINDOW_STATES: Mapping[str, tuple[str, ...]] = {
     "bollard": ("up", "down"),
     "bollard_sockets": ("all_inserted", "some_out"),
+    "access_controller": ("locked_down", "not_locked_down"),
 }
 """The device kinds a window rule can judge, and the states each reports (gateway.rules.engine
-derives them from the drivers' events). Access-controller lockdown is not judged yet."""
+derives them from the drivers' events). An access controller cannot be asked whether it is
+locked down: its state is what the last confirmed `lockdown` / `release_lockdown` said
+(`access.lockdown`), `not_locked_down` until then and after it was offline."""
+
+PANIC_COMMANDS: Mapping[str, tuple[str, ...]] = {
+    "bollard": ("emergency_raise", "raise"),
+    "access_controller": ("lockdown",),
+    "alarm_box": ("siren",),
+}
+"""What a panic reaction may do to each device kind (the drivers' commands; `siren` is the
+latch's: the box's siren sounds for that alarm until it is reset or a guard silences it)."""
 
 
 class RuleCommand(Strict):
@@ -98,12 +110,30 @@ class LedgerConfig(Strict):
     repair_h: dict[Ident, float] = Field(default_factory=dict)
 
 
+class PanicAction(Strict):
+    command: str = Field(min_length=1, max_length=40)
+    devices: list[Ident] = Field(min_length=1)
+
+
+class PanicConfig(Strict):
+    """What happens when a panic alarm latches (after it is stored; never before)."""
+
+    boxes: list[Ident] = Field(
+        default_factory=list, description="alarm boxes whose alarms trigger it; empty: every box"
+    )
+    during_drill: bool = Field(
+        default=False, description="also for an alarm marked as a drill (default: not)"
+    )
+    action: list[PanicAction] = Field(min_length=1)
+
+
 class RulesConfig(Strict):
     calendar_file: ConfigPath
     window: list[WindowRuleConfig] = Field(default_factory=list)
     socket_timer: list[SocketTimerConfig] = Field(default_factory=list)
     patrol: list[PatrolConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()
+    panic: PanicConfig | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RulesConfig:
@@ -143,6 +173,29 @@ def rules_errors(rules: RulesConfig, devices: Mapping[str, Any], config_dir: Pat
                 errors.append(f"{where}.device: {point.device!r} is not an access_controller")
             elif point.reader not in device.readers:
                 errors.append(f"{where}.reader: {point.device!r} has no reader {point.reader}")
+    if rules.panic is not None:
+        errors += _panic_errors(rules.panic, devices)
+    return errors
+
+
+def _panic_errors(panic: PanicConfig, devices: Mapping[str, Any]) -> list[str]:
+    errors = [
+        f"rules.panic.boxes: {box!r} is not an alarm_box"
+        for box in panic.boxes
+        if getattr(devices.get(box), "kind", None) != "alarm_box"
+    ]
+    for n, action in enumerate(panic.action):
+        for device_id in action.devices:
+            device = devices.get(device_id)
+            kind = getattr(device, "kind", None)
+            if kind is None:
+                errors.append(f"rules.panic.action[{n}].devices: no device {device_id!r}")
+            elif action.command not in PANIC_COMMANDS.get(kind, ()):
+                can = ", ".join(f"{k}: {'/'.join(c)}" for k, c in PANIC_COMMANDS.items())
+                errors.append(
+                    f"rules.panic.action[{n}].command: {action.command!r} is not for a {kind}"
+                    f" ({device_id!r}); a reaction can do {can}"
+                )
     return errors
 
 

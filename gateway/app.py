@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -39,7 +40,8 @@ from gateway.core.changes import ChangeCounter
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
-from gateway.rules.service import RulesService, Writer
+from gateway.rules.ledger import LedgerError
+from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
@@ -191,22 +193,22 @@ class Gateway:
                 emit=self.outbox.emit,
                 command=self.device_command,
                 changed=self.changes.bump,
+                flush=self.outbox.flush,
+                siren=self.latches.sound_siren,
             )
         )
+        if self.rules is not None:  # the rules see every event once it is stored
+            self.outbox.on_stored = self.rules.on_stored
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
-            emit: Writer = self.outbox.emit
-            durable: Writer = self.outbox.append
-            if self.rules is not None:  # the rules see what the drivers store
-                emit, durable = self.rules.tap(emit), self.rules.tap(durable)
             ctx = DriverContext(
                 device=refs[device_id],
                 panic=self.latches,
-                emit=emit,
+                emit=self.outbox.emit,
                 clock_ms=self.clock.wall_ms,
                 drill=device.drill,
                 memory=self.store.log.memory(device_id),
-                store=durable,
+                store=self.outbox.append,
                 changed=self.changes.bump,
             )
             driver = build_driver(device, self.lines[device.line], ctx)
@@ -300,7 +302,8 @@ class Gateway:
                             tg.create_task(uplink.run(), name=f"uplink:{uplink.name}")
                         for device_id, driver in self.drivers.items():
                             tg.create_task(
-                                driver.run(self._device_ready), name=f"driver:{device_id}"
+                                driver.run(functools.partial(self._device_ready, device_id)),
+                                name=f"driver:{device_id}",
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
                         tg.create_task(self.store.log.run(), name="store:recovery")
@@ -317,7 +320,7 @@ class Gateway:
                             tg.create_task(self.guard_source.run(), name="guard:watch")
                             tg.create_task(self._serve_guard_page(), name="guard:page")
                         if self.rules is not None:
-                            tg.create_task(self.rules.run(), name="rules:engine")
+                            tg.create_task(self.rules.run(), name="rules")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:
                     pass
@@ -358,6 +361,11 @@ class Gateway:
     ) -> dict[str, object]:
         return await self.drivers[device_id].command(name, args)
 
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
+        if self.rules is None:
+            raise LedgerError("this gateway has no [rules] section: it keeps no ledger")
+        await self.rules.close_ledger(entry_id, by=by, note=note)
+
     def devices_of_kind(self, kind: str) -> list[str]:
         return [d for d, device in self.config.devices.items() if device.kind == kind]
 
@@ -367,7 +375,9 @@ class Gateway:
         else:
             await self.drill_mode.stop(by=by)
 
-    def _device_ready(self) -> None:
+    def _device_ready(self, device_id: str) -> None:
+        if self.rules is not None:
+            self.rules.on_device_ready(device_id)
         self._ready_count += 1
         if self._ready_count == len(self.drivers):
             self.devices_ready.set()

@@ -472,6 +472,28 @@ commissioning.register(schoolgate)  # doctor, scan
 rules_commands.register(schoolgate)  # calendar, ledger
 
 
+def cmd_ledger_close(args: argparse.Namespace) -> int:
+    request: dict[str, object] = {"op": "ledger_close", "entry": args.entry, "note": args.note}
+    if args.by:
+        request["by"] = args.by
+    answer = _control(args, request)
+    print(f"ledger entry {answer.get('entry')} closed by {answer.get('closed_by')}")
+    return 0
+
+
+_ledger_group = schoolgate.commands["ledger"]
+assert isinstance(_ledger_group, click.Group)
+
+
+@_ledger_group.command("close", help="close an open ledger entry by hand (the daemon records it)")
+@click.argument("entry")
+@click.option("--note", required=True, help="what was done (the repair, or why it is closed)")
+@click.option("--by", help="who closes it (default: your user name)")
+@_config
+def _ledger_close(**kwargs: Any) -> int:
+    return _call(cmd_ledger_close, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`schoolgate` (and `python -m gateway`): the command's exit status. A usage error prints
     click's message and exits 2, as argparse did; Ctrl-C ends with 130 and no traceback."""

@@ -166,6 +166,8 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ),
     ("access.tamper", Severity.MAJOR, DOORS, {"controller_seq": 7, "active": True}),
     ("access.tamper", Severity.INFO, DOORS, {"controller_seq": 8, "active": False}),
+    ("access.lockdown", Severity.INFO, DOORS, {"lockdown": True}),
+    ("access.lockdown", Severity.INFO, DOORS, {"lockdown": False}),
     (
         "access.clock_corrected",
         Severity.MINOR,
@@ -674,6 +676,8 @@ COMMAND_ARGS: list[tuple[str, dict[str, Any]]] = [
     ("time.set", {"time": "2026-11-24T00:15:05Z"}),
     ("replay", {"from_seq": 1, "to_seq": 42}),
     ("replay", {"from_seq": 7, "to_seq": 7 + 9_999}),
+    ("ledger.close", {"entry": "20261124-001", "note": "cable replaced"}),
+    ("ledger.close", {"entry": "20261124-001", "note": "cable replaced", "by": "Bureau Zhao"}),
 ]
 
 
@@ -715,6 +719,9 @@ class Target:
         return {"bollard": ["bollard_1"], "access_controller": ["gate_doors"]}.get(kind, [])
 
     async def drill(self, *, start: bool, minutes: int, by: str) -> None:
+        pass
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
         pass
 
 

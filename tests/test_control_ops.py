@@ -21,6 +21,7 @@ from gateway.commands.control import Peer, RequestError
 from gateway.commands.local_ops import LocalOps
 from gateway.commands.registry import LOCAL
 from gateway.core import contract
+from gateway.rules.ledger import EntryNotFound
 
 ME = Peer(pid=os.getpid(), uid=os.getuid(), gid=os.getgid())
 
@@ -31,6 +32,7 @@ class Target:
 
     resets: list[tuple[str, str, int]] = field(default_factory=list)
     commands: list[tuple[str, str, Mapping[str, object]]] = field(default_factory=list)
+    closed: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def site(self) -> contract.Site:
@@ -49,6 +51,11 @@ class Target:
 
     def has_device(self, device_id: str) -> bool:
         return device_id == "box"
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
+        if entry_id != "20261124-001":
+            raise EntryNotFound(f"no ledger entry {entry_id!r}")
+        self.closed.append((entry_id, by, note))
 
     async def device_command(
         self, device_id: str, name: str, args: Mapping[str, object]
@@ -72,6 +79,9 @@ async def test_each_op_of_the_registry_answers() -> None:
         "command": await ops(target).handle(
             {"op": "command", "device": "box", "name": "lamp", "args": {"on": True}}, ME
         ),
+        "ledger_close": await ops(target).handle(
+            {"op": "ledger_close", "entry": "20261124-001", "note": "cable replaced"}, ME
+        ),
     }
     assert set(answers) == set(LOCAL)
     assert answers["alarms"]["alarms"][0]["raised_at"].endswith("+08:00")
@@ -79,12 +89,16 @@ async def test_each_op_of_the_registry_answers() -> None:
     assert answers["reset"] == {"reset": "a-1"}
     assert target.resets == [("a-1", "gateway console", ME.uid)]
     assert answers["command"] == {"device": "box", "result": {"done": "lamp"}}
+    assert answers["ledger_close"] == {"entry": "20261124-001", "closed_by": ME.user}
+    assert target.closed == [("20261124-001", ME.user, "cable replaced")]
 
 
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
-        ({"op": "fly"}, "unknown op 'fly' (alarms, reset, command, status)"),
+        ({"op": "fly"}, "unknown op 'fly' (alarms, reset, command, status, ledger_close)"),
+        ({"op": "ledger_close", "entry": "20261124-001"}, "ledger_close needs a note"),
+        ({"op": "ledger_close", "entry": "x", "note": "done"}, "no ledger entry 'x'"),
         ({"op": "status", "verbose": True}, "unknown field(s) ['verbose']; this op takes none"),
         ({"op": "reset", "alarm_id": 7}, "reset needs a string alarm_id"),
         ({"op": "reset", "alarm_id": "a-1", "by": "x" * 201}, "by is a name"),
@@ -104,7 +118,7 @@ async def test_a_bad_request_is_refused_with_its_sentence(
 
 def test_the_rights_are_the_registry_s() -> None:
     assert {"alarms", "status"} == access.READ_OPS
-    assert {"reset"} == access.RESET_OPS
+    assert {"reset", "ledger_close"} == access.RESET_OPS
     assert {"command"} == access.DEVICE_OPS
     assert {op.right for op in LOCAL.values()} == {"read", "reset", "device"}
 

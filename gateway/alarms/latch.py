@@ -65,6 +65,10 @@ class Latch:
     """A guard silenced the box's siren for this alarm: who and when (restored from its event);
     None: not silenced."""
 
+    siren_asked: bool = False
+    """A panic reaction sounds the siren for this alarm (not restored after a restart: the
+    reaction's own `rule.action` event records it)."""
+
     @property
     def siren_silenced(self) -> bool:
         return self.siren_silenced_at_ms is not None
@@ -260,6 +264,15 @@ class AlarmLatches:
         await self._show(device_id)
         return [latch.alarm_id for latch in latches]
 
+    async def sound_siren(self, alarm_id: str) -> bool:
+        """A panic reaction (gateway.rules.reactions): the box's siren sounds for this open alarm
+        until it is reset or a guard silences it. False when the box has no siren wired."""
+        latch = self._open.get(alarm_id)
+        if latch is None:
+            raise UnknownAlarm(alarm_id)
+        latch.siren_asked = True
+        return await self._show(latch.device_id)
+
     async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
         """A broker acknowledged (PUBACK) these seqs. When it is the `ack_destination`'s and one
         is an open alarm's `alarm.panic` or `alarm.escalated`, its lamp goes from fast to slow
@@ -426,18 +439,21 @@ class AlarmLatches:
             alarm_id=latch.alarm_id,
         )
 
-    async def _show(self, device_id: str) -> None:
+    async def _show(self, device_id: str) -> bool:
         """The lamp shows the box's newest open alarm (latches are kept in the order raised);
-        the siren sounds while any of its open alarms is escalated. Every change of a latch
-        ends here, so this is also where the watchers are told."""
+        the siren sounds while any of its open alarms is escalated (or a reaction asked for it).
+        Every change of a latch ends here, so this is also where the watchers are told.
+        Returns whether the box has a siren wired."""
         self._changed()
         latches = [latch for latch in self._open.values() if latch.device_id == device_id]
         lamp = latches[-1].lamp if latches else OutputPattern.OFF
-        sounding = self._escalate_siren and any(
-            latch.escalated and not latch.siren_silenced for latch in latches
+        sounding = any(
+            (latch.siren_asked or (self._escalate_siren and latch.escalated))
+            and not latch.siren_silenced
+            for latch in latches
         )
         await self._drive(device_id, "lamp", lamp)
-        await self._drive(
+        return await self._drive(
             device_id, "siren", OutputPattern.STEADY if sounding else OutputPattern.OFF
         )
 

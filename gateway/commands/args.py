@@ -190,6 +190,14 @@ class ReplayArgs(Args):
         return self
 
 
+class LedgerCloseArgs(Args):
+    schema_name: ClassVar[str] = "ledger_close_args"
+    entry: Text = Field(description="the ledger entry's id, e.g. 20261124-003")
+    note: Text = Field(description="what was done (the repair, or why it is closed)")
+    by: Text = Field(default="", description="the person; default: the issuer")
+    """"" (never valid when sent): not given."""
+
+
 # -- the control socket's requests (the fields besides "op") -------------------------------------
 
 
@@ -209,6 +217,18 @@ class ResetRequest(Request):
     alarm_id: Annotated[Text, Field(max_length=MAX_NAME)]
     by: Name | None = None
     """None or "": the gateway console."""
+
+
+class LedgerCloseRequest(Request):
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "entry": "ledger_close needs an entry id",
+        "note": "ledger_close needs a note saying what was done",
+        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
+    }
+    entry: Annotated[Text, Field(max_length=MAX_NAME)]
+    note: Annotated[Text, Field(max_length=2000)]
+    by: Name | None = None
+    """None or "": the asking user (as the operating system says)."""
 
 
 class DeviceRequest(Request):

@@ -18,9 +18,10 @@ import structlog
 
 from drivers.base import DriverError
 from gateway.alarms.latch import Latch, UnknownAlarm
-from gateway.commands.args import DeviceRequest, NoFields, ResetRequest
+from gateway.commands.args import DeviceRequest, LedgerCloseRequest, NoFields, ResetRequest
 from gateway.commands.control import Peer, RequestError
 from gateway.core import contract
+from gateway.rules.ledger import LedgerError
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,8 @@ class ControlTarget(Protocol):
     async def device_command(
         self, device_id: str, name: str, args: Mapping[str, object]
     ) -> dict[str, object]: ...
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None: ...
 
 
 async def alarms(target: ControlTarget, request: NoFields, peer: Peer) -> Answer:
@@ -93,3 +96,13 @@ async def command(target: ControlTarget, request: DeviceRequest, peer: Peer) -> 
         **peer.fields(),
     )
     return {"device": device_id, "result": result}
+
+
+async def ledger_close(target: ControlTarget, request: LedgerCloseRequest, peer: Peer) -> Answer:
+    by = request.by or peer.user
+    try:
+        await target.ledger_close(request.entry, by=by, note=request.note)
+    except LedgerError as exc:
+        raise RequestError(str(exc)) from None
+    log.info("ledger_closed_by_hand", entry=request.entry, by=by, **peer.fields())
+    return {"entry": request.entry, "closed_by": by}

@@ -30,6 +30,8 @@ from gateway.commands.args import (
     DeviceRequest,
     DrillStartArgs,
     DrillStopArgs,
+    LedgerCloseArgs,
+    LedgerCloseRequest,
     LockdownArgs,
     NoFields,
     ReplayArgs,
@@ -107,6 +109,13 @@ _REMOTE: tuple[RemoteCommand[Any], ...] = (
         "time.set", TimeArgs, remote.time_set, RECEIVER, "set the access controllers' clocks"
     ),
     RemoteCommand(
+        "ledger.close",
+        LedgerCloseArgs,
+        remote.ledger_close,
+        RECEIVER,
+        "close a fault-ledger entry (the bureau signs off a repair)",
+    ),
+    RemoteCommand(
         "replay", ReplayArgs, remote.replay, RECEIVER, "send a range of seqs again to the asker"
     ),
 )
@@ -116,6 +125,9 @@ _LOCAL: tuple[LocalOp[Any], ...] = (
     LocalOp("reset", ResetRequest, local.reset, "reset", "reset a latched alarm"),
     LocalOp("command", DeviceRequest, local.command, "device", "a device command"),
     LocalOp("status", NoFields, local.status, "read", "paths, devices, alarms, commands"),
+    LocalOp(
+        "ledger_close", LedgerCloseRequest, local.ledger_close, "reset", "close a ledger entry"
+    ),
 )
 
 

@@ -103,12 +103,20 @@ def register(group: click.Group) -> None:
     def calendar_command(config: Path, day: str | None) -> int:
         return run_calendar(config, day)
 
-    @group.command("ledger", help="the fault ledger, read from the store file")
+    @group.group(
+        "ledger",
+        help="the fault ledger, read from the store file (`ledger close ID` closes an entry)",
+        invoke_without_command=True,
+    )
     @config_option
     @click.option("--open", "open_only", is_flag=True, help="only entries still open")
     @click.option("--json", "as_json", is_flag=True, help="as JSON")
-    def ledger_command(config: Path, open_only: bool, as_json: bool) -> int:
-        return run_ledger(config, open_only=open_only, as_json=as_json)
+    @click.pass_context
+    def ledger_command(ctx: click.Context, config: Path, open_only: bool, as_json: bool) -> int:
+        if ctx.invoked_subcommand is not None:
+            return 0  # `close` (gateway.cli adds it: it asks the daemon)
+        ctx.exit(run_ledger(config, open_only=open_only, as_json=as_json))
+        return 0
 
 
 def _default_config() -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -30,10 +31,11 @@ from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.calendar import SchoolCalendar
+from gateway.rules.faults import ledger_action
 from gateway.rules.ledger import Ledger
 from gateway.rules.patrol import PatrolPlan, PatrolTracker
 from gateway.rules.state import RulesState
-from gateway.rules.timers import DurableTimers
+from gateway.rules.timers import DurableTimers, socket_of, timer_key
 from gateway.rules.today import RulesToday, rules_today
 from gateway.rules.windows import (
     Action,
@@ -50,8 +52,18 @@ log = structlog.get_logger(__name__)
 
 Emitter = Callable[[Event], Awaitable[Event]]
 Commander = Callable[[str, str, Mapping[str, object]], Awaitable[dict[str, object]]]
-OFFLINE_KIND = "device_offline"
 ACTION_TYPE = "rule.action"
+LOCKDOWN_TYPE = "access.lockdown"
+LOCKED_DOWN, NOT_LOCKED_DOWN = "locked_down", "not_locked_down"
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePolled:
+    """A driver's first poll is done: what it found was queued ahead of this."""
+
+    device_id: str
+    flushed: bool = False
+    """The outbox was flushed since: what the poll found has reached the inbox."""
 
 
 class RulesEngine:
@@ -66,6 +78,7 @@ class RulesEngine:
         emit: Emitter,
         command: Commander | None = None,
         changed: Callable[[], None] = nothing_changed,
+        flush: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._clock = clock
         self._devices = devices
@@ -75,6 +88,8 @@ class RulesEngine:
         self._ledger = Ledger(
             state, calendar.tz, rules.ledger.repair_h, rules.ledger.default_repair_h
         )
+        self._flush = flush
+        """Commits what the outbox has queued (the events of a driver's first poll)."""
         self._windows = [
             WindowRule(_window_spec(w, devices), calendar, state, clock) for w in rules.window
         ]
@@ -87,7 +102,7 @@ class RulesEngine:
         self._patrols = [
             PatrolTracker(_patrol_plan(p, devices), state, calendar.tz) for p in rules.patrol
         ]
-        self._inbox: list[Event] = []
+        self._inbox: list[Event | DevicePolled] = []
         self._wake = asyncio.Event()
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
@@ -103,10 +118,30 @@ class RulesEngine:
         self._inbox.append(event)
         self._wake.set()
 
+    def on_device_ready(self, device_id: str) -> None:
+        """A driver's first poll is done (never blocks). A socket module reports only its empty
+        sockets then, so a stored timer whose socket it did not report is stopped unfired."""
+        self._inbox.append(DevicePolled(device_id))
+        self._wake.set()
+
+    async def close_ledger(self, entry_id: str, *, by: str, note: str) -> None:
+        """A person closes an entry (LedgerError says why not); `ledger.closed` records who,
+        when and the note."""
+        events = self._ledger.close_by_person(
+            entry_id, by=by, note=note, at_ms=self._clock.wall_ms()
+        )
+        await self._emit_all(events)
+
     # -- the task ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         log.info("rules_started", windows=len(self._windows), patrols=len(self._patrols))
+        # A controller cannot be asked whether it is locked down: until a confirmed command says
+        # so, it is judged as not locked down (a rule's action then locks it down again).
+        for device_id in sorted(
+            d.id for w in self._windows for d in w.spec.devices if d.kind == "access_controller"
+        ):
+            await self._guarded("lockdown unknown", self._observe(device_id, NOT_LOCKED_DOWN))
         while True:
             await self.step()
             self._changed()  # a step may change what `today()` says
@@ -117,8 +152,17 @@ class RulesEngine:
     async def step(self) -> None:
         """Take the queued events, then run every block's due checks."""
         inbox, self._inbox = self._inbox, []
-        for event in inbox:
-            await self._guarded(f"event {event.type}", self._take(event))
+        while inbox:
+            item = inbox.pop(0)
+            if isinstance(item, DevicePolled) and not item.flushed and self._flush is not None:
+                # The poll's events may still wait for the group commit: judge after them.
+                await self._guarded("outbox flush", self._flushed())
+                inbox += [*self._inbox, DevicePolled(item.device_id, flushed=True)]
+                self._inbox = []
+            elif isinstance(item, DevicePolled):
+                await self._guarded("device polled", self._polled(item.device_id))
+            else:
+                await self._guarded(f"event {item.type}", self._take(item))
         await self._guarded("checks", self._check())
 
     def today(self) -> RulesToday:
@@ -145,44 +189,52 @@ class RulesEngine:
             await self._socket(event, pulled=kind == "bollard.pulled")
         elif kind == "bollard.state":
             await self._observe(device.id, str(event.data.get("position")))
+        elif kind == LOCKDOWN_TYPE:
+            locked = event.data.get("lockdown") is True
+            await self._observe(device.id, LOCKED_DOWN if locked else NOT_LOCKED_DOWN)
         elif kind == "access.card" and event.data.get("reader") is not None:
             reader_id = f"{device.id}-r{event.data['reader']}"
             card = str(event.data.get("card", ""))
             for patrol in self._patrols:
                 await self._emit_all(patrol.on_card(reader_id, card, event.occurred_at_ms))
-        elif kind == "device.offline":
-            where = device.location or device.id
-            _, events = self._ledger.open(
-                OFFLINE_KIND,
-                f"offline:{device.id}",
-                what=f"{device.id} ({device.kind}) does not answer: {event.data.get('error', '')}",
-                where=where,
-                at_ms=event.occurred_at_ms,
-            )
-            await self._emit_all(events)
-        elif kind == "device.online":
-            events = self._ledger.close_cleared(
-                f"offline:{device.id}",
-                evidence=f"{device.id} answered again",
-                at_ms=event.occurred_at_ms,
-            )
-            await self._emit_all(events)
+        if kind == "device.offline" and device.kind == "access_controller":
+            # It may come back restarted, its lockdown lost: known again at the next command.
+            await self._observe(device.id, NOT_LOCKED_DOWN)
+        if kind == "device.offline":
+            for held in self._timers.held():
+                if held.device_id == device.id:  # its sockets cannot be read: assume still out
+                    self._timers.confirm(held.key)
+        fault = ledger_action(event)
+        if fault is not None:
+            await self._run_actions([fault])
 
     async def _socket(self, event: Event, *, pulled: bool) -> None:
         device = event.device
         socket = str(event.data.get("socket"))
         out = self._sockets_out.setdefault(device.id, set())
         minutes = self._socket_minutes.get((device.id, socket))
-        key = f"{device.id}:{socket}"
+        key = timer_key(device.id, socket)
         if pulled:
             out.add(socket)
             if minutes is not None:
                 self._timers.start(key, device, minutes * 60)
+                self._timers.confirm(key)  # a timer held since the start: still out
         else:
             out.discard(socket)
             if minutes is not None:
                 await self._emit_all(self._timers.stop(key))
         await self._observe(device.id, "some_out" if out else "all_inserted")
+
+    async def _flushed(self) -> None:
+        assert self._flush is not None
+        await self._flush()
+
+    async def _polled(self, device_id: str) -> None:
+        out = self._sockets_out.get(device_id, set())
+        for record in [*self._timers.held(), *self._timers.latched()]:
+            if record.device_id == device_id and socket_of(record) not in out:
+                log.info("timer_socket_filled_meanwhile", key=record.key)
+                await self._emit_all(self._timers.stop(record.key))
 
     async def _observe(self, device_id: str, state: str) -> None:
         for rule in self._windows:

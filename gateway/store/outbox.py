@@ -12,8 +12,10 @@ senders (`delivery`), talk MQTT (`uplink`), evict (`retention`) or decide what a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+
+import structlog
 
 from gateway.core import contract
 from gateway.core.clock import Clock, SystemClock, wait_until_set
@@ -23,6 +25,8 @@ from gateway.store.delivery import Deliveries
 from gateway.store.log import DurableLog, StorageNotice
 from gateway.store.routing import Router
 from gateway.store.sql import EventRow
+
+log = structlog.get_logger(__name__)
 
 GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")
 _MAX_BATCH = 2000
@@ -67,6 +71,8 @@ class Outbox:
         self._has_queued = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        self.on_stored: Callable[[Event], None] | None = None
+        """Told of every event once it is stored (the rules read them); it must only queue."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -140,11 +146,21 @@ class Outbox:
             for event, destinations in stamped:
                 for name in destinations:
                     self._queue.queued(name, event.lane)
+            self._tell(event for event, _ in stamped)
             if stored is None:
                 stored = [event for event, _ in stamped]
             # A fault the write ran into goes right behind the batch (to memory, by then).
             items, self._notices = self._notices, []
         return stored or []
+
+    def _tell(self, events: Iterable[Event]) -> None:
+        if self.on_stored is None:
+            return
+        for event in events:
+            try:
+                self.on_stored(event)
+            except Exception as exc:  # a reader's bug must not stop the store
+                log.error("on_stored_failed", type=event.type, error=repr(exc))
 
     def _stamp(self, items: list[_Item]) -> list[tuple[Event, list[str]]]:
         stamped = []
