@@ -34,6 +34,7 @@ from drivers.base import (
     DriverError,
     LineError,
 )
+from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
@@ -263,8 +264,16 @@ class ModbusLine:
             opened = await self._client.connect()
             honour_dropped_cancel()  # connect waits with asyncio.wait_for too (gateway.core.cancel)
             if not opened:
-                raise LineError(f"cannot open line {self.name} ({self._target})")
+                raise LineError(f"cannot open line {self.name} ({self._target}){self._why()}")
         return self._client
+
+    def _why(self) -> str:
+        """pymodbus only logs why a serial port would not open (and we silence its log): ask
+        the port ourselves, so the line's one failure message names the reason and the fix."""
+        if not isinstance(self._config, ModbusRtuLine):
+            return ""
+        reason = port_check.open_failure(self._config.port)
+        return "" if reason is None else f": {reason}"
 
     def _make_client(self) -> ModbusBaseClient:
         cfg = self._config
