@@ -68,7 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _refuse(args.config, exc) from None
     config = loaded.config
-    logsetup.configure(fmt=args.log_format, level=args.log_level)
+    logsetup.configure(
+        fmt=args.log_format, level=args.log_level, tz=ZoneInfo(config.site.timezone)
+    )
     for warning in loaded.warnings:
         structlog.get_logger("gateway.cli").warning("config_warning", warning=warning)
     from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` fast and light
