@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import contextlib
+import errno
 import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
@@ -41,6 +41,8 @@ from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.core.cancel import honour_dropped_cancel
 
 T = TypeVar("T")
+ReadTap = Callable[[int, str, int, Sequence[int]], None]
+"""`(unit, table, address, values)` of a read that succeeded; bits come as bools (0 / 1)."""
 
 _MIN_GAP_S = 0.00175
 """Modbus over serial line spec 2.5.1.1: above 19200 baud t3.5 is fixed at 1.75 ms."""
@@ -96,6 +98,8 @@ class ModbusLine:
             self._gap_s = 0.0  # TCP frames are delimited by the MBAP header, no silence needed
             self._target = f"{config.host}:{config.port}"
             self._defuse = defuse_tcp
+        self.tap: ReadTap | None = None
+        """Told every read that succeeded (`schoolgate watch`); must not block or raise."""
         self._last_activity = 0.0
         """Monotonic time of the last byte seen or transaction ended; the gap counts from here."""
         self._rx_seen = False
@@ -172,6 +176,7 @@ class ModbusLine:
             lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
             lambda r: _bits(r, count),
             priority,
+            read=("discrete_input", address),
         )
 
     async def read_coils(
@@ -182,6 +187,7 @@ class ModbusLine:
             lambda c: c.read_coils(address, count=count, device_id=unit),
             lambda r: _bits(r, count),
             priority,
+            read=("coil", address),
         )
 
     async def read_input_registers(
@@ -192,6 +198,7 @@ class ModbusLine:
             lambda c: c.read_input_registers(address, count=count, device_id=unit),
             lambda r: _registers(r, count),
             priority,
+            read=("input_register", address),
         )
 
     async def read_holding_registers(
@@ -202,6 +209,7 @@ class ModbusLine:
             lambda c: c.read_holding_registers(address, count=count, device_id=unit),
             lambda r: _registers(r, count),
             priority,
+            read=("holding_register", address),
         )
 
     async def write_coil(
@@ -226,6 +234,7 @@ class ModbusLine:
         call: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]],
         parse: Callable[[ModbusPDU], T],
         priority: int,
+        read: tuple[str, int] | None = None,
     ) -> T:
         if not 0 <= unit <= 247:
             raise ValueError(f"unit id {unit} outside 0..247")
@@ -252,6 +261,8 @@ class ModbusLine:
                 raise
             if self._failing:
                 self._note_ok(unit)
+            if read is not None and self.tap is not None:
+                self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
             return result
 
     async def _ensure_open(self) -> ModbusBaseClient:

@@ -136,6 +136,7 @@ def encode_event_body(site: Site, event: Event) -> bytes:
         "severity": str(event.severity),
         "occurred_at": iso_ms(event.occurred_at_ms, site.tz),
         "drill": event.drill,
+        "test": event.test,
         "data": event.data,
     }
     if event.alarm_id is not None:

@@ -50,6 +50,7 @@ class Outbox:
         batch_delay_ms: int = 50,
         signer: Callable[[bytes], bytes] | None = None,
         drill: Callable[[], bool] | None = None,
+        test: Callable[[], bool] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._log = log
@@ -59,6 +60,8 @@ class Outbox:
         """Signs an event's stored body once (gateway.core.auth.sign_payload, the gateway key)."""
         self._drill = drill
         """True while a drill runs: every event stored meanwhile is marked `drill`."""
+        self._test = test
+        """True in test mode (gateway.alarms.test_mode): every event stored is marked `test`."""
         self._site = site
         self._router = router
         self._batch_delay_s = batch_delay_ms / 1000
@@ -149,9 +152,12 @@ class Outbox:
     def _stamp(self, items: list[_Item]) -> list[tuple[Event, list[str]]]:
         stamped = []
         drill = self._drill is not None and self._drill()
+        test = self._test is not None and self._test()
         for item in items:
             seq = self._log.next_seq()
-            event = replace(item.event, seq=seq, drill=item.event.drill or drill)
+            event = replace(
+                item.event, seq=seq, drill=item.event.drill or drill, test=item.event.test or test
+            )
             stamped.append((event, item.destinations))
         return stamped
 

@@ -41,6 +41,7 @@ class Storage:
         recover_interval_s: float = 1.0,
         signer: Callable[[bytes], bytes] | None = None,
         drill: Callable[[], bool] | None = None,
+        test: Callable[[], bool] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.log = DurableLog(
@@ -59,6 +60,7 @@ class Storage:
             batch_delay_ms=batch_delay_ms,
             signer=signer,
             drill=drill,
+            test=test,
             clock=clock,
         )
         self.log.on_notice = self.outbox.notice
