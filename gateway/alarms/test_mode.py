@@ -65,6 +65,8 @@ class TestMode:
         self._until_ms: int | None = None
         """When test mode ends, wall ms of the injected clock (what is stored)."""
         self._changed = asyncio.Event()
+        self.ended = asyncio.Event()
+        """Set once an end is announced (stored); cleared by a start."""
 
     @property
     def until_ms(self) -> int | None:
@@ -74,11 +76,16 @@ class TestMode:
         return self._until_ms is not None and self._clock.wall_ms() < self._until_ms
 
     async def restore(self) -> None:
-        """Read the stored end time (at start-up). One already past is ended by `run()`."""
+        """Read the stored end time (at start-up, before the drivers run). One that passed
+        while the gateway was down is ended (and announced) here, so nothing is marked."""
         stored = await self._memory.recall(UNTIL_KEY)
         self._until_ms = stored or None
-        if self._until_ms is not None:
-            log.warning("test_mode_restored", until=self._at(self._until_ms))
+        if self._until_ms is None:
+            return
+        if not self.active():
+            await self.stop(by="timer")
+            return
+        log.warning("test_mode_restored", until=self._at(self._until_ms))
         self._changed.set()
 
     async def start(self, *, minutes: int, by: str) -> int:
@@ -95,19 +102,22 @@ class TestMode:
         await self._store("gateway.test_started", by=by, minutes=minutes, until=self._at(until_ms))
         await self._memory.remember(UNTIL_KEY, until_ms)
         self._until_ms = until_ms
+        self.ended.clear()
         self._changed.set()
         log.warning("test_mode_started", minutes=minutes, by=by, until=self._at(until_ms))
         return until_ms
 
     async def stop(self, *, by: str) -> None:
-        """Unmark, then announce."""
+        """Unmark, then announce, then forget the stored end: a stop cut short by a shutdown
+        is announced again at the next start rather than never."""
         if self._until_ms is None:
             raise TestModeError("test mode is not on")
         self._until_ms = None
-        await self._memory.remember(UNTIL_KEY, 0)
         self._changed.set()
         log.warning("test_mode_stopped", by=by)
         await self._store("gateway.test_stopped", by=by)
+        await self._memory.remember(UNTIL_KEY, 0)
+        self.ended.set()
 
     async def run(self) -> None:
         """End test mode when its time is up (on the injected clock); woken by start or stop."""
