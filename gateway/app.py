@@ -488,7 +488,7 @@ class Gateway:
             },
             "open_alarms": len(self.latches.open_alarms),
             "devices_ready": self.devices_ready.is_set(),
-            "test_mode": None
+            "test_mode_until": None
             if not self.test_mode.active() or self.test_mode.until_ms is None
             else contract.iso_ms(self.test_mode.until_ms, self.site.tz),
         }

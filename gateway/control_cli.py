@@ -106,6 +106,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"ready: NO (alarm box offline: {', '.join(offline_boxes)})")
     else:
         print("ready: not yet (not every device has answered once)")
+    if answer.get("test_mode_until"):
+        print(f"TEST MODE until {answer['test_mode_until']}: every event is marked test")
     print(f"open alarms: {answer.get('open_alarms', 0)}")
     for device_id, device in _mapping(answer.get("devices")).items():
         print(_device_line(device_id, _mapping(device)))
