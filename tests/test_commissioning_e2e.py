@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -178,18 +179,32 @@ async def test_watch_shows_a_press_as_read_and_ends_cleanly(
             assert await proc.wait() == 130
             assert b"Traceback" not in err
 
-        async with watching(gateway) as proc:  # rich output, then the reader goes away
-            assert proc.stdout is not None
-            header = await proc.stdout.readline()
+        # Rich output, then the reader goes away (as `schoolgate watch | head -1` does).
+        read_end, write_end = os.pipe()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "watch",
+            "-c",
+            str(gateway.config),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.close(write_end)
+        try:
+            header = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 4096), 15)
             assert b"watching * (Ctrl-C to stop)" in header
-            proc.stdout.feed_eof()
-            transport = proc._transport
-            pipe = transport.get_pipe_transport(1)
-            assert pipe is not None
-            pipe.close()
+        finally:
+            os.close(read_end)
+        try:
             await module.pulse(0, 150)  # something to write into the closed pipe
             assert proc.stderr is not None
             async with asyncio.timeout(15):
                 err = await proc.stderr.read()
                 code = await proc.wait()
-            assert code == 1 and b"Traceback" not in err, err
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert code == 1 and b"Traceback" not in err, err

@@ -100,7 +100,7 @@ async def test_stop_by_hand_and_the_refusals(tmp_path: Path) -> None:
     async with gate(tmp_path / "o.db", clock) as (_store, mode):
         with pytest.raises(TestModeError, match="not on"):
             await mode.stop(by="installer")
-        with pytest.raises(TestModeError, match="minutes must be 1..240"):
+        with pytest.raises(TestModeError, match=r"minutes must be 1\.\.240"):
             await mode.start(minutes=241, by="installer")
         await mode.start(minutes=30, by="installer")
         with pytest.raises(
