@@ -63,7 +63,8 @@ def test_the_tree_has_every_documented_command() -> None:
     assert {("run",), ("check-config",), ("outbox", "export"), ("keys", "sign-command")} <= paths
     assert {("doctor",), ("scan",)} <= paths
     assert {("calendar",), ("ledger",)} <= paths
-    assert len(paths) == 21
+    assert {("watch",), ("test", "start"), ("test", "stop"), ("test", "report")} <= paths
+    assert len(paths) == 26
 
 
 @pytest.mark.parametrize(
