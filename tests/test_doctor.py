@@ -222,7 +222,7 @@ async def test_broken_config_stops_early_with_a_fix(tmp_path: Path) -> None:
     report = await doctor(config)
     # The service's environment is read first (so the config sees its secrets), then nothing
     # after the config.
-    assert [s.section for s in report.steps][0] == "environment"
+    assert report.steps[0].section == "environment"
     assert {s.section for s in report.steps[1:]} == {"config"}
     first = report.find("config")[0]
     assert first.fix.startswith("edit destinations in") or "edit" in first.fix
