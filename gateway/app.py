@@ -45,6 +45,7 @@ from gateway.guard_source import DaemonGuardSource
 from gateway.rules.service import RulesService, Writer
 from gateway.security import Security, load_security
 from gateway.store import sql
+from gateway.store.outbox import Marks
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
 from gateway.store.storage import Storage
@@ -121,8 +122,10 @@ class Gateway:
             batch_delay_ms=config.store.batch_delay_ms,
             spill_limit=config.store.memory_limit_events,
             signer=None if self.security is None else self.sign,
-            drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
-            test=lambda: self.test_mode.active(),  # noqa: PLW0108 - test_mode comes next
+            marks=Marks(  # both modes are made next: lambdas, asked at each stamp
+                drill=lambda: self.drill_mode.active(),  # noqa: PLW0108
+                test=lambda: self.test_mode.active(),  # noqa: PLW0108
+            ),
             clock=self.clock,
         )
         self.outbox = self.store.outbox

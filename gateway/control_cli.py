@@ -71,16 +71,21 @@ def _delivery_line(alarm: dict[str, Any]) -> str:
     return f"{', '.join(places)}; {ack}"
 
 
-def cmd_alarms(args: argparse.Namespace) -> int:
-    answer = _control(args, {"op": "alarms"})
-    alarms = answer.get("alarms")
+def _listed(args: argparse.Namespace, op: str, key: str, none: str) -> list[Any] | None:
+    """The list `key` of the op's answer; printed as JSON (with --json) or `none` when it is
+    empty, and None returned: nothing more to print."""
+    items = _control(args, {"op": op}).get(key)
     if args.json:
-        print(json.dumps(alarms, ensure_ascii=False))
-        return 0
-    if not isinstance(alarms, list) or not alarms:
-        print("no latched alarms")
-        return 0
-    for alarm in alarms:
+        print(json.dumps(items, ensure_ascii=False))
+        return None
+    if not isinstance(items, list) or not items:
+        print(none)
+        return None
+    return items
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    for alarm in _listed(args, "alarms", "alarms", "no latched alarms") or []:
         print(
             f"{alarm['alarm_id']}  {alarm['device']} button {alarm['button']}  "
             f"since {alarm['raised_at']}  presses {alarm['presses']}"
@@ -161,67 +166,82 @@ _config_option = click.option(
 _key_values = click.argument("args", nargs=-1, metavar="[KEY=VALUE]...")
 
 
+def _add(
+    group: click.Group,
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace], int],
+    *options: Callable[[Callable[..., int]], Callable[..., int]],
+) -> None:
+    """`group NAME [options] -c FILE` running `func` on the namespace of its words."""
+
+    def run(**kwargs: Any) -> int:
+        return _call(func, **kwargs)
+
+    command: Any = run
+    decorators: list[Callable[[Any], Any]] = [*options, _config_option]
+    for option in reversed(decorators):
+        command = option(command)
+    group.command(name, help=help)(command)
+
+
+_JSON = click.option("--json", is_flag=True, help="the daemon's answer as JSON")
+_BY = click.option("--by", help="who (recorded; default: your user name)")
+
+
 def register(group: click.Group) -> None:
     """Add the control-socket commands to the `schoolgate` group (its command class)."""
-
-    @group.command("reset", help="reset (unlatch) a panic alarm by its id, or a unique start of it")
-    @click.argument("alarm_id")
-    @click.option("--by", help="who resets it (recorded in the alarm.reset event)")
-    @_config_option
-    def _reset(**kwargs: Any) -> int:
-        return _call(cmd_reset, **kwargs)
-
-    @group.command(
-        "alarms", help="the latched panic alarms: stored, at which brokers, acknowledged by whom"
+    _add(
+        group,
+        "reset",
+        "reset (unlatch) a panic alarm by its id, or a unique start of it",
+        cmd_reset,
+        click.argument("alarm_id"),
+        click.option("--by", help="who resets it (recorded in the alarm.reset event)"),
     )
-    @click.option("--json", is_flag=True, help="the daemon's answer as JSON")
-    @_config_option
-    def _alarms(**kwargs: Any) -> int:
-        return _call(cmd_alarms, **kwargs)
-
-    @group.command("status", help="paths, devices, open alarms and commands of the daemon")
-    @click.option("--json", is_flag=True, help="the daemon's answer as JSON")
-    @_config_option
-    def _status(**kwargs: Any) -> int:
-        return _call(cmd_status, **kwargs)
-
-    @group.command("command", help="send a command to a device (e.g. `box lamp on=true`)")
-    @click.argument("device")
-    @click.argument("name")
-    @_key_values
-    @_config_option
-    def _command(**kwargs: Any) -> int:
-        return _call(cmd_command, **kwargs)
+    _add(
+        group,
+        "alarms",
+        "the latched panic alarms: stored, at which brokers, acknowledged by whom",
+        cmd_alarms,
+        _JSON,
+    )
+    _add(
+        group, "status", "paths, devices, open alarms and commands of the daemon", cmd_status, _JSON
+    )
+    _add(
+        group,
+        "command",
+        "send a command to a device (e.g. `box lamp on=true`)",
+        cmd_command,
+        click.argument("device"),
+        click.argument("name"),
+        _key_values,
+    )
 
     @group.group("test")
-    def _test() -> None:
+    def test() -> None:
         """test mode and the walk test: presses are marked `test`, timed hop by hop"""
 
-    @_test.command("start", help="put the gate in test mode for N minutes (receivers are told)")
-    @click.option("--minutes", type=click.IntRange(1, 240), default=30, show_default=True)
-    @click.option("--by", help="who runs the test (default: your user name)")
-    @_config_option
-    def _test_start(**kwargs: Any) -> int:
-        return _call(cmd_test_start, **kwargs)
-
-    @_test.command("stop", help="end test mode now (receivers are told)")
-    @click.option("--by", help="who ends it (default: your user name)")
-    @_config_option
-    def _test_stop(**kwargs: Any) -> int:
-        return _call(cmd_test_stop, **kwargs)
-
-    @_test.command("report", help="each press of the last test, timed hop by hop")
-    @click.option("--json", is_flag=True, help="the daemon's answer as JSON")
-    @_config_option
-    def _test_report(**kwargs: Any) -> int:
-        return _call(cmd_test_report, **kwargs)
-
-    @group.command("watch", help="live inputs, registers and events as the daemon reads them")
-    @click.argument("device", required=False)
-    @click.option("--json", is_flag=True, help="one JSON object per line")
-    @_config_option
-    def _watch(**kwargs: Any) -> int:
-        return _call(cmd_watch, **kwargs)
+    minutes = click.option("--minutes", type=click.IntRange(1, 240), default=30, show_default=True)
+    _add(
+        test,
+        "start",
+        "put the gate in test mode for N minutes (receivers are told)",
+        cmd_test_start,
+        minutes,
+        _BY,
+    )
+    _add(test, "stop", "end test mode now (receivers are told)", cmd_test_stop, _BY)
+    _add(test, "report", "each press of the last test, timed hop by hop", cmd_test_report, _JSON)
+    _add(
+        group,
+        "watch",
+        "live inputs, registers and events as the daemon reads them",
+        cmd_watch,
+        click.argument("device", required=False),
+        click.option("--json", is_flag=True, help="one JSON object per line"),
+    )
 
 
 # -- test mode --------------------------------------------------------------------------------
@@ -272,14 +292,8 @@ def render_receipt(number: int, press: dict[str, Any]) -> list[str]:
 
 
 def cmd_test_report(args: argparse.Namespace) -> int:
-    answer = _control(args, {"op": "test.report"})
-    presses = answer.get("presses")
-    if args.json:
-        print(json.dumps(presses, ensure_ascii=False))
-        return 0
-    if not isinstance(presses, list) or not presses:
-        print("no test presses (start one with `schoolgate test start`, then press a button)")
-        return 0
+    none = "no test presses (start one with `schoolgate test start`, then press a button)"
+    presses = _listed(args, "test.report", "presses", none) or []
     for number, press in enumerate(presses, start=1):
         print("\n".join(render_receipt(number, _mapping(press))))
     return 0

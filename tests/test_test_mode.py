@@ -23,6 +23,7 @@ from gateway.core import contract
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Severity, new_event
 from gateway.store import sql
+from gateway.store.outbox import Marks
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 
@@ -49,7 +50,7 @@ async def gate(path: Path, clock: FakeClock) -> AsyncIterator[tuple[Storage, Tes
         path,
         SITE,
         ROUTES,
-        test=lambda: mode.active(),  # noqa: PLW0108 - made next
+        marks=Marks(test=lambda: mode.active()),  # noqa: PLW0108 - made next
         clock=clock,
     ) as store:
         mode = TestMode(store.outbox, store.log.memory("gateway"), SITE, clock=clock)

@@ -18,10 +18,10 @@ from typing import Protocol
 
 import structlog
 
+from gateway.alarms.drill import gateway_notice
 from gateway.core import contract
 from gateway.core.clock import Clock, wait_until_set
-from gateway.core.events import Event, Severity, new_event
-from gateway.store.outbox import GATEWAY_DEVICE
+from gateway.core.events import Event
 from gateway.store.records import EventWriter
 
 log = structlog.get_logger(__name__)
@@ -57,10 +57,8 @@ class TestMode:
         clock: Clock,
         minute_ms: int = 60_000,
     ) -> None:
-        self._outbox = outbox
-        self._memory = memory
-        self._site = site
-        self._clock = clock
+        self._outbox, self._memory, self._clock = outbox, memory, clock
+        self._tz = site.tz
         self._minute_ms = minute_ms
         self._until_ms: int | None = None
         """When test mode ends, wall ms of the injected clock (what is stored)."""
@@ -132,16 +130,10 @@ class TestMode:
             await wait_until_set(self._changed, self._clock, timeout_s)
 
     def _at(self, ms: int) -> str:
-        return contract.iso_ms(ms, self._site.tz)
+        return contract.iso_ms(ms, self._tz)
 
     async def _store(self, event_type: str, **data: object) -> Event:
-        event = new_event(
-            event_type,
-            GATEWAY_DEVICE,
-            severity=Severity.INFO,
-            occurred_at_ms=self._clock.wall_ms(),
-            data=dict(data),
-        )
+        event = gateway_notice(event_type, self._clock.wall_ms(), data)
         # Marked by hand: the start is stored before test mode is on, the stop after it is off,
         # and both belong to the test.
         return await self._outbox.append(replace(event, test=True))

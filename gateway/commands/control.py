@@ -238,23 +238,12 @@ async def _pump(
 
 
 async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """One request, its one answer (ControlError when refused or unanswered)."""
+    answers = stream(path, body, timeout_s=timeout_s)
     try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_unix_connection(str(path), limit=_MAX_REQUEST)
-    except (OSError, TimeoutError) as exc:
-        raise ControlError(
-            f"the gateway is not running (no control socket at {path}): {exc}"
-        ) from exc
-    try:
-        writer.write(json.dumps(body).encode() + b"\n")
-        await writer.drain()
-        async with asyncio.timeout(timeout_s):
-            line = await reader.readline()
-    except (OSError, TimeoutError) as exc:
-        raise ControlError(f"no answer from the gateway at {path}: {exc}") from exc
+        answer = await anext(answers)
     finally:
-        writer.close()
-    answer = _answer(line)
+        await answers.aclose()
     if not answer.get("ok"):
         raise ControlError(str(answer.get("error", "refused")))
     return answer
@@ -263,9 +252,9 @@ async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -
 async def stream(
     path: Path, body: dict[str, Any], *, timeout_s: float = 5.0
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """A streaming op (`watch`): the answer line first, then each line the daemon sends, until
-    it closes the connection (ControlError then: the daemon stopped). Closing the generator
-    closes the connection, which ends the daemon's side too."""
+    """The answer line first; for a streaming op (`watch`) then each line the daemon sends,
+    until it closes the connection (ControlError then: the daemon stopped). Closing the
+    generator closes the connection, which ends the daemon's side too."""
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_unix_connection(str(path), limit=_MAX_REQUEST)
