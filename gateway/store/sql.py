@@ -335,14 +335,17 @@ def test_receipts(db: sqlite3.Connection) -> list[dict[str, object]]:
     ).fetchone()
     if since < 0:
         return []
+    # The mark is read from the stored body in Python, for the few presses of one test (no
+    # query parses the payload: the columns are what queries use).
     presses = db.execute(
-        "SELECT seq, type, alarm_id, device_id, button, occurred_at_ms, stored_at_ms FROM events"
-        f" WHERE seq > ? AND type IN ({_ALARM_TYPES_SQL}) AND json_extract(body, '$.test') = 1"
-        " ORDER BY seq",
+        "SELECT seq, type, alarm_id, device_id, button, occurred_at_ms, stored_at_ms, body"
+        f" FROM events WHERE seq > ? AND type IN ({_ALARM_TYPES_SQL}) ORDER BY seq",
         (since,),
     ).fetchall()
     receipts: list[dict[str, object]] = []
-    for seq, type_, alarm_id, device_id, button, seen_ms, stored_ms in presses:
+    for seq, type_, alarm_id, device_id, button, seen_ms, stored_ms, body in presses:
+        if json.loads(body).get("test") is not True:
+            continue
         sent = dict(
             db.execute(
                 "SELECT destination, sent_at_ms FROM deliveries WHERE seq = ? ORDER BY destination",
@@ -350,7 +353,7 @@ def test_receipts(db: sqlite3.Connection) -> list[dict[str, object]]:
             ).fetchall()
         )
         ack = db.execute(
-            "SELECT occurred_at_ms, json_extract(body, '$.data.by') FROM events"
+            "SELECT occurred_at_ms, body FROM events"
             " WHERE type = 'alarm.acknowledged' AND alarm_id = ? ORDER BY seq LIMIT 1",
             (alarm_id,),
         ).fetchone()
@@ -365,7 +368,7 @@ def test_receipts(db: sqlite3.Connection) -> list[dict[str, object]]:
                 "stored_ms": stored_ms,
                 "sent_ms": sent,
                 "acked_ms": None if ack is None else ack[0],
-                "acked_by": None if ack is None else ack[1],
+                "acked_by": None if ack is None else json.loads(ack[1])["data"].get("by"),
             }
         )
     return receipts
