@@ -110,8 +110,9 @@ async def test_walk_test_status_alarms_and_reset_by_prefix(
 
 @asynccontextmanager
 async def watching(
-    gateway: GatewayProcess, *words: str
+    gateway: GatewayProcess, *words: str, stdout: int = asyncio.subprocess.PIPE
 ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`schoolgate watch WORDS` as a process of its own, killed if the test leaves it running."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -120,7 +121,7 @@ async def watching(
         *words,
         "-c",
         str(gateway.config),
-        stdout=asyncio.subprocess.PIPE,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -181,30 +182,16 @@ async def test_watch_shows_a_press_as_read_and_ends_cleanly(
 
         # Rich output, then the reader goes away (as `schoolgate watch | head -1` does).
         read_end, write_end = os.pipe()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "watch",
-            "-c",
-            str(gateway.config),
-            stdout=write_end,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        os.close(write_end)
-        try:
-            header = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 4096), 15)
-            assert b"watching * (Ctrl-C to stop)" in header
-        finally:
-            os.close(read_end)
-        try:
+        async with watching(gateway, stdout=write_end) as proc:
+            os.close(write_end)
+            try:
+                header = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 4096), 15)
+                assert b"watching * (Ctrl-C to stop)" in header
+            finally:
+                os.close(read_end)
             await module.pulse(0, 150)  # something to write into the closed pipe
             assert proc.stderr is not None
             async with asyncio.timeout(15):
                 err = await proc.stderr.read()
                 code = await proc.wait()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
         assert code == 1 and b"Traceback" not in err, err
