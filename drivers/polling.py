@@ -59,6 +59,12 @@ class DeviceHealth:
         self._last_ok = time.monotonic()
         self.polls = 0
         self.failures = 0
+        self.last_answer_ms: int | None = None
+        """Wall ms of the device's last answer (what `schoolgate status` shows)."""
+        self.since_ms: int | None = None
+        """Wall ms since when `online` has been what it is (None until the first poll)."""
+        self.last_error = ""
+        """The last failure's sentence ("" once the device answers again)."""
 
     async def emit(self, event_type: str, severity: Severity, **data: Any) -> Event:
         return await self._ctx.emit(
@@ -75,8 +81,11 @@ class DeviceHealth:
     async def answered(self) -> None:
         self.polls += 1
         self._last_ok = time.monotonic()
+        self.last_answer_ms = self._ctx.clock_ms()
+        self.last_error = ""
         if self.online is not True:
             was, self.online = self.online, True
+            self.since_ms = self.last_answer_ms
             self._ctx.changed()
             if was is False:
                 self._log.info("device_online")
@@ -84,9 +93,11 @@ class DeviceHealth:
 
     async def failed(self, exc: DriverError) -> None:
         self.failures += 1
+        self.last_error = str(exc)
         silent_s = time.monotonic() - self._last_ok
         if self.online is not False and silent_s * 1000 >= self._offline_after_ms:
             self.online = False
+            self.since_ms = self._ctx.clock_ms()
             self._ctx.changed()
             self._log.warning("device_offline", error=str(exc), silent_s=round(silent_s, 3))
             await self.emit("device.offline", Severity.MAJOR, error=str(exc))

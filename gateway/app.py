@@ -14,7 +14,7 @@ import functools
 import gc
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,24 +25,30 @@ from drivers.alarm_box import AlarmBox
 from drivers.base import Driver, DriverContext
 from drivers.kinds import build_driver
 from drivers.lines import Line, make_line
+from drivers.lines.modbus import ModbusLine
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway import sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
+from gateway.alarms.test_mode import TestMode
 from gateway.commands import control
 from gateway.commands.access import ControlAccess
 from gateway.commands.handlers import Commands
 from gateway.commands.local_ops import LocalOps
+from gateway.commands.watch import WatchHub
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.core.changes import ChangeCounter
 from gateway.core.clock import SystemClock
-from gateway.core.events import DeviceRef
+from gateway.core.events import DeviceRef, Event
+from gateway.device_state import alarm_delivery, device_states
 from gateway.guard_source import DaemonGuardSource
 from gateway.rules.ledger import LedgerError
 from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
+from gateway.store import sql
+from gateway.store.outbox import Marks
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
 from gateway.store.storage import Storage
@@ -135,11 +141,17 @@ class Gateway:
             batch_delay_ms=config.store.batch_delay_ms,
             spill_limit=config.store.memory_limit_events,
             signer=None if self.security is None else self.sign,
-            drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
+            marks=Marks(  # both modes are made next: lambdas, asked at each stamp
+                drill=lambda: self.drill_mode.active(),  # noqa: PLW0108
+                test=lambda: self.test_mode.active(),  # noqa: PLW0108
+            ),
             clock=self.clock,
         )
         self.outbox = self.store.outbox
         self.drill_mode = Drill(self.outbox, clock=self.clock)
+        self.test_mode = TestMode(
+            self.outbox, self.store.log.memory("gateway"), self.site, clock=self.clock
+        )
         store = config.store
         self.retention = Retention(
             self.store.maintenance,
@@ -180,6 +192,18 @@ class Gateway:
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
         }
+        self.watch_hub = WatchHub(
+            {
+                (device.line, unit): device_id
+                for device_id, device in config.devices.items()
+                if isinstance(unit := getattr(device, "unit_id", None), int)
+            },
+            self.site.tz,
+            self.clock.wall_ms,
+        )
+        for name, line in self.lines.items():
+            if isinstance(line, ModbusLine):
+                line.tap = self.watch_hub.line_tap(name)
         self.rules = (
             None
             if config.rules is None
@@ -197,8 +221,8 @@ class Gateway:
                 siren=self.latches.sound_siren,
             )
         )
-        if self.rules is not None:  # the rules see every event once it is stored
-            self.outbox.on_stored = self.rules.on_stored
+        # The rules and the installer's `watch` see every event once it is stored.
+        self.outbox.on_stored = self._on_stored
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
             ctx = DriverContext(
@@ -277,6 +301,7 @@ class Gateway:
         try:
             async with self.store, contextlib.AsyncExitStack() as stack:
                 await self.latches.restore()
+                await self.test_mode.restore()
                 await stack.enter_async_context(
                     control.serve(self.config.control_socket, self.handle_control)
                 )
@@ -314,6 +339,7 @@ class Gateway:
                         tg.create_task(self.latches.run(), name="latches:escalation")
                         tg.create_task(self.paths.run(), name="paths:supervision")
                         tg.create_task(self.drill_mode.run(), name="drill:timer")
+                        tg.create_task(self.test_mode.run(), name="test-mode:timer")
                         tg.create_task(self.retention.run(), name="outbox:retention")
                         tg.create_task(self._watchdog(), name="watchdog")
                         if self.guard_source is not None:
@@ -429,7 +455,9 @@ class Gateway:
             sdnotify.notify("WATCHDOG=1")
             await self.clock.sleep(interval)
 
-    async def handle_control(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
+    async def handle_control(
+        self, request: dict[str, Any], peer: control.Peer
+    ) -> dict[str, Any] | control.Stream:
         """One control-socket request: gateway.commands.local_ops dispatches it."""
         return await self.control_ops.handle(request, peer)
 
@@ -446,8 +474,38 @@ class Gateway:
     def has_device(self, device_id: str) -> bool:
         return device_id in self.drivers
 
+    async def test_mode_start(self, *, minutes: int, by: str) -> int:
+        return await self.test_mode.start(minutes=minutes, by=by)
+
+    async def test_mode_stop(self, *, by: str) -> None:
+        await self.test_mode.stop(by=by)
+
+    async def test_receipts(self) -> list[dict[str, Any]]:
+        return await self.store.log.call(sql.test_receipts)
+
+    def watch(self, device: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        return self.watch_hub.subscribe(device)
+
+    def _on_stored(self, event: Event) -> None:
+        if self.rules is not None:
+            self.rules.on_stored(event)
+        if event.device.id in self.config.devices:  # a device's events, alarms included
+            self.watch_hub.event(event)
+
+    async def alarm_delivery(self, alarm_ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+        return await alarm_delivery(self.store.alarms, list(self.config.destinations), alarm_ids)
+
     def status_report(self) -> dict[str, Any]:
+        devices = device_states(self.config, self.drivers, self.site.tz)
+        offline_boxes = [
+            device_id
+            for device_id, state in devices.items()
+            if state["kind"] == "alarm_box" and state["online"] is not True
+        ]
         return {
+            "devices": devices,
+            "ready": self.devices_ready.is_set() and not offline_boxes,
+            "offline_alarm_boxes": offline_boxes,
             "uplinks": {
                 u.name: {"connected": u.connected, "node": u.node, "sent": u.sent_count}
                 for u in self.uplinks
@@ -471,4 +529,7 @@ class Gateway:
             },
             "open_alarms": len(self.latches.open_alarms),
             "devices_ready": self.devices_ready.is_set(),
+            "test_mode_until": None
+            if not self.test_mode.active() or self.test_mode.until_ms is None
+            else contract.iso_ms(self.test_mode.until_ms, self.site.tz),
         }

@@ -63,7 +63,8 @@ def test_the_tree_has_every_documented_command() -> None:
     assert {("run",), ("check-config",), ("outbox", "export"), ("keys", "sign-command")} <= paths
     assert {("doctor",), ("scan",)} <= paths
     assert {("calendar",), ("ledger",), ("ledger", "close")} <= paths
-    assert len(paths) == 22
+    assert {("watch",), ("test", "start"), ("test", "stop"), ("test", "report")} <= paths
+    assert len(paths) == 27
 
 
 @pytest.mark.parametrize(

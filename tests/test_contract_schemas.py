@@ -242,6 +242,13 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ("gateway.path_up", Severity.INFO, GATEWAY, {"destination": "police", "down_s": 61.5}),
     ("gateway.drill_started", Severity.INFO, GATEWAY, {"by": "Officer Li", "minutes": 60}),
     ("gateway.drill_stopped", Severity.INFO, GATEWAY, {"by": "Officer Li"}),
+    (
+        "gateway.test_started",
+        Severity.INFO,
+        GATEWAY,
+        {"by": "installer", "minutes": 30, "until": "2026-11-24T08:45:02.137+08:00"},
+    ),
+    ("gateway.test_stopped", Severity.INFO, GATEWAY, {"by": "timer"}),
 ]
 
 PAYLOAD_TYPES = {"heartbeat", "command.result"}
@@ -258,7 +265,9 @@ def make_event(row: tuple[str, Severity, DeviceRef, dict[str, Any]], seq: int = 
         data=data,
         alarm_id=ALARM_ID if event_type.startswith("alarm.") else None,
     )
-    return dataclasses.replace(event, seq=seq)  # the outbox gives the seq when it stores
+    # The outbox gives the seq when it stores, and marks what test mode stores (its own
+    # start and stop announcements included) as a test.
+    return dataclasses.replace(event, seq=seq, test=event_type.startswith("gateway.test_"))
 
 
 def wire(event: Event, *, historical: bool = False, attempt: int = 1) -> tuple[str, bytes]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
@@ -34,12 +34,15 @@ from drivers.base import (
     DriverError,
     LineError,
 )
+from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.core.cancel import honour_dropped_cancel
 
 T = TypeVar("T")
+ReadTap = Callable[[int, str, int, Sequence[int]], None]
+"""`(unit, table, address, values)` of a read that succeeded; bits come as bools (0 / 1)."""
 
 _MIN_GAP_S = 0.00175
 """Modbus over serial line spec 2.5.1.1: above 19200 baud t3.5 is fixed at 1.75 ms."""
@@ -95,6 +98,8 @@ class ModbusLine:
             self._gap_s = 0.0  # TCP frames are delimited by the MBAP header, no silence needed
             self._target = f"{config.host}:{config.port}"
             self._defuse = defuse_tcp
+        self.tap: ReadTap | None = None
+        """Told every read that succeeded (`schoolgate watch`); must not block or raise."""
         self._last_activity = 0.0
         """Monotonic time of the last byte seen or transaction ended; the gap counts from here."""
         self._rx_seen = False
@@ -171,6 +176,7 @@ class ModbusLine:
             lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
             lambda r: _bits(r, count),
             priority,
+            read=("discrete_input", address),
         )
 
     async def read_coils(
@@ -181,6 +187,7 @@ class ModbusLine:
             lambda c: c.read_coils(address, count=count, device_id=unit),
             lambda r: _bits(r, count),
             priority,
+            read=("coil", address),
         )
 
     async def read_input_registers(
@@ -191,6 +198,7 @@ class ModbusLine:
             lambda c: c.read_input_registers(address, count=count, device_id=unit),
             lambda r: _registers(r, count),
             priority,
+            read=("input_register", address),
         )
 
     async def read_holding_registers(
@@ -201,6 +209,7 @@ class ModbusLine:
             lambda c: c.read_holding_registers(address, count=count, device_id=unit),
             lambda r: _registers(r, count),
             priority,
+            read=("holding_register", address),
         )
 
     async def write_coil(
@@ -225,6 +234,7 @@ class ModbusLine:
         call: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]],
         parse: Callable[[ModbusPDU], T],
         priority: int,
+        read: tuple[str, int] | None = None,
     ) -> T:
         if not 0 <= unit <= 247:
             raise ValueError(f"unit id {unit} outside 0..247")
@@ -251,6 +261,8 @@ class ModbusLine:
                 raise
             if self._failing:
                 self._note_ok(unit)
+            if read is not None and self.tap is not None:
+                self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
             return result
 
     async def _ensure_open(self) -> ModbusBaseClient:
@@ -263,8 +275,16 @@ class ModbusLine:
             opened = await self._client.connect()
             honour_dropped_cancel()  # connect waits with asyncio.wait_for too (gateway.core.cancel)
             if not opened:
-                raise LineError(f"cannot open line {self.name} ({self._target})")
+                raise LineError(f"cannot open line {self.name} ({self._target}){self._why()}")
         return self._client
+
+    def _why(self) -> str:
+        """pymodbus only logs why a serial port would not open (and we silence its log): ask
+        the port ourselves, so the line's one failure message names the reason and the fix."""
+        if not isinstance(self._config, ModbusRtuLine):
+            return ""
+        reason = port_check.open_failure(self._config.port)
+        return "" if reason is None else f": {reason}"
 
     def _make_client(self) -> ModbusBaseClient:
         cfg = self._config

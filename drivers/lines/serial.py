@@ -24,6 +24,7 @@ import structlog
 from serial_asyncio_fast import create_serial_connection
 
 from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError, LineError
+from drivers.lines import port_check
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
 
@@ -249,7 +250,8 @@ class SerialLine:
                 exclusive=True,  # one owner per line: a second opener gets an error, not a share
             )
         except (OSError, ValueError, serial.SerialException) as exc:
-            raise LineError(f"cannot open line {self.name} ({cfg.port}): {exc}") from exc
+            reason = port_check.open_failure(cfg.port) or str(exc)
+            raise LineError(f"cannot open line {self.name} ({cfg.port}): {reason}") from exc
         self._transport, self._port = transport, port
         self._opens += 1
         self._last_activity = time.monotonic()

@@ -14,7 +14,7 @@ import asyncio
 import structlog
 
 from gateway.core.clock import Clock, SystemClock, wait_until_set
-from gateway.core.events import Severity, new_event
+from gateway.core.events import Event, Severity, new_event
 from gateway.store.outbox import GATEWAY_DEVICE
 from gateway.store.records import EventWriter
 
@@ -63,11 +63,11 @@ class Drill:
             await wait_until_set(self._changed, self._clock, timeout_s)
 
     async def _store(self, event_type: str, **data: object) -> None:
-        event = new_event(
-            event_type,
-            GATEWAY_DEVICE,
-            severity=Severity.INFO,
-            occurred_at_ms=self._clock.wall_ms(),
-            data=dict(data),
-        )
-        await self._outbox.append(event)
+        await self._outbox.append(gateway_notice(event_type, self._clock.wall_ms(), data))
+
+
+def gateway_notice(event_type: str, at_ms: int, data: dict[str, object]) -> Event:
+    """An info event of the gateway itself (a drill's or test mode's start and stop)."""
+    return new_event(
+        event_type, GATEWAY_DEVICE, severity=Severity.INFO, occurred_at_ms=at_ms, data=data
+    )

@@ -44,6 +44,16 @@ class BoxInfo:
     drill: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Resetter:
+    """Who reset an alarm (`AlarmLatches.reset`'s words), as the `alarm.reset` event says."""
+
+    by: str
+    uid: int | None = None
+    user: str = ""
+    reason: str = ""
+
+
 @dataclass(slots=True)
 class Latch:
     alarm_id: str
@@ -224,7 +234,7 @@ class AlarmLatches:
 
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None:
         for latch in [lt for lt in self._open.values() if lt.device_id == device_id]:
-            await self._reset(latch, by="reset input", occurred_at_ms=occurred_at_ms)
+            await self._reset(latch, _Resetter("reset input"), occurred_at_ms)
 
     # -- the gateway side ---------------------------------------------------------------------
 
@@ -244,9 +254,7 @@ class AlarmLatches:
         latch = self._open.get(alarm_id)
         if latch is None:
             raise UnknownAlarm(alarm_id)
-        await self._reset(
-            latch, by=by, occurred_at_ms=occurred_at_ms, uid=uid, user=user, reason=reason
-        )
+        await self._reset(latch, _Resetter(by, uid, user, reason), occurred_at_ms)
 
     async def silence_siren(self, device_id: str, *, by: str, occurred_at_ms: int) -> list[str]:
         """A guard silenced the siren of `device_id`: each of its open alarms records an
@@ -373,21 +381,13 @@ class AlarmLatches:
         )
         await self._show(latch.device_id)
 
-    async def _reset(
-        self,
-        latch: Latch,
-        *,
-        by: str,
-        occurred_at_ms: int,
-        uid: int | None = None,
-        user: str = "",
-        reason: str = "",
-    ) -> None:
+    async def _reset(self, latch: Latch, who: _Resetter, occurred_at_ms: int) -> None:
+        by, uid, user = who.by, who.uid, who.user
         data: dict[str, object] = {"button": latch.button, "reset_by": by, "presses": latch.presses}
         if uid is not None:
             data |= {"reset_by_uid": uid, "reset_by_user": user}
-        if reason:
-            data["reason"] = reason
+        if who.reason:
+            data["reason"] = who.reason
         event = self._event(latch, "alarm.reset", Severity.INFO, occurred_at_ms, data)
         await self._outbox.append(event)
         self._open.pop(latch.alarm_id, None)

@@ -243,3 +243,27 @@ class DeviceRequest(Request):
     args: dict[str, Any] = Field(default_factory=dict)
     by: Name | None = None
     """None or "": nobody named."""
+
+
+MAX_TEST_MINUTES = 240
+"""Test mode's longest run (gateway.alarms.test_mode.MAX_MINUTES says why)."""
+
+
+class TestStartRequest(Request):
+    __test__ = False  # not a pytest class, whatever its name
+    minutes: Annotated[int, Field(ge=1, le=MAX_TEST_MINUTES)] = 30
+    by: Name | None = None
+    """None or "": the asker's user name."""
+
+
+class TestStopRequest(Request):
+    __test__ = False
+    by: Name | None = None
+
+
+class WatchRequest(Request):
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "device": "watch takes an optional device id (a string)",
+    }
+    device: Name | None = None
+    """None: every device."""

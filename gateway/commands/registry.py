@@ -36,11 +36,14 @@ from gateway.commands.args import (
     NoFields,
     ReplayArgs,
     ResetRequest,
+    TestStartRequest,
+    TestStopRequest,
     TimeArgs,
     UnlockArgs,
+    WatchRequest,
     parse_args,
 )
-from gateway.commands.control import Peer
+from gateway.commands.control import Peer, Stream
 from gateway.core import auth
 
 KeyRole = Literal["receiver"]
@@ -48,7 +51,9 @@ KeyRole = Literal["receiver"]
 `[security] trusted_keys` for that command by name (or "*"). A gateway's key signs events only."""
 Right = Literal["read", "reset", "device"]
 """What a control-socket op needs (gateway.commands.access): read is open to whoever can open the
-socket, reset needs `[control] reset_group`, device needs `[control] device_group`."""
+socket, reset needs `[control] reset_group`, device needs `[control] device_group`. Test mode
+needs `reset`: whoever may reset the gate's alarms (the guards) may run its walk test, which is
+the role the guard page's "test press" acts with."""
 
 A = TypeVar("A", bound=Args)
 
@@ -74,13 +79,13 @@ class LocalOp(Generic[A]):
 
     name: str
     request: type[A]
-    handler: Callable[[local.ControlTarget, A, Peer], Awaitable[local.Answer]]
+    handler: Callable[[local.ControlTarget, A, Peer], Awaitable[local.Answer | Stream]]
     right: Right
     summary: str
 
     async def run(
         self, target: local.ControlTarget, raw: Mapping[str, Any], peer: Peer
-    ) -> local.Answer:
+    ) -> local.Answer | Stream:
         """Read `raw` (the request without its op) as this op's fields (BadArgs) and run it."""
         return await self.handler(target, parse_args(self.request, raw), peer)
 
@@ -128,6 +133,10 @@ _LOCAL: tuple[LocalOp[Any], ...] = (
     LocalOp(
         "ledger_close", LedgerCloseRequest, local.ledger_close, "reset", "close a ledger entry"
     ),
+    LocalOp("test.start", TestStartRequest, local.test_start, "reset", "test mode for N minutes"),
+    LocalOp("test.stop", TestStopRequest, local.test_stop, "reset", "end test mode"),
+    LocalOp("test.report", NoFields, local.test_report, "read", "the last walk test's receipts"),
+    LocalOp("watch", WatchRequest, local.watch, "read", "inputs, registers, events as read"),
 )
 
 

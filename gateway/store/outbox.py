@@ -41,6 +41,20 @@ class _Item:
     destinations: list[str]
 
 
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """What every event stored now is marked as, asked at each stamp."""
+
+    drill: Callable[[], bool] = _never
+    """True while a drill runs (gateway.alarms.drill): events are marked `drill`."""
+    test: Callable[[], bool] = _never
+    """True in test mode (gateway.alarms.test_mode): events are marked `test`."""
+
+
 class Outbox:
     """`records.EventWriter`: stamps, signs, routes and group-commits into a `DurableLog`."""
 
@@ -53,7 +67,7 @@ class Outbox:
         *,
         batch_delay_ms: int = 50,
         signer: Callable[[bytes], bytes] | None = None,
-        drill: Callable[[], bool] | None = None,
+        marks: Marks | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._log = log
@@ -61,8 +75,7 @@ class Outbox:
         self._clock: Clock = clock or SystemClock()
         self._signer = signer
         """Signs an event's stored body once (gateway.core.auth.sign_payload, the gateway key)."""
-        self._drill = drill
-        """True while a drill runs: every event stored meanwhile is marked `drill`."""
+        self._marks = marks or Marks()
         self._site = site
         self._router = router
         self._batch_delay_s = batch_delay_ms / 1000
@@ -164,10 +177,12 @@ class Outbox:
 
     def _stamp(self, items: list[_Item]) -> list[tuple[Event, list[str]]]:
         stamped = []
-        drill = self._drill is not None and self._drill()
+        drill, test = self._marks.drill(), self._marks.test()
         for item in items:
             seq = self._log.next_seq()
-            event = replace(item.event, seq=seq, drill=item.event.drill or drill)
+            event = replace(
+                item.event, seq=seq, drill=item.event.drill or drill, test=item.event.test or test
+            )
             stamped.append((event, item.destinations))
         return stamped
 

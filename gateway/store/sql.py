@@ -345,6 +345,59 @@ def alarm_progress(
     ]
 
 
+# -- the walk test's receipts ------------------------------------------------------------------
+
+
+def test_receipts(db: sqlite3.Connection) -> list[dict[str, object]]:
+    """Each press stored since the last `gateway.test_started` while the gate was in test mode
+    (`alarm.panic` / `alarm.panic_repeated` with `"test": true`), in seq order, timed hop by hop:
+    `seen_ms` (the driver read the input), `stored_ms` (on disk), `sent_ms` (destination -> the
+    broker's PUBACK, None while it has not got it), and the alarm's first acknowledgement
+    (`acked_ms`, `acked_by`). Empty when no test was ever started."""
+    (since,) = db.execute(
+        "SELECT COALESCE(MAX(seq), -1) FROM events WHERE type = 'gateway.test_started'"
+    ).fetchone()
+    if since < 0:
+        return []
+    # The mark is read from the stored body in Python, for the few presses of one test (no
+    # query parses the payload: the columns are what queries use).
+    presses = db.execute(
+        "SELECT seq, type, alarm_id, device_id, button, occurred_at_ms, stored_at_ms, body"
+        f" FROM events WHERE seq > ? AND type IN ({_ALARM_TYPES_SQL}) ORDER BY seq",
+        (since,),
+    ).fetchall()
+    receipts: list[dict[str, object]] = []
+    for seq, type_, alarm_id, device_id, button, seen_ms, stored_ms, body in presses:
+        if json.loads(body).get("test") is not True:
+            continue
+        sent = dict(
+            db.execute(
+                "SELECT destination, sent_at_ms FROM deliveries WHERE seq = ? ORDER BY destination",
+                (seq,),
+            ).fetchall()
+        )
+        ack = db.execute(
+            "SELECT occurred_at_ms, body FROM events"
+            " WHERE type = 'alarm.acknowledged' AND alarm_id = ? ORDER BY seq LIMIT 1",
+            (alarm_id,),
+        ).fetchone()
+        receipts.append(
+            {
+                "seq": seq,
+                "type": type_,
+                "alarm_id": alarm_id,
+                "device": device_id,
+                "button": button,
+                "seen_ms": seen_ms,
+                "stored_ms": stored_ms,
+                "sent_ms": sent,
+                "acked_ms": None if ack is None else ack[0],
+                "acked_by": None if ack is None else json.loads(ack[1])["data"].get("by"),
+            }
+        )
+    return receipts
+
+
 # -- a device's small values (meta) -----------------------------------------------------------
 
 

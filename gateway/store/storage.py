@@ -22,7 +22,7 @@ from gateway.core.clock import Clock
 from gateway.core.events import Event, Lane
 from gateway.store.delivery import Deliveries
 from gateway.store.log import DurableLog
-from gateway.store.outbox import Outbox
+from gateway.store.outbox import Marks, Outbox
 from gateway.store.records import AlarmProgress, OpenAlarm, PendingDelivery
 from gateway.store.routing import Router
 
@@ -40,7 +40,7 @@ class Storage:
         spill_limit: int = 50_000,
         recover_interval_s: float = 1.0,
         signer: Callable[[bytes], bytes] | None = None,
-        drill: Callable[[], bool] | None = None,
+        marks: Marks | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.log = DurableLog(
@@ -58,7 +58,7 @@ class Storage:
             router,
             batch_delay_ms=batch_delay_ms,
             signer=signer,
-            drill=drill,
+            marks=marks,
             clock=clock,
         )
         self.log.on_notice = self.outbox.notice
