@@ -26,7 +26,7 @@ from drivers.kinds import build_driver
 from drivers.lines import Line, make_line
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from gateway import sdnotify
+from gateway import report_source, sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
 from gateway.commands import control
@@ -120,7 +120,6 @@ class Gateway:
             clock=self.clock,
         )
         self.outbox = self.store.outbox
-        self.drill_mode = Drill(self.outbox, clock=self.clock)
         store = config.store
         self.retention = Retention(
             self.store.maintenance,
@@ -170,7 +169,18 @@ class Gateway:
                 devices=refs,
                 emit=self.outbox.emit,
                 command=self.device_command,
+                append=self.outbox.append,
+                live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
             )
+        )
+        # The police are told of every drill (their route may not include gateway.*).
+        announce = set(router.destinations_for("gateway.drill_started"))
+        announce |= {config.alarms.ack_destination} & set(config.destinations)
+        self.drill_mode = Drill(
+            self.outbox if self.rules is None else self.rules.tap_writer(self.outbox),
+            clock=self.clock,
+            memory=self.store.log.memory("gateway"),
+            announce_to=sorted(announce),
         )
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
@@ -243,6 +253,7 @@ class Gateway:
         try:
             async with self.store, contextlib.AsyncExitStack() as stack:
                 await self.latches.restore()
+                await self.drill_mode.restore()
                 await stack.enter_async_context(
                     control.serve(self.config.control_socket, self.handle_control)
                 )

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "gateway.commissioning",
         "gateway.guard_source",
         "gateway.logsetup",
+        "gateway.report_source",
         "gateway.sdnotify",
     ),
     ("receiver",),

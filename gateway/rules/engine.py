@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -48,6 +48,17 @@ Emitter = Callable[[Event], Awaitable[Event]]
 Commander = Callable[[str, str, Mapping[str, object]], Awaitable[dict[str, object]]]
 OFFLINE_KIND = "device_offline"
 ACTION_TYPE = "rule.action"
+
+
+class Block(Protocol):
+    """A block added after construction (the daily report, drills per quarter): it sees every
+    event the engine sees and is checked when its time comes."""
+
+    def take(self, event: Event) -> list[Event]: ...
+
+    async def check(self, now_ms: int) -> list[Event]: ...
+
+    def next_check_ms(self, now_ms: int) -> int | None: ...
 
 
 class RulesEngine:
@@ -82,10 +93,22 @@ class RulesEngine:
         self._patrols = [
             PatrolTracker(_patrol_plan(p, devices), state, calendar.tz) for p in rules.patrol
         ]
+        self._blocks: list[Block] = []
         self._inbox: list[Event] = []
         self._wake = asyncio.Event()
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    @property
+    def patrols(self) -> list[PatrolTracker]:
+        return self._patrols
+
+    def add_block(self, block: Block) -> None:
+        self._blocks.append(block)
 
     # -- the hook ------------------------------------------------------------------------------
 
@@ -109,6 +132,10 @@ class RulesEngine:
         inbox, self._inbox = self._inbox, []
         for event in inbox:
             await self._guarded(f"event {event.type}", self._take(event))
+            for block in self._blocks:
+                await self._guarded(
+                    f"{type(block).__name__} {event.type}", self._give(block, event)
+                )
         await self._guarded("checks", self._check())
 
     def next_wake_in_s(self) -> float | None:
@@ -119,6 +146,10 @@ class RulesEngine:
         deadline_ms = self._ledger.next_deadline_ms()
         if deadline_ms is not None:
             waits.append((deadline_ms - now_ms) / 1000)
+        for block in self._blocks:
+            due_ms = block.next_check_ms(now_ms)
+            if due_ms is not None:
+                waits.append((due_ms - now_ms) / 1000)
         known = [w for w in waits if w is not None]
         return max(min(known), 0.0) if known else None
 
@@ -182,6 +213,14 @@ class RulesEngine:
         for patrol in self._patrols:
             await self._emit_all(patrol.check(now_ms))
         await self._emit_all(self._ledger.check_overdue(now_ms))
+        for block in self._blocks:
+            await self._guarded(type(block).__name__, self._check_block(block, now_ms))
+
+    async def _give(self, block: Block, event: Event) -> None:
+        await self._emit_all(block.take(event))
+
+    async def _check_block(self, block: Block, now_ms: int) -> None:
+        await self._emit_all(await block.check(now_ms))
 
     # -- actions -------------------------------------------------------------------------------
 

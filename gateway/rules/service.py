@@ -25,8 +25,13 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock
 from gateway.core.events import DeviceRef, Event
 from gateway.rules.calendar import SchoolCalendar
+from gateway.rules.daily_report import DailyReporter
+from gateway.rules.drills import DrillQuarters
 from gateway.rules.engine import Commander, Emitter, RulesEngine
+from gateway.rules.report import LiveFigures
+from gateway.rules.report_store import SqliteReports
 from gateway.rules.sqlite_state import SqliteRulesState
+from gateway.store.records import EventWriter
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +52,14 @@ class RulesService:
         devices: Mapping[str, DeviceRef],
         emit: Emitter,
         command: Commander | None = None,
+        append: Emitter | None = None,
+        live: Callable[[], LiveFigures] | None = None,
     ) -> None:
         self._rules = rules
+        self._tz = tz
+        self._append = append
+        """The durable write (the outbox's append): the daily report needs it, and `live`."""
+        self._live = live
         self._calendar = SchoolCalendar(load_calendar(rules.calendar_path(config_dir)), tz)
         self._store_path = store_path
         self._clock = clock
@@ -78,8 +89,13 @@ class RulesService:
 
         return tapped
 
+    def tap_writer(self, writer: EventWriter) -> EventWriter:
+        """An `EventWriter` (the drill's) whose stored events the rules see as well."""
+        return _TappedWriter(writer, self)
+
     async def run(self) -> None:
         state = await self._open_state()
+        reports: SqliteReports | None = None
         try:
             engine = RulesEngine(
                 self._rules,
@@ -90,6 +106,9 @@ class RulesService:
                 emit=self._emit,
                 command=self._command,
             )
+            drills = DrillQuarters(state, self._tz, self._rules.drills.warn_days_before_quarter_end)
+            engine.add_block(drills)
+            reports = self._add_daily_report(engine, state, drills)
             for event in self._pending:
                 engine.on_stored(event)
             self._pending.clear()
@@ -97,6 +116,31 @@ class RulesService:
             await engine.run()
         finally:
             state.close()
+            if reports is not None:
+                reports.close()
+
+    def _add_daily_report(
+        self, engine: RulesEngine, state: SqliteRulesState, drills: DrillQuarters
+    ) -> SqliteReports | None:
+        config = self._rules.daily_report
+        if config is None or self._append is None or self._live is None:
+            return None
+        reports = SqliteReports(self._store_path)
+        engine.add_block(
+            DailyReporter(
+                at=config.at,
+                tz=self._tz,
+                state=state,
+                ledger=engine.ledger,
+                patrols=engine.patrols,
+                drills=drills,
+                reports=reports,
+                store_path=self._store_path,
+                live=self._live,
+                append=self._append,
+            )
+        )
+        return reports
 
     async def _open_state(self) -> SqliteRulesState:
         backoff = Backoff(base_s=1.0, cap_s=60.0)
@@ -112,3 +156,14 @@ class RulesService:
                     retry_in_s=round(delay_s, 3),
                 )
                 await self._clock.sleep(delay_s)
+
+
+class _TappedWriter:
+    def __init__(self, writer: EventWriter, service: RulesService) -> None:
+        self._writer = writer
+        self._service = service
+
+    async def append(self, event: Event, *, destinations: list[str] | None = None) -> Event:
+        stored = await self._writer.append(event, destinations=destinations)
+        self._service.on_stored(stored)
+        return stored
