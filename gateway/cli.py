@@ -25,7 +25,7 @@ import structlog
 from edge_config import ConfigError, GatewayConfig
 from edge_config.loader import LoadedConfig
 from gateway import logsetup
-from gateway.commands import control, words
+from gateway.commands import control, drill_cli, words
 from gateway.commissioning import commands as commissioning
 from gateway.rules import commands as rules_commands
 from gateway.security import load  # the schema load plus the [security] keys
@@ -466,7 +466,8 @@ def _scenario(**kwargs: Any) -> int:
 
 
 commissioning.register(schoolgate)  # doctor, scan
-rules_commands.register(schoolgate)  # calendar, ledger
+rules_commands.register(schoolgate)  # calendar, ledger, report
+drill_cli.register(schoolgate)  # drill start, drill stop
 
 
 def main(argv: list[str] | None = None) -> int:

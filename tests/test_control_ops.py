@@ -31,6 +31,7 @@ class Target:
 
     resets: list[tuple[str, str, int]] = field(default_factory=list)
     commands: list[tuple[str, str, Mapping[str, object]]] = field(default_factory=list)
+    drills: list[tuple[bool, int, str]] = field(default_factory=list)
 
     @property
     def site(self) -> contract.Site:
@@ -58,6 +59,9 @@ class Target:
         self.commands.append((device_id, name, args))
         return {"done": name}
 
+    async def drill(self, *, start: bool, minutes: int, by: str) -> None:
+        self.drills.append((start, minutes, by))
+
 
 def ops(target: Target | None = None) -> LocalOps:
     return LocalOps(target or Target(), ControlAccess(daemon_uid=ME.uid))
@@ -72,6 +76,7 @@ async def test_each_op_of_the_registry_answers() -> None:
         "command": await ops(target).handle(
             {"op": "command", "device": "box", "name": "lamp", "args": {"on": True}}, ME
         ),
+        "drill": await ops(target).handle({"op": "drill", "start": True, "minutes": 20}, ME),
     }
     assert set(answers) == set(LOCAL)
     assert answers["alarms"]["alarms"][0]["raised_at"].endswith("+08:00")
@@ -79,12 +84,14 @@ async def test_each_op_of_the_registry_answers() -> None:
     assert answers["reset"] == {"reset": "a-1"}
     assert target.resets == [("a-1", "gateway console", ME.uid)]
     assert answers["command"] == {"device": "box", "result": {"done": "lamp"}}
+    assert answers["drill"] == {"drill": True, "minutes": 20}
+    assert target.drills == [(True, 20, "gateway console")]
 
 
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
-        ({"op": "fly"}, "unknown op 'fly' (alarms, reset, command, status)"),
+        ({"op": "fly"}, "unknown op 'fly' (alarms, reset, command, status, drill)"),
         ({"op": "status", "verbose": True}, "unknown field(s) ['verbose']; this op takes none"),
         ({"op": "reset", "alarm_id": 7}, "reset needs a string alarm_id"),
         ({"op": "reset", "alarm_id": "a-1", "by": "x" * 201}, "by is a name"),
@@ -92,6 +99,8 @@ async def test_each_op_of_the_registry_answers() -> None:
         ({"op": "command", "device": "box", "name": 5}, "command needs device, name and an args"),
         ({"op": "command", "device": "gate", "name": "lamp"}, "no device 'gate'"),
         ({"op": "command", "device": "box", "name": "explode"}, "box: no such command"),
+        ({"op": "drill"}, "drill needs start: true or false"),
+        ({"op": "drill", "start": True, "minutes": 0}, "minutes is a whole number from 1 to 1440"),
     ],
 )
 async def test_a_bad_request_is_refused_with_its_sentence(
@@ -105,7 +114,7 @@ async def test_a_bad_request_is_refused_with_its_sentence(
 def test_the_rights_are_the_registry_s() -> None:
     assert {"alarms", "status"} == access.READ_OPS
     assert {"reset"} == access.RESET_OPS
-    assert {"command"} == access.DEVICE_OPS
+    assert {"command", "drill"} == access.DEVICE_OPS
     assert {op.right for op in LOCAL.values()} == {"read", "reset", "device"}
 
 

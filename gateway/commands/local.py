@@ -1,5 +1,5 @@
 """What each op of the local control socket does (`schoolgate alarms`, `status`, `reset`,
-`command`), once the asker's right is checked and the request's fields are read.
+`command`, `drill`), once the asker's right is checked and the request's fields are read.
 
 Owns one handler per op: it takes the `ControlTarget` (the running gateway), the parsed request
 and the asking `Peer`, and returns the fields of an `{"ok": true, ...}` answer; a refusal is a
@@ -18,7 +18,7 @@ import structlog
 
 from drivers.base import DriverError
 from gateway.alarms.latch import Latch, UnknownAlarm
-from gateway.commands.args import DeviceRequest, NoFields, ResetRequest
+from gateway.commands.args import DeviceRequest, DrillRequest, NoFields, ResetRequest
 from gateway.commands.control import Peer, RequestError
 from gateway.core import contract
 
@@ -45,6 +45,8 @@ class ControlTarget(Protocol):
     async def device_command(
         self, device_id: str, name: str, args: Mapping[str, object]
     ) -> dict[str, object]: ...
+
+    async def drill(self, *, start: bool, minutes: int, by: str) -> None: ...
 
 
 async def alarms(target: ControlTarget, request: NoFields, peer: Peer) -> Answer:
@@ -93,3 +95,14 @@ async def command(target: ControlTarget, request: DeviceRequest, peer: Peer) -> 
         **peer.fields(),
     )
     return {"device": device_id, "result": result}
+
+
+async def drill(target: ControlTarget, request: DrillRequest, peer: Peer) -> Answer:
+    """The school starts (or ends) a drill on the box: the drill's start and stop events go to
+    the police too (gateway.alarms.drill), stored before this answers."""
+    by = request.by or DEFAULT_RESET_BY
+    await target.drill(start=request.start, minutes=request.minutes, by=by)
+    log.warning(
+        "drill_by_school", start=request.start, minutes=request.minutes, by=by, **peer.fields()
+    )
+    return {"drill": request.start, "minutes": request.minutes if request.start else 0}

@@ -28,6 +28,7 @@ from gateway.commands.args import (
     Args,
     BollardArgs,
     DeviceRequest,
+    DrillRequest,
     DrillStartArgs,
     DrillStopArgs,
     LockdownArgs,
@@ -116,6 +117,7 @@ _LOCAL: tuple[LocalOp[Any], ...] = (
     LocalOp("reset", ResetRequest, local.reset, "reset", "reset a latched alarm"),
     LocalOp("command", DeviceRequest, local.command, "device", "a device command"),
     LocalOp("status", NoFields, local.status, "read", "paths, devices, alarms, commands"),
+    LocalOp("drill", DrillRequest, local.drill, "device", "start or end a drill (police told)"),
 )
 
 
