@@ -19,6 +19,7 @@ import pytest
 from edge_config.calendar import Calendar
 from edge_config.rules import RulesConfig
 from gateway.alarms.drill import Drill
+from gateway.cli import main
 from gateway.core import contract
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Severity, new_event
@@ -26,8 +27,16 @@ from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.daily_report import DailyReporter
 from gateway.rules.drills import DrillQuarters, quarter_of
 from gateway.rules.engine import RulesEngine
-from gateway.rules.report import DeviceLive, LiveFigures, PathLive, report_span
-from gateway.rules.report_store import SqliteReports, read_reports
+from gateway.rules.ledger import LedgerSummary
+from gateway.rules.report import (
+    DeviceLive,
+    LiveFigures,
+    PathLive,
+    RulesFigures,
+    build_report,
+    report_span,
+)
+from gateway.rules.report_store import SqliteReports, StoredReport, read_reports
 from gateway.rules.sqlite_state import SqliteRulesState
 from gateway.rules.state import InMemoryRulesState
 from gateway.store.routing import Router
@@ -368,3 +377,76 @@ async def test_a_drill_whose_end_passed_while_off_stops_at_once(tmp_path: Path) 
         await drill.restore()
         assert not drill.active()
     assert [t for t, _ in drill_events(path)] == ["gateway.drill_started", "gateway.drill_stopped"]
+
+
+# -- schoolgate report ------------------------------------------------------------------------
+
+
+def test_schoolgate_report_renders_a_stored_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert main(["report", "-c", str(config)]) == 1  # no store yet
+    assert "cannot open" in capsys.readouterr().err
+    reports = SqliteReports(tmp_path / "outbox.db")
+    span = report_span(MONDAY, AT, TZ)
+    figures = LiveFigures(
+        devices={"bollard-1": DeviceLive("bollard", "<b>east</b> gate", "offline")},
+        paths={"bureau": PathLive(False, span.until_ms - 8_640_000, None, None)},
+        clock_sync={"synchronised": False, "max_error_ms": 16000.0},
+    )
+    rules = RulesFigures(
+        ledger=[],
+        ledger_summary=LedgerSummary(open=0, overdue=0, closed=0, mean_time_to_repair_s=None),
+        open_violations=[],
+        patrols=[{"plan": "main", "rounds_done": 3, "rounds_required": 5, "latest": "22:00"}],
+        drills={"quarter": "2026-Q3", "this_quarter": 0, "quarter_ends": "2026-09-30"},
+    )
+    body = build_report(
+        span,
+        TZ,
+        events=[],
+        health_before={"bollard-1": "device.offline"},
+        store="cannot open the store",
+        live=figures,
+        rules=rules,
+    )
+    reports.put(StoredReport("2026-09-07", span.until_ms, "e-1", body, sent=True))
+    reports.close()
+    assert body["devices"][0]["online_fraction"] == 0.0  # offline all the span
+    assert body["paths"]["bureau"]["up_fraction"] == 0.9  # down for the last 10 %
+
+    assert main(["report", "-c", str(config), "--date", "2026-09-06"]) == 1
+    assert "no report stored for 2026-09-06" in capsys.readouterr().err
+    assert main(["report", "-c", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == body
+    assert main(["report", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "daily report 2026-09-07" in out and "device bollard-1: offline, online 0.00 %" in out
+
+    page_path = tmp_path / "report.html"
+    assert (
+        main(["report", "-c", str(config), "--date", "2026-09-07", "--html", str(page_path)]) == 0
+    )
+    page = page_path.read_text(encoding="utf-8")
+    assert "size: A4" in page and "@page" in page and "break-inside: avoid" in page
+    assert "每日巡查报告 Daily inspection report 2026-09-07" in page
+    assert "设备在线情况 Devices online" in page
+    assert "&lt;b&gt;east&lt;/b&gt; gate" in page and "<b>east</b>" not in page  # escaped
+    assert "无法读取 not readable" in page  # the store's figures are missing, and say so
+    assert "<script" not in page and "http" not in page.replace('lang="zh-CN"', "")
+
+
+def write_config(root: Path) -> Path:
+    (root / "calendar.toml").write_text(
+        "year_start = 2026-09-01\nyear_end = 2027-08-31\n[weekdays]\n"
+        'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
+    )
+    path = root / "schoolgate.toml"
+    path.write_text(
+        f'[site]\nschool_id = "school-1"\ngateway_id = "gate-1"\ntimezone = "Asia/Shanghai"\n'
+        f'[store]\npath = "{root}/outbox.db"\n[control]\nsocket_path = "{root}/c.sock"\n'
+        '[destinations.police]\nhost = "127.0.0.1"\nport = 1883\nclient_id = "g"\n'
+        '[rules]\ncalendar_file = "calendar.toml"\n[rules.daily_report]\nat = "18:00"\n'
+    )
+    return path
