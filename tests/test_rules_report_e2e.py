@@ -2,7 +2,7 @@
 `[rules.daily_report]`), a simulated alarm box on Modbus TCP and real mosquitto brokers: the
 bureau receives one `report.daily` that keeps the contract; after a restart it is not sent
 again; `schoolgate report` renders the stored day; and `schoolgate drill start` reaches the
-police as an announced drill and is counted in the next day's report figures.
+police as an announced drill.
 
 Time: the real clock. The report time is 00:00, so today's report is due as soon as the gateway
 starts (a day whose report time has passed and has no report is built at once, as after a power
