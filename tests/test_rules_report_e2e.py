@@ -13,10 +13,11 @@ the drill it was asked to start went through them and out to both brokers)."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pytest
+from test_rules_e2e import calendar_file
 
 from simulators.broker import MosquittoBroker
 from simulators.contract_check import default_checker
@@ -25,18 +26,6 @@ from simulators.listener import listen
 from tests_support import GatewayProcess
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def calendar_file(folder: Path) -> Path:
-    today = date.today()
-    path = folder / "calendar.toml"
-    path.write_text(
-        f"year_start = {today - timedelta(days=1)}\n"
-        f"year_end = {today + timedelta(days=300)}\n"
-        "[weekdays]\n"
-        'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
-    )
-    return path
 
 
 async def test_the_bureau_gets_the_daily_report_once(

@@ -26,8 +26,8 @@ from edge_config.models import GatewayConfig
 from gateway.core.contract import iso_ms
 from gateway.rules.calendar import OutsideSchoolYear, SchoolCalendar
 from gateway.rules.report_html import render_html
-from gateway.rules.report_store import ReportsUnreadable, read_reports
-from gateway.rules.sqlite_state import LedgerUnreadable, read_ledger
+from gateway.rules.report_store import read_reports
+from gateway.rules.sqlite_state import RulesUnreadable, read_ledger
 
 
 def load_config_or_exit(path: Path) -> GatewayConfig:
@@ -75,7 +75,7 @@ def run_ledger(config_path: Path, *, open_only: bool, as_json: bool) -> int:
     config = load_config_or_exit(config_path)
     try:
         entries = read_ledger(config.store.path, open_only=open_only)
-    except LedgerUnreadable as exc:
+    except RulesUnreadable as exc:
         print(f"schoolgate ledger: {exc}", file=sys.stderr)
         return 1
     if as_json:
@@ -106,7 +106,7 @@ def run_report(config_path: Path, day: str | None, *, as_json: bool, html: Path 
             ) from None
     try:
         reports = read_reports(config.store.path, day)
-    except ReportsUnreadable as exc:
+    except RulesUnreadable as exc:
         print(f"schoolgate report: {exc}", file=sys.stderr)
         return 1
     if not reports:

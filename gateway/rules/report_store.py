@@ -11,10 +11,11 @@ the read-only view for `schoolgate report` (the daemon may be running).
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gateway.rules.sqlite_state import connect, select_readonly
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rules_reports (
@@ -33,16 +34,9 @@ class StoredReport:
     sent: bool
 
 
-class ReportsUnreadable(Exception):
-    """The store file cannot be opened or read (the message says why)."""
-
-
 class SqliteReports:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = connect(path, SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -82,22 +76,7 @@ def _report(row: tuple[Any, ...]) -> StoredReport:
 
 
 def read_reports(path: Path, day: str | None = None) -> list[StoredReport]:
-    """The stored reports (of `day` only, when given), oldest first, read-only. A store without
-    the table yet has none."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise ReportsUnreadable(f"cannot open {path} read-only: {exc}") from None
-    try:
-        where, params = (" WHERE day = ?", (day,)) if day is not None else ("", ())
-        rows = db.execute(
-            f"SELECT day, built_ms, event_id, body, sent FROM rules_reports{where} ORDER BY day",
-            params,
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise ReportsUnreadable(f"cannot read the reports in {path}: {exc}") from None
-    finally:
-        db.close()
-    return [_report(row) for row in rows]
+    """The stored reports (of `day` only, when given), oldest first, read-only."""
+    where, params = (" WHERE day = ?", (day,)) if day is not None else ("", ())
+    sql = f"SELECT day, built_ms, event_id, body, sent FROM rules_reports{where} ORDER BY day"
+    return [_report(row) for row in select_readonly(path, sql, params, "the reports")]
