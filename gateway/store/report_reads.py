@@ -2,10 +2,11 @@
 by type, each device's last health event before it, whether an event id is stored, the outbox
 backlog, the file's size and the disk's, and SQLite's own integrity check.
 
-Owns these read-only statements and nothing else. Each call opens its own read-only connection
-(`mode=ro`), so it may run in a worker thread beside the daemon's writer (WAL lets readers and
-the writer work at once) and can never change what the daemon sends. Plain sqlite3: the daemon
-does not load sqlite_utils. It does not judge or render anything (gateway.rules.report does).
+Owns these read-only views (their statements are `sql_upkeep`'s) and nothing else. Each call
+opens its own read-only connection (`mode=ro`), so it may run in a worker thread beside the
+daemon's writer (WAL lets readers and the writer work at once) and can never change what the
+daemon sends. Plain sqlite3: the daemon does not load sqlite_utils. It does not judge or render
+anything (gateway.rules.report does).
 """
 
 from __future__ import annotations
@@ -68,32 +69,21 @@ def events_between(
 ) -> list[dict[str, Any]]:
     """The stored bodies of the events of `types` that occurred in [since_ms, until_ms), oldest
     first, each with `occurred_at_ms` added."""
-    marks = ", ".join("?" for _ in types)
     with _readonly(path) as db:
-        rows = db.execute(
-            "SELECT occurred_at_ms, body FROM events"
-            f" WHERE occurred_at_ms >= ? AND occurred_at_ms < ? AND type IN ({marks})"
-            " ORDER BY occurred_at_ms, seq",
-            (since_ms, until_ms, *types),
-        ).fetchall()
+        rows = sql_upkeep.bodies_between(db, since_ms, until_ms, types)
     return [json.loads(body) | {"occurred_at_ms": int(at)} for at, body in rows]
 
 
 def last_type_before(path: Path, before_ms: int, types: Sequence[str]) -> dict[str, str]:
     """Each device's last event type among `types` before `before_ms` (e.g. its health)."""
-    marks = ", ".join("?" for _ in types)
     with _readonly(path) as db:
-        rows = db.execute(
-            "SELECT device_id, type FROM events e WHERE seq = (SELECT MAX(seq) FROM events"
-            f" WHERE device_id = e.device_id AND occurred_at_ms < ? AND type IN ({marks}))",
-            (before_ms, *types),
-        ).fetchall()
+        rows = sql_upkeep.last_type_per_device(db, before_ms, types)
     return {str(device): str(kind) for device, kind in rows}
 
 
 def has_event(path: Path, event_id: str) -> bool:
     with _readonly(path) as db:
-        return db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
+        return sql_upkeep.has_event_id(db, event_id)
 
 
 def store_figures(path: Path) -> StoreFigures:
