@@ -14,6 +14,8 @@ Shape (docs/rules.md has a complete example):
                                 tolerance_s
   [rules.ledger]                default_repair_h, repair_h = {kind = hours}
   [rules.panic]                 boxes, during_drill, [[rules.panic.action]] command, devices, args
+  [rules.daily_report]          at (site time of day the day's inspection report is built)
+  [rules.drills]                warn_days_before_quarter_end (no drill yet: reported)
 """
 
 from __future__ import annotations
@@ -127,6 +129,16 @@ class PanicConfig(Strict):
     action: list[PanicAction] = Field(min_length=1)
 
 
+class DailyReportConfig(Strict):
+    at: TimeOfDay = time(18, 0)
+    """The report covers the 24 hours up to this time of the site's day."""
+
+
+class DrillsConfig(Strict):
+    warn_days_before_quarter_end: int = Field(default=14, ge=0, le=80)
+    """No drill yet in the quarter this many days before its end: one `drill.missing`."""
+
+
 class RulesConfig(Strict):
     calendar_file: ConfigPath
     window: list[WindowRuleConfig] = Field(default_factory=list)
@@ -134,6 +146,8 @@ class RulesConfig(Strict):
     patrol: list[PatrolConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()
     panic: PanicConfig | None = None
+    daily_report: DailyReportConfig | None = None
+    drills: DrillsConfig = DrillsConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RulesConfig:

@@ -28,7 +28,7 @@ from drivers.lines import Line, make_line
 from drivers.lines.modbus import ModbusLine
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from gateway import sdnotify
+from gateway import report_source, sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
 from gateway.alarms.test_mode import TestMode
@@ -148,7 +148,6 @@ class Gateway:
             clock=self.clock,
         )
         self.outbox = self.store.outbox
-        self.drill_mode = Drill(self.outbox, clock=self.clock)
         self.test_mode = TestMode(
             self.outbox, self.store.log.memory("gateway"), self.site, clock=self.clock
         )
@@ -219,10 +218,21 @@ class Gateway:
                 changed=self.changes.bump,
                 flush=self.outbox.flush,
                 siren=self.latches.sound_siren,
+                append=self.outbox.append,
+                live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
             )
         )
         # The rules and the installer's `watch` see every event once it is stored.
         self.outbox.on_stored = self._on_stored
+        # The police are told of every drill (their route may not include gateway.*).
+        announce = set(router.destinations_for("gateway.drill_started"))
+        announce |= {config.alarms.ack_destination} & set(config.destinations)
+        self.drill_mode = Drill(
+            self.outbox,  # the rules see its events through the outbox's on_stored hook
+            clock=self.clock,
+            memory=self.store.log.memory("gateway"),
+            announce_to=sorted(announce),
+        )
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
             ctx = DriverContext(
@@ -302,6 +312,7 @@ class Gateway:
             async with self.store, contextlib.AsyncExitStack() as stack:
                 await self.latches.restore()
                 await self.test_mode.restore()
+                await self.drill_mode.restore()
                 await stack.enter_async_context(
                     control.serve(self.config.control_socket, self.handle_control)
                 )

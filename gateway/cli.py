@@ -25,7 +25,7 @@ import structlog
 from edge_config import ConfigError
 from edge_config.loader import LoadedConfig
 from gateway import control_cli, logsetup
-from gateway.commands import words
+from gateway.commands import drill_cli, words
 from gateway.commissioning import commands as commissioning
 from gateway.control_cli import DEFAULT_CONFIG
 from gateway.control_cli import load_or_exit as _load_or_exit
@@ -353,7 +353,8 @@ def _scenario(**kwargs: Any) -> int:
 
 control_cli.register(schoolgate)  # status, alarms, reset, command, test, watch
 commissioning.register(schoolgate)  # doctor, scan
-rules_commands.register(schoolgate)  # calendar, ledger
+rules_commands.register(schoolgate)  # calendar, ledger, report
+drill_cli.register(schoolgate)  # drill start, drill stop
 
 
 def cmd_ledger_close(args: argparse.Namespace) -> int:

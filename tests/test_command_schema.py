@@ -63,6 +63,7 @@ def test_every_command_name_has_one_declaration() -> None:
         "test.report",
         "watch",
         "ledger_close",
+        "drill",
     }
 
 

@@ -37,6 +37,7 @@ class Target:
     alarm_ids: tuple[str, ...] = ("a-1",)
     test_until_ms: int | None = None
     tests: list[tuple[str, int | str]] = field(default_factory=list)
+    drills: list[tuple[bool, int, str]] = field(default_factory=list)
 
     @property
     def site(self) -> contract.Site:
@@ -108,6 +109,9 @@ class Target:
     def watch(self, device: str | None) -> AsyncGenerator[dict[str, Any], None]:
         return self._items(device)
 
+    async def drill(self, *, start: bool, minutes: int, by: str) -> None:
+        self.drills.append((start, minutes, by))
+
 
 def ops(target: Target | None = None) -> LocalOps:
     return LocalOps(target or Target(), ControlAccess(daemon_uid=ME.uid))
@@ -135,6 +139,7 @@ async def test_each_op_of_the_registry_answers() -> None:
         "test.report": await answer(target, {"op": "test.report"}),
         "test.stop": await answer(target, {"op": "test.stop", "by": "installer"}),
         "watch": await ops(target).handle({"op": "watch", "device": "box"}, ME),
+        "drill": await ops(target).handle({"op": "drill", "start": True, "minutes": 20}, ME),
     }
     assert set(answers) == set(LOCAL)
     alarm = answers["alarms"]["alarms"][0]
@@ -160,6 +165,8 @@ async def test_each_op_of_the_registry_answers() -> None:
     assert answers["command"] == {"device": "box", "result": {"done": "lamp"}}
     assert answers["ledger_close"] == {"entry": "20261124-001", "closed_by": ME.user}
     assert target.closed == [("20261124-001", ME.user, "cable replaced")]
+    assert answers["drill"] == {"drill": True, "minutes": 20}
+    assert target.drills == [(True, 20, "gateway console")]
 
 
 @pytest.mark.parametrize(
@@ -179,6 +186,8 @@ async def test_each_op_of_the_registry_answers() -> None:
         ({"op": "command", "device": "box", "name": 5}, "command needs device, name and an args"),
         ({"op": "command", "device": "gate", "name": "lamp"}, "no device 'gate'"),
         ({"op": "command", "device": "box", "name": "explode"}, "box: no such command"),
+        ({"op": "drill"}, "drill needs start: true or false"),
+        ({"op": "drill", "start": True, "minutes": 0}, "minutes is a whole number from 1 to 1440"),
     ],
 )
 async def test_a_bad_request_is_refused_with_its_sentence(
@@ -209,7 +218,7 @@ async def test_test_start_while_on_is_refused_with_what_to_do() -> None:
 def test_the_rights_are_the_registry_s() -> None:
     assert {"alarms", "status", "test.report", "watch"} == access.READ_OPS
     assert {"reset", "ledger_close", "test.start", "test.stop"} == access.RESET_OPS
-    assert {"command"} == access.DEVICE_OPS
+    assert {"command", "drill"} == access.DEVICE_OPS
     assert {op.right for op in LOCAL.values()} == {"read", "reset", "device"}
 
 

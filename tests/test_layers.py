@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "gateway.device_state",
         "gateway.guard_source",
         "gateway.logsetup",
+        "gateway.report_source",
         "gateway.sdnotify",
     ),
     ("receiver",),

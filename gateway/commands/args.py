@@ -267,3 +267,17 @@ class WatchRequest(Request):
     }
     device: Name | None = None
     """None: every device."""
+
+
+class DrillRequest(Request):
+    """`schoolgate drill start|stop`: the school's own drill, through the control socket."""
+
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "start": "drill needs start: true or false",
+        "minutes": "minutes is a whole number from 1 to 1440",
+        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
+    }
+    start: bool
+    minutes: Annotated[int, Field(ge=1, le=24 * 60)] = DEFAULT_DRILL_MINUTES
+    by: Name | None = None
+    """None or "": the gateway console."""

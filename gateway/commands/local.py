@@ -1,5 +1,5 @@
 """What each op of the local control socket does (`schoolgate alarms`, `status`, `reset`,
-`command`, `test start|stop|report`, `watch`), once the asker's right is checked and the
+`command`, `test start|stop|report`, `watch`, `drill`), once the asker's right is checked and the
 request's fields are read.
 
 Owns one handler per op: it takes the `ControlTarget` (the running gateway), the parsed request
@@ -22,6 +22,7 @@ from gateway.alarms.latch import Latch, UnknownAlarm
 from gateway.alarms.test_mode import TestModeError
 from gateway.commands.args import (
     DeviceRequest,
+    DrillRequest,
     LedgerCloseRequest,
     NoFields,
     ResetRequest,
@@ -74,6 +75,8 @@ class ControlTarget(Protocol):
         ...
 
     def watch(self, device: str | None) -> AsyncGenerator[dict[str, Any], None]: ...
+
+    async def drill(self, *, start: bool, minutes: int, by: str) -> None: ...
 
 
 async def alarms(target: ControlTarget, request: NoFields, peer: Peer) -> Answer:
@@ -218,3 +221,14 @@ async def watch(target: ControlTarget, request: WatchRequest, peer: Peer) -> Str
     if device is not None and not target.has_device(device):
         raise RequestError(f"no device {device!r}")
     return Stream({"watching": device or "*"}, target.watch(device))
+
+
+async def drill(target: ControlTarget, request: DrillRequest, peer: Peer) -> Answer:
+    """The school starts (or ends) a drill on the box: the drill's start and stop events go to
+    the police too (gateway.alarms.drill), stored before this answers."""
+    by = request.by or DEFAULT_RESET_BY
+    await target.drill(start=request.start, minutes=request.minutes, by=by)
+    log.warning(
+        "drill_by_school", start=request.start, minutes=request.minutes, by=by, **peer.fields()
+    )
+    return {"drill": request.start, "minutes": request.minutes if request.start else 0}

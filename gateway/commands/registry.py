@@ -28,6 +28,7 @@ from gateway.commands.args import (
     Args,
     BollardArgs,
     DeviceRequest,
+    DrillRequest,
     DrillStartArgs,
     DrillStopArgs,
     LedgerCloseArgs,
@@ -137,6 +138,7 @@ _LOCAL: tuple[LocalOp[Any], ...] = (
     LocalOp("test.stop", TestStopRequest, local.test_stop, "reset", "end test mode"),
     LocalOp("test.report", NoFields, local.test_report, "read", "the last walk test's receipts"),
     LocalOp("watch", WatchRequest, local.watch, "read", "inputs, registers, events as read"),
+    LocalOp("drill", DrillRequest, local.drill, "device", "start or end a drill (police told)"),
 )
 
 

@@ -22,7 +22,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -66,6 +66,17 @@ class DevicePolled:
     """The outbox was flushed since: what the poll found has reached the inbox."""
 
 
+class Block(Protocol):
+    """A block added after construction (the daily report, drills per quarter): it sees every
+    event the engine sees and is checked when its time comes."""
+
+    def take(self, event: Event) -> list[Event]: ...
+
+    async def check(self, now_ms: int) -> list[Event]: ...
+
+    def next_check_ms(self, now_ms: int) -> int | None: ...
+
+
 class RulesEngine:
     def __init__(
         self,
@@ -102,6 +113,7 @@ class RulesEngine:
         self._patrols = [
             PatrolTracker(_patrol_plan(p, devices), state, calendar.tz) for p in rules.patrol
         ]
+        self._blocks: list[Block] = []
         self._inbox: list[Event | DevicePolled] = []
         self._wake = asyncio.Event()
         self.refused = 0
@@ -110,6 +122,17 @@ class RulesEngine:
         self._today = functools.partial(
             rules_today, calendar=calendar, patrols=self._patrols, state=state
         )
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    @property
+    def patrols(self) -> list[PatrolTracker]:
+        return self._patrols
+
+    def add_block(self, block: Block) -> None:
+        self._blocks.append(block)
 
     # -- the hook ------------------------------------------------------------------------------
 
@@ -163,6 +186,10 @@ class RulesEngine:
                 await self._guarded("device polled", self._polled(item.device_id))
             else:
                 await self._guarded(f"event {item.type}", self._take(item))
+                for block in self._blocks:
+                    await self._guarded(
+                        f"{type(block).__name__} {item.type}", self._give(block, item)
+                    )
         await self._guarded("checks", self._check())
 
     def today(self) -> RulesToday:
@@ -177,6 +204,10 @@ class RulesEngine:
         deadline_ms = self._ledger.next_deadline_ms()
         if deadline_ms is not None:
             waits.append((deadline_ms - now_ms) / 1000)
+        for block in self._blocks:
+            due_ms = block.next_check_ms(now_ms)
+            if due_ms is not None:
+                waits.append((due_ms - now_ms) / 1000)
         known = [w for w in waits if w is not None]
         return max(min(known), 0.0) if known else None
 
@@ -248,6 +279,14 @@ class RulesEngine:
         for patrol in self._patrols:
             await self._emit_all(patrol.check(now_ms))
         await self._emit_all(self._ledger.check_overdue(now_ms))
+        for block in self._blocks:
+            await self._guarded(type(block).__name__, self._check_block(block, now_ms))
+
+    async def _give(self, block: Block, event: Event) -> None:
+        await self._emit_all(block.take(event))
+
+    async def _check_block(self, block: Block, now_ms: int) -> None:
+        await self._emit_all(await block.check(now_ms))
 
     # -- actions -------------------------------------------------------------------------------
 

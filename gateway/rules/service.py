@@ -27,9 +27,13 @@ from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock
 from gateway.core.events import DeviceRef, Event
 from gateway.rules.calendar import SchoolCalendar
+from gateway.rules.daily_report import DailyReporter
+from gateway.rules.drills import DrillQuarters
 from gateway.rules.engine import Commander, DevicePolled, Emitter, RulesEngine
 from gateway.rules.ledger import LedgerError
 from gateway.rules.reactions import PanicReactions, Siren
+from gateway.rules.report import LiveFigures
+from gateway.rules.report_store import SqliteReports
 from gateway.rules.sqlite_state import SqliteRulesState
 from gateway.rules.today import RulesToday
 
@@ -53,10 +57,16 @@ class RulesService:
         changed: Callable[[], None] = nothing_changed,
         flush: Callable[[], Awaitable[object]] | None = None,
         siren: Siren | None = None,
+        append: Emitter | None = None,
+        live: Callable[[], LiveFigures] | None = None,
     ) -> None:
         self._rules = rules
+        self._tz = tz
         self._changed = changed
         self._flush = flush
+        self._append = append
+        """The durable write (the outbox's append): the daily report needs it, and `live`."""
+        self._live = live
         self.reactions = (
             None
             if rules.panic is None or command is None or siren is None
@@ -114,6 +124,7 @@ class RulesService:
 
     async def _run_engine(self) -> None:
         state = await self._open_state()
+        reports: SqliteReports | None = None
         try:
             engine = RulesEngine(
                 self._rules,
@@ -126,6 +137,9 @@ class RulesService:
                 changed=self._changed,
                 flush=self._flush,
             )
+            drills = DrillQuarters(state, self._tz, self._rules.drills.warn_days_before_quarter_end)
+            engine.add_block(drills)
+            reports = self._add_daily_report(engine, state, drills)
             self.engine = engine
             pending, self._pending = self._pending, []
             for item in pending:
@@ -133,6 +147,31 @@ class RulesService:
             await engine.run()
         finally:
             state.close()
+            if reports is not None:
+                reports.close()
+
+    def _add_daily_report(
+        self, engine: RulesEngine, state: SqliteRulesState, drills: DrillQuarters
+    ) -> SqliteReports | None:
+        config = self._rules.daily_report
+        if config is None or self._append is None or self._live is None:
+            return None
+        reports = SqliteReports(self._store_path)
+        engine.add_block(
+            DailyReporter(
+                at=config.at,
+                tz=self._tz,
+                state=state,
+                ledger=engine.ledger,
+                patrols=engine.patrols,
+                drills=drills,
+                reports=reports,
+                store_path=self._store_path,
+                live=self._live,
+                append=self._append,
+            )
+        )
+        return reports
 
     async def _open_state(self) -> SqliteRulesState:
         backoff = Backoff(base_s=1.0, cap_s=60.0)
