@@ -14,12 +14,12 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from gateway.core import contract
 from gateway.core.clock import Clock
 from gateway.core.events import Event, Lane
+from gateway.core.lifecycle import AsyncResource
 from gateway.store.delivery import Deliveries
 from gateway.store.log import DurableLog
 from gateway.store.outbox import Outbox
@@ -29,7 +29,7 @@ from gateway.store.routing import Router
 _T = TypeVar("_T")
 
 
-class Storage:
+class Storage(AsyncResource):
     def __init__(
         self,
         path: Path,
@@ -82,18 +82,6 @@ class Storage:
         if self.log.degraded:
             await self.recover()  # a last try: what is only in memory is lost at exit
         await self.log.close()
-
-    async def __aenter__(self) -> Storage:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def run(self) -> None:
         """The group commit and the retry of a failing disk, until cancelled."""
