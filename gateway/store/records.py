@@ -90,9 +90,13 @@ class DeliveryRecords(Protocol):
     ) -> list[PendingDelivery]: ...
 
 
-class UplinkStore(DeliveryQueue, DeliveryRecords, Protocol):
+@dataclass(frozen=True, slots=True)
+class UplinkStore:
     """An uplink's view: it hands the queue to its drain and reads the records for heartbeats
-    and replay."""
+    and replay (two parts of the store, so a pair rather than one object forwarding both)."""
+
+    queue: DeliveryQueue
+    records: DeliveryRecords
 
 
 class AlarmRecords(Protocol):
