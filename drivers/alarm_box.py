@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -23,7 +23,7 @@ from drivers.base import CommandError, DriverContext
 from drivers.codecs import counter_delta, span
 from drivers.lines.arbiter import PRIORITY_ALARM
 from drivers.lines.modbus import ModbusLine
-from drivers.polling import DeviceHealth, poll_forever
+from drivers.polling import PolledDriver
 from edge_config.models import AlarmBoxDevice
 
 _COUNTER_RESET_LIMIT = 1000
@@ -66,7 +66,7 @@ class _Blink:
         return True
 
 
-class AlarmBox:
+class AlarmBox(PolledDriver):
     kind = "alarm_box"
     line_priority = PRIORITY_ALARM
     """On a shared line, a waiting alarm-box request goes before other devices' polls."""
@@ -105,32 +105,12 @@ class AlarmBox:
         self._remembered: dict[int, int] = {}
         """The counter values in the store, so an unchanged one is not written again."""
         self._lockout_until_ms: dict[int, int] = {}
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
+        super().__init__(ctx, config, on_offline=line.drop_connection)
         self._writing = asyncio.Lock()
         """One writer of the outputs at a time (the poll loop, an installer's command): each
         sees what the other has written before it compares."""
 
     # -- Driver ------------------------------------------------------------------------------
-
-    async def run(self, ready: Callable[[], None]) -> None:
-        await poll_forever(
-            self.poll_once,
-            interval_ms=self._cfg.poll_interval_ms,
-            health=self._health,
-            ready=ready,
-        )
-
-    @property
-    def polls(self) -> int:
-        return self._health.polls
-
-    @property
-    def health(self) -> DeviceHealth:
-        return self._health
-
-    @property
-    def failures(self) -> int:
-        return self._health.failures
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`lamp` / `siren` / `fault` with `on`: drive an output by hand (installer test of the
