@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import structlog
-
 from drivers import access_codec as wire
 from drivers.access_codec import Code, ControllerEvent, EventCode, Frame
 from drivers.base import (
@@ -63,16 +61,13 @@ _DOOR_STATES: dict[EventCode, str] = {
 }
 
 
-class AccessController(PolledDriver):
+class AccessController(PolledDriver[AccessControllerDevice, SerialLine]):
     kind = "access_controller"
 
     def __init__(
         self, config: AccessControllerDevice, line: SerialLine, ctx: DriverContext
     ) -> None:
-        self._cfg = config
-        self._line = line
-        self._ctx = ctx
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        super().__init__(config, line, ctx, on_offline=self._went_offline)
         self._seq = 0
         self._ack = 0
         """The last event taken (stored durably); sent with every poll until the next one."""
@@ -85,7 +80,6 @@ class AccessController(PolledDriver):
         self._greeted = False
         """Configured and clock-checked since the last (re)contact."""
         self._next_clock_check = 0.0
-        super().__init__(ctx, config, on_offline=self._went_offline)
         self.counters = ProtocolCounters()
         self.events_taken = 0
 

@@ -17,8 +17,6 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import structlog
-
 from drivers.base import CommandError, DriverContext
 from drivers.codecs import counter_delta, span
 from drivers.lines.arbiter import PRIORITY_ALARM
@@ -66,16 +64,13 @@ class _Blink:
         return True
 
 
-class AlarmBox(PolledDriver):
+class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
     kind = "alarm_box"
     line_priority = PRIORITY_ALARM
     """On a shared line, a waiting alarm-box request goes before other devices' polls."""
 
     def __init__(self, config: AlarmBoxDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
-        self._ctx = ctx
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        super().__init__(config, line, ctx)
         self._buttons = [b.input for b in config.buttons]
         self._inputs = [*self._buttons] + (
             [config.reset_input] if config.reset_input is not None else []
@@ -105,7 +100,6 @@ class AlarmBox(PolledDriver):
         self._remembered: dict[int, int] = {}
         """The counter values in the store, so an unchanged one is not written again."""
         self._lockout_until_ms: dict[int, int] = {}
-        super().__init__(ctx, config, on_offline=line.drop_connection)
         self._writing = asyncio.Lock()
         """One writer of the outputs at a time (the poll loop, an installer's command): each
         sees what the other has written before it compares."""

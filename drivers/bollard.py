@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import structlog
-
 from drivers.base import CommandError, DriverContext, DriverError
 from drivers.codecs import BIT_LIMIT, REGISTER_LIMIT, decode_words, plan_reads
 from drivers.lines.modbus import ModbusLine
@@ -50,15 +48,12 @@ class _Movement:
 _Emit = tuple[str, Severity, dict[str, Any]]
 
 
-class Bollard(PolledDriver):
+class Bollard(PolledDriver[BollardDevice, ModbusLine]):
     kind = "bollard"
 
     def __init__(self, config: BollardDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
+        super().__init__(config, line, ctx)
         self._map = config.register_map()
-        super().__init__(ctx, config, on_offline=line.drop_connection)
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
         self._plan = self._read_plan()
         self.position: Reading | None = None
         self.fault_code: int | None = None

@@ -18,13 +18,11 @@ from edge_config.devices_modbus import BollardSocketsDevice
 from gateway.core.events import Severity
 
 
-class BollardSockets(PolledDriver):
+class BollardSockets(PolledDriver[BollardSocketsDevice, ModbusLine]):
     kind = "bollard_sockets"
 
     def __init__(self, config: BollardSocketsDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
-        super().__init__(ctx, config, on_offline=line.drop_connection)
+        super().__init__(config, line, ctx)
         self._start, self._count = span(s.input for s in config.sockets)
         self.present: dict[str, bool] | None = None
         """Socket name -> a bollard stands in it; None before the first poll."""

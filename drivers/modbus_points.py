@@ -15,8 +15,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import structlog
-
 from drivers.base import CommandError, DeviceException, DriverContext
 from drivers.codecs import (
     BIT_LIMIT,
@@ -60,14 +58,11 @@ def changed(point: ModbusPoint, value: Value, last: Value) -> bool:
     return abs(value - last) > (point.deadband or 0.0)
 
 
-class ModbusPoints(PolledDriver):
+class ModbusPoints(PolledDriver[ModbusPointsDevice, ModbusLine]):
     kind = "modbus_points"
 
     def __init__(self, config: ModbusPointsDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
-        super().__init__(ctx, config, on_offline=line.drop_connection)
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        super().__init__(config, line, ctx)
         self._points = config.resolved_points()
         spans: dict[Function, list[tuple[int, int]]] = {}
         for point in self._points:

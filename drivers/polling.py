@@ -16,12 +16,13 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import structlog
 
 from drivers.base import DriverContext, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
+from drivers.lines.serial import SerialLine
 from drivers.pacing import PollPacer
 from gateway.core.events import Event, Severity, new_event
 
@@ -133,15 +134,32 @@ class PollTimes(Protocol):
     def offline_after_ms(self) -> int: ...
 
 
-class PolledDriver(ABC):
-    """What every polled driver shares: its device's health (with the poll and failure counts)
-    and `Driver.run`, which polls it every `poll_interval_ms` through `poll_forever`."""
+C = TypeVar("C", bound=PollTimes)
+L = TypeVar("L", bound=ModbusLine | SerialLine)
+
+
+class PolledDriver(ABC, Generic[C, L]):
+    """What every polled driver shares: its config `C`, its line `L`, its context and logger,
+    its device's health (with the poll and failure counts) and `Driver.run`, which polls it
+    every `poll_interval_ms` through `poll_forever`."""
 
     def __init__(
-        self, ctx: DriverContext, config: PollTimes, *, on_offline: Callable[[], Awaitable[None]]
+        self,
+        config: C,
+        line: L,
+        ctx: DriverContext,
+        *,
+        on_offline: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=on_offline)
-        self._poll_interval_ms = config.poll_interval_ms
+        """`on_offline`: what to do once the device went offline; by default the line drops its
+        connection, in case it is a half-open TCP one."""
+        self._cfg = config
+        self._line = line
+        self._ctx = ctx
+        self._log = structlog.get_logger(type(self).__module__).bind(device=ctx.device.id)
+        self._health = DeviceHealth(
+            ctx, config.offline_after_ms, on_offline=on_offline or line.drop_connection
+        )
 
     @property
     def health(self) -> DeviceHealth:
@@ -158,7 +176,7 @@ class PolledDriver(ABC):
     async def run(self, ready: Callable[[], None]) -> None:
         await poll_forever(
             self._poll_turn,
-            interval_ms=self._poll_interval_ms,
+            interval_ms=self._cfg.poll_interval_ms,
             health=self._health,
             ready=ready,
         )
