@@ -1,12 +1,14 @@
 """The base every configuration section builds on: the strict model and the id type.
 
-Owns `Strict` (unknown keys are errors, nothing is coerced) and `Ident` (an id that may appear in
-an MQTT topic). Every schema module imports these from here, so no schema module needs another
-one's internals; it owns no section itself.
+Owns `Strict` (unknown keys are errors, nothing is coerced), `Ident` (an id that may appear in
+an MQTT topic) and `require_distinct`, the check that a list names nothing twice. Every schema
+module imports these from here, so no schema module needs another one's internals; it owns no
+section itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Hashable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,3 +27,10 @@ class Strict(BaseModel):
     a number, `"30"` is neither a number nor a boolean, `inf` and `nan` are not numbers)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def require_distinct(values: Collection[Hashable], message: str) -> None:
+    """Raise ValueError(`message`) (pydantic reports it at the validator's place) if any value
+    stands in `values` twice."""
+    if len(set(values)) != len(values):
+        raise ValueError(message)

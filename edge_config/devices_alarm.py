@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict
+from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict, require_distinct
 
 
 class PanicButton(Strict):
@@ -52,11 +52,9 @@ class AlarmBoxDevice(Strict):
     @model_validator(mode="after")
     def _distinct_inputs(self) -> AlarmBoxDevice:
         inputs = [b.input for b in self.buttons]
-        if len(set(inputs)) != len(inputs):
-            raise ValueError("two buttons share one discrete input")
+        require_distinct(inputs, "two buttons share one discrete input")
         if self.reset_input is not None and self.reset_input in inputs:
             raise ValueError("reset_input is also a panic button input")
         coils = [c for c in (self.lamp_coil, self.siren_coil, self.fault_coil) if c is not None]
-        if len(set(coils)) != len(coils):
-            raise ValueError("lamp_coil, siren_coil and fault_coil must be different coils")
+        require_distinct(coils, "lamp_coil, siren_coil and fault_coil must be different coils")
         return self

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal, Protocol
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict
+from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict, require_distinct
 
 Address = int
 Position = Literal["down", "rising", "up", "lowering"]
@@ -132,8 +132,9 @@ class BollardRegisters(Strict):
             for name in ("raise_command", "lower_command", "emergency_raise_command")
             if (ref := getattr(self, name)) is not None
         }
-        if len(set(commands.values())) != len(commands):
-            raise ValueError(f"two commands write the same value to the same place: {commands}")
+        require_distinct(
+            commands.values(), f"two commands write the same value to the same place: {commands}"
+        )
         return self
 
 
@@ -245,11 +246,9 @@ class BollardSocketsDevice(_ModbusDevice):
     @model_validator(mode="after")
     def _distinct(self) -> BollardSocketsDevice:
         inputs = [s.input for s in self.sockets]
-        if len(set(inputs)) != len(inputs):
-            raise ValueError("sockets: two sockets share one discrete input")
+        require_distinct(inputs, "sockets: two sockets share one discrete input")
         names = [s.name for s in self.sockets]
-        if len(set(names)) != len(names):
-            raise ValueError("sockets: two sockets have the same name")
+        require_distinct(names, "sockets: two sockets have the same name")
         return self
 
 
