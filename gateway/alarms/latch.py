@@ -42,6 +42,17 @@ class BoxInfo:
     drill: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _ResetBy:
+    """Who reset an alarm: the name given (or the reset input), and for a reset asked over the
+    control socket the uid and user the system names, and the reason given."""
+
+    by: str
+    uid: int | None = None
+    user: str = ""
+    reason: str = ""
+
+
 @dataclass(slots=True)
 class Latch:
     alarm_id: str
@@ -205,7 +216,7 @@ class AlarmLatches:
 
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None:
         for latch in [lt for lt in self._open.values() if lt.device_id == device_id]:
-            await self._reset(latch, by="reset input", occurred_at_ms=occurred_at_ms)
+            await self._reset(latch, _ResetBy("reset input"), occurred_at_ms=occurred_at_ms)
 
     # -- the gateway side ---------------------------------------------------------------------
 
@@ -225,9 +236,7 @@ class AlarmLatches:
         latch = self._open.get(alarm_id)
         if latch is None:
             raise UnknownAlarm(alarm_id)
-        await self._reset(
-            latch, by=by, occurred_at_ms=occurred_at_ms, uid=uid, user=user, reason=reason
-        )
+        await self._reset(latch, _ResetBy(by, uid, user, reason), occurred_at_ms=occurred_at_ms)
 
     async def silence_siren(self, device_id: str, *, by: str, occurred_at_ms: int) -> list[str]:
         """A guard silenced the siren of `device_id`: each of its open alarms records an
@@ -345,21 +354,16 @@ class AlarmLatches:
         )
         await self._show(latch.device_id)
 
-    async def _reset(
-        self,
-        latch: Latch,
-        *,
-        by: str,
-        occurred_at_ms: int,
-        uid: int | None = None,
-        user: str = "",
-        reason: str = "",
-    ) -> None:
-        data: dict[str, object] = {"button": latch.button, "reset_by": by, "presses": latch.presses}
-        if uid is not None:
-            data |= {"reset_by_uid": uid, "reset_by_user": user}
-        if reason:
-            data["reason"] = reason
+    async def _reset(self, latch: Latch, who: _ResetBy, *, occurred_at_ms: int) -> None:
+        data: dict[str, object] = {
+            "button": latch.button,
+            "reset_by": who.by,
+            "presses": latch.presses,
+        }
+        if who.uid is not None:
+            data |= {"reset_by_uid": who.uid, "reset_by_user": who.user}
+        if who.reason:
+            data["reason"] = who.reason
         event = self._event(latch, "alarm.reset", Severity.INFO, occurred_at_ms, data)
         await self._outbox.append(event)
         self._open.pop(latch.alarm_id, None)
@@ -370,9 +374,9 @@ class AlarmLatches:
             "alarm_reset",
             alarm_id=latch.alarm_id,
             device=latch.device_id,
-            by=by,
-            uid=uid,
-            user=user,
+            by=who.by,
+            uid=who.uid,
+            user=who.user,
         )
         await self._show(latch.device_id)
 

@@ -182,12 +182,10 @@ class Heartbeat:
 
 
 def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
-    return _dumps(
+    return _gateway_message(
+        site,
+        "heartbeat",
         {
-            "schema": SCHEMA_VERSION,
-            "type": "heartbeat",
-            "school": site.school_id,
-            "gateway": site.gateway_id,
             "destination": beat.destination,
             "boot": beat.boot,
             "from_seq": beat.from_seq,
@@ -195,8 +193,8 @@ def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
             "routed": beat.routed,
             "pending": beat.pending,
             "paths": beat.paths,
-            "at": iso_ms(at_ms, site.tz),
-        }
+        },
+        at_ms=at_ms,
     )
 
 
@@ -212,12 +210,10 @@ class CommandResult:
 
 
 def result_payload(site: Site, outcome: CommandResult, *, at_ms: int) -> bytes:
-    return _dumps(
+    return _gateway_message(
+        site,
+        "command.result",
         {
-            "schema": SCHEMA_VERSION,
-            "type": "command.result",
-            "school": site.school_id,
-            "gateway": site.gateway_id,
             # Echoed from what a sender chose: already cut (64 characters) by the handler.
             "command_id": outcome.command_id,
             "command": outcome.command,
@@ -225,6 +221,21 @@ def result_payload(site: Site, outcome: CommandResult, *, at_ms: int) -> bytes:
             "reason": outcome.reason,
             "detail": clean_text(outcome.detail, MAX_DETAIL_CHARS),
             "result": outcome.result or {},
+        },
+        at_ms=at_ms,
+    )
+
+
+def _gateway_message(site: Site, type_: str, fields: dict[str, Any], *, at_ms: int) -> bytes:
+    """A message of the gateway's own (a heartbeat, a command result): `fields` between the
+    envelope's head (schema, type, school, gateway) and its time, in that order on the wire."""
+    return _dumps(
+        {
+            "schema": SCHEMA_VERSION,
+            "type": type_,
+            "school": site.school_id,
+            "gateway": site.gateway_id,
+            **fields,
             "at": iso_ms(at_ms, site.tz),
         }
     )
