@@ -21,7 +21,6 @@ or unlock a door.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import dataclasses
@@ -37,6 +36,7 @@ from drivers.polling import DeviceHealth
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway.alarms.latch import AlarmLatches, Latch, UnknownAlarm
 from gateway.core.clock import Clock
+from gateway.guard.versioned import Versioned
 from gateway.guard.view import (
     ActionRefused,
     AlarmStage,
@@ -80,7 +80,7 @@ def ntp_synchronised() -> bool | None:
     return state != _TIME_ERROR
 
 
-class DaemonGuardSource:
+class DaemonGuardSource(Versioned):
     def __init__(
         self,
         config: GatewayConfig,
@@ -92,6 +92,7 @@ class DaemonGuardSource:
         poll_s: float = POLL_S,
         clock_synchronised: Callable[[], bool | None] = ntp_synchronised,
     ) -> None:
+        super().__init__()
         self._config = config
         self._latches = latches
         self._paths = paths
@@ -102,18 +103,11 @@ class DaemonGuardSource:
         self._ack_timeout_ms = round(config.alarms.ack_timeout_s * 1000)
         self._since: dict[tuple[str, str], tuple[str, int]] = {}
         """(part, name) -> (state, wall ms when this source first saw it in that state)."""
-        self._version = 0
-        self._bumped = asyncio.Event()
         self._last = self._content(self._build())
 
     # --- GuardSource -------------------------------------------------------------------------
     def snapshot(self) -> GuardSnapshot:
         return dataclasses.replace(self._build(), version=self._version)
-
-    async def changed(self, after_version: int) -> int:
-        while self._version <= after_version:
-            await self._bumped.wait()
-        return self._version
 
     async def reset(self, alarm_id: str, by: str, reason: str | None) -> None:
         latch = self._latch(alarm_id)
@@ -143,10 +137,6 @@ class DaemonGuardSource:
         self.refresh()
 
     # --- the watcher ----------------------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        return self._version
-
     async def run(self) -> None:
         """Rebuild the snapshot every `poll_s` and bump the version when it changed; runs until
         cancelled (a named task in the daemon's TaskGroup)."""
@@ -158,9 +148,7 @@ class DaemonGuardSource:
         content = self._content(self._build())
         if content != self._last:
             self._last = content
-            self._version += 1
-            bumped, self._bumped = self._bumped, asyncio.Event()
-            bumped.set()
+            self._bump()
 
     # --- building the snapshot ------------------------------------------------------------------
     def _build(self) -> GuardSnapshot:

@@ -8,12 +8,13 @@ a reset removes the alarm, refused without a reason until the police acknowledge
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
+from gateway.guard.versioned import Versioned
 from gateway.guard.view import (
     ActionRefused,
     AlarmView,
@@ -26,6 +27,8 @@ from gateway.guard.view import (
     RulesView,
 )
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class RecordedAction:
@@ -35,24 +38,18 @@ class RecordedAction:
     reason: str | None = None
 
 
-class MemorySource:
+class MemorySource(Versioned):
     def __init__(
         self, *, gate_name: str = "", now: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
+        super().__init__()
         self._now = now
-        self._version = 0
-        self._bumped = asyncio.Event()
         self._state = GuardSnapshot(version=0, now=now(), gate_name=gate_name)
         self.actions: list[RecordedAction] = []
 
     # --- GuardSource -------------------------------------------------------------------------
     def snapshot(self) -> GuardSnapshot:
         return dataclasses.replace(self._state, version=self._version, now=self._now())
-
-    async def changed(self, after_version: int) -> int:
-        while self._version <= after_version:
-            await self._bumped.wait()
-        return self._version
 
     async def reset(self, alarm_id: str, by: str, reason: str | None) -> None:
         alarm = self._alarm(alarm_id)
@@ -72,32 +69,23 @@ class MemorySource:
         self._bump()
 
     # --- what a test sets ------------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        return self._version
-
     def put_alarm(self, alarm: AlarmView) -> None:
-        others = tuple(a for a in self._state.alarms if a.alarm_id != alarm.alarm_id)
-        self._set(alarms=(*others, alarm))
+        self._put("alarms", alarm, lambda a: a.alarm_id)
 
     def update_alarm(self, alarm_id: str, **changes: object) -> None:
         self.put_alarm(dataclasses.replace(self._alarm(alarm_id), **changes))  # type: ignore[arg-type]
 
     def put_bollard(self, bollard: BollardView) -> None:
-        others = tuple(b for b in self._state.bollards if b.device != bollard.device)
-        self._set(bollards=(*others, bollard))
+        self._put("bollards", bollard, lambda b: b.device)
 
     def put_door(self, door: DoorView) -> None:
-        others = tuple(d for d in self._state.doors if d.device != door.device)
-        self._set(doors=(*others, door))
+        self._put("doors", door, lambda d: d.device)
 
     def put_device(self, device: DeviceView) -> None:
-        others = tuple(d for d in self._state.devices if d.device != device.device)
-        self._set(devices=(*others, device))
+        self._put("devices", device, lambda d: d.device)
 
     def put_path(self, path: PathView) -> None:
-        others = tuple(p for p in self._state.paths if p.destination != path.destination)
-        self._set(paths=(*others, path))
+        self._put("paths", path, lambda p: p.destination)
 
     def set_clock(self, clock: ClockView) -> None:
         self._set(clock=clock)
@@ -116,11 +104,11 @@ class MemorySource:
         if not any(d.device == box and d.kind == "alarm_box" for d in self._state.devices):
             raise ActionRefused("unknown_box", box)
 
+    def _put(self, part: str, item: _T, key: Callable[[_T], str]) -> None:
+        """`item` in place of the one of `part` with the same key (or added), last."""
+        others = tuple(x for x in getattr(self._state, part) if key(x) != key(item))
+        self._set(**{part: (*others, item)})
+
     def _set(self, **changes: object) -> None:
         self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]
         self._bump()
-
-    def _bump(self) -> None:
-        self._version += 1
-        bumped, self._bumped = self._bumped, asyncio.Event()
-        bumped.set()
