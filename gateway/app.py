@@ -38,6 +38,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
+from gateway.rules.engine import RulesContext
 from gateway.rules.service import RulesService, Writer
 from gateway.security import Security, load_security
 from gateway.store.retention import Retention, RetentionPolicy
@@ -166,10 +167,7 @@ class Gateway:
                 config_dir=config_dir,
                 store_path=config.store.path,
                 tz=self.site.tz,
-                clock=self.clock,
-                devices=refs,
-                emit=self.outbox.emit,
-                command=self.device_command,
+                ctx=RulesContext(self.clock, refs, self.outbox.emit, self.device_command),
             )
         )
         self.drivers: dict[str, Driver] = {}

@@ -9,7 +9,7 @@ input or action from stopping the task: each is logged and counted, the rest goe
 not judge (gateway.rules.windows, timers, patrol, ledger do), store events (the outbox does) or
 talk to devices (the drivers do, through `command`).
 
-Seam: `RulesEngine(rules, calendar, state, clock, devices, emit=..., command=...)`;
+Seam: `RulesEngine(rules, calendar, state, RulesContext(clock, devices, emit, command))`;
 `on_stored(event)` is the hook the app calls for each event a driver had stored (it only
 queues: it never blocks a driver); `run()` is the task. State goes through `RulesState`
 (`SqliteRulesState` on the store's file in the daemon, a second connection).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -50,22 +51,23 @@ OFFLINE_KIND = "device_offline"
 ACTION_TYPE = "rule.action"
 
 
+@dataclass(frozen=True, slots=True)
+class RulesContext:
+    """What the rules reach outside themselves: the clock, the devices by id, where their
+    events go, and the device commands (None: the rules may not command devices)."""
+
+    clock: Clock
+    devices: Mapping[str, DeviceRef]
+    emit: Emitter
+    command: Commander | None = None
+
+
 class RulesEngine:
     def __init__(
-        self,
-        rules: RulesConfig,
-        calendar: SchoolCalendar,
-        state: RulesState,
-        clock: Clock,
-        devices: Mapping[str, DeviceRef],
-        *,
-        emit: Emitter,
-        command: Commander | None = None,
+        self, rules: RulesConfig, calendar: SchoolCalendar, state: RulesState, ctx: RulesContext
     ) -> None:
-        self._clock = clock
-        self._devices = devices
-        self._emit = emit
-        self._command = command
+        self._ctx = ctx
+        clock, devices = ctx.clock, ctx.devices
         self._timers = DurableTimers(state, clock)
         self._ledger = Ledger(
             state, calendar.tz, rules.ledger.repair_h, rules.ledger.default_repair_h
@@ -102,7 +104,7 @@ class RulesEngine:
             await self.step()
             self._wake.clear()
             if not self._inbox:
-                await wait_until_set(self._wake, self._clock, self.next_wake_in_s())
+                await wait_until_set(self._wake, self._ctx.clock, self.next_wake_in_s())
 
     async def step(self) -> None:
         """Take the queued events, then run every block's due checks."""
@@ -112,7 +114,7 @@ class RulesEngine:
         await self._guarded("checks", self._check())
 
     def next_wake_in_s(self) -> float | None:
-        now_ms = self._clock.wall_ms()
+        now_ms = self._ctx.clock.wall_ms()
         waits = [w.next_check_in_s() for w in self._windows]
         waits.append(self._timers.next_due_in_s())
         waits += [(p.next_check_ms(now_ms) - now_ms) / 1000 for p in self._patrols]
@@ -175,7 +177,7 @@ class RulesEngine:
             await self._run_actions(rule.observe(device_id, state))
 
     async def _check(self) -> None:
-        now_ms = self._clock.wall_ms()
+        now_ms = self._ctx.clock.wall_ms()
         for rule in self._windows:
             await self._run_actions(rule.check())
         await self._emit_all(self._timers.check())
@@ -191,7 +193,7 @@ class RulesEngine:
 
     async def _run_action(self, action: Action) -> None:
         if isinstance(action, Emit):
-            await self._emit(action.event)
+            await self._ctx.emit(action.event)
         elif isinstance(action, OpenLedger):
             _, events = self._ledger.open(
                 action.kind, action.key, what=action.what, where=action.where, at_ms=action.at_ms
@@ -207,31 +209,31 @@ class RulesEngine:
     async def _send(self, action: SendCommand) -> None:
         data: dict[str, Any] = {"command": action.name, "args": dict(action.args)}
         severity = Severity.INFO
-        if self._command is None:
+        if self._ctx.command is None:
             data |= {"ok": False, "error": "no command path in this process"}
             severity = Severity.MINOR
         else:
             try:
                 data |= {
                     "ok": True,
-                    "result": await self._command(action.device.id, action.name, action.args),
+                    "result": await self._ctx.command(action.device.id, action.name, action.args),
                 }
             except Exception as exc:  # a failed action is reported, never raised
                 data |= {"ok": False, "error": str(exc) or type(exc).__name__}
                 severity = Severity.MINOR
-        await self._emit(
+        await self._ctx.emit(
             new_event(
                 ACTION_TYPE,
                 action.device,
                 severity=severity,
-                occurred_at_ms=self._clock.wall_ms(),
+                occurred_at_ms=self._ctx.clock.wall_ms(),
                 data=data,
             )
         )
 
     async def _emit_all(self, events: list[Event]) -> None:
         for event in events:
-            await self._emit(event)
+            await self._ctx.emit(event)
 
     async def _guarded(self, what: str, work: Awaitable[None]) -> None:
         try:

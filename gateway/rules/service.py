@@ -13,7 +13,7 @@ again here, so a file changed since then is refused at start-up with the same me
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,10 +22,9 @@ import structlog
 from edge_config.calendar import load_calendar
 from edge_config.rules import RulesConfig
 from gateway.core.backoff import Backoff
-from gateway.core.clock import Clock
-from gateway.core.events import DeviceRef, Event
+from gateway.core.events import Event
 from gateway.rules.calendar import SchoolCalendar
-from gateway.rules.engine import Commander, Emitter, RulesEngine
+from gateway.rules.engine import RulesContext, RulesEngine
 from gateway.rules.sqlite_state import SqliteRulesState
 
 log = structlog.get_logger(__name__)
@@ -43,18 +42,12 @@ class RulesService:
         config_dir: Path,
         store_path: Path,
         tz: ZoneInfo,
-        clock: Clock,
-        devices: Mapping[str, DeviceRef],
-        emit: Emitter,
-        command: Commander | None = None,
+        ctx: RulesContext,
     ) -> None:
         self._rules = rules
         self._calendar = SchoolCalendar(load_calendar(rules.calendar_path(config_dir)), tz)
         self._store_path = store_path
-        self._clock = clock
-        self._devices = devices
-        self._emit = emit
-        self._command = command
+        self._ctx = ctx
         self._pending: list[Event] = []
         self.dropped = 0
         self.engine: RulesEngine | None = None
@@ -81,15 +74,7 @@ class RulesService:
     async def run(self) -> None:
         state = await self._open_state()
         try:
-            engine = RulesEngine(
-                self._rules,
-                self._calendar,
-                state,
-                self._clock,
-                self._devices,
-                emit=self._emit,
-                command=self._command,
-            )
+            engine = RulesEngine(self._rules, self._calendar, state, self._ctx)
             for event in self._pending:
                 engine.on_stored(event)
             self._pending.clear()
@@ -111,4 +96,4 @@ class RulesService:
                     error=str(exc),
                     retry_in_s=round(delay_s, 3),
                 )
-                await self._clock.sleep(delay_s)
+                await self._ctx.clock.sleep(delay_s)
