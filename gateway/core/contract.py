@@ -18,6 +18,7 @@ nesting is cut at `MAX_DEPTH` and a result's detail at `MAX_DETAIL_CHARS`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -182,20 +183,8 @@ class Heartbeat:
 
 
 def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
-    return _gateway_message(
-        site,
-        "heartbeat",
-        {
-            "destination": beat.destination,
-            "boot": beat.boot,
-            "from_seq": beat.from_seq,
-            "last_seq": beat.last_seq,
-            "routed": beat.routed,
-            "pending": beat.pending,
-            "paths": beat.paths,
-        },
-        at_ms=at_ms,
-    )
+    # Every field of a Heartbeat is on the wire, in its order (docs/schemas/heartbeat.schema.json).
+    return _gateway_message(site, "heartbeat", dataclasses.asdict(beat), at_ms=at_ms)
 
 
 @dataclass(frozen=True, slots=True)
