@@ -63,12 +63,11 @@ class DeliveryQueue(Protocol):
     ) -> Lane | None: ...
 
     async def claim(
-        self,
-        destination: str,
-        limit: int,
-        after: dict[Lane, int] | None = None,
-        lanes: Sequence[Lane] = tuple(Lane),
-    ) -> list[PendingDelivery]: ...
+        self, destination: str, limit: int, after: dict[Lane, int], lanes: Sequence[Lane]
+    ) -> list[PendingDelivery]:
+        """The next rows above the cursors `after`, from `lanes` (`delivery.Deliveries.claim`;
+        the drain always says both)."""
+        ...
 
     async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None: ...
 
