@@ -21,6 +21,7 @@ or unlock a door.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import dataclasses
@@ -36,7 +37,6 @@ from drivers.polling import DeviceHealth
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway.alarms.latch import AlarmLatches, Latch, UnknownAlarm
 from gateway.core.clock import Clock
-from gateway.guard.versioned import Versioned
 from gateway.guard.view import (
     ActionRefused,
     AlarmStage,
@@ -80,7 +80,7 @@ def ntp_synchronised() -> bool | None:
     return state != _TIME_ERROR
 
 
-class DaemonGuardSource(Versioned):
+class DaemonGuardSource:
     def __init__(
         self,
         config: GatewayConfig,
@@ -92,7 +92,6 @@ class DaemonGuardSource(Versioned):
         poll_s: float = POLL_S,
         clock_synchronised: Callable[[], bool | None] = ntp_synchronised,
     ) -> None:
-        super().__init__()
         self._config = config
         self._latches = latches
         self._paths = paths
@@ -103,11 +102,18 @@ class DaemonGuardSource(Versioned):
         self._ack_timeout_ms = round(config.alarms.ack_timeout_s * 1000)
         self._since: dict[tuple[str, str], tuple[str, int]] = {}
         """(part, name) -> (state, wall ms when this source first saw it in that state)."""
+        self._version = 0
+        self._bumped = asyncio.Event()
         self._last = self._content(self._build())
 
     # --- GuardSource -------------------------------------------------------------------------
     def snapshot(self) -> GuardSnapshot:
         return dataclasses.replace(self._build(), version=self._version)
+
+    async def changed(self, after_version: int) -> int:
+        while self._version <= after_version:
+            await self._bumped.wait()
+        return self._version
 
     async def reset(self, alarm_id: str, by: str, reason: str | None) -> None:
         latch = self._latch(alarm_id)
@@ -137,6 +143,10 @@ class DaemonGuardSource(Versioned):
         self.refresh()
 
     # --- the watcher ----------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
     async def run(self) -> None:
         """Rebuild the snapshot every `poll_s` and bump the version when it changed; runs until
         cancelled (a named task in the daemon's TaskGroup)."""
@@ -148,7 +158,9 @@ class DaemonGuardSource(Versioned):
         content = self._content(self._build())
         if content != self._last:
             self._last = content
-            self._bump()
+            self._version += 1
+            bumped, self._bumped = self._bumped, asyncio.Event()
+            bumped.set()
 
     # --- building the snapshot ------------------------------------------------------------------
     def _build(self) -> GuardSnapshot:

@@ -8,13 +8,13 @@ a reset removes the alarm, refused without a reason until the police acknowledge
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from gateway.guard.versioned import Versioned
 from gateway.guard.view import (
     ActionRefused,
     AlarmView,
@@ -38,18 +38,24 @@ class RecordedAction:
     reason: str | None = None
 
 
-class MemorySource(Versioned):
+class MemorySource:
     def __init__(
         self, *, gate_name: str = "", now: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        super().__init__()
         self._now = now
+        self._version = 0
+        self._bumped = asyncio.Event()
         self._state = GuardSnapshot(version=0, now=now(), gate_name=gate_name)
         self.actions: list[RecordedAction] = []
 
     # --- GuardSource -------------------------------------------------------------------------
     def snapshot(self) -> GuardSnapshot:
         return dataclasses.replace(self._state, version=self._version, now=self._now())
+
+    async def changed(self, after_version: int) -> int:
+        while self._version <= after_version:
+            await self._bumped.wait()
+        return self._version
 
     async def reset(self, alarm_id: str, by: str, reason: str | None) -> None:
         alarm = self._alarm(alarm_id)
@@ -69,6 +75,10 @@ class MemorySource(Versioned):
         self._bump()
 
     # --- what a test sets ------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._version
+
     def put_alarm(self, alarm: AlarmView) -> None:
         self._put("alarms", alarm, lambda a: a.alarm_id)
 
@@ -112,3 +122,8 @@ class MemorySource(Versioned):
     def _set(self, **changes: object) -> None:
         self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]
         self._bump()
+
+    def _bump(self) -> None:
+        self._version += 1
+        bumped, self._bumped = self._bumped, asyncio.Event()
+        bumped.set()
