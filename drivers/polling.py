@@ -1,7 +1,8 @@
 """The poll loop and device health shared by every polled driver (alarm box, bollard, bollard
 sockets, generic points, access controller).
 
-Owns the poll loop (cadence and backoff from `drivers.pacing.PollPacer`; a poll that says more is
+Owns `PolledDriver`, the part of a driver that every polled kind shares (its health and its
+`run`), the poll loop (cadence and backoff from `drivers.pacing.PollPacer`; a poll that says more is
 waiting is followed at once), a device's `device.offline` / `device.online` events after
 `offline_after_ms` of silence (with the driver's `on_offline` step: a Modbus driver drops its
 connection in case it is half-open), a helper that emits an event for the device, and
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import structlog
 
 from drivers.base import DriverContext, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
+from drivers.lines.serial import SerialLine
 from drivers.pacing import PollPacer
 from gateway.core.events import Event, Severity, new_event
 
@@ -132,3 +135,70 @@ async def poll_forever(
             await health.failed(exc)
             delay = pacer.failed(back_off=health.online is False)
         await asyncio.sleep(delay)
+
+
+class PollTimes(Protocol):
+    """The two timings every polled device's config carries."""
+
+    @property
+    def poll_interval_ms(self) -> int: ...
+
+    @property
+    def offline_after_ms(self) -> int: ...
+
+
+C = TypeVar("C", bound=PollTimes)
+L = TypeVar("L", bound=ModbusLine | SerialLine)
+
+
+class PolledDriver(ABC, Generic[C, L]):
+    """What every polled driver shares: its config `C`, its line `L`, its context and logger,
+    its device's health (with the poll and failure counts) and `Driver.run`, which polls it
+    every `poll_interval_ms` through `poll_forever`."""
+
+    def __init__(
+        self,
+        config: C,
+        line: L,
+        ctx: DriverContext,
+        *,
+        on_offline: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_offline`: what to do once the device went offline; by default the line drops its
+        connection, in case it is a half-open TCP one."""
+        self._cfg = config
+        self._line = line
+        self._ctx = ctx
+        self._log = structlog.get_logger(type(self).__module__).bind(device=ctx.device.id)
+        self._health = DeviceHealth(
+            ctx, config.offline_after_ms, on_offline=on_offline or line.drop_connection
+        )
+
+    @property
+    def health(self) -> DeviceHealth:
+        return self._health
+
+    @property
+    def polls(self) -> int:
+        return self._health.polls
+
+    @property
+    def failures(self) -> int:
+        return self._health.failures
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        await poll_forever(
+            self._poll_turn,
+            interval_ms=self._cfg.poll_interval_ms,
+            health=self._health,
+            ready=ready,
+        )
+
+    async def _poll_turn(self) -> bool | None:
+        """One turn of the poll loop: one poll, unless the driver has more to do per turn."""
+        return await self.poll_once()
+
+    @abstractmethod
+    async def poll_once(self) -> bool | None:
+        """Read the device once and report what changed; calls `health.answered()` as soon as
+        the device has answered. True when the device has more waiting (see `poll_forever`)."""

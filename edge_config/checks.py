@@ -106,13 +106,14 @@ def password_file_errors(name: str, dest: DestinationConfig, groups: frozenset[i
         return [f"{key}: {path} is readable by others (mode {mode & 0o777:04o}); {fix}"]
     if mode & stat.S_IRGRP and gid not in groups:
         return [
-            f"{key}: {path} is readable by group {_group_name(gid)} (mode {mode & 0o777:04o}), "
+            f"{key}: {path} is readable by group {group_name(gid)} (mode {mode & 0o777:04o}), "
             f"not the service's; {fix}"
         ]
     return []
 
 
-def _group_name(gid: int) -> str:
+def group_name(gid: int) -> str:
+    """The group's name, or its number where the system has no name for it."""
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -249,7 +250,7 @@ def service_store_warnings(config: GatewayConfig, user: str = SERVICE_USER) -> l
     problem = store_path_problem(path, user_can(account.pw_uid, gids), f"user {user}")
     if problem is None:
         return []
-    owner = f"{user}:{_group_name(account.pw_gid)}"
+    owner = f"{user}:{group_name(account.pw_gid)}"
     return [
         f"store.path: {problem}, which the service runs as; fix: chown -R {owner} {path.parent}"
     ]

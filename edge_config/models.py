@@ -262,8 +262,9 @@ class ModbusTcpLine(Strict):
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
-class ModbusRtuLine(Strict):
-    type: Literal["modbus_rtu"]
+class _SerialPort(Strict):
+    """The port and character settings of a line over a serial port, whatever it carries."""
+
     port: str = Field(
         min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB0"
     )
@@ -271,20 +272,17 @@ class ModbusRtuLine(Strict):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Annotated[Literal[1, 2], WholeNumber] = 1
     bytesize: Annotated[Literal[7, 8], WholeNumber] = 8
+
+
+class ModbusRtuLine(_SerialPort):
+    type: Literal["modbus_rtu"]
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
-class SerialLine(Strict):
+class SerialLine(_SerialPort):
     """A plain serial line for devices that speak their own framing (access controllers)."""
 
     type: Literal["serial"]
-    port: str = Field(
-        min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB1"
-    )
-    baudrate: Baudrate = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Annotated[Literal[1, 2], WholeNumber] = 1
-    bytesize: Annotated[Literal[7, 8], WholeNumber] = 8
     timeout_ms: int = Field(default=500, ge=10, le=30_000)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from edge_config.base import Ident, Strict
+from edge_config.base import Ident, Strict, require_distinct
 from edge_config.calendar import TimeOfDay, load_calendar
 from edge_config.errors import ConfigError
 from edge_config.fields import ConfigPath
@@ -102,8 +102,7 @@ class PatrolConfig(Strict):
     @model_validator(mode="after")
     def _distinct(self) -> PatrolConfig:
         ids = [c.id for c in self.checkpoints]
-        if len(set(ids)) != len(ids):
-            raise ValueError("checkpoints: a reader is named twice")
+        require_distinct(ids, "checkpoints: a reader is named twice")
         return self
 
 
@@ -156,8 +155,7 @@ class RulesConfig(Strict):
             ("patrol", [p.id for p in self.patrol]),
             ("socket_timer", [t.device for t in self.socket_timer]),
         ):
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"{section}: an id (or device) is used twice")
+            require_distinct(ids, f"{section}: an id (or device) is used twice")
         return self
 
     def calendar_path(self, config_dir: Path) -> Path:

@@ -336,10 +336,10 @@ class DaemonGuardSource:
 
     # --- inside ---------------------------------------------------------------------------------
     def _latch(self, alarm_id: str) -> Latch:
-        for latch in self._latches.open_alarms:
-            if latch.alarm_id == alarm_id:
-                return latch
-        raise ActionRefused("unknown_alarm", alarm_id)
+        try:
+            return self._latches.open_alarm(alarm_id)
+        except UnknownAlarm:
+            raise ActionRefused("unknown_alarm", alarm_id) from None
 
     def _box(self, box: str) -> None:
         if not isinstance(self._config.devices.get(box), AlarmBoxDevice):

@@ -40,10 +40,11 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 import structlog
+
+from gateway.core.lifecycle import AsyncResource
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +125,7 @@ class RabbitNode:
         return self.proc is not None and self.proc.poll() is None
 
 
-class RabbitCluster:
+class RabbitCluster(AsyncResource):
     """Three clustered RabbitMQ nodes with MQTT on loopback. `async with RabbitCluster() as
     cluster:` starts them and waits for the cluster; leaving ends every process."""
 
@@ -361,21 +362,15 @@ class RabbitCluster:
                 os.killpg(epmd.pid, signal.SIGKILL)
             await asyncio.get_running_loop().run_in_executor(None, epmd.wait)
 
-    async def __aenter__(self) -> RabbitCluster:
+    async def open(self) -> None:
+        """`async with cluster:` starts it; a start that fails half-way is undone at once."""
         try:
             await self.start()
         except BaseException:
-            await self.stop()
-            shutil.rmtree(self._dir, ignore_errors=True)
+            await self.close()
             raise
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         await self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 

@@ -18,8 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
@@ -39,6 +38,7 @@ from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.core.cancel import honour_dropped_cancel
+from gateway.core.lifecycle import AsyncResource
 
 T = TypeVar("T")
 ReadTap = Callable[[int, str, int, Sequence[int]], None]
@@ -67,7 +67,7 @@ def inter_frame_gap_s(
     return 3.5 * bits_per_char / baudrate
 
 
-class ModbusLine:
+class ModbusLine(AsyncResource):
     """One Modbus line; every request to any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -138,6 +138,9 @@ class ModbusLine:
         if self._client is not None:
             self._client.close()
 
+    open = connect
+    """`async with line:` connects it and closes it on the way out (`AsyncResource`)."""
+
     async def drop_connection(self) -> None:
         """Close the current TCP connection; the next request opens a fresh one. For a peer that
         stopped answering: a TCP connection to a rebooted module can stay half-open forever.
@@ -150,18 +153,6 @@ class ModbusLine:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- requests ----------------------------------------------------------------------------
 

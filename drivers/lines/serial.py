@@ -16,8 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import serial
 import structlog
@@ -27,6 +26,7 @@ from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError, LineEr
 from drivers.lines import port_check
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
+from gateway.core.lifecycle import AsyncResource
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -66,7 +66,7 @@ class _Port(asyncio.Protocol):
         self._line._on_lost(self, exc)
 
 
-class SerialLine:
+class SerialLine(AsyncResource):
     """One serial port; every transaction with any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -139,23 +139,14 @@ class SerialLine:
         self._closed = True
         await self._shut()
 
+    open = connect
+    """`async with line:` opens the port and closes it on the way out (`AsyncResource`)."""
+
     async def drop_connection(self) -> None:
         """Close the port; the next transaction opens it afresh (a USB adapter re-plugged, or a
         driver state that a reopen clears)."""
         async with self._lock:
             await self._shut()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- transactions ------------------------------------------------------------------------
 

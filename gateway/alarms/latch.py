@@ -131,6 +131,13 @@ class AlarmLatches:
     def open_alarms(self) -> list[Latch]:
         return list(self._open.values())
 
+    def open_alarm(self, alarm_id: str) -> Latch:
+        """The open alarm `alarm_id`; UnknownAlarm when no alarm of that id is open."""
+        latch = self._open.get(alarm_id)
+        if latch is None:
+            raise UnknownAlarm(alarm_id)
+        return latch
+
     async def restore(self) -> None:
         """Re-open every latch that was open before a restart, with its delivered, acknowledged
         and escalated state, and show it again on its box's lamp and siren. Called again once a
@@ -251,9 +258,7 @@ class AlarmLatches:
         """Reset an open alarm by hand: `by` is the name the person gave; `uid` and `user` who the
         operating system says asked (the control socket's peer), recorded alongside, and the
         `reason` given (the guard's page asks for one before the police acknowledged)."""
-        latch = self._open.get(alarm_id)
-        if latch is None:
-            raise UnknownAlarm(alarm_id)
+        latch = self.open_alarm(alarm_id)
         await self._reset(latch, _Resetter(by, uid, user, reason), occurred_at_ms)
 
     async def silence_siren(self, device_id: str, *, by: str, occurred_at_ms: int) -> list[str]:
@@ -308,9 +313,7 @@ class AlarmLatches:
         """Record that `by` (through the key `issuer`, command `command_id`) took the alarm: an
         `alarm.acknowledged` event, the lamp steady, no escalation. A second acknowledgement of
         the same alarm changes nothing. Raises UnknownAlarm when no open alarm has that id."""
-        latch = self._open.get(alarm_id)
-        if latch is None:
-            raise UnknownAlarm(alarm_id)
+        latch = self.open_alarm(alarm_id)
         if latch.acknowledged:
             return
         latch.acknowledged = True  # before the await: a concurrent second one is a no-op too
@@ -398,9 +401,9 @@ class AlarmLatches:
             "alarm_reset",
             alarm_id=latch.alarm_id,
             device=latch.device_id,
-            by=by,
-            uid=uid,
-            user=user,
+            by=who.by,
+            uid=who.uid,
+            user=who.user,
         )
         await self._show(latch.device_id)
 

@@ -80,12 +80,11 @@ class DeliveryQueue(Protocol):
     ) -> Lane | None: ...
 
     async def claim(
-        self,
-        destination: str,
-        limit: int,
-        after: dict[Lane, int] | None = None,
-        lanes: Sequence[Lane] = tuple(Lane),
-    ) -> list[PendingDelivery]: ...
+        self, destination: str, limit: int, after: dict[Lane, int], lanes: Sequence[Lane]
+    ) -> list[PendingDelivery]:
+        """The next rows above the cursors `after`, from `lanes` (`delivery.Deliveries.claim`;
+        the drain always says both)."""
+        ...
 
     async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None: ...
 
@@ -107,9 +106,13 @@ class DeliveryRecords(Protocol):
     ) -> list[PendingDelivery]: ...
 
 
-class UplinkStore(DeliveryQueue, DeliveryRecords, Protocol):
+@dataclass(frozen=True, slots=True)
+class UplinkStore:
     """An uplink's view: it hands the queue to its drain and reads the records for heartbeats
-    and replay."""
+    and replay (two parts of the store, so a pair rather than one object forwarding both)."""
+
+    queue: DeliveryQueue
+    records: DeliveryRecords
 
 
 class AlarmRecords(Protocol):

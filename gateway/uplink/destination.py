@@ -67,7 +67,7 @@ class Uplink:
         self,
         name: str,
         params: mqtt.BrokerParams,
-        outbox: UplinkStore,
+        store: UplinkStore,
         site: contract.Site,
         *,
         backoff: Backoff | None = None,
@@ -79,7 +79,8 @@ class Uplink:
         self._failover = failover or Failover(NodeRing([(params.host, params.port)], name))
         self._services = services or Services()
         self._params = params
-        self._outbox = outbox
+        self._queue = store.queue
+        self._records = store.records
         self._site = site
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=10.0)
         self._clock: Clock = clock or SystemClock()
@@ -265,7 +266,7 @@ class Uplink:
     async def _replay(self, conn: mqtt.Connection, from_seq: int, to_seq: int) -> list[int]:
         """Re-send stored events of a seq range to this broker, marked historical; their
         delivery state is not changed (they are copies from the local record)."""
-        rows = await self._outbox.replay(self.name, from_seq, to_seq)
+        rows = await self._records.replay(self.name, from_seq, to_seq)
         for row in rows:
             payload = contract.finish_event_payload(row.body, historical=True, attempt=row.attempt)
             await conn.publish(contract.event_topic(self._site, row.category), payload)
@@ -275,18 +276,18 @@ class Uplink:
     async def _heartbeats(self, conn: mqtt.Connection, every_s: float) -> None:
         previous: int | None = None
         while True:
-            last = await self._outbox.last_sent_seq(self.name)
+            last = await self._records.last_sent_seq(self.name)
             # The first heartbeat of a connection is a baseline: an empty range.
             from_seq = last if previous is None else previous
-            routed = await self._outbox.routed_count(self.name, from_seq, last)
+            routed = await self._records.routed_count(self.name, from_seq, last)
             paths = self._services.paths
             beat = contract.Heartbeat(
                 destination=self.name,
-                boot=self._outbox.boot_count,
+                boot=self._records.boot_count,
                 from_seq=from_seq,
                 last_seq=last,
                 routed=routed,
-                pending=await self._outbox.pending_count(self.name),
+                pending=await self._records.pending_count(self.name),
                 paths=paths.snapshot() if paths is not None else {self.name: "up"},
                 node=self.node,
             )
@@ -304,7 +305,7 @@ class Uplink:
     async def _drain(self, conn: mqtt.Connection) -> None:
         self._active = drain = Drain(
             self.name,
-            self._outbox,
+            self._queue,
             self._site,
             conn,
             window=self._params.max_inflight,
