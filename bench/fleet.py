@@ -2,13 +2,17 @@
 3-node RabbitMQ cluster, then, in the same run, the same N gateways and console on one idle
 mosquitto. Not a unit test.
 
-    .venv/bin/python bench/fleet.py [--gateways 1000] [--measure-s 60] [--alarms-per-s 2]
-                                    [--only cluster|mosquitto] [--json FILE]
+    .venv/bin/python bench/fleet.py [--gateways 1000] [--real 3] [--measure-s 60]
+                                    [--alarms-per-s 2] [--only cluster|mosquitto] [--json FILE]
 
 For each target it measures, and prints as JSON:
 - press-to-console latency p50/p99 of alarms pressed at random gateways during a steady window
   (press in the simulator -> the `alarm.panic` line read from the console's `--json` output),
   with every gateway sending a heartbeat every 30 s and one device event a minute;
+- the same for `--real` REAL gateway processes (`schoolgate run`, an alarm box on a simulated
+  DI/DO module, the broker's nodes as `nodes`), pressed in turn once a second: press of the
+  simulated button -> that school's alarm line at the console; on the cluster also across the
+  node kill (a real gateway on the killed node fails over by itself);
 - the console process's CPU (percent of one core over the window) and RSS (median, peak);
 - on the cluster only: SIGKILL of node `a` (about a third of the gateways are on it; the
   console is on `c`) while alarms go on being pressed, and the time until every gateway is
@@ -33,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from procstat import Usage, loadavg, machine, measuring  # noqa: E402
+from real_gates import RealGate, real_gates  # noqa: E402
 
 from simulators.broker import MosquittoBroker  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402
@@ -61,6 +66,8 @@ class ConsoleProcess:
     keys_dir: Path
     client_id: str = "bench-desk"
     seen: dict[str, list[float]] = field(default_factory=dict)
+    alarms_by_school: dict[str, list[float]] = field(default_factory=dict)
+    """When each alarm line of a school arrived (the real gateways' presses are matched here)."""
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     proc: asyncio.subprocess.Process | None = None
@@ -81,7 +88,11 @@ class ConsoleProcess:
             if record.get("console") == "broker" and record.get("state") == "connected":
                 self.connected.set()
             elif "console" not in record and isinstance(record.get("id"), str):
+                first = record["id"] not in self.seen
                 self.seen.setdefault(record["id"], []).append(now)
+                if first and str(record.get("type", "")).startswith("alarm."):
+                    school = str(record.get("school"))
+                    self.alarms_by_school.setdefault(school, []).append(now)
                 self.changed.set()
 
     @contextlib.asynccontextmanager
@@ -150,6 +161,58 @@ async def _traffic(fleet: Fleet, produced: Produced, alarms_per_s: float, measur
         await asyncio.sleep(max(0.0, min(next_alarm, next_event) - time.monotonic()))
 
 
+@dataclass
+class RealPresses:
+    """The real gateways' presses: how many, and press-to-console latencies of those shown."""
+
+    pressed: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    missing: int = 0
+
+
+async def _press_real(
+    gates: Sequence[RealGate], console: ConsoleProcess, out: RealPresses, every_s: float
+) -> None:
+    """Press the real gateways in turn, each press awaited at the console (bounded)."""
+    while True:
+        for gate in gates:
+            await _press_once(gate, console, out)
+            await asyncio.sleep(every_s)
+
+
+async def _press_once(gate: RealGate, console: ConsoleProcess, out: RealPresses) -> None:
+    shown = len(console.alarms_by_school.get(gate.school, ()))
+    pressed_at = await gate.press()
+    out.pressed += 1
+    try:
+        async with asyncio.timeout(60):
+            while len(console.alarms_by_school.get(gate.school, ())) <= shown:
+                console.changed.clear()
+                await console.changed.wait()
+        arrived = console.alarms_by_school[gate.school][shown]
+        out.latencies_ms.append((arrived - pressed_at) * 1000)
+    except TimeoutError:
+        out.missing += 1
+
+
+def _pressing_real(
+    gates: Sequence[RealGate], console: ConsoleProcess, out: RealPresses
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return _in_background(_press_real(gates, console, out, 1.0), "bench:real")
+
+
+def _real_figures(out: RealPresses) -> dict[str, Any]:
+    values = out.latencies_ms
+    return {
+        "presses": out.pressed,
+        "shown": len(values),
+        "not_shown_within_60_s": out.missing,
+        "p50": round(statistics.median(values), 1) if values else None,
+        "p99": round(_percentile(values, 0.99) or 0.0, 1) if values else None,
+        "max": round(max(values), 1) if values else None,
+    }
+
+
 async def _progress(name: str, fleet: Fleet) -> None:
     began = time.monotonic()
     while True:
@@ -183,13 +246,16 @@ def _usage(usage: Usage) -> dict[str, float]:
     }
 
 
-@contextlib.asynccontextmanager
-async def _pressing(
+def _pressing(
     fleet: Fleet, produced: Produced, alarms_per_s: float, *, measure: bool
-) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        _traffic(fleet, produced, alarms_per_s, measure), name="bench:traffic"
-    )
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return _in_background(_traffic(fleet, produced, alarms_per_s, measure), "bench:traffic")
+
+
+@contextlib.asynccontextmanager
+async def _in_background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """`work` runs while the block runs, and is cancelled when it ends."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
@@ -228,13 +294,26 @@ async def run_target(
             progress.cancel()
         result["all_connected_s"] = round(time.monotonic() - began, 1)
         console = ConsoleProcess(console_port, keys_dir)
-        async with console.running():
+        workdir = keys_dir / "real"
+        async with (
+            console.running(),
+            real_gates(args.real, nodes, keys_dir, workdir) as gates,
+        ):
             await asyncio.wait_for(console.connected.wait(), 60)
+            warm_up = RealPresses()
+            for gate in gates:  # each real gateway shown once before the window
+                with contextlib.suppress(TimeoutError):  # reported as not shown
+                    await gate.wait_ready(120)
+                await _press_once(gate, console, warm_up)
+            result["real_gateways_shown_at_start"] = f"{len(warm_up.latencies_ms)} of {len(gates)}"
+            real = RealPresses()
             async with (
                 measuring(console.pid) as usage,
                 _pressing(fleet, produced, args.alarms_per_s, measure=True),
+                _pressing_real(gates, console, real),
             ):
                 await asyncio.sleep(args.measure_s)
+            result["real_press_to_console_ms"] = _real_figures(real)
             result["console_steady"] = _usage(usage)
             await fleet.wait_sent(120)
             await console.wait_seen(produced.measured, 60)
@@ -250,22 +329,9 @@ async def run_target(
                 "max": round(max(latencies), 1) if latencies else None,
             }
             if cluster is not None:
-                killed = cluster.node("a")
-                on_killed = ("127.0.0.1", killed.mqtt_port)
-                moved = sum(1 for g in fleet.gateways if g.node_in_use == on_killed)
-                async with _pressing(fleet, produced, args.alarms_per_s, measure=False):
-                    kill_at = time.monotonic()
-                    await cluster.kill("a")
-                    await fleet.wait_until(
-                        lambda: all(g.node_in_use not in (None, on_killed) for g in fleet.gateways),
-                        timeout_s=600,
-                    )
-                    back_s = time.monotonic() - kill_at
-                    await asyncio.sleep(5.0)  # a few more presses on the survivors
-                result["node_kill"] = {
-                    "gateways_on_killed_node": moved,
-                    "all_back_s": round(back_s, 2),
-                }
+                result["node_kill"] = await _node_kill(
+                    cluster, fleet, gates, console, produced, args
+                )
             await fleet.wait_sent(300)
             wanted = [*produced.alarms, *produced.events]
             await console.wait_seen(wanted, 120)
@@ -276,6 +342,38 @@ async def run_target(
                 max(usage.peak_kb, _peak_kb(console.pid)) / 1024, 1
             )
     return result
+
+
+async def _node_kill(  # noqa: PLR0917 - one target's parts
+    cluster: RabbitCluster,
+    fleet: Fleet,
+    gates: Sequence[RealGate],
+    console: ConsoleProcess,
+    produced: Produced,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """SIGKILL node `a` while alarms go on; until every simulated gateway is back."""
+    killed = cluster.node("a")
+    on_killed = ("127.0.0.1", killed.mqtt_port)
+    moved = sum(1 for g in fleet.gateways if g.node_in_use == on_killed)
+    real_kill = RealPresses()
+    async with (
+        _pressing(fleet, produced, args.alarms_per_s, measure=False),
+        _pressing_real(gates, console, real_kill),
+    ):
+        kill_at = time.monotonic()
+        await cluster.kill("a")
+        await fleet.wait_until(
+            lambda: all(g.node_in_use not in (None, on_killed) for g in fleet.gateways),
+            timeout_s=900,
+        )
+        back_s = time.monotonic() - kill_at
+        await asyncio.sleep(5.0)  # a few more presses on the survivors
+    return {
+        "gateways_on_killed_node": moved,
+        "all_back_s": round(back_s, 2),
+        "real_press_to_console_ms_across_the_kill": _real_figures(real_kill),
+    }
 
 
 def _peak_kb(pid: int) -> int:
@@ -319,6 +417,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--measure-s", type=float, default=60.0, help="steady window per target")
     p.add_argument("--alarms-per-s", type=float, default=2.0, help="fleet-wide")
     p.add_argument("--only", choices=("cluster", "mosquitto"))
+    p.add_argument("--real", type=int, default=3, help="real gateway processes beside the fleet")
     p.add_argument(
         "--connect-timeout-s", type=float, default=30.0, help="each gateway's CONNECT/SUBSCRIBE"
     )

@@ -16,8 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import report  # bench/report.py: the throughput rows counted as the report counts them
 
-COLOURS = {"schoolgate": "tab:blue", "thingsboard": "tab:orange"}
+COLOURS = {"schoolgate": "tab:blue", "thingsboard": "tab:orange", "thingsboard-memory": "tab:red"}
 
 
 def cdf(ax: Any, values: list[float], label: str, colour: str, style: str = "-") -> None:
@@ -103,20 +104,32 @@ def drain(results: dict[str, Any], out: Path) -> None:
 
 
 def throughput(results: dict[str, Any], out: Path) -> None:
+    """Row 1 (one destination, per unique datapoint) solid; schoolgate's row 2 (two
+    destinations) dashed, per delivery and so labelled, as in the report."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    offered: set[int] = set()
     for name, colour in COLOURS.items():
-        steps = (results.get(name) or {}).get("throughput") or []
-        if not steps:
-            continue
-        devices = [s["devices"] for s in steps]
-        police = [s["brokers"]["police"]["datapoints_per_s"] for s in steps]
-        ax.plot(devices, police, "o-", color=colour, label=f"{name}, at the police broker")
-        bx.plot(devices, [s["datapoints_per_cpu_s"] for s in steps], "o-", color=colour, label=name)
-    offered = sorted(
-        {s["devices"] for n in COLOURS for s in (results.get(n) or {}).get("throughput") or []}
-    )
+        rows = report.throughput_rows(results, name)
+        offered.update(row["devices"] for row in rows)
+        for two, style in ((False, "o-"), (True, "s--")):
+            steps = [row for row in rows if (len(row["destinations"]) > 1) == two]
+            if not steps:
+                continue
+            devices = [row["devices"] for row in steps]
+            police = [row["brokers"]["police"]["datapoints_per_s"] for row in steps]
+            to = "two destinations" if two else "one destination"
+            ax.plot(devices, police, style, color=colour, label=f"{name}, {to}, at police")
+            unique = [row["unique_per_cpu_s"] for row in steps]
+            if all(u is not None for u in unique):
+                bx.plot(devices, unique, style, color=colour, label=f"{name}, {to}, unique")
+            if two:
+                per_delivery = [row["deliveries_per_cpu_s"] for row in steps]
+                bx.plot(
+                    devices, per_delivery, ":", color=colour, label=f"{name}, {to}, per delivery"
+                )
     if offered:
-        ax.plot(offered, [d * 100 for d in offered], ":", color="grey", label="changes/s offered")
+        ordered = sorted(offered)
+        ax.plot(ordered, [d * 100 for d in ordered], ":", color="grey", label="changes/s offered")
     ax.set_xlabel("devices (10 registers each, changing every 100 ms)")
     ax.set_ylabel("datapoints delivered per second")
     ax.set_title("Throughput")
@@ -125,7 +138,7 @@ def throughput(results: dict[str, Any], out: Path) -> None:
     bx.set_title("Efficiency")
     for axis in (ax, bx):
         axis.grid(True, alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)

@@ -12,8 +12,18 @@ from typing import Any
 
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 CHAOS_BEGIN, CHAOS_END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
-SUBJECTS = ("schoolgate", "thingsboard")
+SUBJECTS = ("schoolgate", "thingsboard", "thingsboard-memory")
+LABELS = {
+    "schoolgate": "schoolgate",
+    "thingsboard": "ThingsBoard",
+    "thingsboard-memory": "ThingsBoard, memory storage",
+}
 DRAIN_HEADING = "## Store-and-forward drain"
+PER_CPU_TARGET = 1.5
+"""Issue 16, item 1: schoolgate's datapoints per CPU-second, per unique datapoint and one
+destination each, at least this many times ThingsBoard's."""
+OWN_SHARE_TARGET_MB = 10.0
+"""Issue 16, item 3: the gateway's own RSS over the stack's floor, demo gate."""
 
 
 def replace_drain_section(doc: Path, section: str) -> None:
@@ -142,118 +152,261 @@ def render(results: dict[str, Any], *, plots_error: str | None) -> str:
     return "\n".join(out) + "\n"
 
 
+Target = tuple[str, str | None, bool | None]
+"""(target, what was measured or None when it was not, verdict or None when there is none)."""
+
+
 def _targets(r: dict[str, Any], add: Any) -> None:
     add("### Targets\n")
     add("| target | measured | |")
     add("| --- | --- | --- |")
-    for poll, lat in (get(r, "schoolgate", "latency") or {}).items():
-        if lat and "p99" in lat:
-            limit = int(poll) + 30
-            add(
-                f"| alarm p99 ≤ poll + 30 ms, Modbus TCP, poll {poll} ms | p99 "
-                f"{lat['p99']:.1f} ms over {lat['n']} presses (limit {limit} ms) | "
-                f"{met(lat['p99'] <= limit)} |"
-            )
-    rtu = get(r, "schoolgate", "rtu") or {}
-    if "p99" in rtu:
-        add(
-            f"| alarm p99 < 300 ms, shared 9600-baud RTU line with a dead unit (issue 4) | p99 "
-            f"{rtu['p99']:.1f} ms over {rtu['n']} presses"
-            + (f", {rtu['missed']} never arrived" if rtu.get("missed") else "")
-            + f" | {met(rtu['p99'] < 300 and not rtu.get('missed'))} |"
-        )
-    drain = get(r, "schoolgate", "drain_section", "figures") or {}
-    if "forwarding / raw" in drain:
-        rounds = "forwarding / raw (each round, against the raw runs either side)"
-        add(
-            "| forwarding ≥ 50% of raw paho QoS 1 | outbox drain, first to last PUBACK, "
-            f"{drain.get('gateway forwarding, first to last PUBACK (msg/s)')} msg/s against raw "
-            f"{drain.get('raw paho QoS 1 (msg/s)')} msg/s, alternating in the same run: "
-            f"{drain.get(rounds)}, median {drain['forwarding / raw']:.2f} (bench/drain.py, "
-            f"{drain.get('backlog rows')} rows per round) | "
-            f"{met(drain['forwarding / raw'] >= 0.5)} |"
-        )
-    else:
-        add(
-            "| forwarding ≥ 50% of raw paho QoS 1 | not re-measured in this run (see drain) | n/a |"
-        )
-    first = get(r, "schoolgate", "outage", "first_delivery_after_up_s")
-    add(
-        f"| first delivery ≤ 2 s after the broker returns | {num(first, 2)} s after the "
-        f"{num(get(r, 'schoolgate', 'outage', 'down_s'), 0)} s outage | "
-        f"{met(first <= 2 if first is not None else None)} |"
-    )
-    rc = get(r, "schoolgate", "reconnects") or {}
-    if "max" in rc:
-        add(
-            f"| the same, over {rc['cycles']} outages of {rc['down_s']:.0f} s | p50 "
-            f"{rc['p50']:.2f} s, max {rc['max']:.2f} s | "
-            f"{met(rc['max'] <= 2 and not rc['never'])} |"
-        )
-    demo = get(r, "schoolgate", "footprint_demo") or {}
-    rss, cpu = demo.get("idle_rss_mb"), demo.get("idle_cpu_percent")
-    add(
-        f"| idle RSS ≤ 40 MB, demo gate at default intervals | {num(rss)} MB | "
-        f"{met(rss <= 40 if rss is not None else None)} |"
-    )
-    add(
-        f"| idle CPU ≤ 1% of a core, demo gate | {num(cpu, 2)}% | "
-        f"{met(cpu <= 1 if cpu is not None else None)} |"
-    )
-    add(_better_row(r))
+    for target, measured, ok in target_rows(r):
+        if measured is None:
+            add(f"| {target} | not measured in this run | n/a |")
+        else:
+            add(f"| {target} | {measured} | {met(ok)} |")
     add("")
 
 
-def _better_row(r: dict[str, Any]) -> str:
+def target_rows(r: dict[str, Any]) -> list[Target]:
+    """Every target with what this run measured of it; a figure the run did not measure gets
+    no verdict (a partial `--only` run, or a phase that failed)."""
+    return [
+        *_latency_targets(r),
+        _rtu_target(r),
+        _per_cpu_target(r),
+        _drain_target(r),
+        *_outage_targets(r),
+        *_footprint_targets(r),
+        _better_row(r),
+    ]
+
+
+def _latency_targets(r: dict[str, Any]) -> list[Target]:
+    rows: list[Target] = []
+    for poll in (str(p) for p in get(r, "settings", "polls_ms") or ()):
+        lat = get(r, "schoolgate", "latency", poll) or {}
+        limit = int(poll) + 30
+        target = f"alarm p99 ≤ poll + 30 ms, Modbus TCP, poll {poll} ms"
+        if "p99" in lat:
+            measured = f"p99 {lat['p99']:.1f} ms over {lat['n']} presses (limit {limit} ms)"
+            rows.append((target, measured, lat["p99"] <= limit))
+        else:
+            rows.append((target, None, None))
+    return rows
+
+
+def _rtu_target(r: dict[str, Any]) -> Target:
+    rtu = get(r, "schoolgate", "rtu") or {}
+    target = "alarm p99 < 300 ms, shared 9600-baud RTU line with a dead unit (issue 4)"
+    if "p99" not in rtu:
+        return (target, None, None)
+    measured = f"p99 {rtu['p99']:.1f} ms over {rtu['n']} presses" + (
+        f", {rtu['missed']} never arrived" if rtu.get("missed") else ""
+    )
+    return (target, measured, rtu["p99"] < 300 and not rtu.get("missed"))
+
+
+def _drain_target(r: dict[str, Any]) -> Target:
+    drain = get(r, "schoolgate", "drain_section", "figures") or {}
+    target = "forwarding ≥ 50% of raw paho QoS 1"
+    if "forwarding / raw" not in drain:
+        return (target, None, None)
+    rounds = "forwarding / raw (each round, against the raw runs either side)"
+    measured = (
+        "outbox drain, first to last PUBACK, "
+        f"{drain.get('gateway forwarding, first to last PUBACK (msg/s)')} msg/s against raw "
+        f"{drain.get('raw paho QoS 1 (msg/s)')} msg/s, alternating in the same run: "
+        f"{drain.get(rounds)}, median {drain['forwarding / raw']:.2f} (bench/drain.py, "
+        f"{drain.get('backlog rows')} rows per round)"
+    )
+    return (target, measured, drain["forwarding / raw"] >= 0.5)
+
+
+def _outage_targets(r: dict[str, Any]) -> list[Target]:
+    rows: list[Target] = []
+    first = get(r, "schoolgate", "outage", "first_delivery_after_up_s")
+    target = "first delivery ≤ 2 s after the broker returns"
+    if first is not None:
+        down = num(get(r, "schoolgate", "outage", "down_s"), 0)
+        rows.append((target, f"{first:.2f} s after the {down} s outage", first <= 2))
+    else:
+        rows.append((target, None, None))
+    rc = get(r, "schoolgate", "reconnects") or {}
+    if "max" in rc:
+        target = f"the same, over {rc['cycles']} outages of {rc['down_s']:.0f} s"
+        measured = f"p50 {rc['p50']:.2f} s, max {rc['max']:.2f} s"
+        rows.append((target, measured, rc["max"] <= 2 and not rc["never"]))
+    else:
+        rows.append(("the same, over repeated outages", None, None))
+    return rows
+
+
+def _footprint_targets(r: dict[str, Any]) -> list[Target]:
+    rows: list[Target] = []
+    floor = get(r, "schoolgate", "footprint_floor", "idle_rss_mb")
+    for key, what in (("footprint_demo", "page off"), ("footprint_demo_guard", "page on")):
+        target = (
+            f"gateway's own RSS ≤ {OWN_SHARE_TARGET_MB:g} MB over the stack's floor, demo gate, "
+            f"guard {what}"
+        )
+        rss = get(r, "schoolgate", key, "idle_rss_mb")
+        share = own_share(rss, floor)
+        if share is None:
+            rows.append((target, None, None))
+        else:
+            measured = f"{share:.1f} MB ({rss:.1f} MB RSS, floor {floor:.1f} MB, same run)"
+            rows.append((target, measured, share <= OWN_SHARE_TARGET_MB))
+    cpu = get(r, "schoolgate", "footprint_demo", "idle_cpu_percent")
+    target = "idle CPU ≤ 1% of a core, demo gate"
+    rows.append((target, None, None) if cpu is None else (target, f"{cpu:.2f}%", cpu <= 1))
+    return rows
+
+
+def own_share(rss_mb: float | None, floor_mb: float | None) -> float | None:
+    """The gateway's own resident memory: its RSS less the stack's floor from the same run."""
+    if rss_mb is None or floor_mb is None:
+        return None
+    return rss_mb - floor_mb
+
+
+def throughput_rows(r: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Every throughput step of `name`, row 1 (one destination) and row 2 (all of its
+    destinations), in one shape: results from before issue 16 counted per delivery only, so
+    their unique figures are None (never the per-delivery ones under another name)."""
+    rows = []
+    for key in ("throughput", "throughput_all_destinations"):
+        for step in get(r, name, key) or []:
+            rows.append(
+                {
+                    **step,
+                    "destinations": step.get("destinations") or list(step.get("brokers") or {}),
+                    "unique_per_s": step.get("unique_per_s"),
+                    "unique_per_cpu_s": step.get("unique_per_cpu_s"),
+                    "deliveries_per_s": step.get("deliveries_per_s", step.get("delivered_per_s")),
+                    "deliveries_per_cpu_s": step.get(
+                        "deliveries_per_cpu_s", step.get("datapoints_per_cpu_s")
+                    ),
+                }
+            )
+    return rows
+
+
+def one_destination(r: dict[str, Any], name: str) -> dict[int, dict[str, Any]]:
+    """Row 1 of `name` by device count: one destination, counted per unique datapoint."""
+    return {
+        row["devices"]: row
+        for row in throughput_rows(r, name)
+        if len(row["destinations"]) == 1 and row["unique_per_cpu_s"] is not None
+    }
+
+
+def per_cpu_pairs(r: dict[str, Any]) -> list[tuple[int, float, float]]:
+    """(devices, schoolgate, ThingsBoard) unique datapoints per CPU-second, one destination
+    each, at every device count both measured in this run."""
+    ours, theirs = one_destination(r, "schoolgate"), one_destination(r, "thingsboard")
+    return [
+        (n, ours[n]["unique_per_cpu_s"], theirs[n]["unique_per_cpu_s"])
+        for n in sorted(set(ours) & set(theirs))
+    ]
+
+
+def _per_cpu_target(r: dict[str, Any]) -> Target:
+    target = (
+        f"datapoints per CPU-second ≥ {PER_CPU_TARGET:g}x ThingsBoard's, per unique datapoint, "
+        "one destination each, SQLite storage, same devices and poll (issue 16)"
+    )
+    pairs = per_cpu_pairs(r)
+    if not pairs:
+        return (target, None, None)
+    measured = "; ".join(
+        f"{n} devices: {o:.0f} vs {t:.0f} ({o / t:.2f}x)" if t else f"{n} devices: {o:.0f} vs 0"
+        for n, o, t in pairs
+    )
+    return (target, measured, all(t and o / t >= PER_CPU_TARGET for _, o, t in pairs))
+
+
+Comparison = tuple[str, str | None, bool | None]
+"""(what is compared, the figures or None when either side was not measured, schoolgate better)."""
+
+
+def _better_row(r: dict[str, Any]) -> Target:
+    """One verdict over every comparison, only when every one of them was measured."""
+    target = "better than ThingsBoard (same run)"
     if not r.get("thingsboard"):
-        return "| better than ThingsBoard | ThingsBoard not measured | n/a |"
-    parts, oks = [], []
+        return (target, None, None)
+    found = [
+        *_latency_comparisons(r),
+        _per_cpu_comparison(r),
+        _single_comparison(r, "idle RSS", ("footprint_single", "idle_rss_mb"), "MB"),
+        _lost_comparison(r),
+    ]
+    parts = [text for _, text, _ in found if text is not None]
+    missing = [what for what, text, _ in found if text is None]
+    if missing:
+        measured = "; ".join(parts) + ("; " if parts else "")
+        return (target, measured + "not measured in this run: " + ", ".join(missing), None)
+    return (target, "; ".join(parts), all(bool(ok) for _, _, ok in found))
+
+
+def _latency_comparisons(r: dict[str, Any]) -> list[Comparison]:
     polls = [str(p) for p in get(r, "settings", "polls_ms") or (20, 50, 100)]
+    found: list[Comparison] = []
     p99s = [
         (get(r, "schoolgate", "latency", p, "p99"), get(r, "thingsboard", "latency", p, "p99"))
         for p in polls
     ]
-    lat_ok = all(o is not None and t is not None and o < t for o, t in p99s)
-    parts.append("latency p99 " + ("lower at every poll" if lat_ok else "NOT lower everywhere"))
-    oks.append(lat_ok)
-    o_rtu, t_rtu = get(r, "schoolgate", "rtu", "p99"), get(r, "thingsboard", "rtu", "p99")
-    if o_rtu is not None and t_rtu is not None:
-        parts.append(f"RTU line p99 {o_rtu:.0f} vs {t_rtu:.0f} ms")
-        oks.append(o_rtu < t_rtu)
-    missed = [
-        (get(r, "schoolgate", *path, "missed") or 0, get(r, "thingsboard", *path, "missed") or 0)
-        for path in [("latency", p) for p in polls] + [("rtu",)]
-    ]
-    o_missed, t_missed = sum(m[0] for m in missed), sum(m[1] for m in missed)
-    parts.append(f"presses never arrived {o_missed} vs {t_missed}")
-    oks.append(o_missed <= t_missed)
-    ours, theirs = (
-        best_step(get(r, "schoolgate", "throughput")),
-        best_step(get(r, "thingsboard", "throughput")),
-    )
-    if ours and theirs:
-        ok = ours["datapoints_per_cpu_s"] > theirs["datapoints_per_cpu_s"]
-        parts.append(
-            f"datapoints per CPU-second {ours['datapoints_per_cpu_s']:.0f} vs "
-            f"{theirs['datapoints_per_cpu_s']:.0f}"
-        )
-        oks.append(ok)
-    o_rss = get(r, "schoolgate", "footprint_single", "idle_rss_mb")
-    t_rss = get(r, "thingsboard", "footprint_single", "idle_rss_mb")
-    if o_rss and t_rss:
-        parts.append(f"idle RSS {o_rss:.1f} vs {t_rss:.1f} MB")
-        oks.append(o_rss < t_rss)
-    o_lost = get(r, "schoolgate", "outage", "lost")
-    t_lost = get(r, "thingsboard", "outage", "lost")
-    if o_lost is not None and t_lost is not None:
-        parts.append(f"lost in the outage {o_lost} vs {t_lost}")
-        if o_lost == t_lost:
-            verdict = (
-                met(all(oks)) + f" (events lost: equal, {o_lost} each)" if all(oks) else met(False)
+    if all(o is not None and t is not None for o, t in p99s):
+        ok = all(o < t for o, t in p99s)
+        found.append(
+            (
+                "latency",
+                "latency p99 " + ("lower at every poll" if ok else "NOT lower everywhere"),
+                ok,
             )
-            return f"| better than ThingsBoard (same run) | {'; '.join(parts)} | {verdict} |"
-        oks.append(o_lost < t_lost)
-    return f"| better than ThingsBoard (same run) | {'; '.join(parts)} | {met(all(oks))} |"
+        )
+    else:
+        found.append(("latency at every poll", None, None))
+    found.append(_single_comparison(r, "RTU line p99", ("rtu", "p99"), "ms"))
+    runs = [("latency", p) for p in polls] + [("rtu",)]
+    pairs = [(get(r, "schoolgate", *path), get(r, "thingsboard", *path)) for path in runs]
+    if all(o and t for o, t in pairs):
+        o_missed = sum(o.get("missed") or 0 for o, _ in pairs)
+        t_missed = sum(t.get("missed") or 0 for _, t in pairs)
+        text = f"presses never arrived {o_missed} vs {t_missed}"
+        found.append(("presses never arrived", text, o_missed <= t_missed))
+    else:
+        found.append(("presses never arrived", None, None))
+    return found
+
+
+def _single_comparison(
+    r: dict[str, Any], what: str, path: tuple[str, ...], unit: str
+) -> Comparison:
+    """Lower is better: schoolgate's figure at `path` against ThingsBoard's."""
+    o, t = get(r, "schoolgate", *path), get(r, "thingsboard", *path)
+    if o is None or t is None:
+        return (what, None, None)
+    return (what, f"{what} {o:.1f} vs {t:.1f} {unit}", o < t)
+
+
+def _per_cpu_comparison(r: dict[str, Any]) -> Comparison:
+    what = "datapoints per CPU-second per unique datapoint"
+    pairs = per_cpu_pairs(r)
+    if not pairs:
+        return (what, None, None)
+    text = "datapoints per CPU-second (per unique datapoint, one destination each) " + ", ".join(
+        f"{o:.0f} vs {t:.0f} at {n} devices" for n, o, t in pairs
+    )
+    return (what, text, all(o > t for _, o, t in pairs))
+
+
+def _lost_comparison(r: dict[str, Any]) -> Comparison:
+    o, t = get(r, "schoolgate", "outage", "lost"), get(r, "thingsboard", "outage", "lost")
+    if o is None or t is None:
+        return ("lost in the outage", None, None)
+    text = f"lost in the outage {o} vs {t}" + (f" (equal, {o} each)" if o == t else "")
+    return ("lost in the outage", text, o <= t)
 
 
 def _window(r: dict[str, Any], s: dict[str, Any]) -> float:
@@ -302,16 +455,21 @@ def _latency(r: dict[str, Any], add: Any, s: dict[str, Any]) -> None:
     tb_runs = (get(r, "thingsboard", "latency") or {}).values()
     tb_longest = max((run["max"] for run in tb_runs if run and "max" in run), default=None)
     late_wait = s.get("late_wait_s", 1.0)
+    theirs = [n for n in SUBJECTS[1:] if get(r, n, "latency")]
     add(
-        "Modbus TCP, one alarm box (DI/DO module), SQLite storage on both sides. A press is held "
+        "Modbus TCP, one alarm box (DI/DO module). A press is held "
         "until it arrives, then released (schoolgate: the latched alarm is reset over the control "
-        "socket); the next press follows after two poll intervals, the 30 ms debounce and a "
-        "random fraction of a poll, so presses land at every phase of the poll cycle. "
+        "socket and the bench waits for its `alarm.reset` at the broker); the next press follows "
+        "after two poll intervals, the 30 ms debounce and a random fraction of a poll, so "
+        "presses land at every phase of the poll cycle. In this phase the bench does not wait "
+        "for ThingsBoard's release (`panic` 0) to reach the broker: the gap gives its connector "
+        "two polls to see the release, not the time to deliver it. "
         f"schoolgate: {s['presses']} presses per interval; ThingsBoard: "
         f"{s['tb_presses']} per interval (a {s.get('tb_budget_s', 0):.0f} s budget per interval "
         "is a safety net only; a run it stops is named below the table). The method is the "
-        "same for both.\n"
+        "same for every column.\n"
     )
+    _storage_legend(r, add, ["schoolgate", *theirs])
     why = ""
     if window < 3:
         in_run = f"; in this run, {tb_longest:.0f} ms" if tb_longest else ""
@@ -330,27 +488,25 @@ def _latency(r: dict[str, Any], add: Any, s: dict[str, Any]) -> None:
         "between two presses, the next press is no change to it and is never sent, the merging "
         "of states a user would see as a lost alarm.\n"
     )
-    add(
-        "| poll | schoolgate p50 / p99 / max (ms) | arrived | ThingsBoard p50 / p99 / max (ms) "
-        "| arrived | p99 ThingsBoard / schoolgate |"
-    )
-    add("| --- | --- | --- | --- | --- | --- |")
+    head = "| poll | schoolgate p50 / p99 / max (ms) | arrived |"
+    for name in theirs:
+        head += f" {LABELS[name]} p50 / p99 / max (ms) | arrived |"
+    head += "".join(f" p99 {LABELS[n]} / schoolgate |" for n in theirs)
+    add(head)
+    add("| --- " * (3 + 3 * len(theirs)) + "|")
     cut: list[str] = []
     for poll in (str(p) for p in s["polls_ms"]):
         o = get(r, "schoolgate", "latency", poll) or {}
-        t = get(r, "thingsboard", "latency", poll) or {}
-        add(
-            f"| {poll} ms | {_cell(o)} | {_count(o)} | {_cell(t)} | {_count(t)} | "
-            f"{ratio(o.get('p99'), t.get('p99'))} |"
-        )
-        cut += [
-            line
-            for line in (
-                _cut_short("schoolgate", o, f"poll {poll} ms"),
-                _cut_short("ThingsBoard", t, f"poll {poll} ms"),
-            )
-            if line
-        ]
+        row = f"| {poll} ms | {_cell(o)} | {_count(o)} |"
+        cut += [c for c in (_cut_short("schoolgate", o, f"poll {poll} ms"),) if c]
+        for name in theirs:
+            t = get(r, name, "latency", poll) or {}
+            row += f" {_cell(t)} | {_count(t)} |"
+            cut += [c for c in (_cut_short(LABELS[name], t, f"poll {poll} ms"),) if c]
+        for name in theirs:
+            t = get(r, name, "latency", poll) or {}
+            row += f" {ratio(o.get('p99'), t.get('p99'))} |"
+        add(row)
     if cut:
         add("\n" + " ".join(cut))
     add("")
@@ -364,7 +520,43 @@ def _latency(r: dict[str, Any], add: Any, s: dict[str, Any]) -> None:
         return f"{x['delivered']} of {x['presses']}" if x else "n/a"
 
     add(f"| short presses delivered | {short(o)} | {short(t)} |")
+    add("\n" + _release_note(o, t))
     add("\n![latency](img/latency.png)\n")
+
+
+def _storage_legend(r: dict[str, Any], add: Any, names: list[str]) -> None:
+    """What each column's storage risks, from the subjects of the run."""
+    risks = r.get("storage_risks") or {}
+    lines = [f"- **{LABELS[n]}**: {risks[n]}." for n in names if risks.get(n)]
+    if lines:
+        add("Storage, and what each risks:\n")
+        add("\n".join(lines) + "\n")
+    else:  # results from before the subjects said so
+        add("Storage: SQLite on both sides (what each risks was not recorded in this run).\n")
+
+
+def _release_note(o: dict[str, Any] | None, t: dict[str, Any] | None) -> str:
+    """Whether the short-press test waited for each delivered press's release at the broker."""
+    runs = [x for x in (o, t) if x]
+    if not runs:
+        return ""
+    if all(x.get("waited_for_release") for x in runs):
+        missing = ", ".join(
+            f"{label} {x['releases_missing']}"
+            for label, x in (("schoolgate", o), ("ThingsBoard", t))
+            if x
+        )
+        return (
+            "After each delivered press the bench waited for the release to reach the broker "
+            "before the next press, for both gateways: schoolgate's `alarm.reset` (its alarm "
+            "latches until reset; a button's release is no message of its own), ThingsBoard's "
+            f"`panic` 0. Releases that did not arrive within the wait: {missing}."
+        )
+    return (
+        "In this run the short-press test did **not** wait for a delivered press's release to "
+        "reach the broker before the next press (ThingsBoard's release may not have been sent "
+        "yet when the next press came)."
+    )
 
 
 def _rtu(r: dict[str, Any], add: Any, s: dict[str, Any], window: float) -> None:
@@ -417,47 +609,61 @@ def per_broker(step: dict[str, Any]) -> str:
     return ", ".join(f"{name} {b['datapoints_per_s']:.0f}" for name, b in step["brokers"].items())
 
 
+def destinations_label(destinations: list[str]) -> str:
+    count = {1: "one", 2: "two"}.get(len(destinations), str(len(destinations)))
+    return f"{count} ({' and '.join(destinations)})"
+
+
 def _throughput(r: dict[str, Any], add: Any) -> None:
     add("### 2. Throughput: many devices changing fast\n")
+    if not any(throughput_rows(r, name) for name in SUBJECTS):
+        add("Not measured in this run.\n")
+        return
     add(
         "N simulated Modbus TCP devices (one connection each, one simulator process) x 10 input "
         "registers, every register changing every 100 ms (each change a unique value), polled "
         "every 100 ms; N doubles from 20 until delivery saturates (under 90% of changes "
-        "delivered, no gain, or a backlog still draining 5 s after the window). schoolgate "
-        "sends every datapoint to both brokers (police and bureau), ThingsBoard to its one. "
-        "CPU and peak RSS are the gateway process's, from /proc.\n"
+        "delivered, no gain in unique datapoints, or a backlog still draining 5 s after the "
+        "window). SQLite storage on both sides. Row 1: every gateway sends every datapoint to "
+        "one broker (police), as ThingsBoard does. Row 2: schoolgate sends every datapoint to "
+        "both brokers (police and bureau), its configuration at a school. CPU and peak RSS are "
+        "the gateway process's, from /proc.\n"
     )
     add(
-        "| gateway | devices | changes/s | delivered datapoints/s, all brokers (per broker) "
-        "| fraction "
-        "delivered | gateway CPU (% of a core) | datapoints per CPU-second | peak RSS (MB) | "
-        "simulator CPU (%) |"
+        "Counted two ways, and labelled: **per unique datapoint** (each change once, whichever "
+        "broker it reached first, inside the measurement window) and **per delivery** (each "
+        "broker's copy counted: with two destinations every datapoint counts twice). A repeat "
+        "at the same broker counts in neither.\n"
     )
-    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    _per_cpu_table(r, add)
+    add(
+        "| gateway | destinations | devices | changes/s | unique datapoints/s | deliveries/s "
+        "(per broker) | fraction delivered | gateway CPU (% of a core) | unique datapoints per "
+        "CPU-second | deliveries per CPU-second | peak RSS (MB) | simulator CPU (%) |"
+    )
+    add("| --- " * 12 + "|")
     for name in SUBJECTS:
-        for step in get(r, name, "throughput") or []:
+        for row in throughput_rows(r, name):
             add(
-                f"| {name} | {step['devices']} | {step['changes_per_s']:.0f} | "
-                f"{step['delivered_per_s']:.0f} ({per_broker(step)}) | "
-                f"{step['fraction_delivered']:.3f} | "
-                f"{step['cpu_percent']:.0f} | {step['datapoints_per_cpu_s']:.0f} | "
-                f"{step['peak_rss_mb']:.1f} | {step['sim_cpu_percent']:.0f} |"
+                f"| {LABELS[name]} | {destinations_label(row['destinations'])} | "
+                f"{row['devices']} | {row['changes_per_s']:.0f} | "
+                f"{num(row['unique_per_s'], 0)} | {num(row['deliveries_per_s'], 0)} "
+                f"({per_broker(row)}) | {row['fraction_delivered']:.3f} | "
+                f"{row['cpu_percent']:.0f} | {num(row['unique_per_cpu_s'], 0)} | "
+                f"{num(row['deliveries_per_cpu_s'], 0)} | {row['peak_rss_mb']:.1f} | "
+                f"{row['sim_cpu_percent']:.0f} |"
             )
+    if any(row["unique_per_s"] is None for n in SUBJECTS for row in throughput_rows(r, n)):
+        add(
+            "\n'n/a' per unique datapoint: this run counted per delivery only (before issue "
+            "16); schoolgate's figures there are per delivery to two brokers, about twice its "
+            "unique ones."
+        )
     raw = r.get("raw_paho") or {}
-    ours = best_step(get(r, "schoolgate", "throughput"))
-    theirs = best_step(get(r, "thingsboard", "throughput"))
     if raw:
         add(
             f"\nRaw paho-mqtt QoS 1 to a fresh mosquitto in this run (one client, window 32, "
             f"{raw['payload_bytes']} B payloads): {raw['msg_per_s']:,.0f} msg/s."
-        )
-    if ours and theirs:
-        add(
-            f"Best step: schoolgate {ours['delivered_per_s']:.0f} datapoints/s "
-            f"({ours['datapoints_per_cpu_s']:.0f} per CPU-second), ThingsBoard "
-            f"{theirs['delivered_per_s']:.0f} ({theirs['datapoints_per_cpu_s']:.0f} per "
-            f"CPU-second): ThingsBoard / schoolgate per CPU-second "
-            f"{ratio(ours['datapoints_per_cpu_s'], theirs['datapoints_per_cpu_s'])}."
         )
     add(
         "Polling throughput is bound by the Modbus simulators and the 2 cores they share with "
@@ -467,9 +673,79 @@ def _throughput(r: dict[str, Any], add: Any) -> None:
     add("![throughput](img/throughput.png)\n")
 
 
+def per_cpu_table_rows(r: dict[str, Any]) -> tuple[list[int], list[tuple[str, str, list[str]]]]:
+    """The datapoints-per-CPU-second comparison: device counts, and rows of (configuration,
+    how it is counted, one cell per device count). Row 1 is the comparison the target reads;
+    row 2, per delivery, is labelled so and never compared with ThingsBoard."""
+    ours = one_destination(r, "schoolgate")
+    theirs = one_destination(r, "thingsboard")
+    both = {
+        row["devices"]: row
+        for row in throughput_rows(r, "schoolgate")
+        if len(row["destinations"]) > 1
+    }
+    devices = sorted(set(ours) | set(theirs) | set(both))
+
+    def cells(rows: dict[int, dict[str, Any]], key: str) -> list[str]:
+        return [num(rows[n].get(key), 0) if n in rows else "n/a" for n in devices]
+
+    ratios = [
+        f"{ours[n]['unique_per_cpu_s'] / theirs[n]['unique_per_cpu_s']:.2f}x"
+        if n in ours and n in theirs and theirs[n]["unique_per_cpu_s"]
+        else "n/a"
+        for n in devices
+    ]
+    rows = [
+        (
+            "1. schoolgate, one destination (police)",
+            "per unique datapoint",
+            cells(ours, "unique_per_cpu_s"),
+        ),
+        (
+            "1. ThingsBoard, one destination (police)",
+            "per unique datapoint",
+            cells(theirs, "unique_per_cpu_s"),
+        ),
+        (
+            "1. schoolgate / ThingsBoard",
+            f"per unique datapoint (target ≥ {PER_CPU_TARGET:g}x)",
+            ratios,
+        ),
+        (
+            "2. schoolgate, two destinations (police and bureau)",
+            "**per delivery** (each datapoint counted once per broker: twice)",
+            cells(both, "deliveries_per_cpu_s"),
+        ),
+        (
+            "2. schoolgate, two destinations (police and bureau)",
+            "per unique datapoint",
+            cells(both, "unique_per_cpu_s"),
+        ),
+    ]
+    return devices, rows
+
+
+def _per_cpu_table(r: dict[str, Any], add: Any) -> None:
+    devices, rows = per_cpu_table_rows(r)
+    if not devices:
+        return
+    add("Datapoints per CPU-second of the gateway, same devices, same poll, same run:\n")
+    add("| configuration | counted | " + " | ".join(f"{n} devices" for n in devices) + " |")
+    add("| --- " * (2 + len(devices)) + "|")
+    for config, counted, cells in rows:
+        add(f"| {config} | {counted} | " + " | ".join(cells) + " |")
+    add(
+        "\nOnly row 1 compares the gateways: row 2 is what a school's configuration costs, and "
+        "its per-delivery figure is not comparable with ThingsBoard's one destination.\n"
+    )
+
+
 def _outage(r: dict[str, Any], add: Any) -> None:
     add("### 3. Outage and drain\n")
     o = get(r, "schoolgate", "outage") or get(r, "thingsboard", "outage") or {}
+    if not o and not get(r, "schoolgate", "reconnects") and not get(r, "thingsboard", "reconnects"):
+        add("Not measured in this run.\n")
+        return
     add(
         f"The police broker is stopped for {num(o.get('down_s'), 0)} s (SIGTERM, so mosquitto "
         f"keeps the subscriber's session) while {o.get('devices')} devices keep changing "
@@ -536,14 +812,30 @@ def _outage(r: dict[str, Any], add: Any) -> None:
 
 def _footprint(r: dict[str, Any], add: Any) -> None:
     add("### 4. Footprint\n")
+    floor = get(r, "schoolgate", "footprint_floor")
+    floor_mb = floor["idle_rss_mb"] if floor else None
+    add(
+        "The gateway's own share is its idle RSS less the stack's floor (the first row) measured "
+        "in the same run; 'n/a' for ThingsBoard, which runs on a stack of its own.\n"
+    )
     add(
         "| set-up | gateway | start-up (s) | idle CPU (% of a core) | idle RSS (MB) "
-        "| peak RSS (MB) |"
+        "| own share over the floor (MB) | peak RSS (MB) |"
     )
-    add("| --- | --- | --- | --- | --- | --- |")
+    add("| --- " * 7 + "|")
+    if floor:
+        add(
+            "| the stack alone (the floor): Python with asyncio, aiomqtt/paho, pydantic, pymodbus, "
+            "pyserial-asyncio-fast, structlog and sqlite3 imported, idle | none | n/a | "
+            f"{floor['idle_cpu_percent']:.2f} | {floor['idle_rss_mb']:.1f} | n/a | n/a |"
+        )
     for key, setup in (
-        ("footprint_demo", "demo gate (5 devices on 3 lines, default intervals)"),
-        ("footprint_demo_signed", "the same with [security]: events signed, commands verified"),
+        ("footprint_demo", "demo gate (5 devices on 3 lines, default intervals), guard page off"),
+        ("footprint_demo_guard", "the same, guard page on (`[guard]`, no browser connected)"),
+        (
+            "footprint_demo_signed",
+            "demo gate, page off, with [security]: events signed, commands verified",
+        ),
     ):
         demo = get(r, "schoolgate", key)
         if demo:
@@ -551,24 +843,18 @@ def _footprint(r: dict[str, Any], add: Any) -> None:
                 f"| {setup} | schoolgate | "
                 f"{num(demo['startup_to_all_devices_polled_s'], 2)} (to every device polled) | "
                 f"{demo['idle_cpu_percent']:.2f} | {demo['idle_rss_mb']:.1f} | "
-                f"{demo['peak_rss_mb']:.1f} |"
+                f"{num(own_share(demo['idle_rss_mb'], floor_mb))} | {demo['peak_rss_mb']:.1f} |"
             )
     for name in SUBJECTS:
         fp = get(r, name, "footprint_single")
         if fp:
+            share = own_share(fp["idle_rss_mb"], floor_mb) if name == "schoolgate" else None
             add(
-                f"| one alarm box polled each second | {name} | "
+                f"| one alarm box polled each second | {LABELS[name]} | "
                 f"{fp['startup_to_first_poll_s']:.2f} (to first poll) | "
-                f"{fp['idle_cpu_percent']:.2f} | {fp['idle_rss_mb']:.1f} | "
+                f"{fp['idle_cpu_percent']:.2f} | {fp['idle_rss_mb']:.1f} | {num(share)} | "
                 f"{fp['peak_rss_mb']:.1f} |"
             )
-    floor = get(r, "schoolgate", "footprint_floor")
-    if floor:
-        add(
-            "| the stack alone: Python with asyncio, aiomqtt/paho, pydantic, pymodbus, "
-            "pyserial-asyncio-fast, structlog and sqlite3 imported, idle | none | n/a | "
-            f"{floor['idle_cpu_percent']:.2f} | {floor['idle_rss_mb']:.1f} | n/a |"
-        )
     add("")
 
 
@@ -601,9 +887,12 @@ def _notes(r: dict[str, Any], add: Any) -> None:
         "- **Reporting.** ThingsBoard is configured with `reportStrategy: ON_CHANGE` per device "
         "(its shipped default, ON_RECEIVED, sends every poll): the same rule as ours, and fewer "
         "messages for it to send. It packs all changed values of a device into one message; "
-        "schoolgate sends one event per datapoint. Throughput is counted in datapoints for both.\n"
-        "- **Brokers.** schoolgate forwards to two brokers (police and bureau); ThingsBoard "
-        "connects to one (the police mosquitto here), so it does half the publishing.\n"
+        "schoolgate sends one event per datapoint. Throughput is counted in datapoints for both, "
+        "per unique datapoint where the two are compared.\n"
+        "- **Brokers.** ThingsBoard connects to one broker (the police mosquitto here). In the "
+        "throughput comparison (row 1) schoolgate is configured with that one destination too; "
+        "in row 2, on the RTU line and in the outage it forwards to two (police and bureau), "
+        "so there it does twice ThingsBoard's publishing.\n"
         "- **A server stand-in.** The ThingsBoard gateway sends nothing until the server answers "
         "its `getSessionLimits` RPC; mosquitto is not ThingsBoard, so the bench answers that RPC "
         "on the broker (no rate limits, 100 in flight). Remote configuration is off, statistics "

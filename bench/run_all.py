@@ -4,6 +4,7 @@ and mosquitto brokers, with raw paho-mqtt as the ceiling for forwarding.
 
     .venv/bin/python bench/run_all.py [--quick] [--presses N] [--skip-thingsboard]
     .venv/bin/python bench/run_all.py --no-write --only rtu --subjects thingsboard --rtu-presses 5
+    .venv/bin/python bench/run_all.py --no-write --only latency --subjects thingsboard-memory
 
 Writes the raw results to bench/results/latest.json, the report section of docs/benchmarks.md
 (between `<!-- suite:begin -->` and `<!-- suite:end -->`; the other sections, the chaos block
@@ -103,6 +104,15 @@ PHASES = (
 )
 """What `--only` can pick (development: one piece at a time; the report says what ran)."""
 
+SUBJECTS = ("schoolgate", "thingsboard", "thingsboard-memory")
+"""What `--subjects` can pick: ThingsBoard with SQLite storage runs every phase; with its
+memory storage (the shipped default) only the alarm latency, which is what the storage
+changes (issue 16, item 5)."""
+TB_STORAGE = {"thingsboard": "sqlite", "thingsboard-memory": "memory"}
+SUBJECT_PHASES = {"thingsboard-memory": frozenset({"latency"})}
+ONE_DESTINATION = ("police",)
+"""Throughput row 1: every gateway sends to one broker, as ThingsBoard does."""
+
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
@@ -133,13 +143,17 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"--only: unknown phase(s) {sorted(unknown)}; pick from {PHASES}")
     s = settings(args)
-    names = args.subjects.split(",") if args.subjects else ["schoolgate", "thingsboard"]
+    names = args.subjects.split(",") if args.subjects else list(SUBJECTS)
+    unknown = set(names) - set(SUBJECTS)
+    if unknown:
+        raise SystemExit(f"--subjects: unknown {sorted(unknown)}; pick from {SUBJECTS}")
     subjects: list[Any] = [Schoolgate()] if "schoolgate" in names else []
     errors: dict[str, str] = {}
-    if "thingsboard" in names and not args.skip_thingsboard:
+    wanted_tb = [n for n in SUBJECTS if n.startswith("thingsboard") and n in names]
+    if wanted_tb and not args.skip_thingsboard:
         try:
             log(f"thingsboard-gateway {TB_VERSION}: venv {setup()}")
-            subjects.append(ThingsBoard())
+            subjects += [ThingsBoard(TB_STORAGE[n]) for n in wanted_tb]
         except (subprocess.CalledProcessError, OSError) as exc:
             errors["thingsboard install"] = f"{type(exc).__name__}: {exc}"
     results: dict[str, Any] = {
@@ -150,6 +164,7 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
         "thingsboard_version": TB_VERSION,
         "settings": s,
         "errors": errors,
+        "storage_risks": {subject.name: subject.storage_risk for subject in subjects},
     }
     work = Path(tempfile.mkdtemp(prefix="schoolgate-suite-"))
 
@@ -170,6 +185,13 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             errors,
             "schoolgate footprint (demo gate)",
             lambda: scenarios.footprint_demo_gate(workdir("demo-gate"), idle_s=s["idle_s"]),
+        )
+        schoolgate["footprint_demo_guard"] = await guarded(
+            errors,
+            "schoolgate footprint (demo gate, guard page on)",
+            lambda: scenarios.footprint_demo_gate(
+                workdir("demo-gate-guard"), idle_s=s["idle_s"], guard_page=True
+            ),
         )
         schoolgate["footprint_demo_signed"] = await guarded(
             errors,
@@ -209,6 +231,7 @@ async def subject_phases(
     """Every phase in `only` for one gateway, in the suite's order."""
     name = subject.name
     tb = name != "schoolgate"
+    only = only & SUBJECT_PHASES.get(name, only)
     out: dict[str, Any] = {"latency": {}, "throughput": [], "load": {}}
     if "latency" in only:
         for poll in s["polls_ms"]:
@@ -250,8 +273,21 @@ async def subject_phases(
             ),
         )
     if "throughput" in only:
-        out["throughput"] = await saturate(subject, errors, workdir, s["steps"], s["window_s"])
+        # Row 1: one destination each; row 2 (a gateway with more brokers): all of them.
+        out["throughput"] = await saturate(
+            subject, errors, workdir, s["steps"], s["window_s"], destinations=ONE_DESTINATION
+        )
         out["load"]["throughput"] = loadavg()
+        if tuple(subject.brokers) != ONE_DESTINATION:
+            out["throughput_all_destinations"] = await saturate(
+                subject,
+                errors,
+                workdir,
+                s["steps"],
+                s["window_s"],
+                destinations=tuple(subject.brokers),
+            )
+            out["load"]["throughput, all destinations"] = loadavg()
     if "outage" in only:
         out["outage"] = await guarded(
             errors,
@@ -277,7 +313,7 @@ async def subject_phases(
 
 async def redo_outage(results: dict[str, Any]) -> None:
     down_s = results["settings"]["down_s"]
-    subjects: tuple[Any, ...] = (Schoolgate(), ThingsBoard())
+    subjects: tuple[Any, ...] = (Schoolgate(), ThingsBoard("sqlite"))
     for subject in subjects:
         key = f"{subject.name} outage"
         if results.get(subject.name, {}).get("outage") is not None:
@@ -304,38 +340,44 @@ async def saturate(
     workdir: Callable[[str], Path],
     steps: list[int],
     window_s: float,
+    *,
+    destinations: tuple[str, ...],
 ) -> list[dict[str, Any]]:
-    """Throughput steps with more and more devices, until delivery saturates."""
+    """Throughput steps with more and more devices, until delivery saturates (judged per unique
+    datapoint, so a second destination cannot make a step look like a gain)."""
     done: list[dict[str, Any]] = []
     best = 0.0
+    to = "+".join(destinations)
     for devices in steps:
         step = await guarded(
             errors,
-            f"{subject.name} throughput {devices} devices",
+            f"{subject.name} throughput {devices} devices to {to}",
             functools.partial(
                 scenarios.throughput,
                 subject,
-                workdir(f"{subject.name}-tp-{devices}"),
+                workdir(f"{subject.name}-tp-{to}-{devices}"),
                 devices=devices,
                 points=10,
                 period_ms=100,
                 poll_ms=100,
                 window_s=window_s,
+                destinations=destinations,
             ),
         )
         if step is None:
             break
         done.append(step)
         log(
-            f"  {devices} devices: {step['delivered_per_s']:.0f} datapoints/s, "
-            f"fraction {step['fraction_delivered']:.3f}, cpu {step['cpu_percent']:.0f}%"
+            f"  {devices} devices to {to}: {step['unique_per_s']:.0f} unique datapoints/s "
+            f"({step['deliveries_per_s']:.0f} deliveries/s), fraction "
+            f"{step['fraction_delivered']:.3f}, cpu {step['cpu_percent']:.0f}%"
         )
         saturated = (
             step["fraction_delivered"] < 0.9
-            or step["delivered_per_s"] < best * 1.1
+            or step["unique_per_s"] < best * 1.1
             or step["backlog_after_window_s"] > 5
         )
-        best = max(best, step["delivered_per_s"])
+        best = max(best, step["unique_per_s"])
         if saturated:
             break
     return done
@@ -408,7 +450,9 @@ def main() -> int:
         help=f"comma-separated phases to run, of {','.join(PHASES)} (development; with "
         "--no-write, so a partial run never replaces the report)",
     )
-    parser.add_argument("--subjects", help="comma-separated: schoolgate,thingsboard (default both)")
+    parser.add_argument(
+        "--subjects", help=f"comma-separated, of {','.join(SUBJECTS)} (default all)"
+    )
     parser.add_argument("--polls", help="comma-separated poll intervals in ms (default 20,50,100)")
     parser.add_argument("--skip-drain", action="store_true", help="do not re-run bench/drain.py")
     parser.add_argument("--drain-rows", type=int, default=100_000)

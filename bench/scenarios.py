@@ -26,11 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from counting import count_window, first_arrivals, per_cpu_second
 from loadsim import LoadSim
 from procstat import measuring, memory_kb
-from subjects import Counter, Datapoint, Layout, RtuLine, Running
+from subjects import Counter, Layout, RtuLine, Running
 
-from simulators.broker import MosquittoBroker
+from simulators.broker import MosquittoBroker, free_port
+from simulators.demo import guard_section
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.gate import simulated_gate
 from simulators.listener import Listener, Received, listen
@@ -230,6 +232,10 @@ async def _presses(
     }
 
 
+RELEASE_WAIT_S = 5.0
+"""Short presses: how long the bench waits for a delivered press's release to reach the broker
+(over ten times either gateway's press-to-arrival p99 on Modbus TCP)."""
+
 RTU_GAP_S = 0.5
 """Between presses on the shared line (bench/shared_line.py's pause): a person's presses are
 seconds apart, and after a press the latch, the lamp writes and the other units take the line."""
@@ -303,9 +309,13 @@ async def rtu_latency(
 async def short_presses(
     subject: Subject, workdir: Path, *, poll_ms: int, hold_ms: int, presses: int
 ) -> dict[str, Any]:
-    """Presses shorter than the poll interval: how many does a receiver ever get?"""
+    """Presses shorter than the poll interval: how many does a receiver ever get? After each
+    delivered press the bench waits (up to `RELEASE_WAIT_S`) for the message that shows the
+    button back to normal to reach the broker (`Running.release_arrived`), for both gateways
+    alike, so the next press is never merged with an unreported release."""
     box = DiDoModule(1)
     delivered = 0
+    releases_missing = 0
     async with _box_run(subject, workdir, poll_ms, box) as (running, listener):
         await asyncio.sleep(1)
         for _ in range(presses):
@@ -318,20 +328,21 @@ async def short_presses(
                 continue
             delivered += 1
             await running.after_press(arrived, listener)
+            try:
+                await listener.wait_for(
+                    running.release_arrived, since=since, timeout_s=RELEASE_WAIT_S
+                )
+            except TimeoutError:
+                releases_missing += 1
             await asyncio.sleep(2 * poll_ms / 1000)
-    return {"poll_ms": poll_ms, "hold_ms": hold_ms, "presses": presses, "delivered": delivered}
-
-
-def _unique_in(
-    arrivals: list[tuple[int, Datapoint]], first: int, last: int
-) -> dict[Datapoint, int]:
-    """First arrival (ns) of each distinct datapoint whose value is a tick in [first, last]."""
-    seen: dict[Datapoint, int] = {}
-    for at, point in arrivals:
-        value = point[2]
-        if isinstance(value, int | float) and first <= value <= last and point not in seen:
-            seen[point] = at
-    return seen
+    return {
+        "poll_ms": poll_ms,
+        "hold_ms": hold_ms,
+        "presses": presses,
+        "delivered": delivered,
+        "waited_for_release": True,
+        "releases_missing": releases_missing,
+    }
 
 
 async def _first_arrival(counter: Counter, timeout_s: float = 60) -> None:
@@ -365,9 +376,18 @@ async def throughput(
     period_ms: int,
     poll_ms: int,
     window_s: float,
+    destinations: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """`devices` x `points` registers changing every `period_ms`, polled every `poll_ms`;
-    what reaches each broker during `window_s`, and the gateway's CPU and peak RSS."""
+    what reaches each broker during `window_s`, and the gateway's CPU and peak RSS.
+
+    `destinations`: the brokers the gateway is configured to send every datapoint to, of
+    `subject.brokers` (default: all of them); a broker left out is not configured at all.
+    Counted per unique datapoint and per delivery (`counting.count_window`)."""
+    chosen = destinations or subject.brokers
+    unknown = set(chosen) - set(subject.brokers)
+    if unknown:
+        raise ValueError(f"{subject.name} cannot send to {sorted(unknown)}")
     sim = LoadSim(devices, points, period_ms)
     async with (
         MosquittoBroker("police") as police,
@@ -377,7 +397,7 @@ async def throughput(
         ports = {"police": police.port, "bureau": bureau.port}
         layout = Layout(
             police_port=police.port,
-            bureau_port=bureau.port,
+            bureau_port=bureau.port if "bureau" in chosen else None,
             load_port=sim.port,
             load_devices=devices,
             load_points=points,
@@ -390,42 +410,47 @@ async def throughput(
                     stack.enter_context(
                         Counter(name, ports[name], running.telemetry_filter, running.parse)
                     )
-                    for name in subject.brokers
+                    for name in chosen
                 ]
                 await _first_arrival(counters[0])
                 await asyncio.sleep(2)  # past the start-up burst
                 first_tick = sim.tick + 1
-                before = [len(c.snapshot()) for c in counters]
                 async with measuring(running.pid) as usage, measuring(sim.pid) as sim_usage:
+                    start_ns = time.time_ns()
                     await asyncio.sleep(window_s)
-                    during = [len(c.snapshot()) - b for c, b in zip(counters, before, strict=True)]
+                    end_ns = time.time_ns()
                 last_tick = sim.tick
                 await sim.stop_changes()
                 backlog_s = await _settle(counters, 2.0, 60.0)
                 peak_mb = memory_kb(running.pid).get("VmHWM", 0) / 1024
     changes = (last_tick - first_tick + 1) * devices * points
+    arrivals = {counter.name: counter.snapshot() for counter in counters}
+    window = count_window(arrivals, start_ns, end_ns)
     per_broker = {}
-    for counter, arrived in zip(counters, during, strict=True):
-        arrivals = counter.snapshot()
-        unique = _unique_in(arrivals, first_tick, last_tick)
+    for counter in counters:
+        unique = first_arrivals(arrivals[counter.name], first_tick, last_tick)
         per_broker[counter.name] = {
-            "datapoints_per_s": arrived / usage.wall_s,
+            "datapoints_per_s": window.deliveries[counter.name] / usage.wall_s,
             "messages": counter.messages,
             "fraction_delivered": len(unique) / changes if changes else 0.0,
-            "duplicates": sum(1 for _, p in arrivals if p in unique) - len(unique),
+            "duplicates": sum(1 for _, p in arrivals[counter.name] if p in unique) - len(unique),
         }
-    total_rate = sum(b["datapoints_per_s"] for b in per_broker.values())
     return {
         "devices": devices,
         "points": points,
         "changes_per_s": devices * points * 1000 / period_ms,
         "window_s": usage.wall_s,
+        "destinations": list(chosen),
         "brokers": per_broker,
-        "delivered_per_s": total_rate,
+        "unique": window.unique,
+        "deliveries": window.total_deliveries,
+        "unique_per_s": window.unique / usage.wall_s,
+        "deliveries_per_s": window.total_deliveries / usage.wall_s,
         "fraction_delivered": min(b["fraction_delivered"] for b in per_broker.values()),
         "cpu_percent": usage.cpu_percent,
         "cpu_s": usage.cpu_s,
-        "datapoints_per_cpu_s": total_rate * usage.wall_s / usage.cpu_s if usage.cpu_s else 0.0,
+        "unique_per_cpu_s": per_cpu_second(window.unique, usage.cpu_s),
+        "deliveries_per_cpu_s": per_cpu_second(window.total_deliveries, usage.cpu_s),
         "peak_rss_mb": peak_mb,
         "sim_cpu_percent": sim_usage.cpu_percent,
         "backlog_after_window_s": backlog_s,
@@ -500,7 +525,7 @@ async def outage(
                     got = await press_once(box, listener, running, box_poll_ms, timeout_s=60)
                     if got is not None:
                         during.append(got)
-                    backlog = _unique_in(counter.snapshot(), first_tick, tick_at_up)
+                    backlog = first_arrivals(counter.snapshot(), first_tick, tick_at_up)
                     if len(backlog) >= (tick_at_up - first_tick + 1) * devices * points:
                         drained_at = max(backlog.values())
                         break
@@ -509,7 +534,7 @@ async def outage(
                 await _settle([counter], 3.0, 60.0)
                 arrivals = counter.snapshot()
     expected = (last_tick - first_tick + 1) * devices * points
-    unique = _unique_in(arrivals, first_tick, last_tick)
+    unique = first_arrivals(arrivals, first_tick, last_tick)
     after_up = sorted(at for at, _ in arrivals if at >= up_at)
     curve_ms = [(at - up_at) / 1e6 for at in after_up]
     # The broker hands the subscriber what it had queued before it stopped as soon as the
@@ -576,18 +601,19 @@ commands = ["*"]
 
 
 async def footprint_demo_gate(
-    workdir: Path, *, idle_s: float, signed: bool = False
+    workdir: Path, *, idle_s: float, signed: bool = False, guard_page: bool = False
 ) -> dict[str, Any]:
     """schoolgate with the demo gate's devices (simulators.gate) at their default intervals;
     `signed`: with a [security] section (events signed, commands verified), which loads
-    `cryptography`."""
-    extra = ""
+    `cryptography`; `guard_page`: with the demo's `[guard]` section (the guard page served on
+    loopback, no browser connected), which loads aiohttp and the page."""
+    extra = guard_section(free_port()) if guard_page else ""
     if signed:
         from gateway.core import keys  # noqa: PLC0415 - cryptography only for this variant
 
         gateway_key = keys.write_key_pair(workdir / "keys", "bench-gate")
         console_key = keys.write_key_pair(workdir / "keys", "bench-console")
-        extra = SIGNED.format(key=gateway_key.private_key, console_pub=console_key.public_b64)
+        extra += SIGNED.format(key=gateway_key.private_key, console_pub=console_key.public_b64)
     async with simulated_gate(workdir, extra_config=extra) as gate:
         pid = gate.gateway.pid
         stat = Path(f"/proc/{pid}/stat").read_text()  # noqa: ASYNC240 - tiny /proc reads

@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from counting import Datapoint
 
 from gateway.commands import control
 from simulators.listener import Listener, Received
 from simulators.measure import gateway_command
-
-Datapoint = tuple[str, str, object]
-"""(device, point name, value) as delivered."""
 
 
 @dataclass
@@ -265,6 +263,10 @@ def is_panic(message: Received) -> bool:
     return "/events/" in message.topic and message.json.get("type") == "alarm.panic"
 
 
+def is_reset(message: Received) -> bool:
+    return "/events/" in message.topic and message.json.get("type") == "alarm.reset"
+
+
 def is_offline(device: str) -> Callable[[Received], bool]:
     """`device.offline` for `device` (the police get `device.*` on an RTU layout)."""
 
@@ -293,6 +295,10 @@ class Running:
     alarm_filter: str
     telemetry_filter: str
     parse: Callable[[str, bytes], list[Datapoint]]
+    release_arrived: Callable[[Received], bool]
+    """The message that shows the button back to normal at the broker: schoolgate's
+    `alarm.reset` (its alarm latches until reset; a button's release is no message of its
+    own), ThingsBoard's `panic` 0."""
     first_data: Callable[[Received], bool] | None = None
     """Readiness seen at the broker (a gateway without a status socket): the first datapoint."""
     device_offline: Callable[[Received], bool] | None = None
@@ -304,6 +310,11 @@ class Schoolgate:
     name = "schoolgate"
     brokers = ("police", "bureau")
     listen_filter = "schoolgate/#"
+    storage_risk = (
+        "SQLite outbox: an alarm is committed to the file before any broker sees it, other "
+        "events within the store's `batch_delay_ms` (`gateway/store/outbox.py`); what is "
+        "committed survives a crash"
+    )
 
     @contextlib.asynccontextmanager
     async def run(self, layout: Layout, workdir: Path) -> AsyncIterator[Running]:
@@ -321,11 +332,7 @@ class Schoolgate:
             since = len(listener.messages)
             await control.request(socket, {"op": "reset", "alarm_id": alarm_id, "by": "bench"})
             await listener.wait_for(
-                lambda m: (
-                    "/events/" in m.topic
-                    and m.json.get("type") == "alarm.reset"
-                    and m.json.get("alarm_id") == alarm_id
-                ),
+                lambda m: is_reset(m) and m.json.get("alarm_id") == alarm_id,
                 since=max(0, since - 5),
                 timeout_s=10,
             )
@@ -342,6 +349,7 @@ class Schoolgate:
                 spawned_ns=spawned_ns,
                 press_arrived=is_panic,
                 after_press=reset,
+                release_arrived=is_reset,
                 alarm_filter="schoolgate/v1/+/+/events/alarm",
                 telemetry_filter="schoolgate/#",
                 parse=parse_schoolgate,

@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import structlog
-
 from drivers import access_codec as wire
 from drivers.access_codec import Code, ControllerEvent, EventCode, Frame
 from drivers.base import (
@@ -27,7 +25,7 @@ from drivers.base import (
     DriverContext,
 )
 from drivers.lines.serial import SerialLine
-from drivers.polling import DeviceHealth, poll_forever
+from drivers.polling import PolledDriver
 from edge_config.devices_access import AccessControllerDevice
 from gateway.core.events import Severity, new_event
 
@@ -63,16 +61,13 @@ _DOOR_STATES: dict[EventCode, str] = {
 }
 
 
-class AccessController:
+class AccessController(PolledDriver[AccessControllerDevice, SerialLine]):
     kind = "access_controller"
 
     def __init__(
         self, config: AccessControllerDevice, line: SerialLine, ctx: DriverContext
     ) -> None:
-        self._cfg = config
-        self._line = line
-        self._ctx = ctx
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        super().__init__(config, line, ctx, on_offline=self._went_offline)
         self._seq = 0
         self._ack = 0
         """The last event taken (stored durably); sent with every poll until the next one."""
@@ -85,36 +80,15 @@ class AccessController:
         self._greeted = False
         """Configured and clock-checked since the last (re)contact."""
         self._next_clock_check = 0.0
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=self._went_offline)
         self.counters = ProtocolCounters()
         self.events_taken = 0
-
-    @property
-    def polls(self) -> int:
-        return self._health.polls
-
-    @property
-    def health(self) -> DeviceHealth:
-        return self._health
 
     @property
     def clock_offset_ms(self) -> int | None:
         """The controller's clock minus ours as last measured; None until first read."""
         return self._skew_ms if self._skew_measured else None
 
-    @property
-    def failures(self) -> int:
-        return self._health.failures
-
     # -- Driver ------------------------------------------------------------------------------
-
-    async def run(self, ready: Callable[[], None]) -> None:
-        await poll_forever(
-            self._greet_and_poll,
-            interval_ms=self._cfg.poll_interval_ms,
-            health=self._health,
-            ready=ready,
-        )
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`unlock` (door, optional open_s), `lockdown`, `release_lockdown`, `read_clock`,
@@ -127,6 +101,8 @@ class AccessController:
         if name in ("lockdown", "release_lockdown"):
             code = Code.LOCKDOWN if name == "lockdown" else Code.RELEASE_LOCKDOWN
             await self._command(code, b"")
+            # The controller cannot be asked later: its confirmed answer is the record.
+            await self._health.emit("access.lockdown", Severity.INFO, lockdown=name == "lockdown")
             return {"lockdown": name == "lockdown"}
         if name == "read_clock":
             controller_ms = await self._read_clock()
@@ -144,7 +120,7 @@ class AccessController:
 
     # -- polling -----------------------------------------------------------------------------
 
-    async def _greet_and_poll(self) -> bool:
+    async def _poll_turn(self) -> bool:
         """One turn of the poll loop: configure and clock-check the controller after (re)contact
         or when the check is due, then poll. True if an event came: a burst of buffered events
         is drained without waiting a poll interval each."""
@@ -198,6 +174,7 @@ class AccessController:
         door_state = _DOOR_STATES.get(event.code)
         if door_state is not None and event.door is not None:
             self.door_states[event.door] = (door_state, event.time_ms - self._skew_beyond_bound())
+            self._ctx.changed()
         # Durably, not through the group commit: the next poll acknowledges the event, and the
         # controller then forgets it; a crash within the batch delay would lose it for good.
         store = self._ctx.store or self._ctx.emit
@@ -270,6 +247,7 @@ class AccessController:
         # The controller read its clock somewhere in the round trip; the middle is the best guess.
         self._skew_ms = controller_ms - (before_ms + after_ms) // 2
         self._skew_measured = True
+        self._ctx.changed()
         return controller_ms
 
     async def _set_clock(self, time_ms: int | None) -> int:

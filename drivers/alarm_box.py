@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import structlog
 
 from drivers.base import CommandError, DriverContext
 from drivers.codecs import counter_delta, span
 from drivers.lines.arbiter import PRIORITY_ALARM
 from drivers.lines.modbus import ModbusLine
-from drivers.polling import DeviceHealth, poll_forever
+from drivers.polling import PolledDriver
 from edge_config.models import AlarmBoxDevice
 
 _COUNTER_RESET_LIMIT = 1000
@@ -66,16 +64,13 @@ class _Blink:
         return True
 
 
-class AlarmBox:
+class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
     kind = "alarm_box"
     line_priority = PRIORITY_ALARM
     """On a shared line, a waiting alarm-box request goes before other devices' polls."""
 
     def __init__(self, config: AlarmBoxDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
-        self._ctx = ctx
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        super().__init__(config, line, ctx)
         self._buttons = [b.input for b in config.buttons]
         self._inputs = [*self._buttons] + (
             [config.reset_input] if config.reset_input is not None else []
@@ -105,32 +100,11 @@ class AlarmBox:
         self._remembered: dict[int, int] = {}
         """The counter values in the store, so an unchanged one is not written again."""
         self._lockout_until_ms: dict[int, int] = {}
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
         self._writing = asyncio.Lock()
         """One writer of the outputs at a time (the poll loop, an installer's command): each
         sees what the other has written before it compares."""
 
     # -- Driver ------------------------------------------------------------------------------
-
-    async def run(self, ready: Callable[[], None]) -> None:
-        await poll_forever(
-            self.poll_once,
-            interval_ms=self._cfg.poll_interval_ms,
-            health=self._health,
-            ready=ready,
-        )
-
-    @property
-    def polls(self) -> int:
-        return self._health.polls
-
-    @property
-    def health(self) -> DeviceHealth:
-        return self._health
-
-    @property
-    def failures(self) -> int:
-        return self._health.failures
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`lamp` / `siren` / `fault` with `on`: drive an output by hand (installer test of the

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.core.changes import nothing_changed
 from gateway.core.events import DeviceRef, Event
 
 
@@ -85,6 +86,9 @@ class DriverContext:
     store: Callable[[Event], Awaitable[Event]] | None = None
     """Store an event durably, whatever its lane (on disk when this returns). For events a
     device forgets once we acknowledge them; None where nothing persists (then `emit`)."""
+    changed: Callable[[], None] = nothing_changed
+    """Called when what the guard's page shows of the device changed (position, sockets,
+    doors, health, clock offset): the daemon bumps its `ChangeCounter`. Must not block."""
 
 
 class CommandError(DriverError):

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import structlog
 
 from drivers.base import CommandError, DriverContext, DriverError
 from drivers.codecs import BIT_LIMIT, REGISTER_LIMIT, decode_words, plan_reads
 from drivers.lines.modbus import ModbusLine
-from drivers.polling import DeviceHealth, Table, poll_forever, read_table
+from drivers.polling import PolledDriver, Table, read_table
 from edge_config.devices_modbus import BollardDevice, CommandRef, Position
 from gateway.core.events import Severity
 
@@ -50,15 +48,13 @@ class _Movement:
 _Emit = tuple[str, Severity, dict[str, Any]]
 
 
-class Bollard:
+class Bollard(PolledDriver[BollardDevice, ModbusLine]):
     kind = "bollard"
 
     def __init__(self, config: BollardDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
+        super().__init__(config, line, ctx)
         self._map = config.register_map()
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        self._changed = ctx.changed
         self._plan = self._read_plan()
         self.position: Reading | None = None
         self.fault_code: int | None = None
@@ -71,10 +67,6 @@ class Bollard:
         self._polling = asyncio.Lock()
         """The poll loop and a command's confirmation both poll: one reading at a time, so an
         older reading is never taken after a newer one."""
-
-    @property
-    def health(self) -> DeviceHealth:
-        return self._health
 
     def _read_plan(self) -> list[tuple[Table, int, int]]:
         spans: dict[Table, list[tuple[int, int]]] = {}
@@ -99,11 +91,6 @@ class Bollard:
         ]
 
     # -- Driver ------------------------------------------------------------------------------
-
-    async def run(self, ready: Callable[[], None]) -> None:
-        await poll_forever(
-            self.poll_once, interval_ms=self._cfg.poll_interval_ms, health=self._health, ready=ready
-        )
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         """`raise`, `lower`, `emergency_raise` (no arguments): write the command, then read the
@@ -210,6 +197,7 @@ class Bollard:
         emits: list[_Emit] = []
         previous, self.position = self.position, position
         if position != previous:
+            self._changed()
             data: dict[str, Any] = {"position": position, "previous": previous, **self._counter()}
             if position == "unknown":
                 data["raw"] = raw

@@ -8,35 +8,25 @@ this hour (school rules do) and does not own the line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from drivers.base import CommandError, DriverContext
 from drivers.codecs import span
 from drivers.lines.modbus import ModbusLine
-from drivers.polling import DeviceHealth, poll_forever
+from drivers.polling import PolledDriver
 from edge_config.devices_modbus import BollardSocketsDevice
 from gateway.core.events import Severity
 
 
-class BollardSockets:
+class BollardSockets(PolledDriver[BollardSocketsDevice, ModbusLine]):
     kind = "bollard_sockets"
 
     def __init__(self, config: BollardSocketsDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
+        super().__init__(config, line, ctx)
         self._start, self._count = span(s.input for s in config.sockets)
+        self._changed = ctx.changed
         self.present: dict[str, bool] | None = None
         """Socket name -> a bollard stands in it; None before the first poll."""
-
-    @property
-    def health(self) -> DeviceHealth:
-        return self._health
-
-    async def run(self, ready: Callable[[], None]) -> None:
-        await poll_forever(
-            self.poll_once, interval_ms=self._cfg.poll_interval_ms, health=self._health, ready=ready
-        )
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         raise CommandError("bollard_sockets takes no commands (the sensors are read-only)")
@@ -49,6 +39,8 @@ class BollardSockets:
             s.name: bits[s.input - self._start] == closed_means_present for s in self._cfg.sockets
         }
         previous, self.present = self.present, now
+        if now != previous:
+            self._changed()
         for socket in self._cfg.sockets:
             here = now[socket.name]
             if previous is None:

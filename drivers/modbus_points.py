@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import structlog
 
 from drivers.base import CommandError, DeviceException, DriverContext
 from drivers.codecs import (
@@ -27,7 +25,7 @@ from drivers.codecs import (
     scale_value,
 )
 from drivers.lines.modbus import ModbusLine
-from drivers.polling import DeviceHealth, poll_forever, read_table
+from drivers.polling import PolledDriver, read_table
 from edge_config.devices_modbus import BIT_FUNCTIONS, Function, ModbusPoint, ModbusPointsDevice
 from gateway.core.events import Severity
 
@@ -60,14 +58,11 @@ def changed(point: ModbusPoint, value: Value, last: Value) -> bool:
     return abs(value - last) > (point.deadband or 0.0)
 
 
-class ModbusPoints:
+class ModbusPoints(PolledDriver[ModbusPointsDevice, ModbusLine]):
     kind = "modbus_points"
 
     def __init__(self, config: ModbusPointsDevice, line: ModbusLine, ctx: DriverContext) -> None:
-        self._cfg = config
-        self._line = line
-        self._health = DeviceHealth(ctx, config.offline_after_ms, on_offline=line.drop_connection)
-        self._log = structlog.get_logger(__name__).bind(device=ctx.device.id)
+        super().__init__(config, line, ctx)
         self._points = config.resolved_points()
         spans: dict[Function, list[tuple[int, int]]] = {}
         for point in self._points:
@@ -83,15 +78,6 @@ class ModbusPoints:
         self._reported: dict[str, _Reported] = {}
         self.values: dict[str, Value] = {}
         """The latest value of every point read so far."""
-
-    @property
-    def health(self) -> DeviceHealth:
-        return self._health
-
-    async def run(self, ready: Callable[[], None]) -> None:
-        await poll_forever(
-            self.poll_once, interval_ms=self._cfg.poll_interval_ms, health=self._health, ready=ready
-        )
 
     async def command(self, name: str, args: Mapping[str, object]) -> dict[str, object]:
         raise CommandError("modbus_points takes no commands (points are read-only)")

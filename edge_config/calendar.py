@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_config.base import require_distinct
 from edge_config.errors import ConfigError
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -84,8 +85,7 @@ class GateWindow(_Strict):
 
 def _check_windows(windows: list[GateWindow]) -> list[GateWindow]:
     names = [w.name for w in windows]
-    if len(set(names)) != len(names):
-        raise ValueError("window names must be unique within a day")
+    require_distinct(names, "window names must be unique within a day")
     spans = sorted(w.span_minutes() for w in windows)
     for (_, end), (start, _) in itertools.pairwise(spans):
         if start < end:

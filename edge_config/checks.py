@@ -106,13 +106,14 @@ def password_file_errors(name: str, dest: DestinationConfig, groups: frozenset[i
         return [f"{key}: {path} is readable by others (mode {mode & 0o777:04o}); {fix}"]
     if mode & stat.S_IRGRP and gid not in groups:
         return [
-            f"{key}: {path} is readable by group {_group_name(gid)} (mode {mode & 0o777:04o}), "
+            f"{key}: {path} is readable by group {group_name(gid)} (mode {mode & 0o777:04o}), "
             f"not the service's; {fix}"
         ]
     return []
 
 
-def _group_name(gid: int) -> str:
+def group_name(gid: int) -> str:
+    """The group's name, or its number where the system has no name for it."""
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -133,10 +134,11 @@ def clear_text_password_warnings(config: GatewayConfig) -> list[str]:
     warnings: list[str] = []
     for name, dest in config.destinations.items():
         source = "password_file" if dest.password_file is not None else "password_env"
-        if dest.tls is not None or getattr(dest, source) is None or is_loopback(dest.host):
+        remote = [host for host, _ in dest.addresses if not is_loopback(host)]
+        if dest.tls is not None or getattr(dest, source) is None or not remote:
             continue
         warnings.append(
-            f"destinations.{name}.{source}: the password goes to {dest.host} without TLS, "
+            f"destinations.{name}.{source}: the password goes to {', '.join(remote)} without TLS, "
             f"readable on the network; add [destinations.{name}.tls] (docs/security.md)"
         )
     return warnings
@@ -248,7 +250,7 @@ def service_store_warnings(config: GatewayConfig, user: str = SERVICE_USER) -> l
     problem = store_path_problem(path, user_can(account.pw_uid, gids), f"user {user}")
     if problem is None:
         return []
-    owner = f"{user}:{_group_name(account.pw_gid)}"
+    owner = f"{user}:{group_name(account.pw_gid)}"
     return [
         f"store.path: {problem}, which the service runs as; fix: chown -R {owner} {path.parent}"
     ]

@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from edge_config.base import Ident, LineType, Strict
+from edge_config.base import DeviceBase, LineType
 
 _NAMED = "names keyed by number, e.g. {1 = 'main gate'}"
 
@@ -20,15 +20,11 @@ KeyNumber = Annotated[int, Field(strict=False)]
 """A number written as a TOML key: TOML keys are always strings, so this one is parsed."""
 
 
-class AccessControllerDevice(Strict):
+class AccessControllerDevice(DeviceBase):
     kind: Literal["access_controller"]
     line_types: ClassVar[tuple[LineType, ...]] = ("serial",)
-    line: Ident
     address: int = Field(ge=1, le=254, description="the controller's address on its RS-485 bus")
-    location: str = ""
     poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
-    offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
-    drill: bool = Field(default=False, description="mark every event of this controller a drill")
     doors: dict[KeyNumber, str] = Field(
         min_length=1, description=f"the doors the controller drives: {_NAMED}"
     )

@@ -7,11 +7,11 @@ line spans sections and lives in `edge_config.loader`, from the line types decla
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict
+from edge_config.base import ModbusDevice, Strict, require_distinct
 
 
 class PanicButton(Strict):
@@ -26,12 +26,8 @@ class PanicButton(Strict):
     )
 
 
-class AlarmBoxDevice(Strict):
+class AlarmBoxDevice(ModbusDevice):
     kind: Literal["alarm_box"]
-    line_types: ClassVar[tuple[LineType, ...]] = MODBUS_LINE_TYPES
-    line: Ident
-    unit_id: int = Field(default=1, ge=0, le=247)
-    location: str = ""
     poll_interval_ms: int = Field(default=50, ge=5, le=60_000)
     debounce_ms: int = Field(
         default=30,
@@ -39,7 +35,6 @@ class AlarmBoxDevice(Strict):
         le=5_000,
         description="after a press is taken, further edges of that input are ignored this long",
     )
-    offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
     buttons: list[PanicButton] = Field(min_length=1)
     reset_input: int | None = Field(default=None, ge=0, le=65535)
     lamp_coil: int | None = Field(default=0, ge=0, le=65535)
@@ -47,16 +42,13 @@ class AlarmBoxDevice(Strict):
     fault_coil: int | None = Field(
         default=None, ge=0, le=65535, description="a fault lamp: on while an uplink path is down"
     )
-    drill: bool = Field(default=False, description="mark every event of this box as a drill")
 
     @model_validator(mode="after")
     def _distinct_inputs(self) -> AlarmBoxDevice:
         inputs = [b.input for b in self.buttons]
-        if len(set(inputs)) != len(inputs):
-            raise ValueError("two buttons share one discrete input")
+        require_distinct(inputs, "two buttons share one discrete input")
         if self.reset_input is not None and self.reset_input in inputs:
             raise ValueError("reset_input is also a panic button input")
         coils = [c for c in (self.lamp_coil, self.siren_coil, self.fault_coil) if c is not None]
-        if len(set(coils)) != len(coils):
-            raise ValueError("lamp_coil, siren_coil and fault_coil must be different coils")
+        require_distinct(coils, "lamp_coil, siren_coil and fault_coil must be different coils")
         return self

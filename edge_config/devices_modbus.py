@@ -10,11 +10,11 @@ bad name or override is refused at startup, and keeps the result. It knows nothi
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from edge_config.base import MODBUS_LINE_TYPES, Ident, LineType, Strict
+from edge_config.base import Ident, ModbusDevice, Strict, require_distinct
 
 Address = int
 Position = Literal["down", "rising", "up", "lowering"]
@@ -132,8 +132,9 @@ class BollardRegisters(Strict):
             for name in ("raise_command", "lower_command", "emergency_raise_command")
             if (ref := getattr(self, name)) is not None
         }
-        if len(set(commands.values())) != len(commands):
-            raise ValueError(f"two commands write the same value to the same place: {commands}")
+        require_distinct(
+            commands.values(), f"two commands write the same value to the same place: {commands}"
+        )
         return self
 
 
@@ -175,16 +176,7 @@ def _profile_source(info: ValidationInfo) -> ProfileSource:
 # -- devices -------------------------------------------------------------------------------------
 
 
-class _ModbusDevice(Strict):
-    line_types: ClassVar[tuple[LineType, ...]] = MODBUS_LINE_TYPES
-    line: Ident
-    unit_id: int = Field(default=1, ge=0, le=247)
-    location: str = ""
-    offline_after_ms: int = Field(default=3_000, ge=100, le=600_000)
-    drill: bool = Field(default=False, description="mark every event of this device as a drill")
-
-
-class BollardDevice(_ModbusDevice):
+class BollardDevice(ModbusDevice):
     kind: Literal["bollard"]
     poll_interval_ms: int = Field(default=200, ge=5, le=60_000)
     profile: Ident = Field(
@@ -234,7 +226,7 @@ class BollardSocket(Strict):
     name: str = Field(min_length=1)
 
 
-class BollardSocketsDevice(_ModbusDevice):
+class BollardSocketsDevice(ModbusDevice):
     kind: Literal["bollard_sockets"]
     poll_interval_ms: int = Field(default=200, ge=5, le=60_000)
     present_when: Literal["closed", "open"] = Field(
@@ -245,11 +237,9 @@ class BollardSocketsDevice(_ModbusDevice):
     @model_validator(mode="after")
     def _distinct(self) -> BollardSocketsDevice:
         inputs = [s.input for s in self.sockets]
-        if len(set(inputs)) != len(inputs):
-            raise ValueError("sockets: two sockets share one discrete input")
+        require_distinct(inputs, "sockets: two sockets share one discrete input")
         names = [s.name for s in self.sockets]
-        if len(set(names)) != len(names):
-            raise ValueError("sockets: two sockets have the same name")
+        require_distinct(names, "sockets: two sockets have the same name")
         return self
 
 
@@ -325,7 +315,7 @@ class PointsProfile(Strict):
     points: list[ModbusPoint] = Field(min_length=1)
 
 
-class ModbusPointsDevice(_ModbusDevice):
+class ModbusPointsDevice(ModbusDevice):
     kind: Literal["modbus_points"]
     poll_interval_ms: int = Field(default=1_000, ge=5, le=3_600_000)
     offline_after_ms: int = Field(default=5_000, ge=100, le=3_600_000)

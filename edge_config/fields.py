@@ -49,14 +49,43 @@ WholeNumber = BeforeValidator(_exact_int)
 """Put on an integer `Literal` (`Annotated[Literal[1, 2], WholeNumber]`) so only integers match."""
 
 
+MAX_PORT = 65535
+MAX_HOST_CHARS = 253
+
+
 def _host(value: object) -> object:
     if isinstance(value, str) and any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError("a host name or address has no spaces or control characters")
     return value
 
 
-Host = Annotated[str, Field(min_length=1, max_length=253), BeforeValidator(_host)]
+Host = Annotated[str, Field(min_length=1, max_length=MAX_HOST_CHARS), BeforeValidator(_host)]
 """A broker or Modbus host: a DNS name (at most 253 characters) or an IP address."""
+
+
+def _node(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("expected 'host:port' (a string)")  # noqa: TRY004 - pydantic wants ValueError
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 address, written [::1]:1883
+    good_port = port.isascii() and port.isdigit() and 1 <= int(port) <= MAX_PORT
+    if not sep or not host or not good_port:
+        raise ValueError(f"{value!r} is not 'host:port' (port 1-65535)")
+    if len(host) > MAX_HOST_CHARS or any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise ValueError(f"{value!r}: the host has spaces or control characters, or is too long")
+    return value
+
+
+NodeAddress = Annotated[str, BeforeValidator(_node)]
+"""One broker node of a cluster, 'host:port' ('[v6 address]:port' for IPv6)."""
+
+
+def split_node(node: str) -> tuple[str, int]:
+    """('host', port) of a validated `NodeAddress`."""
+    host, _, port = node.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 """An environment variable name (letters, digits and _, not starting with a digit)."""

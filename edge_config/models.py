@@ -16,7 +16,14 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_config.base import MODBUS_LINE_TYPES, Ident, Strict
 from edge_config.devices_alarm import AlarmBoxDevice, PanicButton
-from edge_config.fields import ConfigPath, EnvName, Host, WholeNumber
+from edge_config.fields import (
+    ConfigPath,
+    EnvName,
+    Host,
+    NodeAddress,
+    WholeNumber,
+    split_node,
+)
 from edge_config.guard import GuardConfig
 from edge_config.kinds import DeviceConfig
 from edge_config.rules import RulesConfig
@@ -146,8 +153,24 @@ class TlsConfig(Strict):
 
 
 class DestinationConfig(Strict):
-    host: Host
+    host: Host | None = Field(default=None, description="the broker (one node); or give nodes")
     port: int = Field(default=1883, ge=1, le=65535)
+    nodes: list[NodeAddress] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="several nodes of one broker cluster, 'host:port' each, instead of host and "
+        "port: the gateway picks one (spread across gateways by its id) and fails over to "
+        "another when its node is lost",
+    )
+    reconnect_spread_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=300,
+        description="after a connection to a node is lost, the first attempt on the next node "
+        "waits a random time below this, so the gateways of a lost node do not all reconnect in "
+        "the same second. Default: 5 with nodes; with one host, reconnect_max_s's back-off",
+    )
     client_id: str = Field(min_length=1, max_length=64)
     username: str | None = None
     password_file: ConfigPath | None = None
@@ -182,6 +205,26 @@ class DestinationConfig(Strict):
                 "or an environment variable (password_env)"
             )
         return data
+
+    @model_validator(mode="after")
+    def _host_or_nodes(self) -> DestinationConfig:
+        if self.nodes is not None and (self.host is not None or "port" in self.model_fields_set):
+            raise ValueError(
+                "give host (and port) for one broker, or nodes for several, not both "
+                "(host/port and nodes are both set)"
+            )
+        if self.nodes is None and self.host is None:
+            raise ValueError("give host (one broker) or nodes (several: ['host:port', ...])")
+        if self.nodes is not None and len(set(self.nodes)) != len(self.nodes):
+            raise ValueError("nodes lists the same node twice")
+        return self
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every node as (host, port): one for `host`, the list for `nodes`."""
+        if self.host is not None:
+            return [(self.host, self.port)]
+        return [split_node(node) for node in self.nodes or []]  # _host_or_nodes: one is set
 
     @model_validator(mode="after")
     def _one_password_source(self) -> DestinationConfig:
@@ -219,8 +262,9 @@ class ModbusTcpLine(Strict):
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
-class ModbusRtuLine(Strict):
-    type: Literal["modbus_rtu"]
+class _SerialPort(Strict):
+    """The port and character settings of a line over a serial port, whatever it carries."""
+
     port: str = Field(
         min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB0"
     )
@@ -228,20 +272,17 @@ class ModbusRtuLine(Strict):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Annotated[Literal[1, 2], WholeNumber] = 1
     bytesize: Annotated[Literal[7, 8], WholeNumber] = 8
+
+
+class ModbusRtuLine(_SerialPort):
+    type: Literal["modbus_rtu"]
     timeout_ms: int = Field(default=300, ge=10, le=30_000)
 
 
-class SerialLine(Strict):
+class SerialLine(_SerialPort):
     """A plain serial line for devices that speak their own framing (access controllers)."""
 
     type: Literal["serial"]
-    port: str = Field(
-        min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB1"
-    )
-    baudrate: Baudrate = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Annotated[Literal[1, 2], WholeNumber] = 1
-    bytesize: Annotated[Literal[7, 8], WholeNumber] = 8
     timeout_ms: int = Field(default=500, ge=10, le=30_000)
 
 

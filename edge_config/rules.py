@@ -13,6 +13,9 @@ Shape (docs/rules.md has a complete example):
   [[rules.patrol]]              id, checkpoints = [{device, reader}], rounds_required, latest,
                                 tolerance_s
   [rules.ledger]                default_repair_h, repair_h = {kind = hours}
+  [rules.panic]                 boxes, during_drill, [[rules.panic.action]] command, devices, args
+  [rules.daily_report]          at (site time of day the day's inspection report is built)
+  [rules.drills]                warn_days_before_quarter_end (no drill yet: reported)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from edge_config.base import Ident, Strict
+from edge_config.base import Ident, Strict, require_distinct
 from edge_config.calendar import TimeOfDay, load_calendar
 from edge_config.errors import ConfigError
 from edge_config.fields import ConfigPath
@@ -32,9 +35,20 @@ from edge_config.fields import ConfigPath
 WINDOW_STATES: Mapping[str, tuple[str, ...]] = {
     "bollard": ("up", "down"),
     "bollard_sockets": ("all_inserted", "some_out"),
+    "access_controller": ("locked_down", "not_locked_down"),
 }
 """The device kinds a window rule can judge, and the states each reports (gateway.rules.engine
-derives them from the drivers' events). Access-controller lockdown is not judged yet."""
+derives them from the drivers' events). An access controller cannot be asked whether it is
+locked down: its state is what the last confirmed `lockdown` / `release_lockdown` said
+(`access.lockdown`), `not_locked_down` until then and after it was offline."""
+
+PANIC_COMMANDS: Mapping[str, tuple[str, ...]] = {
+    "bollard": ("emergency_raise", "raise"),
+    "access_controller": ("lockdown",),
+    "alarm_box": ("siren",),
+}
+"""What a panic reaction may do to each device kind (the drivers' commands; `siren` is the
+latch's: the box's siren sounds for that alarm until it is reset or a guard silences it)."""
 
 
 class RuleCommand(Strict):
@@ -88,8 +102,7 @@ class PatrolConfig(Strict):
     @model_validator(mode="after")
     def _distinct(self) -> PatrolConfig:
         ids = [c.id for c in self.checkpoints]
-        if len(set(ids)) != len(ids):
-            raise ValueError("checkpoints: a reader is named twice")
+        require_distinct(ids, "checkpoints: a reader is named twice")
         return self
 
 
@@ -98,12 +111,42 @@ class LedgerConfig(Strict):
     repair_h: dict[Ident, float] = Field(default_factory=dict)
 
 
+class PanicAction(Strict):
+    command: str = Field(min_length=1, max_length=40)
+    devices: list[Ident] = Field(min_length=1)
+
+
+class PanicConfig(Strict):
+    """What happens when a panic alarm latches (after it is stored; never before)."""
+
+    boxes: list[Ident] = Field(
+        default_factory=list, description="alarm boxes whose alarms trigger it; empty: every box"
+    )
+    during_drill: bool = Field(
+        default=False, description="also for an alarm marked as a drill (default: not)"
+    )
+    action: list[PanicAction] = Field(min_length=1)
+
+
+class DailyReportConfig(Strict):
+    at: TimeOfDay = time(18, 0)
+    """The report covers the 24 hours up to this time of the site's day."""
+
+
+class DrillsConfig(Strict):
+    warn_days_before_quarter_end: int = Field(default=14, ge=0, le=80)
+    """No drill yet in the quarter this many days before its end: one `drill.missing`."""
+
+
 class RulesConfig(Strict):
     calendar_file: ConfigPath
     window: list[WindowRuleConfig] = Field(default_factory=list)
     socket_timer: list[SocketTimerConfig] = Field(default_factory=list)
     patrol: list[PatrolConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()
+    panic: PanicConfig | None = None
+    daily_report: DailyReportConfig | None = None
+    drills: DrillsConfig = DrillsConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RulesConfig:
@@ -112,8 +155,7 @@ class RulesConfig(Strict):
             ("patrol", [p.id for p in self.patrol]),
             ("socket_timer", [t.device for t in self.socket_timer]),
         ):
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"{section}: an id (or device) is used twice")
+            require_distinct(ids, f"{section}: an id (or device) is used twice")
         return self
 
     def calendar_path(self, config_dir: Path) -> Path:
@@ -143,6 +185,29 @@ def rules_errors(rules: RulesConfig, devices: Mapping[str, Any], config_dir: Pat
                 errors.append(f"{where}.device: {point.device!r} is not an access_controller")
             elif point.reader not in device.readers:
                 errors.append(f"{where}.reader: {point.device!r} has no reader {point.reader}")
+    if rules.panic is not None:
+        errors += _panic_errors(rules.panic, devices)
+    return errors
+
+
+def _panic_errors(panic: PanicConfig, devices: Mapping[str, Any]) -> list[str]:
+    errors = [
+        f"rules.panic.boxes: {box!r} is not an alarm_box"
+        for box in panic.boxes
+        if getattr(devices.get(box), "kind", None) != "alarm_box"
+    ]
+    for n, action in enumerate(panic.action):
+        for device_id in action.devices:
+            device = devices.get(device_id)
+            kind = getattr(device, "kind", None)
+            if kind is None:
+                errors.append(f"rules.panic.action[{n}].devices: no device {device_id!r}")
+            elif action.command not in PANIC_COMMANDS.get(kind, ()):
+                can = ", ".join(f"{k}: {'/'.join(c)}" for k, c in PANIC_COMMANDS.items())
+                errors.append(
+                    f"rules.panic.action[{n}].command: {action.command!r} is not for a {kind}"
+                    f" ({device_id!r}); a reaction can do {can}"
+                )
     return errors
 
 

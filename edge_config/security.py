@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_config.base import Ident, Strict
+from edge_config.base import Ident, Strict, require_distinct
 from edge_config.fields import ConfigPath
 
 ANY_COMMAND = "*"
@@ -41,8 +41,7 @@ class TrustedKeyConfig(Strict):
     def _one_list_of_names(cls, value: list[str]) -> list[str]:
         if ANY_COMMAND in value and len(value) > 1:
             raise ValueError('"*" already allows every command; list it alone')
-        if len(set(value)) != len(value):
-            raise ValueError("a command is listed twice")
+        require_distinct(value, "a command is listed twice")
         return value
 
 

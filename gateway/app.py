@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,27 +25,36 @@ from drivers.alarm_box import AlarmBox
 from drivers.base import Driver, DriverContext
 from drivers.kinds import build_driver
 from drivers.lines import Line, make_line
+from drivers.lines.modbus import ModbusLine
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from gateway import sdnotify
+from gateway import report_source, sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
+from gateway.alarms.test_mode import TestMode
 from gateway.commands import control
 from gateway.commands.access import ControlAccess
 from gateway.commands.handlers import Commands
 from gateway.commands.local_ops import LocalOps
+from gateway.commands.watch import WatchHub
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
+from gateway.core.changes import ChangeCounter
 from gateway.core.clock import SystemClock
-from gateway.core.events import DeviceRef
+from gateway.core.events import DeviceRef, Event
+from gateway.device_state import alarm_delivery, device_states
 from gateway.guard_source import DaemonGuardSource
-from gateway.rules.service import RulesService, Writer
+from gateway.rules.ledger import LedgerError
+from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
+from gateway.store import sql
+from gateway.store.outbox import Marks
 from gateway.store.retention import Retention, RetentionPolicy
 from gateway.store.routing import Router, default_routes
 from gateway.store.storage import Storage
 from gateway.uplink import mqtt
-from gateway.uplink.destination import Services, Uplink
+from gateway.uplink.destination import Failover, Services, Uplink
+from gateway.uplink.nodes import NodeRing
 from gateway.uplink.paths import PathBoard
 
 log = structlog.get_logger(__name__)
@@ -71,9 +81,10 @@ def broker_params(
     will = contract.status_payload(site, online=False)
     if security is not None:
         will = auth.sign_payload(will, security.gateway_key, security.gateway_key_id)
+    host, port = dest.addresses[0]  # with several nodes the uplink picks (`failover_of`)
     return mqtt.BrokerParams(
-        host=dest.host,
-        port=dest.port,
+        host=host,
+        port=port,
         client_id=dest.client_id,
         username=dest.username,
         password=read_password(dest),
@@ -92,6 +103,20 @@ def broker_params(
             min_version=dest.tls.min_version,
         ),
     )
+
+
+DEFAULT_NODE_SPREAD_S = 5.0
+"""`reconnect_spread_s` of a destination with nodes when the config leaves it out: the gateways
+of a lost node come back over 5 s, not in the same second."""
+
+
+def failover_of(config: GatewayConfig, name: str) -> Failover:
+    dest = config.destinations[name]
+    spread_s = dest.reconnect_spread_s
+    if spread_s is None and dest.nodes is not None:
+        spread_s = DEFAULT_NODE_SPREAD_S
+    key = f"{config.site.school_id}/{config.site.gateway_id}"
+    return Failover(NodeRing(dest.addresses, key), spread_s)
 
 
 class Gateway:
@@ -116,11 +141,16 @@ class Gateway:
             batch_delay_ms=config.store.batch_delay_ms,
             spill_limit=config.store.memory_limit_events,
             signer=None if self.security is None else self.sign,
-            drill=lambda: self.drill_mode.active(),  # noqa: PLW0108 - drill_mode comes next
+            marks=Marks(  # both modes are made next: lambdas, asked at each stamp
+                drill=lambda: self.drill_mode.active(),  # noqa: PLW0108
+                test=lambda: self.test_mode.active(),  # noqa: PLW0108
+            ),
             clock=self.clock,
         )
         self.outbox = self.store.outbox
-        self.drill_mode = Drill(self.outbox, clock=self.clock)
+        self.test_mode = TestMode(
+            self.outbox, self.store.log.memory("gateway"), self.site, clock=self.clock
+        )
         store = config.store
         self.retention = Retention(
             self.store.maintenance,
@@ -147,6 +177,8 @@ class Gateway:
             if isinstance(device, AlarmBoxDevice)
         }
         alarms = config.alarms
+        self.changes = ChangeCounter()
+        """Bumped by every part at a change the guard's page shows; the page awaits it."""
         self.latches = AlarmLatches(
             self.store.alarms,
             boxes,
@@ -154,10 +186,23 @@ class Gateway:
             ack_timeout_s=alarms.ack_timeout_s,
             escalate_siren=alarms.escalate_siren,
             clock=self.clock,
+            changed=self.changes.bump,
         )
         self.lines: dict[str, Line] = {
             name: make_line(name, line) for name, line in config.lines.items()
         }
+        self.watch_hub = WatchHub(
+            {
+                (device.line, unit): device_id
+                for device_id, device in config.devices.items()
+                if isinstance(unit := getattr(device, "unit_id", None), int)
+            },
+            self.site.tz,
+            self.clock.wall_ms,
+        )
+        for name, line in self.lines.items():
+            if isinstance(line, ModbusLine):
+                line.tap = self.watch_hub.line_tap(name)
         self.rules = (
             None
             if config.rules is None
@@ -170,22 +215,35 @@ class Gateway:
                 devices=refs,
                 emit=self.outbox.emit,
                 command=self.device_command,
+                changed=self.changes.bump,
+                flush=self.outbox.flush,
+                siren=self.latches.sound_siren,
+                append=self.outbox.append,
+                live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
             )
+        )
+        # The rules and the installer's `watch` see every event once it is stored.
+        self.outbox.on_stored = self._on_stored
+        # The police are told of every drill (their route may not include gateway.*).
+        announce = set(router.destinations_for("gateway.drill_started"))
+        announce |= {config.alarms.ack_destination} & set(config.destinations)
+        self.drill_mode = Drill(
+            self.outbox,  # the rules see its events through the outbox's on_stored hook
+            clock=self.clock,
+            memory=self.store.log.memory("gateway"),
+            announce_to=sorted(announce),
         )
         self.drivers: dict[str, Driver] = {}
         for device_id, device in config.devices.items():
-            emit: Writer = self.outbox.emit
-            durable: Writer = self.outbox.append
-            if self.rules is not None:  # the rules see what the drivers store
-                emit, durable = self.rules.tap(emit), self.rules.tap(durable)
             ctx = DriverContext(
                 device=refs[device_id],
                 panic=self.latches,
-                emit=emit,
+                emit=self.outbox.emit,
                 clock_ms=self.clock.wall_ms,
                 drill=device.drill,
                 memory=self.store.log.memory(device_id),
-                store=durable,
+                store=self.outbox.append,
+                changed=self.changes.bump,
             )
             driver = build_driver(device, self.lines[device.line], ctx)
             self.drivers[device_id] = driver
@@ -199,6 +257,7 @@ class Gateway:
             report_after_s=supervision.report_after_s,
             fault_output=None if supervision.fault_device is None else self._show_path_fault,
             clock=self.clock,
+            changed=self.changes.bump,
         )
         self.commands = Commands(self.site, self.security, self)
         services = Services(
@@ -217,6 +276,7 @@ class Gateway:
                 backoff=Backoff(base_s=0.2, cap_s=config.destinations[name].reconnect_max_s),
                 clock=self.clock,
                 services=services,
+                failover=failover_of(config, name),
             )
             for name in config.destinations
         ]
@@ -229,7 +289,15 @@ class Gateway:
         self.guard_source = (
             None
             if config.guard is None
-            else DaemonGuardSource(config, self.latches, self.paths, self.drivers, self.clock)
+            else DaemonGuardSource(
+                config,
+                self.latches,
+                self.paths,
+                self.drivers,
+                self.clock,
+                changes=self.changes,
+                rules_today=None if self.rules is None else self.rules.today,
+            )
         )
         self.guard_page_ready = asyncio.Event()
         self.stop_requested = asyncio.Event()
@@ -243,6 +311,8 @@ class Gateway:
         try:
             async with self.store, contextlib.AsyncExitStack() as stack:
                 await self.latches.restore()
+                await self.test_mode.restore()
+                await self.drill_mode.restore()
                 await stack.enter_async_context(
                     control.serve(self.config.control_socket, self.handle_control)
                 )
@@ -268,7 +338,8 @@ class Gateway:
                             tg.create_task(uplink.run(), name=f"uplink:{uplink.name}")
                         for device_id, driver in self.drivers.items():
                             tg.create_task(
-                                driver.run(self._device_ready), name=f"driver:{device_id}"
+                                driver.run(functools.partial(self._device_ready, device_id)),
+                                name=f"driver:{device_id}",
                             )
                         tg.create_task(self.outbox.run(), name="outbox:flush")
                         tg.create_task(self.store.log.run(), name="store:recovery")
@@ -279,13 +350,14 @@ class Gateway:
                         tg.create_task(self.latches.run(), name="latches:escalation")
                         tg.create_task(self.paths.run(), name="paths:supervision")
                         tg.create_task(self.drill_mode.run(), name="drill:timer")
+                        tg.create_task(self.test_mode.run(), name="test-mode:timer")
                         tg.create_task(self.retention.run(), name="outbox:retention")
                         tg.create_task(self._watchdog(), name="watchdog")
                         if self.guard_source is not None:
                             tg.create_task(self.guard_source.run(), name="guard:watch")
                             tg.create_task(self._serve_guard_page(), name="guard:page")
                         if self.rules is not None:
-                            tg.create_task(self.rules.run(), name="rules:engine")
+                            tg.create_task(self.rules.run(), name="rules")
                         tg.create_task(self._stop_on_request(), name="stop")
                 except* _Stop:
                     pass
@@ -326,6 +398,11 @@ class Gateway:
     ) -> dict[str, object]:
         return await self.drivers[device_id].command(name, args)
 
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
+        if self.rules is None:
+            raise LedgerError("this gateway has no [rules] section: it keeps no ledger")
+        await self.rules.close_ledger(entry_id, by=by, note=note)
+
     def devices_of_kind(self, kind: str) -> list[str]:
         return [d for d, device in self.config.devices.items() if device.kind == kind]
 
@@ -335,7 +412,9 @@ class Gateway:
         else:
             await self.drill_mode.stop(by=by)
 
-    def _device_ready(self) -> None:
+    def _device_ready(self, device_id: str) -> None:
+        if self.rules is not None:
+            self.rules.on_device_ready(device_id)
         self._ready_count += 1
         if self._ready_count == len(self.drivers):
             self.devices_ready.set()
@@ -387,7 +466,9 @@ class Gateway:
             sdnotify.notify("WATCHDOG=1")
             await self.clock.sleep(interval)
 
-    async def handle_control(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
+    async def handle_control(
+        self, request: dict[str, Any], peer: control.Peer
+    ) -> dict[str, Any] | control.Stream:
         """One control-socket request: gateway.commands.local_ops dispatches it."""
         return await self.control_ops.handle(request, peer)
 
@@ -404,10 +485,41 @@ class Gateway:
     def has_device(self, device_id: str) -> bool:
         return device_id in self.drivers
 
+    async def test_mode_start(self, *, minutes: int, by: str) -> int:
+        return await self.test_mode.start(minutes=minutes, by=by)
+
+    async def test_mode_stop(self, *, by: str) -> None:
+        await self.test_mode.stop(by=by)
+
+    async def test_receipts(self) -> list[dict[str, Any]]:
+        return await self.store.log.call(sql.test_receipts)
+
+    def watch(self, device: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        return self.watch_hub.subscribe(device)
+
+    def _on_stored(self, event: Event) -> None:
+        if self.rules is not None:
+            self.rules.on_stored(event)
+        if event.device.id in self.config.devices:  # a device's events, alarms included
+            self.watch_hub.event(event)
+
+    async def alarm_delivery(self, alarm_ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+        return await alarm_delivery(self.store.alarms, list(self.config.destinations), alarm_ids)
+
     def status_report(self) -> dict[str, Any]:
+        devices = device_states(self.config, self.drivers, self.site.tz)
+        offline_boxes = [
+            device_id
+            for device_id, state in devices.items()
+            if state["kind"] == "alarm_box" and state["online"] is not True
+        ]
         return {
+            "devices": devices,
+            "ready": self.devices_ready.is_set() and not offline_boxes,
+            "offline_alarm_boxes": offline_boxes,
             "uplinks": {
-                u.name: {"connected": u.connected, "sent": u.sent_count} for u in self.uplinks
+                u.name: {"connected": u.connected, "node": u.node, "sent": u.sent_count}
+                for u in self.uplinks
             },
             "paths": {
                 name: {
@@ -428,4 +540,7 @@ class Gateway:
             },
             "open_alarms": len(self.latches.open_alarms),
             "devices_ready": self.devices_ready.is_set(),
+            "test_mode_until": None
+            if not self.test_mode.active() or self.test_mode.until_ms is None
+            else contract.iso_ms(self.test_mode.until_ms, self.site.tz),
         }

@@ -22,33 +22,20 @@ from zoneinfo import ZoneInfo
 import click
 import structlog
 
-from edge_config import ConfigError, GatewayConfig
+from edge_config import ConfigError
 from edge_config.loader import LoadedConfig
-from gateway import logsetup
-from gateway.commands import control, words
+from gateway import control_cli, logsetup
+from gateway.commands import drill_cli, words
 from gateway.commissioning import commands as commissioning
+from gateway.control_cli import DEFAULT_CONFIG
+from gateway.control_cli import load_or_exit as _load_or_exit
+from gateway.control_cli import refuse as _refuse
 from gateway.rules import commands as rules_commands
 from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
 
 if TYPE_CHECKING:
     import sqlite_utils
-
-DEFAULT_CONFIG = Path(os.environ.get("SCHOOLGATE_CONFIG", "/etc/schoolgate/schoolgate.toml"))
-
-
-def _refuse(path: Path, exc: ConfigError) -> SystemExit:
-    print(f"{path}: invalid configuration:", file=sys.stderr)
-    for error in exc.errors:
-        print(f"  {error}", file=sys.stderr)
-    return SystemExit(2)
-
-
-def _load_or_exit(path: Path) -> GatewayConfig:
-    try:
-        return load(path).config
-    except ConfigError as exc:
-        raise _refuse(path, exc) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -68,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _refuse(args.config, exc) from None
     config = loaded.config
-    logsetup.configure(fmt=args.log_format, level=args.log_level)
+    logsetup.configure(fmt=args.log_format, level=args.log_level, tz=ZoneInfo(config.site.timezone))
     for warning in loaded.warnings:
         structlog.get_logger("gateway.cli").warning("config_warning", warning=warning)
     from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` fast and light
@@ -95,77 +82,6 @@ def cmd_service_stopped(args: argparse.Namespace) -> int:
         log.info("service_stopped", **fields)
     else:
         log.warning("service_stopped", **fields)
-    return 0
-
-
-def _control(args: argparse.Namespace, body: dict[str, object]) -> dict[str, object]:
-    config = _load_or_exit(args.config)
-    try:
-        return asyncio.run(control.request(config.control_socket, body))
-    except control.ControlError as exc:
-        print(f"schoolgate: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-def cmd_reset(args: argparse.Namespace) -> int:
-    by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "gatehouse"
-    _control(args, {"op": "reset", "alarm_id": args.alarm_id, "by": by})
-    print(f"alarm {args.alarm_id} reset by {by}")
-    return 0
-
-
-def cmd_alarms(args: argparse.Namespace) -> int:
-    answer = _control(args, {"op": "alarms"})
-    alarms = answer.get("alarms")
-    if not isinstance(alarms, list) or not alarms:
-        print("no latched alarms")
-        return 0
-    for alarm in alarms:
-        print(
-            f"{alarm['alarm_id']}  {alarm['device']} button {alarm['button']}  "
-            f"since {alarm['raised_at']}  presses {alarm['presses']}"
-        )
-    return 0
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """What an installer checks after start-up: each path, devices, open alarms, commands."""
-    answer = _control(args, {"op": "status"})
-    if args.json:
-        print(json.dumps(answer, ensure_ascii=False))
-        return 0
-    print(f"devices ready: {'yes' if answer.get('devices_ready') else 'not yet'}")
-    print(f"open alarms: {answer.get('open_alarms', 0)}")
-    uplinks, paths = _mapping(answer.get("uplinks")), _mapping(answer.get("paths"))
-    for name, path in paths.items():
-        state = "up" if path["up"] else f"DOWN ({path['error']})"
-        fault = "  fault reported" if path["fault_reported"] else ""
-        sent = _mapping(uplinks.get(name)).get("sent", 0)
-        print(f"path {name}: {state}, {sent} events sent since start{fault}")
-    commands = _mapping(answer.get("commands"))
-    reasons = _mapping(commands.get("refusals"))
-    by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
-    print(
-        f"commands: {commands.get('accepted', 0)} accepted, {commands.get('rejected', 0)} refused"
-        + (f" ({by_reason})" if by_reason else "")
-        + f", {commands.get('ignored_retained', 0)} retained ignored"
-    )
-    return 0
-
-
-def cmd_command(args: argparse.Namespace) -> int:
-    by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "gatehouse"
-    try:
-        body = words.device_request(args.device, args.name, args.args, by=by)
-    except ValueError as exc:  # a word that is not key=value, or a field the op refuses
-        print(f"schoolgate: {exc}", file=sys.stderr)
-        return 2
-    answer = _control(args, body)
-    print(json.dumps(answer.get("result"), ensure_ascii=False))
     return 0
 
 
@@ -347,36 +263,6 @@ def _check_config(file: Path | None, config: Path | None) -> int:
     return _call(cmd_check_config, file=file or config or DEFAULT_CONFIG)
 
 
-@schoolgate.command("reset", help="reset (unlatch) a panic alarm by its id")
-@click.argument("alarm_id")
-@click.option("--by", help="who resets it (recorded in the alarm.reset event)")
-@_config
-def _reset(**kwargs: Any) -> int:
-    return _call(cmd_reset, **kwargs)
-
-
-@schoolgate.command("alarms", help="list the latched panic alarms")
-@_config
-def _alarms(**kwargs: Any) -> int:
-    return _call(cmd_alarms, **kwargs)
-
-
-@schoolgate.command("status", help="paths, devices, open alarms and commands of the daemon")
-@click.option("--json", is_flag=True, help="the daemon's answer as JSON")
-@_config
-def _status(**kwargs: Any) -> int:
-    return _call(cmd_status, **kwargs)
-
-
-@schoolgate.command("command", help="send a command to a device (e.g. `box lamp on=true`)")
-@click.argument("device")
-@click.argument("name")
-@_key_values
-@_config
-def _command(**kwargs: Any) -> int:
-    return _call(cmd_command, **kwargs)
-
-
 @schoolgate.command("events", help="the local record of events, with their delivery state")
 @_config
 @_filters
@@ -465,8 +351,32 @@ def _scenario(**kwargs: Any) -> int:
     return _call(cmd_scenario, **kwargs)
 
 
+control_cli.register(schoolgate)  # status, alarms, reset, command, test, watch
 commissioning.register(schoolgate)  # doctor, scan
-rules_commands.register(schoolgate)  # calendar, ledger
+rules_commands.register(schoolgate)  # calendar, ledger, report
+drill_cli.register(schoolgate)  # drill start, drill stop
+
+
+def cmd_ledger_close(args: argparse.Namespace) -> int:
+    request: dict[str, object] = {"op": "ledger_close", "entry": args.entry, "note": args.note}
+    if args.by:
+        request["by"] = args.by
+    answer = control_cli.control_request(args, request)
+    print(f"ledger entry {answer.get('entry')} closed by {answer.get('closed_by')}")
+    return 0
+
+
+_ledger_group = schoolgate.commands["ledger"]
+assert isinstance(_ledger_group, click.Group)
+
+
+@_ledger_group.command("close", help="close an open ledger entry by hand (the daemon records it)")
+@click.argument("entry")
+@click.option("--note", required=True, help="what was done (the repair, or why it is closed)")
+@click.option("--by", help="who closes it (default: your user name)")
+@_config
+def _ledger_close(**kwargs: Any) -> int:
+    return _call(cmd_ledger_close, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

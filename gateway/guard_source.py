@@ -10,10 +10,13 @@ when it cannot be read). It carries out the guard's three actions through the la
 guard's name: reset, silence the siren; a test press is refused (`no_test_mode`) until the
 daemon has a test mode.
 
-How a change reaches the page: `run()` (a named task of the daemon) rebuilds the snapshot every
-`poll_s` (250 ms) and bumps the version when it differs from the last one; an action bumps at
-once. Polling, not hooks, so the latches, path board and drivers need no callback into this
-module (the brief allows either; a version counter bumped by the parts is the better next step).
+How a change reaches the page: the parts bump the daemon's `ChangeCounter` themselves (the
+latches at every change of an open alarm, the path board when a path goes up or down, a driver
+when a position, socket, door, health or clock offset changes, the rules after each step), and
+`changed` awaits it; the snapshot's version is the counter's. Nothing is polled: `run()` (a named
+task) only notes, at each bump, when each shown state began (so "since" is right even while no
+page is open), and reads the kernel's NTP flag again every `clock_check_s`, since nothing tells
+us when it changes.
 
 It does not serve the page (`gateway.guard.server`), and there is no way here to move a bollard
 or unlock a door.
@@ -25,8 +28,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -36,6 +41,7 @@ from drivers.bollard_sockets import BollardSockets
 from drivers.polling import DeviceHealth
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway.alarms.latch import AlarmLatches, Latch, UnknownAlarm
+from gateway.core.changes import ChangeCounter
 from gateway.core.clock import Clock
 from gateway.guard.view import (
     ActionRefused,
@@ -47,22 +53,31 @@ from gateway.guard.view import (
     DeviceView,
     DoorState,
     DoorView,
+    GateWindowView,
     GuardSnapshot,
     Health,
+    OverdueView,
     PathView,
+    RulesView,
+    ViolationView,
 )
+from gateway.rules.today import RulesToday
 from gateway.uplink.paths import PathBoard
 
 log = structlog.get_logger(__name__)
 
-POLL_S = 0.25
-"""How often the snapshot is rebuilt and compared: a change shows within this (plus the page's
-own round trip), well inside the 500 ms the page promises."""
+CLOCK_CHECK_S = 30.0
+"""How often the kernel's NTP flag is read again (a change bumps the version)."""
 
 _MOVING = ("rising", "lowering")
 _TIME_ERROR = 5
 """`adjtimex`: the clock is not synchronised (<sys/timex.h>)."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Looked up once: find_library may run ldconfig.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def ntp_synchronised() -> bool | None:
@@ -70,7 +85,7 @@ def ntp_synchronised() -> bool | None:
     `adjtimex` without changes returns TIME_ERROR (5) while unsynchronised. None when it cannot
     be asked (not Linux, no libc)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         buffer = ctypes.create_string_buffer(512)  # struct timex with modes = 0: read only
         state = int(libc.adjtimex(buffer))
     except (OSError, AttributeError):
@@ -89,31 +104,37 @@ class DaemonGuardSource:
         drivers: Mapping[str, object],
         clock: Clock,
         *,
-        poll_s: float = POLL_S,
+        changes: ChangeCounter,
+        rules_today: Callable[[], RulesToday | None] | None = None,
+        clock_check_s: float = CLOCK_CHECK_S,
         clock_synchronised: Callable[[], bool | None] = ntp_synchronised,
     ) -> None:
         self._config = config
+        self._tz = ZoneInfo(config.site.timezone)
+        """Times go to the page in site time: it shows their clock part as it is."""
+        self._rules_today = rules_today
         self._latches = latches
         self._paths = paths
         self._drivers = drivers
         self._clock = clock
-        self._poll_s = poll_s
+        self._changes = changes
+        self._clock_check_s = clock_check_s
         self._clock_synchronised = clock_synchronised
+        self._synchronised = clock_synchronised()
         self._ack_timeout_ms = round(config.alarms.ack_timeout_s * 1000)
         self._since: dict[tuple[str, str], tuple[str, int]] = {}
         """(part, name) -> (state, wall ms when this source first saw it in that state)."""
-        self._version = 0
-        self._bumped = asyncio.Event()
-        self._last = self._content(self._build())
+        self._built = self._build()
+        """The snapshot of the current version: built once per version, whoever asks."""
 
     # --- GuardSource -------------------------------------------------------------------------
     def snapshot(self) -> GuardSnapshot:
-        return dataclasses.replace(self._build(), version=self._version)
+        if self._built.version != self._changes.version:
+            self._built = self._build()
+        return dataclasses.replace(self._built, now=self._at(self._clock.wall_ms()))
 
     async def changed(self, after_version: int) -> int:
-        while self._version <= after_version:
-            await self._bumped.wait()
-        return self._version
+        return await self._changes.wait_past(after_version)
 
     async def reset(self, alarm_id: str, by: str, reason: str | None) -> None:
         latch = self._latch(alarm_id)
@@ -127,7 +148,6 @@ class DaemonGuardSource:
         except UnknownAlarm:
             raise ActionRefused("unknown_alarm", alarm_id) from None
         log.info("guard_reset", alarm_id=alarm_id, by=by, reason=reason)
-        self.refresh()
 
     async def test_press(self, box: str, by: str) -> None:
         self._box(box)
@@ -140,27 +160,37 @@ class DaemonGuardSource:
             await self._latches.silence_siren(box, by=by, occurred_at_ms=self._clock.wall_ms())
         except UnknownAlarm:
             raise ActionRefused("not_allowed_now", f"no open alarm at {box}") from None
-        self.refresh()
 
     # --- the watcher ----------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return self._version
+        return self._changes.version
 
     async def run(self) -> None:
-        """Rebuild the snapshot every `poll_s` and bump the version when it changed; runs until
-        cancelled (a named task in the daemon's TaskGroup)."""
+        """Until cancelled (a named task in the daemon's TaskGroup): at each bump, note when each
+        shown state began; every `clock_check_s`, read the NTP flag again and bump if it moved."""
+        seen = self._changes.version
+        next_check_s = self._clock.monotonic() + self._clock_check_s
         while True:
-            await self._clock.sleep(self._poll_s)
-            self.refresh()
-
-    def refresh(self) -> None:
-        content = self._content(self._build())
-        if content != self._last:
-            self._last = content
-            self._version += 1
-            bumped, self._bumped = self._bumped, asyncio.Event()
-            bumped.set()
+            waiting = asyncio.ensure_future(self._changes.wait_past(seen))
+            timer = asyncio.ensure_future(
+                self._clock.sleep(max(0.0, next_check_s - self._clock.monotonic()))
+            )
+            try:
+                await asyncio.wait({waiting, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (waiting, timer):
+                    task.cancel()
+                await asyncio.wait({waiting, timer})
+            if not waiting.cancelled() and waiting.exception() is None:
+                seen = waiting.result()
+                self.snapshot()  # notes when what changed began, with no page open too
+            if self._clock.monotonic() >= next_check_s:
+                next_check_s = self._clock.monotonic() + self._clock_check_s
+                synchronised = self._clock_synchronised()
+                if synchronised != self._synchronised:
+                    self._synchronised = synchronised
+                    self._changes.bump()
 
     # --- building the snapshot ------------------------------------------------------------------
     def _build(self) -> GuardSnapshot:
@@ -174,20 +204,41 @@ class DaemonGuardSource:
             None,
         )
         return GuardSnapshot(
-            version=self._version,
-            now=_at(now_ms),
+            version=self._changes.version,
+            now=self._at(now_ms),
             gate_name=self._config.site.gateway_id,
             alarms=tuple(self._alarm(latch) for latch in self._latches.open_alarms),
             bollards=tuple(self._bollards(now_ms)),
             doors=tuple(self._doors()),
             devices=tuple(self._devices(now_ms)),
             paths=tuple(
-                PathView(name, "up" if path.up else "down", _at(path.since_ms))
+                PathView(name, "up" if path.up else "down", self._at(path.since_ms))
                 for name, path in self._paths.paths.items()
             ),
             clock=ClockView(
                 None if offset_ms is None else offset_ms / 1000,
-                box_synchronised=self._clock_synchronised(),
+                box_synchronised=self._synchronised,
+            ),
+            rules=self._rules(),
+        )
+
+    def _rules(self) -> RulesView | None:
+        today = None if self._rules_today is None else self._rules_today()
+        if today is None:
+            return None  # no [rules], or the rules have not started yet
+        return RulesView(
+            gate_windows=tuple(
+                GateWindowView(w.name, w.start.astimezone(self._tz), w.end.astimezone(self._tz))
+                for w in today.windows
+            ),
+            patrols_done=today.patrols_done,
+            patrols_target=today.patrols_target,
+            open_violations=tuple(
+                ViolationView(v.rule_id, self._place(v.device_id), self._at(v.opened_ms))
+                for v in today.violations
+            ),
+            overdue_ledger=tuple(
+                OverdueView(e.kind, e.where, self._at(e.deadline_ms)) for e in today.overdue
             ),
         )
 
@@ -200,25 +251,27 @@ class DaemonGuardSource:
             stage = "escalated"
         elif latch.delivered:
             stage = "at_police"
-        acked_at = latch.acknowledged_at_ms
+        acked_at, silenced_at = latch.acknowledged_at_ms, latch.siren_silenced_at_ms
         return AlarmView(
             alarm_id=latch.alarm_id,
             box=latch.device_id,
-            place=device.location or latch.device_id,
-            raised_at=_at(latch.raised_at_ms),
+            place=self._place(latch.device_id),
+            raised_at=self._at(latch.raised_at_ms),
             stage=stage,
             test=device.drill,
             acknowledged_by=latch.acknowledged_by or None,
-            acknowledged_at=None if acked_at is None else _at(acked_at),
-            escalated_at=_at(latch.raised_at_ms + self._ack_timeout_ms)
+            acknowledged_at=None if acked_at is None else self._at(acked_at),
+            escalated_at=self._at(latch.raised_at_ms + self._ack_timeout_ms)
             if latch.escalated
             else None,
+            siren_silenced_by=latch.siren_silenced_by or None,
+            siren_silenced_at=None if silenced_at is None else self._at(silenced_at),
         )
 
     def _bollards(self, now_ms: int) -> list[BollardView]:
         views = []
         for device_id, driver in self._drivers.items():
-            place = self._config.devices[device_id].location or device_id
+            place = self._place(device_id)
             if isinstance(driver, Bollard) and driver.position not in (None, "unknown"):
                 state: BollardState = "moving" if driver.position in _MOVING else "up"
                 if driver.position == "down":
@@ -246,7 +299,10 @@ class DaemonGuardSource:
                 door_state: DoorState = state  # type: ignore[assignment]
                 views.append(
                     DoorView(
-                        f"{device_id}/{door}", names.get(door, str(door)), door_state, _at(at_ms)
+                        f"{device_id}/{door}",
+                        names.get(door, str(door)),
+                        door_state,
+                        self._at(at_ms),
                     )
                 )
         return views
@@ -264,7 +320,7 @@ class DaemonGuardSource:
                 DeviceView(
                     device_id,
                     device.kind,
-                    device.location or device_id,
+                    self._place(device_id),
                     state,
                     since,
                 )
@@ -276,23 +332,22 @@ class DaemonGuardSource:
         if known is None or known[0] != state:
             known = (state, now_ms)
             self._since[(part, name)] = known
-        return _at(known[1])
-
-    @staticmethod
-    def _content(snapshot: GuardSnapshot) -> GuardSnapshot:
-        return dataclasses.replace(snapshot, version=0, now=_EPOCH)
+        return self._at(known[1])
 
     # --- inside ---------------------------------------------------------------------------------
     def _latch(self, alarm_id: str) -> Latch:
-        for latch in self._latches.open_alarms:
-            if latch.alarm_id == alarm_id:
-                return latch
-        raise ActionRefused("unknown_alarm", alarm_id)
+        try:
+            return self._latches.open_alarm(alarm_id)
+        except UnknownAlarm:
+            raise ActionRefused("unknown_alarm", alarm_id) from None
 
     def _box(self, box: str) -> None:
         if not isinstance(self._config.devices.get(box), AlarmBoxDevice):
             raise ActionRefused("unknown_box", box)
 
+    def _place(self, device_id: str) -> str:
+        device = self._config.devices.get(device_id)
+        return (device.location if device is not None else "") or device_id
 
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    def _at(self, ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, tz=self._tz)

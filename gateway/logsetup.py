@@ -4,18 +4,33 @@ Owns where every log line goes and how it looks, including what libraries log th
 standard `logging` module (paho, aiomqtt, pymodbus, and asyncio's reports of exceptions raised in
 callbacks, e.g. a paho callback after a broker kill): those records go through the same
 renderer, so a JSON log holds nothing but JSON lines (issue 10), a traceback as the `exception`
-field of its event.
+field of its event. Every line's `timestamp` is ISO 8601 with the site's UTC offset (the same
+time the events carry), so a log line and an event can be matched by eye.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime, tzinfo
 
 import structlog
 
 
-def configure(*, fmt: str = "auto", level: str = "info") -> None:
+def site_timestamper(tz: tzinfo | None) -> structlog.typing.Processor:
+    """Adds `timestamp`: now in `tz` (None: the box's own zone), with its offset."""
+
+    def stamp(
+        _logger: object, _name: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        event["timestamp"] = datetime.now(tz).astimezone(tz).isoformat(timespec="milliseconds")
+        return event
+
+    return stamp
+
+
+def configure(*, fmt: str = "auto", level: str = "info", tz: tzinfo | None = None) -> None:
+    """`tz`: the site's time zone (`[site] timezone`); None before a config is read."""
     renderer: structlog.typing.Processor
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     if json_lines:
@@ -29,7 +44,7 @@ def configure(*, fmt: str = "auto", level: str = "info") -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=False),
+        site_timestamper(tz),
     ]
     structlog.configure(
         processors=[*shared, *exceptions, renderer],

@@ -84,6 +84,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="no persistent session: the broker keeps nothing for this console while it is away",
     )
+    p.add_argument(
+        "--mqtt",
+        choices=("3.1.1", "5"),
+        default="3.1.1",
+        help="MQTT version (default 3.1.1, what RabbitMQ 3.10 speaks; 5 on mosquitto 2)",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=86_400,
+        metavar="S",
+        help="with --mqtt 5: the broker keeps the persistent session S seconds after the "
+        "console is gone (default 86400: a day)",
+    )
     p.add_argument("--root", default="schoolgate/v1", help="topic root (default schoolgate/v1)")
     p.add_argument(
         "--gateway-key",
@@ -156,6 +170,11 @@ _CHECKS: Final[tuple[tuple[str, Callable[[Any], object], str], ...]] = (
     ("count", lambda n: n >= 1, "--count must be at least 1"),
     ("share", _ROOT_PART.match, "--share {!r}: letters, digits, _ . - only"),
     ("port", lambda n: 0 < n < 65536, "--port {}: not a TCP port"),
+    (
+        "session_expiry",
+        lambda s: 0 < s <= 0xFFFF_FFFF,
+        "--session-expiry {}: 1 to 4294967295 seconds (MQTT 5's limit)",
+    ),
     ("root", _is_topic_root, "--root {!r}: topic levels of letters, digits, _ . - (no wildcards)"),
 )
 """Each option given (not None) must pass its test, or the message (formatted with its value)."""
@@ -251,6 +270,8 @@ def options_from_args(args: argparse.Namespace) -> ConsoleOptions:
         username=args.username,
         password=password,
         tls=tls,
+        protocol=args.mqtt,
+        session_expiry_s=args.session_expiry,
     )
     return ConsoleOptions(
         broker=broker,

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gateway.core import auth
 from gateway.core.backoff import Backoff
 from gateway.uplink import mqtt
+from receiver.compliance import ComplianceBoard
 from receiver.probe import PROBE_TIMEOUT_S, ShareUnsupported, check_share
 from receiver.state import (
     AlarmBoard,
@@ -145,6 +146,7 @@ class Console:
         self.refused: Counter[str] = Counter()
         self.recent: deque[Notice] = deque(maxlen=_RECENT_NOTICES)
         self.events_seen = 0
+        self.compliance = ComplianceBoard()
         self.heartbeats_heard = 0
         self.filtered_out = 0
         """Messages of schools outside `school_pattern`, ignored."""
@@ -221,6 +223,7 @@ class Console:
         if not self.deduper.first_time(event_id):
             return
         self.board.apply(ref, obj, now)
+        self.compliance.apply(str(ref), obj)
         if self.options.share_group is None:
             self._notices(gap.notice("gap_filled") for gap in self.gaps.saw(ref, seq))
         self.events_seen += 1

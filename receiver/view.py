@@ -197,7 +197,8 @@ class Screen:
         return Text(f"keys: {keys}", style="dim")
 
     def _status(self, now_ms: int) -> list[Text]:
-        """Silent gateways, open seq gaps and refusals: shown before acknowledged alarms."""
+        """Silent gateways, open seq gaps, the school rules' open items (violations, overdue
+        ledger entries, missed patrols and drills) and refusals: before acknowledged alarms."""
         console = self._console
         found: list[Text] = []
         silent = console.silence.silent()
@@ -217,6 +218,9 @@ class Screen:
                 )
                 for gap in open_gaps
             ]
+        for title, rows in console.compliance.lines():
+            found.append(Text(title, style="bold yellow"))
+            found += [Text(f"  {row}") for row in rows]
         if console.refused:
             by_reason = ", ".join(f"{r} {n}" for r, n in sorted(console.refused.items()))
             found.append(Text(f"refused payloads: {by_reason}"))

@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+
+from gateway.core.lifecycle import AsyncResource
 
 
 class BrokerError(Exception):
@@ -63,7 +64,7 @@ class TlsFiles:
     key_file: Path
 
 
-class MosquittoBroker:
+class MosquittoBroker(AsyncResource):
     """One mosquitto with a plain listener on `port`; with `tls`, also a TLS listener on
     `tls_port` (the plain one stays, so a test's subscriber can watch what arrives over TLS).
     `allow_anonymous=False` without a password file refuses every client: the way to see a
@@ -178,16 +179,10 @@ class MosquittoBroker:
         await self.stop(graceful=graceful)
         await self.start()
 
-    async def __aenter__(self) -> MosquittoBroker:
-        await self.start()
-        return self
+    open = start
+    """`async with broker:` starts it; leaving stops it and removes its folder."""
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         await self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 

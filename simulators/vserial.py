@@ -17,8 +17,9 @@ import contextlib
 import os
 import tty
 from collections import deque
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
+
+from gateway.core.lifecycle import AsyncResource
 
 Direction = Literal["to_device", "to_host"]
 BITS_PER_CHAR = 10
@@ -100,7 +101,7 @@ class _Pipe:
             self._writing = False
 
 
-class VirtualSerialLink:
+class VirtualSerialLink(AsyncResource):
     """`async with VirtualSerialLink(baudrate=9600) as link:` then open `link.device_end` and
     `link.host_end` with pyserial (or pymodbus) like two ends of an RS-485 cable."""
 
@@ -111,7 +112,7 @@ class VirtualSerialLink:
         self._fds: list[int] = []
         self._pipes: dict[Direction, _Pipe] = {}
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         loop = asyncio.get_running_loop()
         device_master, device_slave = os.openpty()
         host_master, host_slave = os.openpty()
@@ -130,14 +131,8 @@ class VirtualSerialLink:
         }
         for pipe in self._pipes.values():
             pipe.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         for pipe in self._pipes.values():
             pipe.stop()
         for fd in self._fds:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.commands.handlers import Commands
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
+from gateway.rules.ledger import EntryNotFound
 from gateway.security import Security
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
@@ -92,6 +93,11 @@ class Target:
 
     async def drill(self, *, start: bool, minutes: int, by: str) -> None:
         self._called("drill", start)
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
+        self._called("ledger_close", (entry_id, by, note))
+        if entry_id != "20261124-001":
+            raise EntryNotFound(f"no ledger entry {entry_id!r}")
 
 
 def sign_result(payload: bytes) -> bytes:

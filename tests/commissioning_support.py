@@ -21,6 +21,8 @@ class GateFiles:
     unit_id: int = 1
     username: str | None = None
     password: str | None = None
+    password_env: str | None = None
+    """With `username`: the password comes from this environment variable, not a file."""
     with_security: bool = True
     press_counter_register: int = 0
     extra: str = ""
@@ -41,7 +43,9 @@ class GateFiles:
     def write(self) -> Path:
         (self.workdir / "state").mkdir(exist_ok=True)
         login = ""
-        if self.username is not None:
+        if self.username is not None and self.password_env is not None:
+            login = f'username = "{self.username}"\npassword_env = "{self.password_env}"\n'
+        elif self.username is not None:
             secret = self.workdir / "police.password"
             secret.write_text((self.password or "") + "\n")
             secret.chmod(0o600)

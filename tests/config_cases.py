@@ -164,6 +164,21 @@ MALFORMED: dict[str, tuple[Sections, str]] = {
     "password_file-empty": case(POLICE, "password_file", '"{pw_empty}"'),
     "password_file-open": case(POLICE, "password_file", '"{pw_open}"'),
     "password_file-directory": case(POLICE, "password_file", '"{folder}"'),
+    # several broker nodes (issue 15): host/port or nodes, never both, never neither
+    "nodes-and-host": case(POLICE, "nodes", '["127.0.0.1:1883", "127.0.0.1:1884"]', POLICE),
+    "nodes-and-port": (
+        {POLICE: {"host": "", "port": "1884", "nodes": '["127.0.0.1:1883"]'}},
+        POLICE,
+    ),
+    "neither-host-nor-nodes": ({POLICE: {"host": ""}}, POLICE),
+    "nodes-empty": ({POLICE: {"host": "", "nodes": "[]"}}, f"{POLICE}.nodes"),
+    "nodes-no-port": ({POLICE: {"host": "", "nodes": '["127.0.0.1"]'}}, f"{POLICE}.nodes[0]"),
+    "nodes-port-too-big": ({POLICE: {"host": "", "nodes": '["a:70000"]'}}, f"{POLICE}.nodes[0]"),
+    "nodes-port-not-ascii": ({POLICE: {"host": "", "nodes": '["a:\u00b2"]'}}, f"{POLICE}.nodes[0]"),
+    "nodes-space": ({POLICE: {"host": "", "nodes": '["a b:1883"]'}}, f"{POLICE}.nodes[0]"),
+    "nodes-number": ({POLICE: {"host": "", "nodes": "[1883]"}}, f"{POLICE}.nodes[0]"),
+    "nodes-twice": ({POLICE: {"host": "", "nodes": '["a:1883", "a:1883"]'}}, POLICE),
+    "reconnect-spread-negative": case(POLICE, "reconnect_spread_s", "-1"),
     "tls-ca-empty": ({f"{POLICE}.tls": {"ca_file": '""'}}, f"{POLICE}.tls.ca_file"),
     "tls-ca-nul": ({f"{POLICE}.tls": {"ca_file": '"a\\u0000"'}}, f"{POLICE}.tls.ca_file"),
     # alarms and supervision
@@ -237,6 +252,10 @@ VALID: dict[str, Sections] = {
     "password-env-loopback": {POLICE: {"username": '"u"', "password_env": f'"{SET_ENV}"'}},
     "password-clear-text-warned": {
         POLICE: {"host": '"alarm.police.example.cn"', "password_file": '"{pw}"'}
+    },
+    "nodes": {POLICE: {"host": "", "nodes": '["127.0.0.1:1883", "[::1]:1884", "localhost:1885"]'}},
+    "nodes-spread": {
+        POLICE: {"host": "", "nodes": '["127.0.0.1:1883"]', "reconnect_spread_s": "0"}
     },
     "serial-settings": {"lines.door_bus": {"baudrate": "19200", "stopbits": "2", "bytesize": "7"}},
 }

@@ -35,6 +35,11 @@ class Recorder:
         self.events: list[Event] = []
         self._changed = asyncio.Condition()
         self._seq = 0
+        self.changes: list[int] = []
+        """For each `changed()` the driver called: how many events it had emitted by then."""
+
+    def changed(self) -> None:
+        self.changes.append(len(self.events))
 
     async def emit(self, event: Event) -> Event:
         self._seq += 1
@@ -76,6 +81,7 @@ class Recorder:
             emit=self.emit,
             clock_ms=lambda: time.time_ns() // 1_000_000,
             drill=drill,
+            changed=self.changed,
         )
 
 

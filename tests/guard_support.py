@@ -1,20 +1,28 @@
 """What the guard page's tests share: a gate in a `MemorySource`, a config with a known PIN, a
-fake monotonic clock for the PIN lockout, and a headless Debian chromium driven by selenium."""
+fake monotonic clock for the PIN lockout, a headless Debian chromium driven by selenium, the
+page's event stream read as text, and the police desk's signed `acknowledge` for the tests that
+run the real daemon."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from edge_config.guard import GuardConfig
+from gateway.core import auth
 from gateway.guard.memory_source import MemorySource
 from gateway.guard.pin import hash_pin
 from gateway.guard.view import (
@@ -23,9 +31,15 @@ from gateway.guard.view import (
     ClockView,
     DeviceView,
     DoorView,
+    GateWindowView,
+    OverdueView,
     PathView,
     RulesView,
+    ViolationView,
 )
+from gateway.uplink import mqtt
+from simulators.broker import MosquittoBroker
+from simulators.listener import Listener, Received
 
 PIN = "2468"
 GUARD = "王师傅"
@@ -70,7 +84,20 @@ def gate_source(*, rules: bool = True) -> MemorySource:
     source.put_path(PathView("bureau", "down", ago(61)))
     source.set_clock(ClockView(gate_offset_s=0.3, box_synchronised=True))
     if rules:
-        source.set_rules(RulesView(patrols_done=3, patrols_target=5))
+        at = NOW.replace(second=0)
+        windows = (
+            GateWindowView("早到校", at.replace(hour=7, minute=0), at.replace(hour=8, minute=10)),
+            GateWindowView("放学", at.replace(hour=16, minute=30), at.replace(hour=17, minute=30)),
+        )
+        source.set_rules(
+            RulesView(
+                gate_windows=windows,
+                patrols_done=3,
+                patrols_target=5,
+                open_violations=(ViolationView("bollards_up_at_arrival", "东门 2 号柱", ago(400)),),
+                overdue_ledger=(OverdueView("device_offline", "东门闸机", ago(3600)),),
+            )
+        )
     return source
 
 
@@ -86,3 +113,83 @@ def headless_chromium() -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
+
+
+async def next_event(lines: aiohttp.StreamReader) -> tuple[str, str]:
+    """The next server-sent event on the page's stream: (event, data)."""
+    event = data = ""
+    while True:
+        line = (await lines.readline()).decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and event:
+            return event, data
+
+
+async def page_state(base: str) -> dict[str, Any]:
+    """The first `state` the page's stream sends (what a page that opens now draws)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/events") as stream:
+        while True:
+            event, data = await next_event(stream.content)
+            if event == "state":
+                return dict(json.loads(data))
+
+
+async def police_acknowledge(
+    broker: MosquittoBroker,
+    police: Listener,
+    key: Ed25519PrivateKey,
+    alarm_id: str,
+    *,
+    by: str,
+    base: str = "schoolgate/v1/school-7/gate-east",
+) -> Received:
+    """The police desk (key id `police-console`) acknowledges on the gateway's command topic;
+    returns the command's result as the police broker got it."""
+    command = auth.sign_command(
+        auth.build_command(
+            gateway=base.rsplit("/", 1)[1],
+            school=base.split("/")[2],
+            command="acknowledge",
+            args={"alarm_id": alarm_id, "by": by},
+            issued_at=datetime.now(UTC),
+        ),
+        key,
+        "police-console",
+    )
+    params = mqtt.BrokerParams(host=broker.host, port=broker.port, client_id="police-desk")
+    async with mqtt.connect(params) as conn:
+        await conn.publish(f"{base}/commands", json.dumps(command).encode())
+    result = await police.wait_for(
+        lambda m: m.topic == f"{base}/results" and m.json["command_id"] == command["id"]
+    )
+    assert result.json["status"] == "done", result.json
+    return result
+
+
+def daemon_guard_config(tmp_path: Path, page_port: int, receiver_pub: str, extra: str = "") -> str:
+    """The sections a `tests_support.GatewayProcess` adds for the page: `[guard]` (王师傅, PIN
+    2468) and `[security]` (the gateway's key in `tmp_path`, the police desk trusted for
+    `acknowledge`), then `extra`."""
+    return f"""
+[guard]
+host = "127.0.0.1"
+port = {page_port}
+heartbeat_s = 0.5
+
+[[guard.guards]]
+name = "{GUARD}"
+pin_hash = "{_PIN_HASH}"
+
+[security]
+gateway_key_file = "{tmp_path}/gate-east.key"
+gateway_key_id = "gate-east"
+
+[[security.trusted_keys]]
+id = "police-console"
+public_key = "{receiver_pub}"
+commands = ["acknowledge"]
+{extra}
+"""

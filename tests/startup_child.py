@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import cli, logsetup  # what `python -m gateway` loads before `run`
+from gateway import cli, control_cli, logsetup  # noqa: F401 - what `python -m gateway` loads before `run`
 from gateway.commands import control  # what `python -m gateway` loads before `run`
 
 READY_TIMEOUT_S = 15.0
@@ -44,7 +44,7 @@ async def no_replay(from_seq: int, to_seq: int) -> list[int]:
 
 
 async def main(config_path: Path, out: Path) -> None:
-    config = cli._load_or_exit(config_path)
+    config = control_cli.load_or_exit(config_path)
     logsetup.configure(fmt="json", level="warning")
     from gateway.app import Gateway  # noqa: PLC0415 - as cli.cmd_run does
 

@@ -245,12 +245,14 @@ async def test_commands_unlock_lockdown_and_release(rig: Rig) -> None:
     assert sim.unlocks[1] == 1
     assert await driver.command("lockdown", {}) == {"lockdown": True}
     assert sim.lockdown
+    assert (await rig.sink.wait("access.lockdown")).data == {"lockdown": True}
     sim.present_card(55, granted=True)
     refused = await rig.sink.wait("access.card")
     assert refused.data["granted"] is False and refused.data["reason"] == "lockdown"
     with pytest.raises(CommandError, match="locked_down"):
         await driver.command("unlock", {"door": 1})
     assert await driver.command("release_lockdown", {}) == {"lockdown": False}
+    assert (await rig.sink.wait("access.lockdown", 2)).data == {"lockdown": False}
     sim.present_card(55)
     assert (await rig.sink.wait("access.card", 2)).data["granted"] is True
     assert sim.unlocks[1] == 1

@@ -106,6 +106,8 @@ async def test_a_bollard_lowered_at_the_controller_is_reported(rig: Rig) -> None
         "bollard.state",
         "bollard.lowered",
     ]
+    # What the guard's page shows changed: online, then each position, each before its event.
+    assert rig.events.changes == [0, 0, 1, 2], rig.events.changes
 
 
 async def test_efo_input_is_an_alarm(rig: Rig) -> None:
@@ -182,12 +184,15 @@ async def test_fault_code_and_its_clearing(rig: Rig) -> None:
 async def test_silent_controller_goes_offline_and_back_online(rig: Rig) -> None:
     async with running(rig.driver):
         await rig.events.wait("bollard.state")
+        changes = len(rig.events.changes)
         rig.sim.silent = True
         offline = await rig.events.wait("device.offline")
+        assert len(rig.events.changes) == changes + 1  # offline shows on the guard's page
         with pytest.raises(DriverError):
             await rig.driver.command("raise", {})  # nobody answers the write
         rig.sim.silent = False
         await rig.events.wait("device.online")
+        assert len(rig.events.changes) == changes + 2
     assert offline.severity == Severity.MAJOR
     assert rig.sim.commands == []
 

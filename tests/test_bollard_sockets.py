@@ -61,6 +61,9 @@ async def test_pull_and_insert(sensors: tuple[SocketSensors, Any]) -> None:
     assert pulled.lane == Lane.STATE
     assert events.types() == ["bollard.pulled", "bollard.inserted", "bollard.pulled"]
     assert driver.present == {"lane 1 left": True, "lane 1 right": True, "lane 2": False}
+    # The guard's page is told: online and first reading, then each pull or insert before its
+    # event; input 6 (no socket) changes nothing shown.
+    assert events.changes == [0, 0, 0, 1, 2]
 
 
 async def test_empty_sockets_at_start_are_reported_once(sensors: tuple[SocketSensors, Any]) -> None:

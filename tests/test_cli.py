@@ -62,8 +62,10 @@ def test_the_tree_has_every_documented_command() -> None:
     paths = set(command_paths(cli.schoolgate))
     assert {("run",), ("check-config",), ("outbox", "export"), ("keys", "sign-command")} <= paths
     assert {("doctor",), ("scan",)} <= paths
-    assert {("calendar",), ("ledger",)} <= paths
-    assert len(paths) == 21
+    assert {("calendar",), ("ledger",), ("ledger", "close"), ("report",)} <= paths
+    assert {("watch",), ("test", "start"), ("test", "stop"), ("test", "report")} <= paths
+    assert {("drill",), ("drill", "start"), ("drill", "stop")} <= paths
+    assert len(paths) == 31
 
 
 @pytest.mark.parametrize(

@@ -137,3 +137,19 @@ def test_an_event_body_with_unencodable_data_still_encodes() -> None:
         contract.Site("s\ud800", "g", SITE.tz), online=True, at_ms=1_795_000_000_000
     )
     assert json.loads(status.decode("utf-8"))["school"] == "s\ufffd"
+
+
+async def test_the_bureau_closes_a_ledger_entry_and_an_unknown_one_fails_with_the_reason() -> None:
+    target = Target()
+    args = {"entry": "20261124-001", "note": "cable replaced"}
+    done = await handle(encode(command("ledger.close", args)), target)
+    assert done.status == "done"
+    assert done.result == {
+        "entry": "20261124-001",
+        "closed_by": command("ledger.close", {})["issuer"],
+    }
+    unknown = await handle(encode(command("ledger.close", {**args, "entry": "x"})), target)
+    assert (unknown.status, unknown.reason) == ("failed", "ledger_refused")
+    assert "no ledger entry 'x'" in (unknown.detail or "")
+    no_note = await handle(encode(command("ledger.close", {"entry": "20261124-001"})), target)
+    assert (no_note.status, no_note.reason) == ("failed", "bad_args")

@@ -53,7 +53,18 @@ def test_a_changed_model_changes_the_generated_schema() -> None:
 def test_every_command_name_has_one_declaration() -> None:
     assert set(REMOTE) == auth.COMMANDS
     assert json.loads(schema.render())["properties"]["command"]["enum"] == list(REMOTE)
-    assert set(LOCAL) == {"alarms", "status", "reset", "command"}
+    assert set(LOCAL) == {
+        "alarms",
+        "status",
+        "reset",
+        "command",
+        "test.start",
+        "test.stop",
+        "test.report",
+        "watch",
+        "ledger_close",
+        "drill",
+    }
 
 
 @pytest.mark.parametrize(

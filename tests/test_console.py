@@ -594,6 +594,7 @@ def write_private_key(path: Path, mode: int = 0o600) -> Path:
         (["--allow-unsigned", "--share", "a/b"], "--share 'a/b'"),
         (["--allow-unsigned", "--root", "schoolgate/+"], "--root"),
         (["--allow-unsigned", "--port", "70000"], "not a TCP port"),
+        (["--allow-unsigned", "--session-expiry", "0"], "--session-expiry 0: 1 to 4294967295"),
         (["--allow-unsigned", "--tls-cert", "c.pem"], "need --tls-ca"),
         (["--allow-unsigned", "--tls-ca", "{tmp}/ca.pem"], "no such file"),
         (["--allow-unsigned", "--password-file", "{tmp}/nope"], "--password-file"),

@@ -155,3 +155,40 @@ def test_a_terminal_too_small_for_everything_keeps_the_top_alarm() -> None:
     lines = draw(console, 80, 6)
     assert len(lines) <= 6
     assert any(line.startswith("[1]") and "UNACKNOWLEDGED" in line for line in lines)
+
+
+def test_bureau_sees_open_rule_violations_overdue_entries_and_misses_at_80x24() -> None:
+    console = quiet_console()
+    long_history(console)
+    gw = Gateway(console)
+    gw.seq = 200
+    rule = {"rule": "bollards-up", "required_state": "up", "state": "down"}
+    gw.event("rule.violation", age_s=90, device="bollard_1", data=rule)
+    ended = gw.event("rule.violation", age_s=80, device="bollard_2", data=rule)
+    gw.event("rule.restored", age_s=70, device="bollard_2", data=rule | {"violation_id": ended})
+    entry = {"entry": "20261124-001", "what": "bollard_3 does not answer", "where": "lane"}
+    gw.event("ledger.overdue", age_s=60, device="ledger", data=entry)
+    closed = entry | {"entry": "20261124-002"}
+    gw.event("ledger.overdue", age_s=50, device="ledger", data=closed)
+    gw.event("ledger.closed", age_s=40, device="ledger", data=closed)
+    gw.event(
+        "patrol.missed",
+        age_s=30,
+        device="main",
+        data={"plan": "main", "date": "2026-11-23", "rounds_done": 4, "rounds_required": 5},
+    )
+    gw.event(
+        "drill.missing", age_s=20, device="gateway", data={"quarter": "2026-Q4", "days_left": 14}
+    )
+    gw.event("rule.violation", age_s=10, device="bollard_4", data="not an object")  # a row of "?"
+    lines = draw(console, 80, 24)
+    text = "\n".join(lines)
+    assert len(lines) <= 24
+    assert "UNACKNOWLEDGED" in text  # the open alarm still comes first
+    assert "rule violations open:" in text
+    assert "school-1/gate-1 bollard_1: down, must be up (bollards-up)" in text
+    assert "bollard_2" not in text  # restored
+    assert "ledger entries overdue:" in text and "20261124-001" in text
+    assert "20261124-002" not in text  # closed
+    assert "patrol main 2026-11-23: 4 of 5 rounds" in text
+    assert "no drill in 2026-Q4, 14 days left" in text

@@ -14,7 +14,7 @@ import json
 import re
 import typing
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,7 +29,18 @@ from gateway.commands import handlers as commands
 from gateway.core import auth, contract
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Severity, new_event
+from gateway.rules.ledger import LedgerSummary
+from gateway.rules.report import (
+    DeviceLive,
+    LiveFigures,
+    PathLive,
+    RulesFigures,
+    build_report,
+    report_span,
+)
+from gateway.rules.state import LedgerEntry, ViolationRecord
 from gateway.security import Security
+from gateway.store.report_reads import Backlog, StoreFigures
 from simulators.contract_check import (
     SCHEMA_DIR,
     SCHEMA_FILES,
@@ -70,9 +81,128 @@ CARD_DENIED: dict[str, Any] = {
     "reason": "unknown_card",
 }
 
+PLAN = DeviceRef("main", "patrol_plan", "")
+CHECKPOINT = DeviceRef("gate_doors-r1", "patrol_checkpoint", "North gate, pedestrian gate")
+LEDGER = DeviceRef("ledger", "fault_ledger", "")
+VIOLATION = {
+    "rule": "bollards-up",
+    "required_state": "up",
+    "state": "down",
+    "applies": "outside",
+    "grace_s": 300.0,
+}
+ENTRY = {
+    "entry": "20261124-001",
+    "kind": "device_offline",
+    "what": "bollard_1 (bollard) does not answer: timeout",
+    "where": "North gate, vehicle lane",
+    "opened_ms": AT_MS - 60_000,
+    "deadline_ms": AT_MS + 86_340_000,
+}
+RULE_EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
+    ("rule.violation", Severity.MAJOR, BOLLARD, VIOLATION),
+    (
+        "rule.restored",
+        Severity.INFO,
+        BOLLARD,
+        VIOLATION | {"state": "up", "violation_id": ALARM_ID, "violation_ms": AT_MS - 1000},
+    ),
+    (
+        "rule.action",
+        Severity.INFO,
+        BOLLARD,
+        {"command": "raise", "args": {}, "ok": True, "result": {"position": "up"}},
+    ),
+    (
+        "rule.action",
+        Severity.MINOR,
+        BOLLARD,
+        {"command": "raise", "args": {}, "ok": False, "error": "no answer"},
+    ),
+    (
+        "patrol.checkpoint",
+        Severity.INFO,
+        CHECKPOINT,
+        {"plan": "main", "card": "12345678", "point": 1, "in_round": True},
+    ),
+    (
+        "patrol.round_completed",
+        Severity.INFO,
+        PLAN,
+        {"plan": "main", "card": "12345678", "round": 2, "required": 5},
+    ),
+    (
+        "patrol.missed",
+        Severity.MAJOR,
+        PLAN,
+        {
+            "plan": "main",
+            "date": "2026-11-24",
+            "rounds_done": 4,
+            "rounds_required": 5,
+            "rounds_missing": 1,
+            "missing_points": ["gate_doors-r2"],
+        },
+    ),
+    ("ledger.opened", Severity.MINOR, LEDGER, ENTRY),
+    ("ledger.overdue", Severity.MAJOR, LEDGER, ENTRY),
+    (
+        "ledger.closed",
+        Severity.INFO,
+        LEDGER,
+        ENTRY | {"closed_by": "auto", "note": "bollard_1 answered again", "repair_s": 60.0},
+    ),
+    (
+        "drill.missing",
+        Severity.MAJOR,
+        GATEWAY,
+        {"quarter": "2026-Q4", "quarter_ends": "2026-12-31", "days_left": 14, "drills": 0},
+    ),
+]
+"""The rules' events (gateway/rules), and a daily report built by gateway.rules.report."""
+
+
+def _daily_report() -> dict[str, Any]:
+    span = report_span(date(2026, 11, 24), time(18, 0), SITE.tz)
+    panic = wire_body(make_event(EVENTS_BASE[0])) | {"occurred_at_ms": AT_MS}
+    ack_row = next(r for r in EVENTS_BASE if r[0] == "alarm.acknowledged")
+    ack = wire_body(make_event(ack_row)) | {"occurred_at_ms": AT_MS + 3500}
+    entry = LedgerEntry(
+        "20261124-001",
+        "device_offline",
+        "offline:bollard_1",
+        "x",
+        "gate",
+        AT_MS - 60_000,
+        AT_MS + 86_340_000,
+    )
+    return build_report(
+        span,
+        SITE.tz,
+        events=[panic, ack],
+        health_before={},
+        store=StoreFigures(["ok"], 4096, 10**9, 10**10, [Backlog("bureau", "state", 3, AT_MS)]),
+        live=LiveFigures(
+            devices={
+                "bollard_1": DeviceLive("bollard", "lane", "online"),
+                "gate_doors": DeviceLive("access_controller", "gate", "offline", 120),
+            },
+            paths={"police": PathLive(True, AT_MS - 10, AT_MS, AT_MS + 3500)},
+            clock_sync={"synchronised": True, "max_error_ms": 12.5, "estimated_error_ms": 0.1},
+        ),
+        rules=RulesFigures(
+            ledger=[entry],
+            ledger_summary=LedgerSummary(1, 0, 0, None),
+            open_violations=[ViolationRecord("bollards-up", "bollard_1", AT_MS, ALARM_ID)],
+            patrols=[{"plan": "main", "rounds_done": 5, "rounds_required": 5, "latest": "22:00"}],
+            drills={"quarter": "2026-Q4", "this_quarter": 1, "quarter_ends": "2026-12-31"},
+        ),
+    )
+
+
 # (type, severity, device, data): what each driver, rule and store really emits (the docs'
 # tables, checked against the code). More than one row for a type covers its variants.
-EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
+EVENTS_BASE: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ("alarm.panic", Severity.CRITICAL, BOX, {"button": 0, "button_name": "desk", "presses": 1}),
     (
         "alarm.panic_repeated",
@@ -166,6 +296,8 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ),
     ("access.tamper", Severity.MAJOR, DOORS, {"controller_seq": 7, "active": True}),
     ("access.tamper", Severity.INFO, DOORS, {"controller_seq": 8, "active": False}),
+    ("access.lockdown", Severity.INFO, DOORS, {"lockdown": True}),
+    ("access.lockdown", Severity.INFO, DOORS, {"lockdown": False}),
     (
         "access.clock_corrected",
         Severity.MINOR,
@@ -240,7 +372,15 @@ EVENTS: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
     ("gateway.path_up", Severity.INFO, GATEWAY, {"destination": "police", "down_s": 61.5}),
     ("gateway.drill_started", Severity.INFO, GATEWAY, {"by": "Officer Li", "minutes": 60}),
     ("gateway.drill_stopped", Severity.INFO, GATEWAY, {"by": "Officer Li"}),
+    (
+        "gateway.test_started",
+        Severity.INFO,
+        GATEWAY,
+        {"by": "installer", "minutes": 30, "until": "2026-11-24T08:45:02.137+08:00"},
+    ),
+    ("gateway.test_stopped", Severity.INFO, GATEWAY, {"by": "timer"}),
 ]
+
 
 PAYLOAD_TYPES = {"heartbeat", "command.result"}
 """The `type` of the payloads that are not events (heartbeats, command results)."""
@@ -256,7 +396,21 @@ def make_event(row: tuple[str, Severity, DeviceRef, dict[str, Any]], seq: int = 
         data=data,
         alarm_id=ALARM_ID if event_type.startswith("alarm.") else None,
     )
-    return dataclasses.replace(event, seq=seq)  # the outbox gives the seq when it stores
+    # The outbox gives the seq when it stores, and marks what test mode stores (its own
+    # start and stop announcements included) as a test.
+    return dataclasses.replace(event, seq=seq, test=event_type.startswith("gateway.test_"))
+
+
+def wire_body(event: Event) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(contract.encode_event_body(SITE, event))
+    return body
+
+
+EVENTS = [
+    *EVENTS_BASE,
+    *RULE_EVENTS,
+    ("report.daily", Severity.INFO, GATEWAY, _daily_report()),
+]
 
 
 def wire(event: Event, *, historical: bool = False, attempt: int = 1) -> tuple[str, bytes]:
@@ -674,6 +828,8 @@ COMMAND_ARGS: list[tuple[str, dict[str, Any]]] = [
     ("time.set", {"time": "2026-11-24T00:15:05Z"}),
     ("replay", {"from_seq": 1, "to_seq": 42}),
     ("replay", {"from_seq": 7, "to_seq": 7 + 9_999}),
+    ("ledger.close", {"entry": "20261124-001", "note": "cable replaced"}),
+    ("ledger.close", {"entry": "20261124-001", "note": "cable replaced", "by": "Bureau Zhao"}),
 ]
 
 
@@ -715,6 +871,9 @@ class Target:
         return {"bollard": ["bollard_1"], "access_controller": ["gate_doors"]}.get(kind, [])
 
     async def drill(self, *, start: bool, minutes: int, by: str) -> None:
+        pass
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None:
         pass
 
 

@@ -171,7 +171,8 @@ async def test_reset_group_and_device_group_decide() -> None:
         with capture_logs() as logs:
             refused = await ask_as(NOBODY, NOGROUP, sock, {"op": "reset", "alarm_id": alarm_id})
         assert refused["ok"] is False
-        assert "may not reset alarms: not in the group 'root'" in refused["error"]
+        error = refused["error"]
+        assert "may not reset alarms or run the walk test: not in the group 'root'" in error
         assert [e["op"] for e in logs if e["event"] == "control_refused"] == ["reset"]
         assert [a.alarm_id for a in gateway.latches.open_alarms] == [alarm_id]  # still latched
 

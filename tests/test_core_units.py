@@ -90,6 +90,7 @@ def test_event_payload_carries_the_contract_fields() -> None:
         "severity": "critical",
         "occurred_at": "2025-11-25T00:00:00.123+08:00",
         "drill": False,
+        "test": False,
         "data": {"button": 0},
         "alarm_id": "a1",
         "historical": True,

@@ -17,6 +17,7 @@ import pytest
 from commissioning_support import GateFiles
 
 from edge_config.models import DestinationConfig
+from gateway.commissioning import environment
 from gateway.commissioning.brokers import check_broker
 from gateway.commissioning.doctor import doctor
 from gateway.commissioning.report import Report, Status
@@ -219,8 +220,12 @@ async def test_broken_config_stops_early_with_a_fix(tmp_path: Path) -> None:
     config = tmp_path / "schoolgate.toml"
     config.write_text('[site]\nschool_id = "x"\ngateway_id = "y"\n')
     report = await doctor(config)
-    assert {s.section for s in report.steps} == {"config"}
-    assert report.steps[0].fix.startswith("edit destinations in") or "edit" in report.steps[0].fix
+    # The service's environment is read first (so the config sees its secrets), then nothing
+    # after the config.
+    assert report.steps[0].section == "environment"
+    assert {s.section for s in report.steps[1:]} == {"config"}
+    first = report.find("config")[0]
+    assert first.fix.startswith("edit destinations in") or "edit" in first.fix
 
 
 def access_line(port: str) -> str:
@@ -351,3 +356,71 @@ async def test_keys_that_do_not_match(
     assert only_failure(report).startswith("give receivers the public key printed by")
     (warned,) = [s for s in report.find("keys") if s.status is Status.WARN]
     assert warned.name == "gateway key id" and "north-gate.key" in warned.reason
+
+
+def test_the_environment_file_is_taken_from_the_unit_and_parsed_as_systemd_does(
+    tmp_path: Path,
+) -> None:
+    unit = tmp_path / "schoolgate.service"
+    unit.write_text("[Service]\nUser=schoolgate\nEnvironmentFile=-/etc/elsewhere/env\n")
+    assert environment.locate(None, unit) == Path("/etc/elsewhere/env")
+    assert environment.locate(tmp_path / "given", unit) == tmp_path / "given"
+    assert environment.locate(None, tmp_path / "no-unit") == environment.DEFAULT_FILE
+    text = "# secrets\n; also a comment\n\nPOLICE_PASSWORD=\"s3 cret\"\nexport B='x'\nC=plain\n"
+    assert environment.parse(text, Path("env")) == {
+        "POLICE_PASSWORD": "s3 cret",
+        "B": "x",
+        "C": "plain",
+    }
+    with pytest.raises(environment.EnvironmentFileError, match="env line 1: not KEY=VALUE"):
+        environment.parse("just words\n", Path("env"))
+
+
+async def test_doctor_checks_the_password_the_service_will_see(
+    tmp_path: Path,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13: doctor run by hand used the installer's shell; the service reads the unit's
+    EnvironmentFile. A password only in the file is found; one only in the shell is reported
+    as one the service will not see (and the login check then fails as the service would)."""
+    async with MosquittoBroker("police", passwords={"north-gate": "right"}) as police:
+        gate = GateFiles(
+            tmp_path,
+            police.port,
+            bureau_broker.port,
+            box[1],
+            username="north-gate",
+            password_env="SG_TEST_POLICE_PASSWORD",
+        )
+        env_file = tmp_path / "environment"
+        env_file.write_text("SG_TEST_POLICE_PASSWORD=right\n")
+        unit = tmp_path / "schoolgate.service"
+        unit.write_text(f"[Service]\nEnvironmentFile=-{env_file}\n")
+        good = await doctor(gate.write(), timeout_s=3.0, unit=unit)
+        assert problems(good) == [], good.render()
+        assert "SG_TEST_POLICE_PASSWORD" not in os.environ  # the run's environment is undone
+        (step,) = good.find("environment")
+        assert step.name == str(env_file) and step.reason.startswith("1 variable(s)")
+
+        env_file.write_text("# nothing yet\n")
+        monkeypatch.setenv("SG_TEST_POLICE_PASSWORD", "right")
+        shell_only = await doctor(gate.write(), timeout_s=3.0, environment_file=env_file)
+        assert os.environ["SG_TEST_POLICE_PASSWORD"] == "right"  # given back afterwards
+    warned = [s for s in shell_only.find("environment") if s.status is Status.WARN]
+    assert [s.name for s in warned] == ["SG_TEST_POLICE_PASSWORD"]
+    assert "the service will not see it" in warned[0].reason
+    assert warned[0].fix.startswith(f"add SG_TEST_POLICE_PASSWORD=... to {env_file}")
+    assert any(
+        "'SG_TEST_POLICE_PASSWORD' is not set" in s.reason for s in shell_only.find("config")
+    ), shell_only.render()
+
+
+async def test_an_unreadable_environment_file_says_to_run_with_sudo(tmp_path: Path) -> None:
+    unreadable = tmp_path / "environment"
+    unreadable.mkdir()  # a folder: read as root too, it fails like a file root keeps to itself
+    report = await doctor(tmp_path / "none.toml", environment_file=unreadable)
+    (step,) = report.find("environment")
+    assert step.status is Status.WARN and "cannot read" in step.reason
+    assert step.fix.startswith("run doctor with sudo")

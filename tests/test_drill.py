@@ -13,6 +13,7 @@ from gateway.alarms.drill import Drill
 from gateway.core import contract
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Severity, new_event
+from gateway.store.outbox import Marks
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 
@@ -35,7 +36,7 @@ async def test_a_drill_marks_what_is_stored_and_ends_by_itself(tmp_path: Path) -
         tmp_path / "o.db",
         SITE,
         Router({"police": ["*"]}),
-        drill=lambda: drill.active(),  # noqa: PLW0108 - made next
+        marks=Marks(drill=lambda: drill.active()),  # noqa: PLW0108 - made next
     ) as store:
         clock = FakeClock()
         drill = Drill(store.outbox, clock=clock)

@@ -75,15 +75,19 @@ def private_key_file(tmp_path: Path, name: str, key: Ed25519PrivateKey) -> Path:
     return path
 
 
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
 async def test_an_alarm_published_while_the_console_was_away_arrives_from_the_brokers_queue(
-    police_broker: MosquittoBroker, tmp_path: Path
+    police_broker: MosquittoBroker, tmp_path: Path, version: str
 ) -> None:
+    """3.1.1: clean session off (RabbitMQ 3.10); 5: clean start off and a session expiry, without
+    which an MQTT 5 broker drops the session when the console disconnects."""
     keys_dir = tmp_path / "keys"
-    argv = ("--port", str(police_broker.port), "--gateway-keys", str(keys_dir))
+    argv = ("--port", str(police_broker.port), "--gateway-keys", str(keys_dir), "--mqtt", version)
     async with Fleet(fleet_options(police_broker, keys_dir)) as fleet:
         await fleet.wait_connected()
         options = cli_options(*argv, "--client-id", "police-desk-1")
         assert options.broker.clean_session is False
+        assert (options.broker.protocol, options.broker.session_expiry_s) == (version, 86_400)
         async with running(Console(options, ConsoleRecords())):
             pass  # subscribed once: the broker now keeps a session for police-desk-1
         alarm = fleet.gateways[0].press()

@@ -9,6 +9,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from importlib import resources
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,9 +19,9 @@ from gateway.core.clock import FakeClock
 from gateway.guard import catalogue
 from gateway.guard.memory_source import MemorySource
 from gateway.guard.pin import PinGate, PinHash, PinHashError, PinLockedOut, PinRejected, hash_pin
-from gateway.guard.server import GuardServer, serve
+from gateway.guard.server import COALESCE_S, GuardServer, serve
 from gateway.guard.view import AlarmView
-from guard_support import GUARD, NOW, PIN, gate_source, guard_config
+from guard_support import GUARD, NOW, PIN, gate_source, guard_config, next_event
 
 STATIC = resources.files("gateway.guard") / "static"
 
@@ -127,9 +128,16 @@ async def test_changed_returns_once_the_version_moves() -> None:
 
 # --- the server -------------------------------------------------------------------------------
 @pytest.fixture
-async def http() -> AsyncIterator[tuple[MemorySource, GuardServer, aiohttp.ClientSession, str]]:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def http(
+    clock: FakeClock,
+) -> AsyncIterator[tuple[MemorySource, GuardServer, aiohttp.ClientSession, str]]:
     source = gate_source()
-    server = GuardServer(source, guard_config(heartbeat_s=0.05), clock=FakeClock())
+    server = GuardServer(source, guard_config(heartbeat_s=0.05), clock=clock)
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -194,37 +202,51 @@ async def test_actions_are_recorded_with_who_did_them(
     ]
 
 
-async def _next_event(lines: aiohttp.StreamReader) -> tuple[str, str]:
-    event = data = ""
-    while True:
-        line = (await lines.readline()).decode().rstrip("\n")
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and event:
-            return event, data
+async def _next_state(lines: aiohttp.StreamReader) -> dict[str, Any]:
+    event, data = await next_event(lines)
+    while event == "beat":
+        event, data = await next_event(lines)
+    assert event == "state"
+    return dict(json.loads(data))
 
 
 async def test_the_stream_sends_the_state_each_change_and_beats_when_quiet(
-    http: tuple[MemorySource, GuardServer, aiohttp.ClientSession, str],
+    http: tuple[MemorySource, GuardServer, aiohttp.ClientSession, str], clock: FakeClock
 ) -> None:
     source, _, session, base = http
     async with session.get(f"{base}/events") as response:
         assert response.headers["Content-Type"] == "text/event-stream"
-        event, data = await _next_event(response.content)
+        event, data = await next_event(response.content)
         first = json.loads(data)
         assert event == "state" and [a["alarm_id"] for a in first["alarms"]] == [
             "a-3",
             "a-2",
             "a-1",
         ]
-        assert (await _next_event(response.content))[0] == "beat"
+        assert (await next_event(response.content))[0] == "beat"
+        clock.advance(COALESCE_S)  # quiet since the first state: the change goes out at once
         source.update_alarm("a-3", stage="at_police")
-        event, data = await _next_event(response.content)
-        while event == "beat":
-            event, data = await _next_event(response.content)
-        assert json.loads(data)["alarms"][0]["stage"] == "at_police"
+        assert (await _next_state(response.content))["alarms"][0]["stage"] == "at_police"
+
+
+async def test_a_burst_of_changes_is_sent_once_with_the_latest_state(
+    http: tuple[MemorySource, GuardServer, aiohttp.ClientSession, str], clock: FakeClock
+) -> None:
+    source, _, session, base = http
+    async with session.get(f"{base}/events") as response:
+        first = await _next_state(response.content)
+        for stage in ("at_police", "acknowledged", "escalated") * 5:
+            source.update_alarm("a-3", stage=stage)
+        await asyncio.wait_for(clock.sleeping(), 5)  # the stream holds the burst back
+        clock.advance(COALESCE_S)
+        burst = await _next_state(response.content)
+        assert burst["version"] == source.version == first["version"] + 15
+        assert burst["alarms"][0]["stage"] == "escalated"
+        # The next change comes within COALESCE_S of that one: it waits too, then goes alone.
+        source.update_alarm("a-3", stage="stored")
+        await asyncio.wait_for(clock.sleeping(), 5)
+        clock.advance(COALESCE_S)
+        assert (await _next_state(response.content))["version"] == burst["version"] + 1
 
 
 async def test_serve_runs_until_cancelled_and_closes_open_streams() -> None:
@@ -239,7 +261,7 @@ async def test_serve_runs_until_cancelled_and_closes_open_streams() -> None:
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/events") as stream,
     ):
-        assert (await _next_event(stream.content))[0] == "state"
+        assert (await next_event(stream.content))[0] == "state"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -18,7 +18,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from gateway.core.clock import FakeClock
 from gateway.guard.memory_source import MemorySource
-from gateway.guard.server import GuardServer
+from gateway.guard.server import COALESCE_S, GuardServer
 from gateway.guard.view import AlarmView
 from guard_support import GUARD, NOW, PIN, gate_source, guard_config, headless_chromium
 
@@ -64,7 +64,8 @@ class Page:
 
 @pytest.fixture
 def pin_clock() -> FakeClock:
-    """The PIN gate's clock; a test moves it on past a lockout."""
+    """The server's clock (its PIN gate and its stream's coalescing); a test moves it on past a
+    lockout, or past `COALESCE_S` so that a change goes out at once."""
     return FakeClock()
 
 
@@ -86,20 +87,49 @@ def _stage_is(alarm_id: str, stage: str) -> str:
 
 
 async def test_an_alarm_shows_stored_then_at_police_then_acknowledged(
-    served: tuple[MemorySource, GuardServer, Page],
+    served: tuple[MemorySource, GuardServer, Page], pin_clock: FakeClock
 ) -> None:
     source, _, page = served
     await page.open()
+    pin_clock.advance(COALESCE_S)
     source.put_alarm(AlarmView("new", "box-west", "西门岗亭", NOW, "stored"))
     await page.until(_stage_is("new", "stored"), timeout_s=1.0)
+    pin_clock.advance(COALESCE_S)
     source.update_alarm("new", stage="at_police")
     await page.until(_stage_is("new", "at_police"), timeout_s=1.0)
+    pin_clock.advance(COALESCE_S)
     source.update_alarm("new", stage="acknowledged", acknowledged_by="张警官", acknowledged_at=NOW)
     await page.until(_stage_is("new", "acknowledged"), timeout_s=1.0)
     text = await page.js("return document.querySelector('[data-alarm=\"new\"]').textContent")
     assert "公安已确认" in text and "张警官" in text
     # the newest first
     assert await page.js("return document.querySelector('#alarm-list li').dataset.alarm") == "new"
+
+
+_RULE_ROWS_JS = """
+return [...document.querySelectorAll('#rule-list li')].map((li) => li.textContent);
+"""
+
+
+async def test_the_rules_today_show_with_the_catalogue_words_and_hide_without_rules(
+    served: tuple[MemorySource, GuardServer, Page], pin_clock: FakeClock
+) -> None:
+    source, _, page = served
+    await page.open()
+    assert not await page.js("return document.getElementById('rules').hidden")
+    rows = await page.js(_RULE_ROWS_JS)
+    assert rows[0] == "开门时段: 早到校 07:00\u201308:10, 放学 16:30\u201317:30", rows
+    assert "巡更 3 / 5 次" in rows[1] and "未达标" in rows[1], rows
+    assert (
+        "东门 2 号柱" in rows[2] and "违规未处理" in rows[2] and "bollards_up_at_arrival" in rows[2]
+    )
+    assert "东门闸机 · 设备离线" in rows[3] and "台账逾期" in rows[3] and "06:42 到期" in rows[3]
+    await page.js("document.getElementById('lang').click()")
+    rows = await page.js(_RULE_ROWS_JS)
+    assert "Patrols 3 of 5" in rows[1] and "Device offline" in rows[3], rows
+    pin_clock.advance(COALESCE_S)
+    source.set_rules(None)  # no [rules]: no section
+    await page.until("document.getElementById('rules').hidden")
 
 
 async def test_a_stopped_server_shows_lost_and_the_page_recovers_by_itself(

@@ -1,7 +1,8 @@
 """The daemon's `GuardSource` (gateway/guard_source.py): what the page shows follows the real
-latches and path board (a real outbox in a temporary file), the version grows and `changed`
-wakes on a change within one poll, and the guard's actions go through the latches with who did
-them: a reset needs a reason until the police acknowledged, the siren is silenced for the box's
+latches and path board (a real outbox in a temporary file), the parts bump the version and
+`changed` wakes at once (nothing polled; not without a change), the NTP flag is read again on
+the clock, and the guard's actions go through the latches with who did them: a reset needs a
+reason until the police acknowledged, the siren is silenced for the box's
 open alarms and stays off, a test press is refused (the daemon has no test mode yet)."""
 
 from __future__ import annotations
@@ -9,21 +10,29 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 from test_latch import Outputs, deliver_to, stored, wait_stored
 
 from drivers.alarm_box import OutputPattern
+from drivers.base import DriverContext
+from drivers.polling import DeviceHealth
 from edge_config.loader import parse_config
 from edge_config.models import GatewayConfig
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
+from gateway.core.changes import ChangeCounter
 from gateway.core.clock import FakeClock
-from gateway.core.events import DeviceRef
+from gateway.core.events import DeviceRef, Event
 from gateway.guard.view import ActionRefused
-from gateway.guard_source import POLL_S, DaemonGuardSource
+from gateway.guard_source import CLOCK_CHECK_S, DaemonGuardSource
+from gateway.rules.calendar import Window
+from gateway.rules.state import LedgerEntry, ViolationRecord
+from gateway.rules.today import RulesToday
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 from gateway.uplink.paths import PathBoard
@@ -53,21 +62,53 @@ input = 0
 """
 
 
+async def _no_emit(event: Event) -> Event:
+    raise AssertionError(f"nothing is emitted here: {event.type}")
+
+
+async def _nothing() -> None:
+    return None
+
+
 class Parts:
     def __init__(self, config: GatewayConfig, store: Storage, clock: FakeClock) -> None:
         self.outputs = Outputs()
-        self.latches = AlarmLatches(
-            store.alarms, {"box": BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})}
-        )
-        self.latches.attach_feedback("box", self.outputs)
+        self.changes = ChangeCounter()
+        self.latches = self.make_latches(store)
         self.paths = PathBoard(
-            ["police", "bureau"], store.outbox, SITE, report_after_s=60, clock=clock
+            ["police", "bureau"],
+            store.outbox,
+            SITE,
+            report_after_s=60,
+            clock=clock,
+            changed=self.changes.bump,
         )
         self.config = config
         self.store = store
         self.clock = clock
-        self.source = DaemonGuardSource(
-            config, self.latches, self.paths, {}, clock, clock_synchronised=lambda: None
+        self.synchronised: bool | None = None
+        self.source = self.make_source()
+
+    def make_latches(self, store: Storage, **options: float) -> AlarmLatches:
+        box = BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})
+        latches = AlarmLatches(
+            store.alarms,
+            {"box": box},
+            changed=self.changes.bump,
+            **options,  # type: ignore[arg-type]
+        )
+        latches.attach_feedback("box", self.outputs)
+        return latches
+
+    def make_source(self) -> DaemonGuardSource:
+        return DaemonGuardSource(
+            self.config,
+            self.latches,
+            self.paths,
+            {},
+            self.clock,
+            changes=self.changes,
+            clock_synchronised=lambda: self.synchronised,
         )
 
     async def press(self) -> str:
@@ -89,7 +130,6 @@ async def test_an_alarm_shows_stored_then_at_the_police_then_acknowledged_by_who
     source = parts.source
     assert source.snapshot().alarms == ()
     alarm_id = await parts.press()
-    source.refresh()
     (alarm,) = source.snapshot().alarms
     assert (alarm.alarm_id, alarm.box, alarm.place, alarm.stage) == (
         alarm_id,
@@ -98,35 +138,72 @@ async def test_an_alarm_shows_stored_then_at_the_police_then_acknowledged_by_who
         "stored",
     )
     await deliver_to(parts.store, parts.latches, "police")
-    source.refresh()
     assert source.snapshot().alarms[0].stage == "at_police"
     await parts.latches.acknowledge(
         alarm_id, by="Officer Li", issuer="police-console", command_id="c1", occurred_at_ms=5
     )
-    source.refresh()
     alarm = source.snapshot().alarms[0]
     assert (alarm.stage, alarm.acknowledged_by) == ("acknowledged", "Officer Li")
     assert alarm.acknowledged_at is not None
 
 
-async def test_changed_wakes_within_one_poll_of_a_change_and_not_without_one(
+async def test_the_parts_bump_the_version_and_changed_wakes_without_a_poll(
     parts: Parts,
 ) -> None:
     source = parts.source
+    start = source.version
+    waiting = asyncio.create_task(source.changed(start))
+    # Not shown on the page, so no bump: a PUBACK of the other path, a path staying down.
+    parts.paths.puback("bureau")
+    parts.paths.down("bureau", "still down")
+    await asyncio.sleep(0)  # the waiter has had its chance
+    assert not waiting.done() and source.version == start
+    await parts.press()  # no clock moved: pushed, not polled
+    assert await asyncio.wait_for(waiting, 1) > start
+    pressed = source.version
+    parts.paths.up("police")
+    snap = source.snapshot()
+    assert snap.version > pressed
+    assert {p.destination: p.state for p in snap.paths} == {"police": "up", "bureau": "down"}
+
+
+async def test_the_ntp_flag_is_read_again_on_the_clock_and_a_change_bumps(parts: Parts) -> None:
+    source = parts.source
     watcher = asyncio.create_task(source.run(), name="guard:watch")
     try:
+        await asyncio.wait_for(parts.clock.sleeping(), 1)
         start = source.version
-        waiting = asyncio.create_task(source.changed(start))
-        await parts.clock.run_for(POLL_S * 4)
-        assert not waiting.done()  # four polls, nothing changed: no version bump
-        await parts.press()
-        await parts.clock.run_for(POLL_S)
-        assert await asyncio.wait_for(waiting, 1) == start + 1
-        parts.paths.up("police")
-        await parts.clock.run_for(POLL_S)
-        snap = source.snapshot()
-        assert snap.version == start + 2
-        assert {p.destination: p.state for p in snap.paths} == {"police": "up", "bureau": "down"}
+        await parts.clock.run_for(CLOCK_CHECK_S)  # read again: still unknown, no bump
+        assert source.version == start
+        parts.synchronised = True
+        await parts.clock.run_for(CLOCK_CHECK_S)
+        assert source.version == start + 1
+        assert source.snapshot().clock.box_synchronised is True
+    finally:
+        watcher.cancel()
+        await asyncio.wait([watcher])
+
+
+async def test_since_is_when_the_state_began_even_with_no_page_open(parts: Parts) -> None:
+    ctx = DriverContext(
+        DeviceRef("box", "alarm_box"), parts.latches, _no_emit, parts.clock.wall_ms,
+        changed=parts.changes.bump,
+    )  # fmt: skip
+    health = DeviceHealth(ctx, 1000, on_offline=_nothing)
+    parts.source = DaemonGuardSource(
+        parts.config, parts.latches, parts.paths, {"box": SimpleNamespace(health=health)},
+        parts.clock, changes=parts.changes,
+    )  # fmt: skip
+    watcher = asyncio.create_task(parts.source.run(), name="guard:watch")
+    try:
+        await asyncio.wait_for(parts.clock.sleeping(), 1)
+        await health.answered()  # the first answer: online, a bump
+        answered_ms = parts.clock.wall_ms()
+        await parts.clock.settle()
+        await parts.clock.run_for(5)  # nobody asks for a snapshot meanwhile
+        (box,) = parts.source.snapshot().devices
+        assert box.health == "online" and box.since.timestamp() * 1000 == answered_ms
+        assert box.since.utcoffset() == SITE.tz.utcoffset(box.since)  # site time
     finally:
         watcher.cancel()
         await asyncio.wait([watcher])
@@ -143,7 +220,6 @@ async def test_reset_needs_a_reason_until_acknowledged_and_is_recorded_with_who(
     with pytest.raises(ActionRefused) as unknown:
         await parts.source.reset("no-such-alarm", "王师傅", "x")
     assert unknown.value.reason == "unknown_alarm"
-    parts.source.refresh()
     version = parts.source.version
     await parts.source.reset(alarm_id, "王师傅", "误按 已核实")
     assert parts.source.version > version  # an action shows at once, without waiting a poll
@@ -163,15 +239,9 @@ async def test_reset_without_a_reason_once_the_police_acknowledged(parts: Parts)
 
 
 async def test_silence_siren_turns_it_off_for_the_alarm_and_it_stays_off(parts: Parts) -> None:
-    latches = AlarmLatches(
-        parts.store.alarms,
-        {"box": BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})},
-        ack_timeout_s=0.05,
-    )
-    latches.attach_feedback("box", parts.outputs)
     # The same parts, with a short acknowledgement timeout.
-    parts.source = DaemonGuardSource(parts.config, latches, parts.paths, {}, parts.clock)
-    parts.latches = latches
+    latches = parts.latches = parts.make_latches(parts.store, ack_timeout_s=0.05)
+    parts.source = parts.make_source()
     with pytest.raises(ActionRefused) as nothing_open:
         await parts.source.silence_siren("box", "王师傅")
     assert nothing_open.value.reason == "not_allowed_now"
@@ -180,7 +250,6 @@ async def test_silence_siren_turns_it_off_for_the_alarm_and_it_stays_off(parts: 
     try:
         await parts.outputs.wait("siren", OutputPattern.STEADY)
         await wait_stored(parts.store, "alarm.escalated")
-        parts.source.refresh()
         assert parts.source.snapshot().alarms[0].stage == "escalated"
         await parts.source.silence_siren("box", "王师傅")
         assert parts.outputs.state["siren"] is OutputPattern.OFF
@@ -211,3 +280,38 @@ async def test_a_test_press_is_refused_while_the_daemon_has_no_test_mode(parts: 
 def test_an_unreadable_box_clock_is_unknown_not_unsynchronised(parts: Parts) -> None:
     assert parts.source.snapshot().clock.box_synchronised is None
     assert parts.source.snapshot().clock.gate_offset_s is None
+
+
+def test_the_rules_today_become_the_page_view_in_site_time(parts: Parts) -> None:
+    assert parts.source.snapshot().rules is None  # no [rules]: no section
+    at = 1_788_742_800_000  # 2026-09-07 09:00 in Shanghai
+    utc = datetime.fromtimestamp(at / 1000, UTC)
+    today = RulesToday(
+        windows=(Window("arrival", utc - timedelta(hours=2), utc - timedelta(minutes=50)),),
+        patrols_done=2,
+        patrols_target=5,
+        violations=(ViolationRecord("bollards-up", "box", at, "e-1"),),
+        overdue=(LedgerEntry("l-1", "device_offline", "k", "x", "east door", at, at + 60_000),),
+    )
+    parts.source = DaemonGuardSource(
+        parts.config, parts.latches, parts.paths, {}, parts.clock,
+        changes=parts.changes, rules_today=lambda: today,
+    )  # fmt: skip
+    rules = parts.source.snapshot().rules
+    assert rules is not None
+    (window,) = rules.gate_windows
+    assert (window.name, window.opens_at.isoformat(), window.closes_at.isoformat()) == (
+        "arrival",
+        "2026-09-07T07:00:00+08:00",
+        "2026-09-07T08:10:00+08:00",
+    )
+    assert (rules.patrols_done, rules.patrols_target) == (2, 5)
+    (broken,) = rules.open_violations
+    assert (broken.rule, broken.place, broken.since.isoformat()) == (
+        "bollards-up",
+        "东门岗亭",  # the device's place, from the config
+        "2026-09-07T09:00:00+08:00",
+    )
+    (overdue,) = rules.overdue_ledger
+    assert (overdue.kind, overdue.place) == ("device_offline", "east door")
+    assert overdue.due_at.isoformat() == "2026-09-07T09:01:00+08:00"

@@ -26,13 +26,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "gateway.app",
         "gateway.commissioning",
+        "gateway.device_state",
         "gateway.guard_source",
         "gateway.logsetup",
+        "gateway.report_source",
         "gateway.sdnotify",
     ),
     ("receiver",),
     ("simulators",),
-    ("gateway.cli", "gateway.__main__"),
+    ("gateway.cli", "gateway.control_cli", "gateway.__main__"),
 )
 """Bottom first. A module belongs to the longest prefix listed; it may import its own layer and
 any below it. `gateway` names the package's own `__init__` only, so a new gateway module is

@@ -44,3 +44,32 @@ def test_library_logs_and_callback_tracebacks_are_json_lines() -> None:
     assert by_logger["aiomqtt"]["level"] == "warning"
     assert "Connection refused" in by_logger["paho.mqtt.client"]["exception"]
     assert "boom in a paho callback" in by_logger["asyncio"]["exception"]
+
+
+SITE_TIME_CHILD = textwrap.dedent(
+    """
+    from zoneinfo import ZoneInfo
+    import structlog
+    from gateway import logsetup
+
+    logsetup.configure(fmt="json", level="info", tz=ZoneInfo("Asia/Shanghai"))
+    structlog.get_logger("t").info("site_time")
+    logsetup.configure(fmt="json", level="info", tz=ZoneInfo("America/Los_Angeles"))
+    structlog.get_logger("t2").info("other_site")
+    """
+)
+
+
+def test_log_timestamps_carry_the_site_offset() -> None:
+    """Issue 13: log times were local without an offset while events use site time."""
+    done = subprocess.run(
+        [sys.executable, "-c", SITE_TIME_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={"TZ": "UTC", "PATH": ""},
+    )
+    stamps = [json.loads(line)["timestamp"] for line in done.stderr.splitlines()]
+    assert stamps[0].endswith("+08:00"), stamps
+    assert stamps[1][-6:] in ("-07:00", "-08:00"), stamps

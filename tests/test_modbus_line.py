@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import structlog
@@ -15,6 +17,7 @@ from modbus_far_end import rtu_far_end, tcp_far_end
 from structlog.testing import capture_logs
 
 from drivers.base import DeviceException, DeviceProtocolError, DeviceTimeout, LineError
+from drivers.lines import port_check
 from drivers.lines.modbus import LineStats, ModbusLine, inter_frame_gap_s
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
@@ -226,7 +229,8 @@ async def test_cannot_open() -> None:
     with pytest.raises(LineError):
         await tcp.connect()
     rtu = ModbusLine("rtu", ModbusRtuLine(type="modbus_rtu", port="/dev/does-not-exist"))
-    with pytest.raises(LineError):
+    # The reason (the kernel's words) and what to check, not just "cannot open" (issue 13).
+    with pytest.raises(LineError, match="No such file or directory: check that the USB-RS485"):
         await rtu.read_coils(1, 0, 1)
     await tcp.close()
     await rtu.close()
@@ -265,3 +269,27 @@ async def test_close_fails_the_request_on_the_wire_at_once(kind: str) -> None:
         await line.close()
         with pytest.raises(LineError):
             await request
+
+
+async def test_missing_serial_port_is_logged_with_its_reason() -> None:
+    """The line's one failure log line says why the port would not open and what to check."""
+    rtu = ModbusLine("bus", ModbusRtuLine(type="modbus_rtu", port="/dev/ttyUSB-not-plugged"))
+    with capture_logs() as logs, pytest.raises(LineError):
+        await rtu.read_coils(1, 0, 1)
+    await rtu.close()
+    failing = [entry for entry in logs if entry["event"] == "modbus_line_failing"]
+    assert len(failing) == 1
+    assert "No such file or directory" in failing[0]["error"]
+    assert "/dev/serial/by-id/" in failing[0]["error"]
+
+
+def test_port_check_names_the_fix_for_each_error(tmp_path: Path) -> None:
+    """A path that is no tty, one we may not open, and one that does not exist each get their
+    own hint; a port that opens has no failure."""
+    not_a_tty = tmp_path / "plain-file"
+    not_a_tty.write_bytes(b"")
+    assert port_check.open_failure(str(not_a_tty)) is None  # it opens: nothing to say
+    assert "plugged in" in (port_check.open_failure(str(tmp_path / "ttyUSB9")) or "")
+    assert "dialout" in port_check.describe(PermissionError(errno.EACCES, "Permission denied"))
+    assert "another program" in port_check.describe(OSError(errno.EBUSY, "Device busy"))
+    assert "check the adapter" in port_check.describe(OSError(errno.EIO, "I/O error"))

@@ -132,7 +132,10 @@ def test_without_rules_the_section_is_absent(tmp_path: Path) -> None:
     ("changes", "expected"),
     [
         ({"window_devices": '"nobody"'}, "rules.window[0].devices: no device 'nobody'"),
-        ({"window_devices": '"doors"'}, "rules.window[0].devices: 'doors' is a access_controller"),
+        (
+            {"window_devices": '"doors"'},
+            "rules.window[0].required_state: a access_controller reports locked_down,",
+        ),
         ({"required_state": "sideways"}, "rules.window[0].required_state: a bollard reports up"),
         ({"socket": "socket-9"}, "rules.socket_timer[0].sockets.socket-9: 'sockets' has no"),
         ({"reader": "7"}, "rules.patrol[0].checkpoints[1].reader: 'doors' has no reader 7"),

@@ -83,7 +83,7 @@ sockets = {{ "socket-0" = 0.05 }}
     assert pulled["data"]["socket"] == "socket-0"
     assert late["severity"] == "critical"
     assert late["device"]["id"] == "lane_sockets"
-    assert late["data"]["socket"] == "lane_sockets:socket-0"
+    assert late["data"]["socket"] == "socket-0"  # the name, as in bollard.pulled
     assert late["data"]["allowed_s"] == 3.0
     assert back["data"]["expired_ms"] > 0
     assert len(bureau.events("bollard.not_reinserted")) == 1

@@ -128,13 +128,16 @@ async def test_a_socket_timer_across_a_restart_fires_exactly_once(db: Path) -> N
     # the restart: a new process (a new monotonic origin) on the same file
     clock = FakeClock(wall_ms=clock.wall_ms() + 30_000, monotonic=5.0)
     async with running(Gate(db, clock)) as gate:
+        # the driver's first poll: the socket is still empty
+        await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0, initial=True)
+        gate.engine.on_device_ready(SOCKETS.id)
         await clock.run_for(3 * 60)
         assert gate.types().count("bollard.not_reinserted") == 0
         await clock.run_for(60)
         expired = [e for e in gate.emitted if e.type == "bollard.not_reinserted"]
         assert len(expired) == 1
         assert expired[0].lane is Lane.ALARM
-        assert expired[0].data["socket"] == "sockets-1:socket-1"
+        assert expired[0].data["socket"] == "socket-1"
         await clock.run_for(3600)
     clock = FakeClock(wall_ms=clock.wall_ms() + 1_000, monotonic=7.0)
     async with running(Gate(db, clock)) as gate:  # fired is stored: never again
@@ -270,3 +273,57 @@ async def test_a_bad_input_is_counted_and_the_engine_goes_on(db: Path) -> None:
         disk_ok = True
         await gate.feed(BOLLARD, "device.online")
         assert gate.types() == ["ledger.closed"]
+
+
+async def test_a_bollard_put_back_while_the_gateway_was_off_fires_no_stored_timer(
+    db: Path,
+) -> None:
+    """Regression: the stored timer fired after a restart although the bollard was back in.
+    The driver's first poll reports only empty sockets; once it has polled (ready) and said
+    nothing of socket-1, the socket is occupied and its stored timer is stopped unfired."""
+    clock = FakeClock(wall_ms=wall(7, "09:00"))
+    async with running(Gate(db, clock)) as gate:
+        await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0)
+        await clock.run_for(5 * 60)
+    # off for 20 minutes (past the 10-minute deadline); the bollard went back meanwhile
+    clock = FakeClock(wall_ms=clock.wall_ms() + 20 * 60_000, monotonic=4.0)
+    async with running(Gate(db, clock)) as gate:
+        await clock.run_for(5)  # before the driver's first poll: nothing is judged yet
+        assert gate.types() == []
+        gate.engine.on_device_ready(SOCKETS.id)
+        await clock.settle()
+        await clock.run_for(3600)
+        assert gate.types() == []
+        assert gate.state.timers() == []
+
+
+async def pulled_then_off_20_minutes(db: Path) -> FakeClock:
+    """socket-1 pulled, then the gateway off for 20 minutes: the clock of the next start."""
+    clock = FakeClock(wall_ms=wall(7, "09:00"))
+    async with running(Gate(db, clock)) as gate:
+        await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0)
+    return FakeClock(wall_ms=clock.wall_ms() + 20 * 60_000, monotonic=4.0)
+
+
+async def test_a_socket_still_empty_after_a_restart_fires_once_its_first_poll_says_so(
+    db: Path,
+) -> None:
+    clock = await pulled_then_off_20_minutes(db)
+    async with running(Gate(db, clock)) as gate:
+        await clock.run_for(5)
+        assert gate.types() == []  # held until the socket's state is read
+        await gate.feed(SOCKETS, "bollard.pulled", socket="socket-1", input=0, initial=True)
+        gate.engine.on_device_ready(SOCKETS.id)
+        await clock.settle()
+        expired = [e for e in gate.emitted if e.type == "bollard.not_reinserted"]
+        assert len(expired) == 1
+        assert expired[0].data["socket"] == "socket-1"  # the name, as in bollard.pulled
+
+
+async def test_a_stored_timer_of_a_device_that_never_answers_fires_when_it_goes_offline(
+    db: Path,
+) -> None:
+    clock = await pulled_then_off_20_minutes(db)
+    async with running(Gate(db, clock)) as gate:
+        await gate.feed(SOCKETS, "device.offline", error="timeout")
+        assert "bollard.not_reinserted" in gate.types()  # cannot be read: assume still out

@@ -96,6 +96,9 @@ def test_a_running_timer_survives_a_restart_and_fires_once(db: Path) -> None:
     clock = FakeClock(wall_ms=clock.wall_ms() + 100_000, monotonic=5.0)  # off for 100 s
     state = SqliteRulesState(db)
     timers = DurableTimers(state, clock)
+    assert timers.next_due_in_s() is None  # held until the socket is read again
+    assert [t.key for t in timers.held()] == ["socket-2"]
+    timers.confirm("socket-2")  # still empty
     assert timers.next_due_in_s() == pytest.approx(300)
     clock.advance(299)
     assert timers.check() == []
@@ -150,10 +153,27 @@ def test_a_wall_step_while_off_is_clamped_to_the_timer_duration(
     clock = FakeClock(wall_ms=clock.wall_ms() + step_ms, monotonic=1.0)
     state = SqliteRulesState(db)
     timers = DurableTimers(state, clock)
+    timers.confirm("socket-2")
     assert timers.next_due_in_s() == pytest.approx(left_s)
     clock.advance(left_s)
     assert [e.type for e in timers.check()] == [EXPIRED_TYPE]
     assert timers.check() == []
+    state.close()
+
+
+def test_a_held_timer_never_fires_and_stops_silently_when_its_bollard_is_back(db: Path) -> None:
+    clock = FakeClock()
+    state = SqliteRulesState(db)
+    DurableTimers(state, clock).start("socket-2", BOLLARD, 600)
+    state.close()
+
+    clock = FakeClock(wall_ms=clock.wall_ms() + HOUR_MS, monotonic=1.0)  # past its deadline
+    state = SqliteRulesState(db)
+    timers = DurableTimers(state, clock)
+    clock.advance(10)
+    assert timers.check() == []
+    assert timers.stop("socket-2") == []
+    assert state.timers() == []
     state.close()
 
 

@@ -124,6 +124,55 @@ async def test_open_alarms_come_from_the_button_column_not_the_payload(tmp_path:
     assert alarm.button == 2
 
 
+def step(event_type: str, alarm_id: str, by: str, at_ms: int) -> Event:
+    return new_event(
+        event_type, BOX, severity=Severity.INFO, occurred_at_ms=at_ms,
+        data={"button": 0, "by": by}, alarm_id=alarm_id,
+    )  # fmt: skip
+
+
+async def test_alarm_progress_tells_who_acknowledged_and_silenced_and_when(tmp_path: Path) -> None:
+    """What the latches restore after a restart: the acknowledgement's and the silenced siren's
+    who and when, from the `actor` column (not the payload)."""
+    path = tmp_path / "o.db"
+    async with Storage(path, SITE, ROUTES) as store:
+        await store.outbox.append(panic("alarm.panic", "a1", button=0, at_ms=1_000))
+        await store.outbox.append(step("alarm.siren_silenced", "a1", "王师傅", 2_000))
+        await store.outbox.append(step("alarm.acknowledged", "a1", "张警官", 3_000))
+    check = sqlite3.connect(path, isolation_level=None)
+    try:
+        check.execute("UPDATE events SET body = '{}'")
+    finally:
+        check.close()
+    async with Storage(path, SITE, ROUTES) as store:
+        progress = await store.log.alarm_progress("police", ["a1"])
+    assert [(p.type, p.actor, p.occurred_at_ms) for p in progress] == [
+        ("alarm.panic", "", 1_000),
+        ("alarm.siren_silenced", "王师傅", 2_000),
+        ("alarm.acknowledged", "张警官", 3_000),
+    ]
+
+
+async def test_an_old_store_gets_the_actor_column_filled_once_from_the_body(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old_store(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    body = {"data": {"button": 3, "by": "张警官"}}
+    db.execute(
+        "INSERT INTO events VALUES (3, 'e3', 'alarm.acknowledged', 0, 'box', 'a1', 1500, 1501, ?)",
+        (json.dumps(body, ensure_ascii=False),),
+    )
+    db.close()
+    async with Storage(path, SITE, ROUTES) as store:
+        progress = await store.log.alarm_progress("police", ["a1"])
+    assert [(p.type, p.actor, p.occurred_at_ms) for p in progress] == [
+        ("alarm.panic", "", 1_000),
+        ("alarm.acknowledged", "张警官", 1_500),
+    ]
+
+
 async def test_retention_keeps_every_alarm_the_latches_restore(tmp_path: Path) -> None:
     """One definition of an open alarm: an alarm known only by a repeated press (its first press
     was stored under another id) is restored by the latches, so retention must keep it."""
@@ -163,5 +212,5 @@ def test_no_query_parses_the_wire_payload() -> None:
         str(path.relative_to(ROOT)): path.read_text().count("json_extract(body")
         for path in (ROOT / "gateway").rglob("*.py")
     }
-    # Only the one-off migration of a file stored before the `button` column.
-    assert {name: n for name, n in uses.items() if n} == {"gateway/store/sql.py": 1}
+    # Only the one-off migrations of a file stored before the `button` and `actor` columns.
+    assert {name: n for name, n in uses.items() if n} == {"gateway/store/sql.py": 2}

@@ -41,8 +41,7 @@ path = "{dir}/outbox.db"
 socket_path = "{dir}/control.sock"
 
 [destinations.police]
-host = "127.0.0.1"
-port = {police}
+{police_address}
 client_id = "gate-east-police"
 routes = ["alarm.*", "device.*"]
 {police_extra}
@@ -78,9 +77,10 @@ class GatewayProcess:
     def __init__(
         self,
         workdir: Path,
-        police: MosquittoBroker,
+        police: MosquittoBroker | None,
         bureau: MosquittoBroker,
         *,
+        police_nodes: list[tuple[str, int]] | None = None,
         modbus_tcp_port: int | None = None,
         serial_port: str | None = None,
         unit: int = 1,
@@ -91,7 +91,8 @@ class GatewayProcess:
         police_extra: str = "",
     ) -> None:
         """`extra` is appended to the config (whole sections); `box_extra` and `police_extra`
-        are lines added to the alarm box's and the police destination's sections."""
+        are lines added to the alarm box's and the police destination's sections. With
+        `police_nodes` (and no `police` broker) the police destination is a cluster's nodes."""
         self.dir = workdir
         if modbus_tcp_port is not None:
             lines = f'[lines.io]\ntype = "modbus_tcp"\nhost = "127.0.0.1"\nport = {modbus_tcp_port}'
@@ -101,7 +102,7 @@ class GatewayProcess:
         self.config.write_text(
             TEMPLATE.format(
                 dir=workdir,
-                police=police.port,
+                police_address=_address(police, police_nodes),
                 bureau=bureau.port,
                 lines=lines,
                 line="io",
@@ -210,6 +211,14 @@ class GatewayProcess:
 
     def log_text(self) -> str:
         return self.log.read_text()
+
+
+def _address(broker: MosquittoBroker | None, nodes: list[tuple[str, int]] | None) -> str:
+    if broker is not None:
+        return f'host = "{broker.host}"\nport = {broker.port}'
+    if not nodes:
+        raise ValueError("give the police broker or its nodes")
+    return "nodes = [" + ", ".join(f'"{host}:{port}"' for host, port in nodes) + "]"
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

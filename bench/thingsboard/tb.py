@@ -8,8 +8,9 @@ Modbus connector's own pins, pymodbus 3.9.2 and pyserial-asyncio, are installed 
 the connector would otherwise pip-install them when it is imported) and the translation of a
 `Layout` into `tb_gateway.json` + `modbus.json`: MQTT to our mosquitto on the test port (any
 access token: mosquitto accepts anonymous clients), the Modbus connector polling the same
-simulators, SQLite storage. Reporting is ON_CHANGE per device, the same rule as ours (the
-shipped default is ON_RECEIVED, a message on every poll). On a `Layout` with an RTU line the
+simulators, SQLite storage (or, as a second subject, its shipped memory storage; `STORAGE_RISKS`
+says what each risks). Reporting is ON_CHANGE per device, the same rule as ours (the shipped
+default is ON_RECEIVED, a message on every poll). On a `Layout` with an RTU line the
 connector runs in serial RTU mode on the line's pseudo-terminal (the fields of the shipped
 `config/modbus_serial.json`: type "serial", method "rtu", port, baudrate, bytesize, parity,
 stopbits, timeout in seconds) with every slave on that port, which the connector then shares
@@ -140,7 +141,36 @@ def _input0(tag: str) -> dict[str, Any]:
     }
 
 
-def configs(layout: Layout, workdir: Path) -> dict[str, Any]:
+def _sqlite(workdir: Path) -> dict[str, Any]:
+    return {
+        "type": "sqlite",
+        "data_file_path": f"{workdir}/data/",
+        "messages_ttl_check_in_hours": 1,
+        "messages_ttl_in_days": 7,
+        "max_read_records_count": 1000,
+    }
+
+
+def _memory(_workdir: Path) -> dict[str, Any]:
+    """The shipped default's storage (`config/tb_gateway.json` of 3.8.5): a queue in the
+    process, 100,000 records at most, read 100 at a time."""
+    return {"type": "memory", "read_records_count": 100, "max_records_count": 100_000}
+
+
+STORAGES: dict[str, Callable[[Path], dict[str, Any]]] = {"sqlite": _sqlite, "memory": _memory}
+STORAGE_RISKS = {
+    "sqlite": "SQLite storage: a write thread commits what the connectors hand it in batches on "
+    "a 200 ms cycle (its `storage/sqlite/database.py`); what is in the file survives a crash, "
+    "what still waits in the queue for the next cycle does not",
+    "memory": "memory storage (its shipped default): every message waits in a queue inside the "
+    "process (`storage/memory/memory_event_storage.py`), so a crash, a restart or a power cut "
+    "loses all it holds (during a broker outage, the whole backlog); when 100,000 records are "
+    "queued, new data is refused",
+}
+"""What each storage risks, as the report labels the figures measured with it."""
+
+
+def configs(layout: Layout, workdir: Path, storage: str = "sqlite") -> dict[str, Any]:
     slaves = []
     if layout.box_port is not None:
         slaves.append(
@@ -170,13 +200,7 @@ def configs(layout: Layout, workdir: Path) -> dict[str, Any]:
             "security": {"type": "accessToken", "accessToken": "bench-gate"},
         }
     )
-    main["storage"] = {
-        "type": "sqlite",
-        "data_file_path": f"{workdir}/data/",
-        "messages_ttl_check_in_hours": 1,
-        "messages_ttl_in_days": 7,
-        "max_read_records_count": 1000,
-    }
+    main["storage"] = STORAGES[storage](workdir)
     main["connectors"] = [{"type": "modbus", "name": "modbus", "configuration": "modbus.json"}]
     logs = (_package_dir() / "config" / "logs.json").read_text()
     logs = logs.replace("./logs/", f"{workdir}/logs/")
@@ -268,10 +292,27 @@ def is_disconnect(device: str) -> Callable[[Received], bool]:
     return check
 
 
+def is_release(message: Received) -> bool:
+    """`panic` 0 for the alarm box: the release reported."""
+    return any(
+        device == "box" and key == "panic" and value in (0, False)
+        for device, key, value in parse_tb(message.topic, message.payload)
+    )
+
+
 class ThingsBoard:
-    name = "thingsboard"
+    """The gateway as a subject, with SQLite storage (`thingsboard`, what every phase uses) or
+    its shipped memory storage (`thingsboard-memory`)."""
+
     brokers = ("police",)
     listen_filter = "v1/gateway/#"
+
+    def __init__(self, storage: str = "sqlite") -> None:
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {sorted(STORAGES)}, not {storage!r}")
+        self.storage = storage
+        self.storage_risk = STORAGE_RISKS[storage]
+        self.name = "thingsboard" if storage == "sqlite" else f"thingsboard-{storage}"
 
     @contextlib.asynccontextmanager
     async def run(self, layout: Layout, workdir: Path) -> AsyncIterator[Running]:
@@ -280,7 +321,7 @@ class ThingsBoard:
         config_dir.mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "data").mkdir(exist_ok=True)
-        for name, content in configs(layout, workdir).items():
+        for name, content in configs(layout, workdir, self.storage).items():
             (config_dir / name).write_text(json.dumps(content, indent=2))
         log = (workdir / "tb.log").open("wb")
         env = dict(os.environ, TB_GW_CONFIG_DIR=str(config_dir))
@@ -308,6 +349,7 @@ class ThingsBoard:
                     spawned_ns=spawned_ns,
                     press_arrived=is_press,
                     after_press=settle,
+                    release_arrived=is_release,
                     alarm_filter=TELEMETRY_TOPIC,
                     telemetry_filter=TELEMETRY_TOPIC,
                     parse=parse_tb,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from types import TracebackType
+
+from gateway.core.lifecycle import AsyncResource
 
 PRIORITY_NORMAL = 0
 PRIORITY_ALARM = 10
@@ -104,7 +105,7 @@ class LineArbiter:
         return best
 
 
-class _Turn:
+class _Turn(AsyncResource):
     """`LineArbiter.turn()`: a plain async context manager rather than an @asynccontextmanager
     generator, which costs an async generator (and the event loop's bookkeeping of it) per
     request; a line that is free is taken without creating a Future or suspending."""
@@ -115,14 +116,9 @@ class _Turn:
         self._arbiter = arbiter
         self._priority = priority
 
-    async def __aenter__(self) -> None:
+    async def open(self) -> None:
         if not self._arbiter._try_acquire():
             await self._arbiter._acquire(self._priority)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         self._arbiter._release()

@@ -15,10 +15,9 @@ costs the others at most one timeout per request it is sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import structlog
 from pymodbus.pdu import ModbusPDU
@@ -40,12 +39,16 @@ from drivers.base import (
     DriverError,
     LineError,
 )
+from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from drivers.lines.modbus_framing import Skipped
 from drivers.lines.modbus_transport import ModbusClient
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
+from gateway.core.lifecycle import AsyncResource
 
 T = TypeVar("T")
+ReadTap = Callable[[int, str, int, Sequence[int]], None]
+"""`(unit, table, address, values)` of a read that succeeded; bits come as bools (0 / 1)."""
 
 _MIN_GAP_S = 0.00175
 """Modbus over serial line spec 2.5.1.1: above 19200 baud t3.5 is fixed at 1.75 ms."""
@@ -74,7 +77,7 @@ def inter_frame_gap_s(
     return 3.5 * bits_per_char / baudrate
 
 
-class ModbusLine:
+class ModbusLine(AsyncResource):
     """One Modbus line; every request to any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -97,6 +100,8 @@ class ModbusLine:
         self._requests = 0
         self._failures = 0
         self._timeouts = 0
+        self.tap: ReadTap | None = None
+        """Told every read that succeeded (`schoolgate watch`); must not block or raise."""
 
     @property
     def stats(self) -> LineStats:
@@ -145,17 +150,8 @@ class ModbusLine:
             if self._client is not None:
                 await self._client.close()
 
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    open = connect
+    """`async with line:` connects it and closes it on the way out (`AsyncResource`)."""
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -166,25 +162,31 @@ class ModbusLine:
         self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
     ) -> list[bool]:
         request = ReadDiscreteInputsRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(unit, request, priority, _bits, count)
+        return await self._request(
+            unit, request, priority, _bits, count, read=("discrete_input", address)
+        )
 
     async def read_coils(
         self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
     ) -> list[bool]:
         request = ReadCoilsRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(unit, request, priority, _bits, count)
+        return await self._request(unit, request, priority, _bits, count, read=("coil", address))
 
     async def read_input_registers(
         self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
     ) -> list[int]:
         request = ReadInputRegistersRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(unit, request, priority, _registers, count)
+        return await self._request(
+            unit, request, priority, _registers, count, read=("input_register", address)
+        )
 
     async def read_holding_registers(
         self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
     ) -> list[int]:
         request = ReadHoldingRegistersRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(unit, request, priority, _registers, count)
+        return await self._request(
+            unit, request, priority, _registers, count, read=("holding_register", address)
+        )
 
     async def write_coil(
         self, unit: int, address: int, value: bool, *, priority: int = PRIORITY_NORMAL
@@ -207,6 +209,8 @@ class ModbusLine:
         priority: int,
         parse: Callable[[ModbusPDU, int], T],
         count: int,
+        *,
+        read: tuple[str, int] | None = None,
     ) -> T:
         async with self._arbiter.turn(priority):
             self._requests += 1
@@ -226,6 +230,8 @@ class ModbusLine:
                 raise
             if self._failing:
                 self._note_ok(unit)
+            if read is not None and self.tap is not None:
+                self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
             return result
 
     def _count_failure(self, unit: int, exc: DriverError) -> None:
@@ -241,8 +247,19 @@ class ModbusLine:
         if self._client is None:
             self._client = ModbusClient(self.name, self._config, gap_s=self._inter_frame_gap_s())
         if not self._client.connected:
-            await self._client.connect()  # LineError naming the target and the reason
+            try:
+                await self._client.connect()  # LineError naming the target and the reason
+            except LineError as exc:
+                raise LineError(f"{exc}{self._why()}") from exc.__cause__
         return self._client
+
+    def _why(self) -> str:
+        """What the kernel's error means for a serial port and what to check (the installer's
+        one failure message names the fix)."""
+        if not isinstance(self._config, ModbusRtuLine):
+            return ""
+        reason = port_check.open_failure(self._config.port)
+        return "" if reason is None else f"; {reason}"
 
     def _inter_frame_gap_s(self) -> float:
         cfg = self._config

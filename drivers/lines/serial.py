@@ -16,17 +16,18 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Protocol, TypeVar
 
 import serial
 import structlog
 
 from drivers.base import DeviceTimeout, DriverError, LineError
+from drivers.lines import port_check
 from drivers.lines.deadline import answer_within
 from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
+from gateway.core.lifecycle import AsyncResource
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -50,7 +51,7 @@ class SerialLineStats:
     """Bytes that arrived while no transaction was waiting (late answers, noise)."""
 
 
-class SerialLine:
+class SerialLine(AsyncResource):
     """One serial port; every transaction with any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -123,23 +124,14 @@ class SerialLine:
         self._closed = True
         await self._shut()
 
+    open = connect
+    """`async with line:` opens the port and closes it on the way out (`AsyncResource`)."""
+
     async def drop_connection(self) -> None:
         """Close the port; the next transaction opens it afresh (a USB adapter re-plugged, or a
         driver state that a reopen clears)."""
         async with self._lock:
             await self._shut()
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -210,7 +202,8 @@ class SerialLine:
         try:
             transport = await open_serial(port, cfg)
         except (OSError, ValueError, serial.SerialException) as exc:
-            raise LineError(f"cannot open line {self.name} ({cfg.port}): {exc}") from exc
+            reason = port_check.open_failure(cfg.port) or str(exc)
+            raise LineError(f"cannot open line {self.name} ({cfg.port}): {reason}") from exc
         self._transport, self._port = transport, port
         self._opens += 1
         self._last_activity = time.monotonic()

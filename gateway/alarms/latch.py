@@ -8,8 +8,9 @@ newest open alarm of its box (fast blinking = stored, not yet at the `ack_destin
 slow = that broker has it (PUBACK); steady = acknowledged; off = no open alarm), the siren sounds
 while an open alarm of the box is escalated (with `escalate_siren`). The latch state is not a
 table of its own: it is derived from the stored events (an `alarm.panic` with no `alarm.reset`
-for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated`; whether the broker took it), so
-the events and the latch can never disagree, and a restart restores every latch as it was. It
+for its `alarm_id`; its `alarm.acknowledged` / `alarm.escalated` / `alarm.siren_silenced`, with
+who and when; whether the broker took it), so the events and the latch can never disagree, and a
+restart restores every latch as it was. Every change is told to `changed` (the guard's page). It
 does not poll devices or blink coils (drivers do), does not send anything (the outbox and uplinks
 do) and does not check who may acknowledge (the command handler does).
 """
@@ -24,6 +25,7 @@ import structlog
 
 from drivers.alarm_box import OutputPattern
 from drivers.base import DriverError
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
 from gateway.store.records import AlarmStore
@@ -42,6 +44,16 @@ class BoxInfo:
     drill: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Resetter:
+    """Who reset an alarm (`AlarmLatches.reset`'s words), as the `alarm.reset` event says."""
+
+    by: str
+    uid: int | None = None
+    user: str = ""
+    reason: str = ""
+
+
 @dataclass(slots=True)
 class Latch:
     alarm_id: str
@@ -57,9 +69,19 @@ class Latch:
     escalated: bool = False
     acknowledged_by: str = ""
     acknowledged_at_ms: int | None = None
-    """Who acknowledged and when, as told by the command (not restored after a restart)."""
-    siren_silenced: bool = False
-    """A guard silenced the box's siren for this alarm (not restored after a restart)."""
+    """Who acknowledged and when, as the command told it (restored from its event)."""
+    siren_silenced_by: str = ""
+    siren_silenced_at_ms: int | None = None
+    """A guard silenced the box's siren for this alarm: who and when (restored from its event);
+    None: not silenced."""
+
+    siren_asked: bool = False
+    """A panic reaction sounds the siren for this alarm (not restored after a restart: the
+    reaction's own `rule.action` event records it)."""
+
+    @property
+    def siren_silenced(self) -> bool:
+        return self.siren_silenced_at_ms is not None
 
     @property
     def lamp(self) -> OutputPattern:
@@ -84,6 +106,7 @@ class AlarmLatches:
         ack_timeout_s: float = 30.0,
         escalate_siren: bool = True,
         clock: Clock | None = None,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._outbox = outbox
         self._boxes = boxes
@@ -95,6 +118,8 @@ class AlarmLatches:
         self._open: dict[str, Latch] = {}
         self._by_seq: dict[int, Latch] = {}
         self._feedback: dict[str, FeedbackSetter] = {}
+        self._changed = changed
+        """Told after every change of an open alarm (the guard's page shows them)."""
         self._deadlines_changed = asyncio.Event()
         self._acked_while_restoring: set[int] | None = None
         """PUBACKs that arrive while `restore` reads the store: applied when it has the seqs."""
@@ -105,6 +130,13 @@ class AlarmLatches:
     @property
     def open_alarms(self) -> list[Latch]:
         return list(self._open.values())
+
+    def open_alarm(self, alarm_id: str) -> Latch:
+        """The open alarm `alarm_id`; UnknownAlarm when no alarm of that id is open."""
+        latch = self._open.get(alarm_id)
+        if latch is None:
+            raise UnknownAlarm(alarm_id)
+        return latch
 
     async def restore(self) -> None:
         """Re-open every latch that was open before a restart, with its delivered, acknowledged
@@ -145,14 +177,18 @@ class AlarmLatches:
                     alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
                 )
         progress = await self._outbox.alarm_progress(self._ack_destination, list(restored))
-        for alarm_id, event_type, seq, sent in progress:
-            latch = restored[alarm_id]
-            if event_type == "alarm.acknowledged":
+        for step in progress:
+            latch = restored[step.alarm_id]
+            if step.type == "alarm.acknowledged":
                 latch.acknowledged = True
-                continue
-            latch.escalated = latch.escalated or event_type == "alarm.escalated"
-            latch.delivered = latch.delivered or sent
-            self._track(latch, seq)
+                latch.acknowledged_by, latch.acknowledged_at_ms = step.actor, step.occurred_at_ms
+            elif step.type == "alarm.siren_silenced":
+                latch.siren_silenced_by = step.actor
+                latch.siren_silenced_at_ms = step.occurred_at_ms
+            else:
+                latch.escalated = latch.escalated or step.type == "alarm.escalated"
+                latch.delivered = latch.delivered or step.sent
+                self._track(latch, step.seq)
 
     # -- PanicSink ----------------------------------------------------------------------------
 
@@ -205,7 +241,7 @@ class AlarmLatches:
 
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None:
         for latch in [lt for lt in self._open.values() if lt.device_id == device_id]:
-            await self._reset(latch, by="reset input", occurred_at_ms=occurred_at_ms)
+            await self._reset(latch, _Resetter("reset input"), occurred_at_ms)
 
     # -- the gateway side ---------------------------------------------------------------------
 
@@ -222,12 +258,8 @@ class AlarmLatches:
         """Reset an open alarm by hand: `by` is the name the person gave; `uid` and `user` who the
         operating system says asked (the control socket's peer), recorded alongside, and the
         `reason` given (the guard's page asks for one before the police acknowledged)."""
-        latch = self._open.get(alarm_id)
-        if latch is None:
-            raise UnknownAlarm(alarm_id)
-        await self._reset(
-            latch, by=by, occurred_at_ms=occurred_at_ms, uid=uid, user=user, reason=reason
-        )
+        latch = self.open_alarm(alarm_id)
+        await self._reset(latch, _Resetter(by, uid, user, reason), occurred_at_ms)
 
     async def silence_siren(self, device_id: str, *, by: str, occurred_at_ms: int) -> list[str]:
         """A guard silenced the siren of `device_id`: each of its open alarms records an
@@ -240,10 +272,19 @@ class AlarmLatches:
             data: dict[str, object] = {"button": latch.button, "by": by}
             event = self._event(latch, "alarm.siren_silenced", Severity.INFO, occurred_at_ms, data)
             await self._outbox.append(event)
-            latch.siren_silenced = True
+            latch.siren_silenced_by, latch.siren_silenced_at_ms = by, occurred_at_ms
             log.info("alarm_siren_silenced", alarm_id=latch.alarm_id, device=device_id, by=by)
         await self._show(device_id)
         return [latch.alarm_id for latch in latches]
+
+    async def sound_siren(self, alarm_id: str) -> bool:
+        """A panic reaction (gateway.rules.reactions): the box's siren sounds for this open alarm
+        until it is reset or a guard silences it. False when the box has no siren wired."""
+        latch = self._open.get(alarm_id)
+        if latch is None:
+            raise UnknownAlarm(alarm_id)
+        latch.siren_asked = True
+        return await self._show(latch.device_id)
 
     async def delivered(self, destination: str, seqs: Sequence[int]) -> None:
         """A broker acknowledged (PUBACK) these seqs. When it is the `ack_destination`'s and one
@@ -272,9 +313,7 @@ class AlarmLatches:
         """Record that `by` (through the key `issuer`, command `command_id`) took the alarm: an
         `alarm.acknowledged` event, the lamp steady, no escalation. A second acknowledgement of
         the same alarm changes nothing. Raises UnknownAlarm when no open alarm has that id."""
-        latch = self._open.get(alarm_id)
-        if latch is None:
-            raise UnknownAlarm(alarm_id)
+        latch = self.open_alarm(alarm_id)
         if latch.acknowledged:
             return
         latch.acknowledged = True  # before the await: a concurrent second one is a no-op too
@@ -345,21 +384,13 @@ class AlarmLatches:
         )
         await self._show(latch.device_id)
 
-    async def _reset(
-        self,
-        latch: Latch,
-        *,
-        by: str,
-        occurred_at_ms: int,
-        uid: int | None = None,
-        user: str = "",
-        reason: str = "",
-    ) -> None:
+    async def _reset(self, latch: Latch, who: _Resetter, occurred_at_ms: int) -> None:
+        by, uid, user = who.by, who.uid, who.user
         data: dict[str, object] = {"button": latch.button, "reset_by": by, "presses": latch.presses}
         if uid is not None:
             data |= {"reset_by_uid": uid, "reset_by_user": user}
-        if reason:
-            data["reason"] = reason
+        if who.reason:
+            data["reason"] = who.reason
         event = self._event(latch, "alarm.reset", Severity.INFO, occurred_at_ms, data)
         await self._outbox.append(event)
         self._open.pop(latch.alarm_id, None)
@@ -370,9 +401,9 @@ class AlarmLatches:
             "alarm_reset",
             alarm_id=latch.alarm_id,
             device=latch.device_id,
-            by=by,
-            uid=uid,
-            user=user,
+            by=who.by,
+            uid=who.uid,
+            user=who.user,
         )
         await self._show(latch.device_id)
 
@@ -411,16 +442,21 @@ class AlarmLatches:
             alarm_id=latch.alarm_id,
         )
 
-    async def _show(self, device_id: str) -> None:
+    async def _show(self, device_id: str) -> bool:
         """The lamp shows the box's newest open alarm (latches are kept in the order raised);
-        the siren sounds while any of its open alarms is escalated."""
+        the siren sounds while any of its open alarms is escalated (or a reaction asked for it).
+        Every change of a latch ends here, so this is also where the watchers are told.
+        Returns whether the box has a siren wired."""
+        self._changed()
         latches = [latch for latch in self._open.values() if latch.device_id == device_id]
         lamp = latches[-1].lamp if latches else OutputPattern.OFF
-        sounding = self._escalate_siren and any(
-            latch.escalated and not latch.siren_silenced for latch in latches
+        sounding = any(
+            (latch.siren_asked or (self._escalate_siren and latch.escalated))
+            and not latch.siren_silenced
+            for latch in latches
         )
         await self._drive(device_id, "lamp", lamp)
-        await self._drive(
+        return await self._drive(
             device_id, "siren", OutputPattern.STEADY if sounding else OutputPattern.OFF
         )
 

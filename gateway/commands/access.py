@@ -62,7 +62,7 @@ class ControlAccess:
             if self.reset_group is None or member_of(peer, self.reset_group):
                 return
             raise Refused(
-                f"user {peer.user} (uid {peer.uid}) may not reset alarms: "
+                f"user {peer.user} (uid {peer.uid}) may not reset alarms or run the walk test: "
                 f"not in the group {self.reset_group!r} ([control] reset_group)"
             )
         if op in DEVICE_OPS:

@@ -190,6 +190,14 @@ class ReplayArgs(Args):
         return self
 
 
+class LedgerCloseArgs(Args):
+    schema_name: ClassVar[str] = "ledger_close_args"
+    entry: Text = Field(description="the ledger entry's id, e.g. 20261124-003")
+    note: Text = Field(description="what was done (the repair, or why it is closed)")
+    by: Text = Field(default="", description="the person; default: the issuer")
+    """"" (never valid when sent): not given."""
+
+
 # -- the control socket's requests (the fields besides "op") -------------------------------------
 
 
@@ -211,6 +219,18 @@ class ResetRequest(Request):
     """None or "": the gateway console."""
 
 
+class LedgerCloseRequest(Request):
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "entry": "ledger_close needs an entry id",
+        "note": "ledger_close needs a note saying what was done",
+        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
+    }
+    entry: Annotated[Text, Field(max_length=MAX_NAME)]
+    note: Annotated[Text, Field(max_length=2000)]
+    by: Name | None = None
+    """None or "": the asking user (as the operating system says)."""
+
+
 class DeviceRequest(Request):
     field_refusals: ClassVar[Mapping[str, str]] = {
         "device": "command needs device, name and an args object",
@@ -223,3 +243,41 @@ class DeviceRequest(Request):
     args: dict[str, Any] = Field(default_factory=dict)
     by: Name | None = None
     """None or "": nobody named."""
+
+
+MAX_TEST_MINUTES = 240
+"""Test mode's longest run (gateway.alarms.test_mode.MAX_MINUTES says why)."""
+
+
+class TestStartRequest(Request):
+    __test__ = False  # not a pytest class, whatever its name
+    minutes: Annotated[int, Field(ge=1, le=MAX_TEST_MINUTES)] = 30
+    by: Name | None = None
+    """None or "": the asker's user name."""
+
+
+class TestStopRequest(Request):
+    __test__ = False
+    by: Name | None = None
+
+
+class WatchRequest(Request):
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "device": "watch takes an optional device id (a string)",
+    }
+    device: Name | None = None
+    """None: every device."""
+
+
+class DrillRequest(Request):
+    """`schoolgate drill start|stop`: the school's own drill, through the control socket."""
+
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "start": "drill needs start: true or false",
+        "minutes": "minutes is a whole number from 1 to 1440",
+        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
+    }
+    start: bool
+    minutes: Annotated[int, Field(ge=1, le=24 * 60)] = DEFAULT_DRILL_MINUTES
+    by: Name | None = None
+    """None or "": the gateway console."""

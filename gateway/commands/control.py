@@ -1,6 +1,8 @@
 """The local control socket: how `schoolgate reset` and `schoolgate alarms` reach the running
 daemon. A Unix socket (mode 0660, so only root and the service's group), one JSON request per
-line, one JSON answer per line. It never listens on the network.
+line, one JSON answer per line. It never listens on the network. One op streams
+(`watch`): its handler answers with a `Stream`, and the connection then carries one JSON line
+per item until the client closes it or the daemon stops.
 
 Owns the socket, the request format, the boundary around each request and the client helper.
 Every connection is told who is asking (`Peer`: the kernel's SO_PEERCRED, not what the client
@@ -20,7 +22,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,20 @@ class Peer:
         return {"uid": self.uid, "user": self.user, "pid": self.pid}
 
 
-Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stream:
+    """An answer that goes on: `first` is the answer line's fields, then each item of `items` is
+    one more line, until the client closes the connection or the daemon stops."""
+
+    first: dict[str, Any]
+    items: AsyncGenerator[dict[str, Any], None]
+
+
+class _ClientGone(Exception):
+    """The client of a stream closed its end."""
+
+
+Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any] | Stream]]
 
 
 def peer_of(writer: asyncio.StreamWriter) -> Peer:
@@ -115,18 +130,22 @@ def encode_answer(answer: dict[str, Any]) -> bytes:
         return json.dumps(_refusal("the answer could not be encoded")).encode("ascii") + b"\n"
 
 
-async def answer_request(line: bytes, peer: Peer, handler: Handler) -> dict[str, Any]:
+async def answer_request(line: bytes, peer: Peer, handler: Handler) -> dict[str, Any] | Stream:
     """The boundary: whatever the line holds and whatever the handler raises, an answer."""
     op: object = None
     try:
         request = parse_request(line)
         op = request.get("op")
-        return {"ok": True, **await handler(request, peer)}
+        result = await handler(request, peer)
     except (RequestError, ValueError) as exc:
         answer = _refusal(str(exc))
     except Exception as exc:  # the boundary: no request may end the connection's task
         log.exception("control_request_failed", op=_loggable(op), **peer.fields())
         answer = _refusal(f"internal error ({type(exc).__name__}), logged by the gateway")
+    else:
+        if isinstance(result, Stream):
+            return Stream({"ok": True, **result.first}, result.items)
+        return {"ok": True, **result}
     log.warning("control_refused", op=_loggable(op), reason=answer["error"], **peer.fields())
     return answer
 
@@ -154,6 +173,7 @@ async def serve(
         handlers.add(task)
         try:
             peer = peer_of(writer)
+            answer: dict[str, Any] | Stream
             try:
                 # A client that connects and says nothing must not hold a connection (or, on
                 # Python 3.12+, the shutdown, which waits for every connection) for ever.
@@ -164,8 +184,13 @@ async def serve(
                 log.warning("control_refused", op=None, reason=answer["error"], **peer.fields())
             else:
                 answer = await answer_request(line, peer, handler)
-            writer.write(encode_answer(answer))
-            await writer.drain()
+            if isinstance(answer, Stream):
+                writer.write(encode_answer(answer.first))
+                await writer.drain()
+                await _pump(answer.items, reader, writer)
+            else:
+                writer.write(encode_answer(answer))
+                await writer.drain()
         except (OSError, TimeoutError):  # the client went away, or never said anything
             pass
         finally:
@@ -188,7 +213,48 @@ async def serve(
         _remove_stale(path)
 
 
+async def _pump(
+    items: AsyncGenerator[dict[str, Any], None],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """Write each item as a line until the client closes its end (EOF, or a reset while
+    writing) or the daemon stops (cancelled). The items' generator is closed either way."""
+
+    async def until_closed() -> None:
+        while await reader.read(1024):  # a watcher says nothing more; anything it does is ignored
+            pass
+        raise _ClientGone
+
+    try:
+        async with contextlib.aclosing(items), asyncio.TaskGroup() as tg:
+            tg.create_task(until_closed(), name="control:stream-eof")
+            async for item in items:
+                writer.write(encode_answer(item))
+                await writer.drain()
+            raise _ClientGone  # the items ended: nothing more to send
+    except* (_ClientGone, OSError):
+        pass
+
+
 async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """One request, its one answer (ControlError when refused or unanswered)."""
+    answers = stream(path, body, timeout_s=timeout_s)
+    try:
+        answer = await anext(answers)
+    finally:
+        await answers.aclose()
+    if not answer.get("ok"):
+        raise ControlError(str(answer.get("error", "refused")))
+    return answer
+
+
+async def stream(
+    path: Path, body: dict[str, Any], *, timeout_s: float = 5.0
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The answer line first; for a streaming op (`watch`) then each line the daemon sends,
+    until it closes the connection (ControlError then: the daemon stopped). Closing the
+    generator closes the connection, which ends the daemon's side too."""
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_unix_connection(str(path), limit=_MAX_REQUEST)
@@ -200,17 +266,24 @@ async def request(path: Path, body: dict[str, Any], *, timeout_s: float = 5.0) -
         writer.write(json.dumps(body).encode() + b"\n")
         await writer.drain()
         async with asyncio.timeout(timeout_s):
-            line = await reader.readline()
+            first = _answer(await reader.readline())
+        yield first
+        while line := await reader.readline():
+            yield _answer(line)
+        raise ControlError("the gateway closed the stream (stopped or restarted)")
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"no answer from the gateway at {path}: {exc}") from exc
     finally:
         writer.close()
+
+
+def _answer(line: bytes) -> dict[str, Any]:
     try:
         answer = json.loads(line) if line else {"ok": False, "error": "empty answer"}
     except (ValueError, RecursionError):
         answer = None
     if not isinstance(answer, dict):
         raise ControlError("malformed answer from the gateway")
-    if not answer.get("ok"):
+    if not answer.get("ok", True):
         raise ControlError(str(answer.get("error", "refused")))
     return answer

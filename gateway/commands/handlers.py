@@ -31,6 +31,7 @@ from gateway.commands.registry import REMOTE
 from gateway.commands.remote import Call, CommandTarget, Replay, ReplayFailed, UnknownDevice
 from gateway.core import auth, contract
 from gateway.core.clock import Clock, SystemClock
+from gateway.rules.ledger import LedgerError
 from gateway.security import Security
 
 __all__ = [
@@ -168,6 +169,8 @@ class Commands:
             return self._failed(command, "unknown_device", str(exc))
         except DriverError as exc:
             return self._failed(command, "device_error", str(exc))
+        except LedgerError as exc:
+            return self._failed(command, "ledger_refused", str(exc))
         except Exception as exc:  # the boundary: a bug of ours must not end the session
             log.error("command_error", command=command.command, command_id=command.id, exc_info=exc)
             return self._failed(command, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.commands.access import ControlAccess
 from gateway.commands.args import BadArgs
-from gateway.commands.control import Peer, RequestError
+from gateway.commands.control import Peer, RequestError, Stream
 from gateway.commands.local import Answer, ControlTarget
 from gateway.commands.registry import LOCAL
 
@@ -25,7 +25,7 @@ class LocalOps:
         self._target = target
         self._access = access
 
-    async def handle(self, request: dict[str, Any], peer: Peer) -> Answer:
+    async def handle(self, request: dict[str, Any], peer: Peer) -> Answer | Stream:
         op = request.get("op")
         self._access.check(peer, op)
         spec = LOCAL.get(op) if isinstance(op, str) else None

@@ -28,17 +28,23 @@ from gateway.commands.args import (
     Args,
     BollardArgs,
     DeviceRequest,
+    DrillRequest,
     DrillStartArgs,
     DrillStopArgs,
+    LedgerCloseArgs,
+    LedgerCloseRequest,
     LockdownArgs,
     NoFields,
     ReplayArgs,
     ResetRequest,
+    TestStartRequest,
+    TestStopRequest,
     TimeArgs,
     UnlockArgs,
+    WatchRequest,
     parse_args,
 )
-from gateway.commands.control import Peer
+from gateway.commands.control import Peer, Stream
 from gateway.core import auth
 
 KeyRole = Literal["receiver"]
@@ -46,7 +52,9 @@ KeyRole = Literal["receiver"]
 `[security] trusted_keys` for that command by name (or "*"). A gateway's key signs events only."""
 Right = Literal["read", "reset", "device"]
 """What a control-socket op needs (gateway.commands.access): read is open to whoever can open the
-socket, reset needs `[control] reset_group`, device needs `[control] device_group`."""
+socket, reset needs `[control] reset_group`, device needs `[control] device_group`. Test mode
+needs `reset`: whoever may reset the gate's alarms (the guards) may run its walk test, which is
+the role the guard page's "test press" acts with."""
 
 A = TypeVar("A", bound=Args)
 
@@ -72,13 +80,13 @@ class LocalOp(Generic[A]):
 
     name: str
     request: type[A]
-    handler: Callable[[local.ControlTarget, A, Peer], Awaitable[local.Answer]]
+    handler: Callable[[local.ControlTarget, A, Peer], Awaitable[local.Answer | Stream]]
     right: Right
     summary: str
 
     async def run(
         self, target: local.ControlTarget, raw: Mapping[str, Any], peer: Peer
-    ) -> local.Answer:
+    ) -> local.Answer | Stream:
         """Read `raw` (the request without its op) as this op's fields (BadArgs) and run it."""
         return await self.handler(target, parse_args(self.request, raw), peer)
 
@@ -107,6 +115,13 @@ _REMOTE: tuple[RemoteCommand[Any], ...] = (
         "time.set", TimeArgs, remote.time_set, RECEIVER, "set the access controllers' clocks"
     ),
     RemoteCommand(
+        "ledger.close",
+        LedgerCloseArgs,
+        remote.ledger_close,
+        RECEIVER,
+        "close a fault-ledger entry (the bureau signs off a repair)",
+    ),
+    RemoteCommand(
         "replay", ReplayArgs, remote.replay, RECEIVER, "send a range of seqs again to the asker"
     ),
 )
@@ -116,6 +131,14 @@ _LOCAL: tuple[LocalOp[Any], ...] = (
     LocalOp("reset", ResetRequest, local.reset, "reset", "reset a latched alarm"),
     LocalOp("command", DeviceRequest, local.command, "device", "a device command"),
     LocalOp("status", NoFields, local.status, "read", "paths, devices, alarms, commands"),
+    LocalOp(
+        "ledger_close", LedgerCloseRequest, local.ledger_close, "reset", "close a ledger entry"
+    ),
+    LocalOp("test.start", TestStartRequest, local.test_start, "reset", "test mode for N minutes"),
+    LocalOp("test.stop", TestStopRequest, local.test_stop, "reset", "end test mode"),
+    LocalOp("test.report", NoFields, local.test_report, "read", "the last walk test's receipts"),
+    LocalOp("watch", WatchRequest, local.watch, "read", "inputs, registers, events as read"),
+    LocalOp("drill", DrillRequest, local.drill, "device", "start or end a drill (police told)"),
 )
 
 

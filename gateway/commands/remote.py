@@ -21,6 +21,7 @@ from gateway.commands.args import (
     BollardArgs,
     DrillStartArgs,
     DrillStopArgs,
+    LedgerCloseArgs,
     LockdownArgs,
     ReplayArgs,
     TimeArgs,
@@ -59,6 +60,8 @@ class CommandTarget(Protocol):
     def devices_of_kind(self, kind: str) -> list[str]: ...
 
     async def drill(self, *, start: bool, minutes: int, by: str) -> None: ...
+
+    async def ledger_close(self, entry_id: str, *, by: str, note: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,12 @@ async def time_set(call: Call, args: TimeArgs) -> Result:
     time_ms = args.time_ms
     clock_args: dict[str, object] = {} if time_ms is None else {"time_ms": time_ms}
     return await call.each_controller("", "set_clock", clock_args)
+
+
+async def ledger_close(call: Call, args: LedgerCloseArgs) -> Result:
+    by = args.by or call.command.issuer
+    await call.target.ledger_close(args.entry, by=by, note=args.note)
+    return {"entry": args.entry, "closed_by": by}
 
 
 async def replay(call: Call, args: ReplayArgs) -> Result:

@@ -57,7 +57,21 @@ async def check_brokers(config: GatewayConfig, report: Report, *, timeout_s: flo
 async def check_broker(
     name: str, dest: DestinationConfig, site: Site, report: Report, *, timeout_s: float
 ) -> None:
-    section = f"broker {name}"
+    """Every step for each node of the destination (one, or each of its `nodes`)."""
+    for host, port in dest.addresses:
+        # A copy that names one node as its host; `nodes` stays set so the section says which.
+        node = dest.model_copy(update={"host": host, "port": port})
+        await _check_node(name, node, site, report, timeout_s=timeout_s)
+
+
+def _section(name: str, dest: DestinationConfig) -> str:
+    return f"broker {name}" if dest.nodes is None else f"broker {name} node {dest.host}:{dest.port}"
+
+
+async def _check_node(
+    name: str, dest: DestinationConfig, site: Site, report: Report, *, timeout_s: float
+) -> None:
+    section = _section(name, dest)
     where = f"{dest.host}:{dest.port}"
     loop = asyncio.get_running_loop()
     try:
@@ -111,9 +125,10 @@ async def check_broker(
             f"fix destinations.{name}.{exc.key} (see the config steps)",
         )
         return
+    host, port = dest.addresses[0]  # the node this copy names
     params = mqtt.BrokerParams(
-        host=dest.host,
-        port=dest.port,
+        host=host,
+        port=port,
         client_id=(dest.client_id + DOCTOR_CLIENT_SUFFIX)[-64:],
         username=dest.username,
         password=password,
@@ -127,7 +142,7 @@ async def check_broker(
 async def _check_tls(
     name: str, dest: DestinationConfig, tls: mqtt.TlsParams, report: Report, timeout_s: float
 ) -> bool:
-    section = f"broker {name}"
+    section = _section(name, dest)
     try:
         context = mqtt.tls_context(tls)
     except (OSError, ValueError) as exc:
@@ -192,7 +207,7 @@ async def _session_steps(  # noqa: PLR0917 - one destination's context
     report: Report,
     timeout_s: float,
 ) -> None:
-    section = f"broker {name}"
+    section = _section(name, dest)
     login = f"login as {dest.username}" if dest.username else "login (anonymous)"
     try:
         async with asyncio.timeout(timeout_s * 3), mqtt.connect(params) as connection:

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -65,11 +65,28 @@ def _quiet_logs() -> None:
     logsetup.configure(fmt="auto", level="warning")
 
 
-def run_doctor(config: Path, *, as_user: str | None, as_json: bool, timeout_s: float) -> int:
+def run_doctor(
+    config: Path,
+    *,
+    as_user: str | None,
+    as_json: bool,
+    timeout_s: float,
+    environment_file: Path | None = None,
+    unit: Path | None = None,
+) -> int:
+    from gateway.commissioning import environment  # noqa: PLC0415 - only when asked for
     from gateway.commissioning.doctor import doctor  # noqa: PLC0415 - only when asked for
 
     _quiet_logs()
-    report = asyncio.run(doctor(config, as_user=as_user, timeout_s=timeout_s))
+    report = asyncio.run(
+        doctor(
+            config,
+            as_user=as_user,
+            timeout_s=timeout_s,
+            environment_file=environment_file,
+            unit=unit or environment.DEFAULT_UNIT,
+        )
+    )
     print(report.to_json() if as_json else report.render(), end="" if not as_json else "\n")
     return report.exit_code
 
@@ -134,8 +151,20 @@ def register(group: click.Group) -> None:
     )
     @click.option("--json", "as_json", is_flag=True, help="the report as JSON")
     @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 30), default=3.0)
-    def doctor_command(config: Path, as_user: str | None, as_json: bool, timeout_s: float) -> int:
-        return run_doctor(config, as_user=as_user, as_json=as_json, timeout_s=timeout_s)
+    @click.option(
+        "--environment-file",
+        type=click.Path(path_type=Path),
+        help="the service's environment (default: the unit's EnvironmentFile=, "
+        "else /etc/schoolgate/environment)",
+    )
+    @click.option(
+        "--unit",
+        type=click.Path(path_type=Path),
+        help="the unit to take EnvironmentFile= from (default /etc/systemd/system/"
+        "schoolgate.service)",
+    )
+    def doctor_command(config: Path, **words: Any) -> int:
+        return run_doctor(config, **words)
 
     @group.command("scan", help="find the Modbus units on a serial port or a TCP host")
     @click.argument("target")

@@ -1,7 +1,9 @@
 """`doctor`: is this gate ready to go live, and if not, what to do. One run checks, in order, the
 config, every file it names, each serial port, each broker, each device, the store, the box's
 clock and the keys, and returns a `Report` (each step ok / warn / FAIL with the reason and the
-fix; exit code 0, 1 or 2).
+fix; exit code 0, 1 or 2). The checks run in the service's environment: the unit's
+EnvironmentFile is read first (`environment`), so a secret set only in the installer's shell is
+reported, not silently used.
 
 Owns the order of the steps, the per-step timeout and the note about who the checks ran as. The
 steps themselves live beside it (`files`, `system`, `brokers`, `devices`). It prints nothing (the
@@ -18,7 +20,7 @@ import structlog
 
 from edge_config.errors import ConfigError
 from edge_config.loader import load
-from gateway.commissioning import brokers, devices, files, system
+from gateway.commissioning import brokers, devices, environment, files, system
 from gateway.commissioning.report import Report
 
 DEFAULT_STEP_TIMEOUT_S = 3.0
@@ -34,10 +36,13 @@ async def doctor(
     as_user: str | None = None,
     timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
     free_bytes: system.FreeBytes = system.disk_free_bytes,
+    environment_file: Path | None = None,
+    unit: Path = environment.DEFAULT_UNIT,
 ) -> Report:
     """Check everything a live gate needs; `as_user` names the account file and port
     permissions are checked for (default: `schoolgate` if it exists, else the current user).
-    `free_bytes` reads the free space of a folder (a seam for tests)."""
+    `free_bytes` reads the free space of a folder (a seam for tests). The secrets are those of
+    the service's environment: `environment_file`, else the `unit`'s EnvironmentFile=."""
     report = Report()
     try:
         user = files.account(as_user)
@@ -45,13 +50,63 @@ async def doctor(
         report.fail("user", "service user", str(exc), "name an existing user, or install first")
         return report
     report.notes.append(_who_note(user))
+    env, hidden = _service_environment(config_path, environment_file, unit, report)
+    with environment.applied(env, hidden):
+        await _checks(config_path, user, report, timeout_s=timeout_s, free_bytes=free_bytes)
+    return report
+
+
+def _service_environment(
+    config_path: Path, environment_file: Path | None, unit: Path, report: Report
+) -> tuple[environment.ServiceEnvironment, list[str]]:
+    """Read the service's environment file (a step of its own), and the password variables
+    the service would not have: named by the config, set only in this shell."""
+    path = environment.locate(environment_file, unit)
+    try:
+        env = environment.read(path)
+    except environment.EnvironmentFileError as exc:
+        report.warn(
+            "environment",
+            str(path),
+            str(exc),
+            "run doctor with sudo (systemd reads this file as root), or fix the line",
+        )
+        env = environment.ServiceEnvironment(path, found=False)
+    else:
+        reason = (
+            f"{len(env.variables)} variable(s): the secrets below are checked as the service "
+            "sees them"
+            if env.found
+            else "no file (optional): the service gets no variables from it"
+        )
+        report.ok("environment", str(path), reason)
+    hidden = [n for n in environment.password_variables(config_path) if n not in env.variables]
+    for name in hidden:
+        if name in os.environ:
+            report.warn(
+                "environment",
+                name,
+                f"set in this shell but not in {path}: the service will not see it",
+                f"add {name}=... to {path} (root:root, mode 0600) and restart the service",
+            )
+    return env, hidden
+
+
+async def _checks(
+    config_path: Path,
+    user: files.Account,
+    report: Report,
+    *,
+    timeout_s: float,
+    free_bytes: system.FreeBytes,
+) -> None:
     try:
         loaded = load(config_path)
     except ConfigError as exc:
         for error in exc.errors:
             report.fail("config", str(config_path), error, _config_fix(config_path, error))
         log.info("doctor_done", exit_code=report.exit_code, config_ok=False)
-        return report
+        return
     config = loaded.config
     report.ok("config", str(config_path), "loads")
     for warning in loaded.warnings:
@@ -64,7 +119,6 @@ async def doctor(
     await system.check_clock(report, timeout_s=timeout_s)
     files.check_keys(config, config_path, report)
     log.info("doctor_done", exit_code=report.exit_code, steps=len(report.steps))
-    return report
 
 
 def _who_note(user: files.Account) -> str:

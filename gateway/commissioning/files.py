@@ -10,14 +10,13 @@ cannot), with `edge_config.checks.user_can`.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_config.checks import SERVICE_USER, user_can
+from edge_config.checks import SERVICE_USER, group_name, user_can
 from edge_config.models import GatewayConfig
 from gateway.commissioning.report import Report
 from gateway.core import keys
@@ -36,7 +35,7 @@ class Account:
 
     @property
     def group(self) -> str:
-        return _group_name(self.gid)
+        return group_name(self.gid)
 
     @property
     def is_current(self) -> bool:
@@ -66,13 +65,6 @@ def account(name: str | None) -> Account:
             raise UnknownUserError(f"no user {name!r} on this box") from None
     gids = frozenset({entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)})
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, gids)
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def _owner_name(uid: int) -> str:
@@ -140,7 +132,7 @@ def _check_file(named: NamedFile, user: Account, report: Report) -> None:
         )
         return
     mode = stat.S_IMODE(info.st_mode)
-    owner = f"{_owner_name(info.st_uid)}:{_group_name(info.st_gid)}"
+    owner = f"{_owner_name(info.st_uid)}:{group_name(info.st_gid)}"
     described = f"{owner} {mode:04o}"
     name = f"{named.key} {path}"
     private_fix = f"chown {user.name}:{user.group} {path} && chmod 600 {path}"
@@ -160,7 +152,7 @@ def _check_file(named: NamedFile, user: Account, report: Report) -> None:
         report.fail(
             section,
             name,
-            f"{described}: group {_group_name(info.st_gid)} can read this secret",
+            f"{described}: group {group_name(info.st_gid)} can read this secret",
             private_fix,
         )
         return

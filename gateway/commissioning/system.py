@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import grp
 import os
 import shutil
 import sqlite3
@@ -23,6 +22,7 @@ from typing import TypeVar
 
 import serial
 
+from edge_config.checks import group_name
 from edge_config.models import GatewayConfig, ModbusRtuLine, SerialLine
 from gateway.commissioning.files import Account
 from gateway.commissioning.report import Report
@@ -79,7 +79,7 @@ async def _check_port(
         if not stat.S_ISCHR(info.st_mode):
             report.fail(section, "present", "not a character device", f"correct lines.{name}.port")
             return
-        group = _group_name(info.st_gid)
+        group = group_name(info.st_gid)
         report.ok(section, "present", f"group {group}, mode {stat.S_IMODE(info.st_mode):04o}")
         if not user.can(path, os.R_OK | os.W_OK):
             report.fail(
@@ -116,13 +116,6 @@ async def _check_port(
         )
         return
     report.ok(section, f"opens at {settings}")
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 # -- the store ---------------------------------------------------------------------------------

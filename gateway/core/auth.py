@@ -52,6 +52,7 @@ COMMANDS: Final = frozenset(
         "drill.stop",
         "time.set",
         "replay",
+        "ledger.close",
     }
 )
 """Every command a receiver may send; a trusted key lists a subset of these, or "*"."""

@@ -28,6 +28,11 @@ class Backoff:
         self._attempt += 1
         return ceiling * self._rand()
 
+    def spread_s(self, window_s: float) -> float:
+        """A delay uniform in [0, window_s]: the first retry after a working connection was lost,
+        so the many gateways that lost it at the same moment come back spread over the window."""
+        return window_s * self._rand()
+
     def reset(self) -> None:
         self._attempt = 0
 

@@ -136,6 +136,7 @@ def encode_event_body(site: Site, event: Event) -> bytes:
         "severity": str(event.severity),
         "occurred_at": iso_ms(event.occurred_at_ms, site.tz),
         "drill": event.drill,
+        "test": event.test,
         "data": event.data,
     }
     if event.alarm_id is not None:
@@ -179,25 +180,34 @@ class Heartbeat:
     routed: int
     pending: int
     paths: dict[str, str]
+    node: str | None = None
+    """The broker node this heartbeat went through ('host:port'), where the gateway knows it."""
+
+
+def _gateway_message(site: Site, message_type: str, fields: dict[str, Any], at_ms: int) -> bytes:
+    """A payload of the gateway that is not an event: its head, `fields`, then `at`."""
+    head = {
+        "schema": SCHEMA_VERSION,
+        "type": message_type,
+        "school": site.school_id,
+        "gateway": site.gateway_id,
+    }
+    return _dumps({**head, **fields, "at": iso_ms(at_ms, site.tz)})
 
 
 def heartbeat_payload(site: Site, beat: Heartbeat, *, at_ms: int) -> bytes:
-    return _dumps(
-        {
-            "schema": SCHEMA_VERSION,
-            "type": "heartbeat",
-            "school": site.school_id,
-            "gateway": site.gateway_id,
-            "destination": beat.destination,
-            "boot": beat.boot,
-            "from_seq": beat.from_seq,
-            "last_seq": beat.last_seq,
-            "routed": beat.routed,
-            "pending": beat.pending,
-            "paths": beat.paths,
-            "at": iso_ms(at_ms, site.tz),
-        }
-    )
+    fields = {
+        "destination": beat.destination,
+        "boot": beat.boot,
+        "from_seq": beat.from_seq,
+        "last_seq": beat.last_seq,
+        "routed": beat.routed,
+        "pending": beat.pending,
+        "paths": beat.paths,
+    }
+    if beat.node is not None:
+        fields["node"] = beat.node
+    return _gateway_message(site, "heartbeat", fields, at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +222,10 @@ class CommandResult:
 
 
 def result_payload(site: Site, outcome: CommandResult, *, at_ms: int) -> bytes:
-    return _dumps(
+    return _gateway_message(
+        site,
+        "command.result",
         {
-            "schema": SCHEMA_VERSION,
-            "type": "command.result",
-            "school": site.school_id,
-            "gateway": site.gateway_id,
             # Echoed from what a sender chose: already cut (64 characters) by the handler.
             "command_id": outcome.command_id,
             "command": outcome.command,
@@ -225,6 +233,6 @@ def result_payload(site: Site, outcome: CommandResult, *, at_ms: int) -> bytes:
             "reason": outcome.reason,
             "detail": clean_text(outcome.detail, MAX_DETAIL_CHARS),
             "result": outcome.result or {},
-            "at": iso_ms(at_ms, site.tz),
-        }
+        },
+        at_ms,
     )

@@ -76,6 +76,8 @@ class Event:
     drill: bool = False
     alarm_id: str | None = None
     """The latched alarm this event belongs to (the id of the alarm's first event)."""
+    test: bool = False
+    """Stored while the gate is in test mode (commissioning, the walk test): do not dispatch."""
     seq: int | None = None
 
     @property

@@ -42,6 +42,7 @@ _M: dict[str, tuple[str, str]] = {
     "alarm_acked": ("{who} 于 {t} 确认", "acknowledged by {who} at {t}"),
     "alarm_escalated": ("{t} 升级", "escalated {t}"),
     "alarm_reset": ("{who} 于 {t} 复位", "reset by {who} at {t}"),
+    "alarm_silenced": ("{who} 于 {t} 消音", "siren silenced by {who} at {t}"),
     # the gate
     "sec_bollards": ("升降柱", "Bollards"),
     "bollard_up": ("▲ 升起", "▲ Up"),
@@ -70,12 +71,21 @@ _M: dict[str, tuple[str, str]] = {
     "clock_synced": ("● 本机时钟已同步", "● Box clock synchronised"),
     "clock_not_synced": ("✖ 本机时钟未同步", "✖ Box clock not synchronised"),
     "clock_sync_unknown": ("? 本机时钟同步未知", "? Box clock sync unknown"),
-    # rules (once they land)
+    # rules (with [rules])
     "sec_rules": ("今日", "Today"),
     "rules_windows": ("开门时段", "Gate windows"),
-    "rules_patrols": ("巡更 {done} / {target}", "Patrols {done} / {target}"),
+    "rules_no_windows": ("今日无开门时段", "no gate windows today"),
+    "rules_patrols": ("巡更 {done} / {target} 次", "Patrols {done} of {target}"),
+    "rules_patrols_met": ("● 已达标", "● Target met"),
+    "rules_patrols_short": ("▲ 未达标", "▲ Below target"),
     "rules_violations": ("未处理违规", "Open violations"),
+    "rules_violation": ("▲ 违规未处理", "▲ Rule broken"),
+    "rules_violation_rule": ("规则 {rule}", "rule {rule}"),
     "rules_overdue": ("逾期台账", "Overdue ledger"),
+    "rules_overdue_item": ("✖ 台账逾期", "✖ Ledger overdue"),
+    "rules_due": ("{t} 到期", "due {t}"),
+    "ledger_device_offline": ("设备离线", "Device offline"),
+    "ledger_rule_violation": ("违反规则", "Rule broken"),
     # actions
     "act_reset": ("复位", "Reset"),
     "act_test_press": ("测试按键", "Test press"),
@@ -113,10 +123,12 @@ VALUE_KEYS: Final = MappingProxyType(
         "act_": ("reset", "test_press", "silence_siren"),
         "dest_": ("police", "bureau"),
         "kind_": ("alarm_box", "bollard", "access"),
+        "ledger_": ("device_offline", "rule_violation"),
     }
 )
-"""Keys the page builds from a prefix and a value; the values of `dest_` and `kind_` are open
-(a name without text is shown as it is), the others are closed sets from `gateway.guard.view`."""
+"""Keys the page builds from a prefix and a value; the values of `dest_`, `kind_` and `ledger_`
+are open (a name without text is shown as it is: a window rule's `ledger_kind` is the
+installer's), the others are closed sets from `gateway.guard.view`."""
 
 
 def as_json_ready() -> dict[str, dict[str, str]]:

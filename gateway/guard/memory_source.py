@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from gateway.guard.view import (
     ActionRefused,
@@ -25,6 +26,8 @@ from gateway.guard.view import (
     PathView,
     RulesView,
 )
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -77,27 +80,22 @@ class MemorySource:
         return self._version
 
     def put_alarm(self, alarm: AlarmView) -> None:
-        others = tuple(a for a in self._state.alarms if a.alarm_id != alarm.alarm_id)
-        self._set(alarms=(*others, alarm))
+        self._put("alarms", alarm, lambda a: a.alarm_id)
 
     def update_alarm(self, alarm_id: str, **changes: object) -> None:
         self.put_alarm(dataclasses.replace(self._alarm(alarm_id), **changes))  # type: ignore[arg-type]
 
     def put_bollard(self, bollard: BollardView) -> None:
-        others = tuple(b for b in self._state.bollards if b.device != bollard.device)
-        self._set(bollards=(*others, bollard))
+        self._put("bollards", bollard, lambda b: b.device)
 
     def put_door(self, door: DoorView) -> None:
-        others = tuple(d for d in self._state.doors if d.device != door.device)
-        self._set(doors=(*others, door))
+        self._put("doors", door, lambda d: d.device)
 
     def put_device(self, device: DeviceView) -> None:
-        others = tuple(d for d in self._state.devices if d.device != device.device)
-        self._set(devices=(*others, device))
+        self._put("devices", device, lambda d: d.device)
 
     def put_path(self, path: PathView) -> None:
-        others = tuple(p for p in self._state.paths if p.destination != path.destination)
-        self._set(paths=(*others, path))
+        self._put("paths", path, lambda p: p.destination)
 
     def set_clock(self, clock: ClockView) -> None:
         self._set(clock=clock)
@@ -115,6 +113,11 @@ class MemorySource:
     def _box(self, box: str) -> None:
         if not any(d.device == box and d.kind == "alarm_box" for d in self._state.devices):
             raise ActionRefused("unknown_box", box)
+
+    def _put(self, part: str, item: _T, key: Callable[[_T], str]) -> None:
+        """`item` in place of the one of `part` with the same key (or added), last."""
+        others = tuple(x for x in getattr(self._state, part) if key(x) != key(item))
+        self._set(**{part: (*others, item)})
 
     def _set(self, **changes: object) -> None:
         self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]

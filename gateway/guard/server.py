@@ -6,9 +6,10 @@ the daemon runs in its TaskGroup until it is cancelled. Routes:
     GET  /               the page (static/index.html; everything is served from the package)
     GET  /static/{name}  page.css, page.js
     GET  /catalogue.json the message catalogue, the default language and the heartbeat
-    GET  /events         server-sent events: `state` (the whole snapshot) at once and at every
-                         change, `beat` after `heartbeat_s` of quiet so the page can tell a
-                         live but quiet gateway from a lost one
+    GET  /events         server-sent events: `state` (the whole snapshot) at once and when the
+                         source's version moves (awaited, never polled; changes closer together
+                         than `COALESCE_S` go out as one), `beat` after `heartbeat_s` of quiet
+                         so the page can tell a live but quiet gateway from a lost one
     POST /api/action     {"action", "target", "pin", "reason"?}: reset / test_press /
                          silence_siren, after the PIN gate; answers JSON
 
@@ -31,7 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_config.guard import GuardConfig
-from gateway.core.clock import Clock
+from gateway.core.clock import Clock, SystemClock
 from gateway.guard import catalogue
 from gateway.guard.pin import PinGate, PinLockedOut, PinRejected
 from gateway.guard.view import ActionRefused, GuardSource
@@ -43,6 +44,9 @@ _STATIC = resources.files("gateway.guard") / "static"
 _STATIC_FILES = {"page.css": "text/css", "page.js": "text/javascript"}
 _MAX_BODY_BYTES = 4096
 _SHUTDOWN_S = 2.0
+COALESCE_S = 0.1
+"""At most one `state` per stream in this long (on the injected clock): a burst of changes is
+drawn once, with the latest state; a change after a quiet spell goes out at once."""
 
 
 class _ActionRequest(BaseModel):
@@ -64,6 +68,7 @@ class GuardServer:
     ) -> None:
         self._source = source
         self._config = config
+        self._clock: Clock = clock or SystemClock()
         self._gate = PinGate(
             [(g.name, g.pin_hash) for g in config.guards],
             max_failures=config.pin_limit.max_failures,
@@ -144,7 +149,7 @@ class GuardServer:
         try:
             snapshot = self._source.snapshot()
             await _send(response, "state", snapshot_to_json(snapshot))
-            version = snapshot.version
+            version, sent_s = snapshot.version, self._clock.monotonic()
             while not self._stopping.is_set():
                 change = asyncio.ensure_future(self._source.changed(version))
                 done, _ = await asyncio.wait(
@@ -159,8 +164,11 @@ class GuardServer:
                     if stopping not in done:
                         await _send(response, "beat", str(version))
                     continue
+                calm_s = sent_s + COALESCE_S - self._clock.monotonic()
+                if calm_s > 0:
+                    await self._clock.sleep(calm_s)  # the changes meanwhile join this one
                 snapshot = self._source.snapshot()
-                version = snapshot.version
+                version, sent_s = snapshot.version, self._clock.monotonic()
                 await _send(response, "state", snapshot_to_json(snapshot))
         except ConnectionError:
             pass  # the browser went away; it reconnects by itself if it is still there

@@ -70,6 +70,8 @@ class AlarmView:
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
     escalated_at: datetime | None = None
+    siren_silenced_by: str | None = None  # a guard silenced the box's siren for this alarm
+    siren_silenced_at: datetime | None = None
     reset_by: str | None = None  # set once reset; a reset alarm leaves the page
     reset_at: datetime | None = None
 
@@ -121,14 +123,29 @@ class GateWindowView:
 
 
 @dataclass(frozen=True)
+class ViolationView:
+    rule: str  # the rule's id, as the installer named it
+    place: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class OverdueView:
+    kind: str  # the ledger kind: "device_offline", or a window rule's `ledger_kind`
+    place: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
 class RulesView:
-    """Optional until the rules land: today's gate windows, patrols, violations, ledger."""
+    """Only with `[rules]`: today's gate windows, the patrol rounds done against the day's
+    target, the open rule violations and the overdue ledger entries."""
 
     gate_windows: tuple[GateWindowView, ...] = ()
     patrols_done: int = 0
     patrols_target: int = 0
-    open_violations: tuple[str, ...] = ()
-    overdue_ledger: tuple[str, ...] = ()
+    open_violations: tuple[ViolationView, ...] = ()
+    overdue_ledger: tuple[OverdueView, ...] = ()
 
 
 @dataclass(frozen=True)

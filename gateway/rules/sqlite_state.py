@@ -43,12 +43,41 @@ _LEDGER_COLUMNS = (
 )
 
 
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """An autocommit connection to the store's file (WAL, each commit fsynced) with `schema`."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
+def select_readonly(
+    path: Path, sql: str, params: tuple[object, ...], what: str
+) -> list[tuple[object, ...]]:
+    """Rows of `sql` on a read-only connection (the daemon may be running). A store without
+    the table yet has none; anything else is `RulesUnreadable` naming `what`."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise RulesUnreadable(f"cannot open {path} read-only: {exc}") from None
+    try:
+        return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise RulesUnreadable(f"cannot read {what} in {path}: {exc}") from None
+    finally:
+        db.close()
+
+
+class RulesUnreadable(Exception):
+    """The store file cannot be opened read-only, or its rules' tables read (says why)."""
+
+
 class SqliteRulesState:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = connect(path, SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -162,26 +191,8 @@ def _ledger_entry(row: tuple[object, ...]) -> LedgerEntry:
     return LedgerEntry(*values)  # type: ignore[arg-type]  # columns in the dataclass's order
 
 
-class LedgerUnreadable(Exception):
-    """The store file cannot be opened read-only (the message says why)."""
-
-
 def read_ledger(path: Path, *, open_only: bool = False) -> list[LedgerEntry]:
-    """The ledger's entries, read-only (for `schoolgate ledger`; the daemon may be running).
-    A store without the table yet has no entries."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise LedgerUnreadable(f"cannot open {path} read-only: {exc}") from None
-    try:
-        where = " WHERE closed_ms IS NULL" if open_only else ""
-        rows = db.execute(
-            f"SELECT {_LEDGER_COLUMNS} FROM rules_ledger{where} ORDER BY opened_ms, id"
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise LedgerUnreadable(f"cannot read the ledger in {path}: {exc}") from None
-    finally:
-        db.close()
-    return [_ledger_entry(row) for row in rows]
+    """The ledger's entries, read-only (for `schoolgate ledger`; the daemon may be running)."""
+    where = " WHERE closed_ms IS NULL" if open_only else ""
+    sql = f"SELECT {_LEDGER_COLUMNS} FROM rules_ledger{where} ORDER BY opened_ms, id"
+    return [_ledger_entry(row) for row in select_readonly(path, sql, (), "the ledger")]

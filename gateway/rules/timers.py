@@ -19,6 +19,10 @@ How time is kept (decided here):
   now, clamped to [0, duration]: a clock that was stepped back while the gateway was off cannot
   stretch a timer beyond its full duration, and one stepped forward fires it at once, never
   twice (a fired timer is stored with `fired_ms` and never fires again).
+- A timer taken over from the store is HELD (never fired) until its socket's state is known
+  again: `confirm(key)` (the bollard is still out) or `stop(key)` (it is back). The socket may
+  have been filled while the gateway was off, and nothing would say so (see
+  gateway.rules.engine, which confirms or stops them after the device's first poll).
 """
 
 from __future__ import annotations
@@ -49,6 +53,18 @@ class TimerNotFound(LookupError):
 class _Running:
     started_mono: float
     remaining_at_start_s: float
+    held: bool = False
+    """Taken over from the store, its socket not read yet: not fired until confirmed."""
+
+
+def timer_key(device_id: str, socket: str) -> str:
+    """A socket timer's key: one timer per socket of a device."""
+    return f"{device_id}:{socket}"
+
+
+def socket_of(record: TimerRecord) -> str:
+    """The socket's name (as `bollard.pulled` says it) from its timer's key."""
+    return record.key.removeprefix(f"{record.device_id}:")
 
 
 class DurableTimers:
@@ -61,7 +77,7 @@ class DurableTimers:
         for timer in state.timers():
             if timer.fired_ms is None:
                 left_ms = min(max(timer.deadline_ms - now_ms, 0), timer.duration_ms)
-                self._running[timer.key] = _Running(clock.monotonic(), left_ms / 1000)
+                self._running[timer.key] = _Running(clock.monotonic(), left_ms / 1000, held=True)
                 log.info("timer_resumed", key=timer.key, remaining_s=left_ms / 1000)
 
     def start(self, key: str, device: DeviceRef, duration_s: float) -> None:
@@ -82,6 +98,21 @@ class DurableTimers:
         self._state.put_timer(record)
         self._running[key] = _Running(self._clock.monotonic(), duration_s)
         log.info("timer_started", key=key, device=device.id, duration_s=duration_s)
+
+    def held(self) -> list[TimerRecord]:
+        """The timers taken over from the store whose sockets are not read yet."""
+        return [
+            record
+            for key, running in sorted(self._running.items())
+            if running.held and (record := self._state.timer(key)) is not None
+        ]
+
+    def confirm(self, key: str) -> None:
+        """The socket of a held timer is still empty: it runs on (and fires when due)."""
+        running = self._running.get(key)
+        if running is not None and running.held:
+            running.held = False
+            log.info("timer_confirmed", key=key)
 
     def stop(self, key: str) -> list[Event]:
         """The bollard is back. Ends the timer; a latched expiry is answered with RESTORED_TYPE."""
@@ -109,16 +140,15 @@ class DurableTimers:
 
     def next_due_in_s(self) -> float | None:
         """Seconds until the next running timer expires (0 if one is due), None if none runs."""
-        if not self._running:
-            return None
-        return max(min(self._left_s(r) for r in self._running.values()), 0.0)
+        lefts = [self._left_s(r) for r in self._running.values() if not r.held]
+        return max(min(lefts), 0.0) if lefts else None
 
     def check(self) -> list[Event]:
         """Expire every due timer, once. Call after sleeping `next_due_in_s()`."""
         self._follow_wall_step()
         events: list[Event] = []
         for key, running in sorted(self._running.items()):
-            if self._left_s(running) > 0:
+            if running.held or self._left_s(running) > 0:
                 continue
             record = self._state.timer(key)
             del self._running[key]
@@ -126,8 +156,7 @@ class DurableTimers:
                 continue
             fired = replace(record, fired_ms=self._clock.wall_ms())
             self._state.put_timer(fired)  # stored before it is reported: never fires twice
-            data = {
-                "socket": key,
+            data: dict[str, object] = {
                 "started_ms": record.started_ms,
                 "allowed_s": record.duration_ms / 1000,
             }
@@ -164,5 +193,5 @@ class DurableTimers:
             device,
             severity=severity,
             occurred_at_ms=self._clock.wall_ms(),
-            data={"socket": record.key, **data},
+            data={"socket": socket_of(record), **data},
         )

@@ -30,7 +30,7 @@ from gateway.core.events import Lane, Severity
 from gateway.store import sql
 from gateway.store.db import STORAGE_ERRORS, OpenResult, Store, StoreError, StoreUnavailable
 from gateway.store.memory import DeviceStore
-from gateway.store.records import OpenAlarm, PendingDelivery
+from gateway.store.records import AlarmProgress, OpenAlarm, PendingDelivery
 from gateway.store.spill import Spill, SpillRow
 from gateway.store.sql import ClaimQuery, EventRow
 
@@ -364,10 +364,11 @@ class DurableLog:
 
     async def alarm_progress(
         self, destination: str, alarm_ids: Sequence[str]
-    ) -> list[tuple[str, str, int, bool]]:
-        """`(alarm_id, type, seq, sent)` of every stored `alarm.panic`, `alarm.escalated` and
-        `alarm.acknowledged` of these alarms, in seq order; `sent`: `destination`'s broker has
-        acknowledged it (PUBACK). The record on disk: read at start, when nothing is in memory."""
+    ) -> list[AlarmProgress]:
+        """Every stored step of these alarms (`sql.PROGRESS_TYPES`: raised, escalated,
+        acknowledged, siren silenced; when, by whom), in seq order; `sent`: `destination`'s
+        broker has acknowledged it (PUBACK). The record on disk: read at start, when nothing is
+        in memory."""
         if not alarm_ids or not self.store_open:
             return []
         return await self._db.call(lambda db: sql.alarm_progress(db, destination, alarm_ids))
@@ -382,7 +383,7 @@ class DurableLog:
 
 
 def _spill_row(row: EventRow, destinations: list[str]) -> SpillRow:
-    seq, id_, type_, lane, device_id, alarm_id, occurred, stored, body, button = row
+    seq, id_, type_, lane, device_id, alarm_id, occurred, stored, body, button, actor = row
     return SpillRow(
         seq=seq,
         id=id_,
@@ -394,5 +395,6 @@ def _spill_row(row: EventRow, destinations: list[str]) -> SpillRow:
         stored_at_ms=stored,
         body=body,
         button=button,
+        actor=actor,
         unsent=set(destinations),
     )

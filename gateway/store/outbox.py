@@ -12,8 +12,10 @@ senders (`delivery`), talk MQTT (`uplink`), evict (`retention`) or decide what a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+
+import structlog
 
 from gateway.core import contract
 from gateway.core.clock import Clock, SystemClock, wait_until_set
@@ -23,6 +25,8 @@ from gateway.store.delivery import Deliveries
 from gateway.store.log import DurableLog, StorageNotice
 from gateway.store.routing import Router
 from gateway.store.sql import EventRow
+
+log = structlog.get_logger(__name__)
 
 GATEWAY_DEVICE = DeviceRef("gateway", "gateway", "")
 _MAX_BATCH = 2000
@@ -37,6 +41,20 @@ class _Item:
     destinations: list[str]
 
 
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """What every event stored now is marked as, asked at each stamp."""
+
+    drill: Callable[[], bool] = _never
+    """True while a drill runs (gateway.alarms.drill): events are marked `drill`."""
+    test: Callable[[], bool] = _never
+    """True in test mode (gateway.alarms.test_mode): events are marked `test`."""
+
+
 class Outbox:
     """`records.EventWriter`: stamps, signs, routes and group-commits into a `DurableLog`."""
 
@@ -49,7 +67,7 @@ class Outbox:
         *,
         batch_delay_ms: int = 50,
         signer: Callable[[bytes], bytes] | None = None,
-        drill: Callable[[], bool] | None = None,
+        marks: Marks | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._log = log
@@ -57,8 +75,7 @@ class Outbox:
         self._clock: Clock = clock or SystemClock()
         self._signer = signer
         """Signs an event's stored body once (gateway.core.auth.sign_payload, the gateway key)."""
-        self._drill = drill
-        """True while a drill runs: every event stored meanwhile is marked `drill`."""
+        self._marks = marks or Marks()
         self._site = site
         self._router = router
         self._batch_delay_s = batch_delay_ms / 1000
@@ -67,6 +84,8 @@ class Outbox:
         self._has_queued = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        self.on_stored: Callable[[Event], None] | None = None
+        """Told of every event once it is stored (the rules read them); it must only queue."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -140,18 +159,30 @@ class Outbox:
             for event, destinations in stamped:
                 for name in destinations:
                     self._queue.queued(name, event.lane)
+            self._tell(event for event, _ in stamped)
             if stored is None:
                 stored = [event for event, _ in stamped]
             # A fault the write ran into goes right behind the batch (to memory, by then).
             items, self._notices = self._notices, []
         return stored or []
 
+    def _tell(self, events: Iterable[Event]) -> None:
+        if self.on_stored is None:
+            return
+        for event in events:
+            try:
+                self.on_stored(event)
+            except Exception as exc:  # a reader's bug must not stop the store
+                log.error("on_stored_failed", type=event.type, error=repr(exc))
+
     def _stamp(self, items: list[_Item]) -> list[tuple[Event, list[str]]]:
         stamped = []
-        drill = self._drill is not None and self._drill()
+        drill, test = self._marks.drill(), self._marks.test()
         for item in items:
             seq = self._log.next_seq()
-            event = replace(item.event, seq=seq, drill=item.event.drill or drill)
+            event = replace(
+                item.event, seq=seq, drill=item.event.drill or drill, test=item.event.test or test
+            )
             stamped.append((event, item.destinations))
         return stamped
 
@@ -170,6 +201,7 @@ class Outbox:
             self._clock.wall_ms(),
             body,
             _button(event),
+            _actor(event),
         )
 
 
@@ -177,3 +209,9 @@ def _button(event: Event) -> int | None:
     """The event's `data.button`, kept in its own column so that no query reads the payload."""
     button = event.data.get("button")
     return button if isinstance(button, int) and not isinstance(button, bool) else None
+
+
+def _actor(event: Event) -> str | None:
+    """The event's `data.by` (who acknowledged, silenced, ...), in its own column likewise."""
+    by = event.data.get("by")
+    return by if isinstance(by, str) else None

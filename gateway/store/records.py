@@ -1,10 +1,11 @@
 """What the store hands each of its readers, and the narrow interfaces they read it through.
 
-Owns the records (`PendingDelivery`, `OpenAlarm`) and one protocol per audience: the writers
-(`EventWriter`), the drain (`DeliveryQueue`: wake-ups, claim, mark_sent), heartbeats and replay
-(`DeliveryRecords`), the latches (`AlarmRecords`) and retention (`LogMaintenance`). A reader
-depends on its protocol, never on the class behind it (today `outbox.Outbox` serves them all;
-the protocols are the seams along which it splits). Pure: no SQL, no I/O.
+Owns the records (`PendingDelivery`, `OpenAlarm`, `AlarmProgress`) and one protocol per
+audience: the writers (`EventWriter`), the drain (`DeliveryQueue`: wake-ups, claim,
+mark_sent), heartbeats and replay (`DeliveryRecords`), the latches (`AlarmRecords`) and retention
+(`LogMaintenance`). A reader depends on its protocol, never on the class behind it (today
+`outbox.Outbox` serves them all; the protocols are the seams along which it splits). Pure: no
+SQL, no I/O.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ class OpenAlarm:
     presses: int
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmProgress:
+    """One stored step of an open alarm: its `alarm.panic`, `alarm.escalated`,
+    `alarm.acknowledged` or `alarm.siren_silenced`."""
+
+    alarm_id: str
+    type: str
+    seq: int
+    sent: bool
+    """The destination asked about has acknowledged it (PUBACK)."""
+    occurred_at_ms: int
+    actor: str
+    """Who did it (`data.by`: the officer who acknowledged, the guard who silenced); "" if
+    nobody is named."""
+
+
 class EventWriter(Protocol):
     """What every producer of events uses: store it (fsynced, or held in memory) and get it
     back with its `seq`."""
@@ -63,12 +80,11 @@ class DeliveryQueue(Protocol):
     ) -> Lane | None: ...
 
     async def claim(
-        self,
-        destination: str,
-        limit: int,
-        after: dict[Lane, int] | None = None,
-        lanes: Sequence[Lane] = tuple(Lane),
-    ) -> list[PendingDelivery]: ...
+        self, destination: str, limit: int, after: dict[Lane, int], lanes: Sequence[Lane]
+    ) -> list[PendingDelivery]:
+        """The next rows above the cursors `after`, from `lanes` (`delivery.Deliveries.claim`;
+        the drain always says both)."""
+        ...
 
     async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None: ...
 
@@ -90,9 +106,13 @@ class DeliveryRecords(Protocol):
     ) -> list[PendingDelivery]: ...
 
 
-class UplinkStore(DeliveryQueue, DeliveryRecords, Protocol):
+@dataclass(frozen=True, slots=True)
+class UplinkStore:
     """An uplink's view: it hands the queue to its drain and reads the records for heartbeats
-    and replay."""
+    and replay (two parts of the store, so a pair rather than one object forwarding both)."""
+
+    queue: DeliveryQueue
+    records: DeliveryRecords
 
 
 class AlarmRecords(Protocol):
@@ -102,7 +122,7 @@ class AlarmRecords(Protocol):
 
     async def alarm_progress(
         self, destination: str, alarm_ids: Sequence[str]
-    ) -> list[tuple[str, str, int, bool]]: ...
+    ) -> list[AlarmProgress]: ...
 
 
 class AlarmStore(EventWriter, AlarmRecords, Protocol):

@@ -3,7 +3,9 @@
 A destination lists patterns: `*` (everything), `lane:alarm` (every type of a priority lane),
 `alarm.*` (a category or any dotted prefix), or an exact type such as `alarm.panic`. Without a
 list, `police` receives the alarm lane and every `alarm.*` event (so resets too), and any other
-destination receives everything (device health and compliance reach the bureau).
+destination receives everything (device health and compliance reach the bureau). The
+announcements of test mode (`TOLD_EVERYWHERE`) go to every destination whatever its list: a
+test press may reach any of them, so each is told before the test starts and when it ends.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from gateway.core.events import Lane, lane_of
 
 DEFAULT_ROUTES: dict[str, list[str]] = {"police": ["lane:alarm", "alarm.*"]}
 """Defaults by destination name; a name not listed here receives everything."""
+TOLD_EVERYWHERE = frozenset({"gateway.test_started", "gateway.test_stopped"})
+"""Event types every destination receives, whatever its routes."""
 
 
 def default_routes(destination: str) -> list[str]:
@@ -51,4 +55,6 @@ class Router:
         return list(self._routes)
 
     def destinations_for(self, event_type: str) -> list[str]:
+        if event_type in TOLD_EVERYWHERE:
+            return list(self._routes)
         return [name for name, route in self._routes.items() if route.accepts(event_type)]

@@ -24,6 +24,7 @@ class SpillRow:
     stored_at_ms: int
     body: str
     button: int | None = None
+    actor: str | None = None
     attempts: dict[str, int] = field(default_factory=dict)
     """destination -> attempts so far; a destination is removed from `unsent` once acked."""
     unsent: set[str] = field(default_factory=set)

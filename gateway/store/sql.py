@@ -5,7 +5,8 @@ Owns the tables (and their migration from older files), the one definition of an
 claiming and marking rows sent, the reads of heartbeats, replay and the latches, retention's
 evictions, and the read-only queries of `schoolgate outbox stats` / `events`. Every function takes
 a `sqlite3.Connection` and runs on the caller's thread (the store's worker, or the read-only CLI).
-No statement parses the wire payload: what a query needs is a column (`button`, `alarm_id`).
+No statement parses the wire payload: what a query needs is a column (`button`, `actor`,
+`alarm_id`).
 
 It does not open files or own threads (`db`), decide about a failing disk (`log`), or know what
 an event means beyond its columns.
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 from gateway.core.events import Lane
 from gateway.store.faults import STORAGE_ERRORS
-from gateway.store.records import OpenAlarm, PendingDelivery
+from gateway.store.records import AlarmProgress, OpenAlarm, PendingDelivery
 from gateway.store.spill import SpillRow
 
 _T = TypeVar("_T")
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS events (
     occurred_at_ms INTEGER NOT NULL,
     stored_at_ms INTEGER NOT NULL,
     body TEXT NOT NULL,
-    button INTEGER  -- data.button of the event, when it has one (alarms)
+    button INTEGER,  -- data.button of the event, when it has one (alarms)
+    actor TEXT  -- data.by of the event, when it has one (who acknowledged, silenced, ...)
 );
 CREATE INDEX IF NOT EXISTS events_alarm ON events(alarm_id) WHERE alarm_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_time ON events(occurred_at_ms);
@@ -92,26 +94,40 @@ def in_transaction(db: sqlite3.Connection, fn: Callable[[], _T], *, durable: boo
     return result
 
 
+_ADDED_COLUMNS = {
+    "button": (
+        "INTEGER",
+        "UPDATE events SET button = json_extract(body, '$.data.button')"
+        " WHERE json_type(body, '$.data.button') = 'integer'",
+    ),
+    "actor": (
+        "TEXT",
+        "UPDATE events SET actor = json_extract(body, '$.data.by')"
+        " WHERE json_type(body, '$.data.by') = 'text'",
+    ),
+}
+"""Columns added since the first files: (type, how an older file's rows are filled)."""
+
+
 def prepare(db: sqlite3.Connection) -> None:
     """Create the tables, or bring an older file's up to date (columns added and filled once)."""
     db.executescript(SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    if "button" not in columns:
+    missing = {name: how for name, how in _ADDED_COLUMNS.items() if name not in columns}
+    if missing:
 
         def migrate() -> None:
-            db.execute("ALTER TABLE events ADD COLUMN button INTEGER")
-            # The one place that reads the payload: once, for rows stored before the column.
-            db.execute(
-                "UPDATE events SET button = json_extract(body, '$.data.button')"
-                " WHERE json_type(body, '$.data.button') = 'integer'"
-            )
+            for name, (type_, fill) in missing.items():
+                db.execute(f"ALTER TABLE events ADD COLUMN {name} {type_}")
+                # The one place that reads the payload: once, for rows stored before the column.
+                db.execute(fill)
 
         in_transaction(db, migrate)
 
 
-EventRow = tuple[int, str, str, int, str, str | None, int, int, str, int | None]
+EventRow = tuple[int, str, str, int, str, str | None, int, int, str, int | None, str | None]
 """An `events` row: seq, id, type, lane, device_id, alarm_id, occurred_at_ms, stored_at_ms, body,
-button."""
+button, actor."""
 DeliveryRow = tuple[str, int, int, int, int | None]
 """A `deliveries` row: destination, seq, lane, attempts, sent_at_ms."""
 
@@ -119,7 +135,7 @@ DeliveryRow = tuple[str, int, int, int, int | None]
 
 _INSERT_EVENT = (
     "INSERT INTO events(seq, id, type, lane, device_id, alarm_id, occurred_at_ms, stored_at_ms,"
-    " body, button) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " body, button, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -170,6 +186,7 @@ def write_back(
             r.stored_at_ms,
             r.body,
             r.button,
+            r.actor,
         )
         for r in rows
     ]
@@ -307,18 +324,78 @@ def open_alarms(db: sqlite3.Connection) -> list[OpenAlarm]:
     ]
 
 
+PROGRESS_TYPES = ("alarm.panic", "alarm.escalated", "alarm.acknowledged", "alarm.siren_silenced")
+"""The events of an open alarm that say how far it got (`alarm_progress`)."""
+
+
 def alarm_progress(
     db: sqlite3.Connection, destination: str, alarm_ids: Sequence[str]
-) -> list[tuple[str, str, int, bool]]:
+) -> list[AlarmProgress]:
     marks = ",".join("?" * len(alarm_ids))
+    types = ", ".join(f"'{t}'" for t in PROGRESS_TYPES)
     found = db.execute(
-        "SELECT e.alarm_id, e.type, e.seq, d.sent_at_ms IS NOT NULL"
+        "SELECT e.alarm_id, e.type, e.seq, d.sent_at_ms IS NOT NULL, e.occurred_at_ms, e.actor"
         " FROM events e LEFT JOIN deliveries d ON d.seq = e.seq AND d.destination = ?"
-        " WHERE e.type IN ('alarm.panic', 'alarm.escalated', 'alarm.acknowledged')"
-        f" AND e.alarm_id IN ({marks}) ORDER BY e.seq",
+        f" WHERE e.type IN ({types}) AND e.alarm_id IN ({marks}) ORDER BY e.seq",
         (destination, *alarm_ids),
     ).fetchall()
-    return [(a, t, int(seq), bool(sent)) for a, t, seq, sent in found]
+    return [
+        AlarmProgress(a, t, int(seq), bool(sent), int(at), actor or "")
+        for a, t, seq, sent, at, actor in found
+    ]
+
+
+# -- the walk test's receipts ------------------------------------------------------------------
+
+
+def test_receipts(db: sqlite3.Connection) -> list[dict[str, object]]:
+    """Each press stored since the last `gateway.test_started` while the gate was in test mode
+    (`alarm.panic` / `alarm.panic_repeated` with `"test": true`), in seq order, timed hop by hop:
+    `seen_ms` (the driver read the input), `stored_ms` (on disk), `sent_ms` (destination -> the
+    broker's PUBACK, None while it has not got it), and the alarm's first acknowledgement
+    (`acked_ms`, `acked_by`). Empty when no test was ever started."""
+    (since,) = db.execute(
+        "SELECT COALESCE(MAX(seq), -1) FROM events WHERE type = 'gateway.test_started'"
+    ).fetchone()
+    if since < 0:
+        return []
+    # The mark is read from the stored body in Python, for the few presses of one test (no
+    # query parses the payload: the columns are what queries use).
+    presses = db.execute(
+        "SELECT seq, type, alarm_id, device_id, button, occurred_at_ms, stored_at_ms, body"
+        f" FROM events WHERE seq > ? AND type IN ({_ALARM_TYPES_SQL}) ORDER BY seq",
+        (since,),
+    ).fetchall()
+    receipts: list[dict[str, object]] = []
+    for seq, type_, alarm_id, device_id, button, seen_ms, stored_ms, body in presses:
+        if json.loads(body).get("test") is not True:
+            continue
+        sent = dict(
+            db.execute(
+                "SELECT destination, sent_at_ms FROM deliveries WHERE seq = ? ORDER BY destination",
+                (seq,),
+            ).fetchall()
+        )
+        ack = db.execute(
+            "SELECT occurred_at_ms, body FROM events"
+            " WHERE type = 'alarm.acknowledged' AND alarm_id = ? ORDER BY seq LIMIT 1",
+            (alarm_id,),
+        ).fetchone()
+        receipts.append(
+            {
+                "seq": seq,
+                "type": type_,
+                "alarm_id": alarm_id,
+                "device": device_id,
+                "button": button,
+                "seen_ms": seen_ms,
+                "stored_ms": stored_ms,
+                "sent_ms": sent,
+                "acked_ms": None if ack is None else ack[0],
+                "acked_by": None if ack is None else json.loads(ack[1])["data"].get("by"),
+            }
+        )
+    return receipts
 
 
 # -- a device's small values (meta) -----------------------------------------------------------

@@ -10,7 +10,7 @@ not decide when to evict (`retention`) or how to render (`inspect`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from gateway.core.events import Lane
 from gateway.store.sql import OPEN_ALARM_IDS, in_transaction
@@ -76,6 +76,38 @@ def select_events(
         f" FROM events e WHERE {' AND '.join(where)} ORDER BY e.seq{limit_sql}"
     )
     yield from db.execute(sql, params)
+
+
+# -- the daily report's reads (gateway.store.report_reads) ---------------------------------------
+
+
+def bodies_between(
+    db: sqlite3.Connection, since_ms: int, until_ms: int, types: Sequence[str]
+) -> list[tuple[int, str]]:
+    """(occurred_at_ms, body) of the events of `types` in [since_ms, until_ms), oldest first."""
+    marks = ", ".join("?" for _ in types)
+    return db.execute(
+        "SELECT occurred_at_ms, body FROM events"
+        f" WHERE occurred_at_ms >= ? AND occurred_at_ms < ? AND type IN ({marks})"
+        " ORDER BY occurred_at_ms, seq",
+        (since_ms, until_ms, *types),
+    ).fetchall()
+
+
+def last_type_per_device(
+    db: sqlite3.Connection, before_ms: int, types: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(device_id, type) of each device's last event of `types` before `before_ms`."""
+    marks = ", ".join("?" for _ in types)
+    return db.execute(
+        "SELECT device_id, type FROM events e WHERE seq = (SELECT MAX(seq) FROM events"
+        f" WHERE device_id = e.device_id AND occurred_at_ms < ? AND type IN ({marks}))",
+        (before_ms, *types),
+    ).fetchall()
+
+
+def has_event_id(db: sqlite3.Connection, event_id: str) -> bool:
+    return db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
 
 
 # -- retention: what is deleted, and in which order --------------------------------------------

@@ -14,22 +14,22 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from gateway.core import contract
 from gateway.core.clock import Clock
-from gateway.core.events import Event, Lane
+from gateway.core.events import Event
+from gateway.core.lifecycle import AsyncResource
 from gateway.store.delivery import Deliveries
 from gateway.store.log import DurableLog
-from gateway.store.outbox import Outbox
-from gateway.store.records import OpenAlarm, PendingDelivery
+from gateway.store.outbox import Marks, Outbox
+from gateway.store.records import AlarmProgress, OpenAlarm, UplinkStore
 from gateway.store.routing import Router
 
 _T = TypeVar("_T")
 
 
-class Storage:
+class Storage(AsyncResource):
     def __init__(
         self,
         path: Path,
@@ -40,7 +40,7 @@ class Storage:
         spill_limit: int = 50_000,
         recover_interval_s: float = 1.0,
         signer: Callable[[bytes], bytes] | None = None,
-        drill: Callable[[], bool] | None = None,
+        marks: Marks | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.log = DurableLog(
@@ -58,13 +58,13 @@ class Storage:
             router,
             batch_delay_ms=batch_delay_ms,
             signer=signer,
-            drill=drill,
+            marks=marks,
             clock=clock,
         )
         self.log.on_notice = self.outbox.notice
         self.log.on_open = self.queue.file_opened
         self.alarms = AlarmView(self.outbox, self.log)
-        self.uplink = UplinkView(self.queue, self.log)
+        self.uplink = UplinkStore(self.queue, self.log)
         self.maintenance = MaintenanceView(self.outbox, self.log)
 
     async def open(self) -> None:
@@ -82,18 +82,6 @@ class Storage:
         if self.log.degraded:
             await self.recover()  # a last try: what is only in memory is lost at exit
         await self.log.close()
-
-    async def __aenter__(self) -> Storage:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def run(self) -> None:
         """The group commit and the retry of a failing disk, until cancelled."""
@@ -117,54 +105,8 @@ class AlarmView:
 
     async def alarm_progress(
         self, destination: str, alarm_ids: Sequence[str]
-    ) -> list[tuple[str, str, int, bool]]:
+    ) -> list[AlarmProgress]:
         return await self._log.alarm_progress(destination, alarm_ids)
-
-
-class UplinkView:
-    """`records.UplinkStore`: the queue for the drain, the log's records for heartbeats and
-    replay."""
-
-    def __init__(self, queue: Deliveries, log: DurableLog) -> None:
-        self._queue = queue
-        self._log = log
-
-    @property
-    def boot_count(self) -> int:
-        return self._log.boot_count
-
-    def wakeup(self, destination: str) -> asyncio.Event:
-        return self._queue.wakeup(destination)
-
-    def alarm_wakeup(self, destination: str) -> asyncio.Event:
-        return self._queue.alarm_wakeup(destination)
-
-    def take_new_lane(self, destination: str, among: Sequence[Lane] = tuple(Lane)) -> Lane | None:
-        return self._queue.take_new_lane(destination, among)
-
-    async def claim(
-        self,
-        destination: str,
-        limit: int,
-        after: dict[Lane, int] | None = None,
-        lanes: Sequence[Lane] = tuple(Lane),
-    ) -> list[PendingDelivery]:
-        return await self._queue.claim(destination, limit, after, lanes)
-
-    async def mark_sent(self, destination: str, seqs: Sequence[int]) -> None:
-        await self._queue.mark_sent(destination, seqs)
-
-    async def last_sent_seq(self, destination: str) -> int:
-        return await self._log.last_sent_seq(destination)
-
-    async def routed_count(self, destination: str, after_seq: int, upto_seq: int) -> int:
-        return await self._log.routed_count(destination, after_seq, upto_seq)
-
-    async def pending_count(self, destination: str) -> int:
-        return await self._log.pending_count(destination)
-
-    async def replay(self, destination: str, from_seq: int, to_seq: int) -> list[PendingDelivery]:
-        return await self._log.replay(destination, from_seq, to_seq)
 
 
 class MaintenanceView:

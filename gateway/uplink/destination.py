@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.store.records import UplinkStore
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
+from gateway.uplink.nodes import NodeRing, node_name
 from gateway.uplink.paths import PathBoard
 
 SentHook = Callable[[str, list[int]], Awaitable[None]]
@@ -50,22 +52,35 @@ class Services:
     """Signs the status, heartbeat and result payloads (events are signed when stored)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """A destination with several broker nodes (a cluster): which to try, in what order."""
+
+    nodes: NodeRing
+    spread_s: float | None = None
+    """After a working connection is lost, the first attempt (on the next node) waits a random
+    time below this; None: the back-off's own first delay."""
+
+
 class Uplink:
     def __init__(
         self,
         name: str,
         params: mqtt.BrokerParams,
-        outbox: UplinkStore,
+        store: UplinkStore,
         site: contract.Site,
         *,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         services: Services | None = None,
+        failover: Failover | None = None,
     ) -> None:
         self.name = name
+        self._failover = failover or Failover(NodeRing([(params.host, params.port)], name))
         self._services = services or Services()
         self._params = params
-        self._outbox = outbox
+        self._queue = store.queue
+        self._records = store.records
         self._site = site
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=10.0)
         self._clock: Clock = clock or SystemClock()
@@ -73,36 +88,53 @@ class Uplink:
         self._log = structlog.get_logger(__name__).bind(destination=name)
         self.connected = False
         self.connected_since_ms: int | None = None
+        self.node: str | None = None
+        """The broker node in use ('host:port'), None while not connected."""
         self._sent_before = 0
         self._active: Drain | None = None
 
     async def run(self) -> None:
         failing_since: float | None = None
+        nodes = self._failover.nodes
         while True:
+            host, port = nodes.current
+            was_up = False
             try:
-                async with mqtt.connect(self._params) as conn:
+                params = dataclasses.replace(self._params, host=host, port=port)
+                async with mqtt.connect(params) as conn:
+                    was_up = True
                     self._on_connected(failing_since)
                     failing_since = None
                     await self._session(conn)
             except mqtt.MqttFailure as exc:
                 self.connected = False
+                self.node = None
                 if self._services.paths is not None:
                     self._services.paths.down(self.name, str(exc))
                 if failing_since is None:
                     failing_since = self._clock.monotonic()
                     # Logged once per outage, not on every retry.
-                    self._log.warning("uplink_down", error=str(exc))
-            await self._clock.sleep(self._backoff.next_delay_s())
+                    self._log.warning("uplink_down", node=node_name((host, port)), error=str(exc))
+                if nodes.several:
+                    # A working node that dropped us is most likely gone: the next one, now.
+                    self._log.info("uplink_next_node", node=node_name(nodes.lost()))
+            await self._clock.sleep(self._retry_delay_s(lost_working=was_up))
+
+    def _retry_delay_s(self, *, lost_working: bool) -> float:
+        spread_s = self._failover.spread_s
+        if lost_working and spread_s is not None:
+            return self._backoff.spread_s(spread_s)
+        return self._backoff.next_delay_s()
 
     def _on_connected(self, failing_since: float | None) -> None:
         self.connected = True
+        self.node = node_name(self._failover.nodes.current)
         if self._services.paths is not None:
             self._services.paths.up(self.name)
         self.connected_since_ms = self._clock.wall_ms()
         self._log.info(
             "uplink_up",
-            host=self._params.host,
-            port=self._params.port,
+            node=self.node,
             attempts=self._backoff.attempts,
             outage_s=None
             if failing_since is None
@@ -234,7 +266,7 @@ class Uplink:
     async def _replay(self, conn: mqtt.Connection, from_seq: int, to_seq: int) -> list[int]:
         """Re-send stored events of a seq range to this broker, marked historical; their
         delivery state is not changed (they are copies from the local record)."""
-        rows = await self._outbox.replay(self.name, from_seq, to_seq)
+        rows = await self._records.replay(self.name, from_seq, to_seq)
         for row in rows:
             payload = contract.finish_event_payload(row.body, historical=True, attempt=row.attempt)
             await conn.publish(contract.event_topic(self._site, row.category), payload)
@@ -244,19 +276,20 @@ class Uplink:
     async def _heartbeats(self, conn: mqtt.Connection, every_s: float) -> None:
         previous: int | None = None
         while True:
-            last = await self._outbox.last_sent_seq(self.name)
+            last = await self._records.last_sent_seq(self.name)
             # The first heartbeat of a connection is a baseline: an empty range.
             from_seq = last if previous is None else previous
-            routed = await self._outbox.routed_count(self.name, from_seq, last)
+            routed = await self._records.routed_count(self.name, from_seq, last)
             paths = self._services.paths
             beat = contract.Heartbeat(
                 destination=self.name,
-                boot=self._outbox.boot_count,
+                boot=self._records.boot_count,
                 from_seq=from_seq,
                 last_seq=last,
                 routed=routed,
-                pending=await self._outbox.pending_count(self.name),
+                pending=await self._records.pending_count(self.name),
                 paths=paths.snapshot() if paths is not None else {self.name: "up"},
+                node=self.node,
             )
             payload = contract.heartbeat_payload(self._site, beat, at_ms=self._clock.wall_ms())
             await conn.publish(contract.heartbeat_topic(self._site), self._signed(payload))
@@ -272,7 +305,7 @@ class Uplink:
     async def _drain(self, conn: mqtt.Connection) -> None:
         self._active = drain = Drain(
             self.name,
-            self._outbox,
+            self._queue,
             self._site,
             conn,
             window=self._params.max_inflight,

@@ -27,14 +27,12 @@ _BACKLOG_LANES = (Lane.STATE, Lane.TELEMETRY)
 
 
 class Publisher(Protocol):
+    """What the drain asks of a connection (`mqtt.Connection` is one): a publish that returns
+    once the broker acknowledged it. Only what the drain uses: QoS 1, and no timer of the
+    publish's own (`timeout_s=None`: the drain supervises its window itself)."""
+
     async def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        timeout_s: float | None = 10.0,
+        self, topic: str, payload: bytes, *, qos: int, timeout_s: float | None
     ) -> None: ...
 
 
@@ -216,7 +214,7 @@ class Drain:
             topic = self._topics[row.category] = contract.event_topic(self._site, row.category)
         self._in_flight += 1
         try:
-            await self._publisher.publish(topic, payload, timeout_s=None)
+            await self._publisher.publish(topic, payload, qos=1, timeout_s=None)
         finally:
             self._in_flight -= 1
         self._last_ack = asyncio.get_running_loop().time()

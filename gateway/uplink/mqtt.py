@@ -114,6 +114,10 @@ class BrokerParams:
     will_payload: bytes = b""
     tls: TlsParams | None = None
     protocol: Literal["3.1.1", "5"] = "3.1.1"
+    session_expiry_s: int = 86_400
+    """MQTT 5 with a persistent session (clean_session False): how long the broker keeps the
+    session once we are gone. MQTT 5 drops a session at disconnect unless this is set; 3.1.1
+    has no such field (the broker keeps the session until a clean one replaces it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +216,10 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise MqttFailure(f"TLS set-up for {params.host}:{params.port} failed: {exc}") from exc
     v5 = params.protocol == "5"
+    connect_properties = None
+    if v5 and not params.clean_session:
+        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect_properties.SessionExpiryInterval = params.session_expiry_s
     client = aiomqtt.Client(
         params.host,
         params.port,
@@ -227,6 +235,7 @@ async def connect(params: BrokerParams) -> AsyncIterator[Connection]:
         clean_session=None if v5 else params.clean_session,
         clean_start=params.clean_session if v5 else mqtt_client.MQTT_CLEAN_START_FIRST_ONLY,
         tls_context=context,
+        properties=connect_properties,
     )
     # aiomqtt warns above 10 pending publishes; a pipelined drain keeps a window of them.
     client.pending_calls_threshold = params.max_inflight * 2 + 10

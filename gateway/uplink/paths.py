@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.core import contract
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import Severity, new_event
 from gateway.store.outbox import GATEWAY_DEVICE
@@ -54,6 +55,7 @@ class PathBoard:
         report_after_s: float,
         fault_output: FaultOutput | None = None,
         clock: Clock | None = None,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._clock: Clock = SystemClock() if clock is None else clock
         start_ms, start_s = self._clock.wall_ms(), self._clock.monotonic()
@@ -67,6 +69,8 @@ class PathBoard:
         self._report_after_s = report_after_s
         self._fault_output = fault_output
         self._changed = asyncio.Event()
+        self._tell_watchers = changed
+        """Told when a path goes up or down (the guard's page shows them)."""
         self.faults_reported = 0
 
     # -- what the uplinks tell -------------------------------------------------------------------
@@ -83,6 +87,7 @@ class PathBoard:
                 "",
             )
             self._changed.set()
+            self._tell_watchers()
 
     def down(self, name: str, error: str) -> None:
         path = self.paths[name]
@@ -93,6 +98,7 @@ class PathBoard:
                 self._clock.monotonic(),
             )
             self._changed.set()
+            self._tell_watchers()
         path.error = error
 
     def puback(self, name: str) -> None:

@@ -74,6 +74,9 @@ function drawAlarm(a) {
     row.append(el("span", "muted", t("alarm_acked", { who: a.acknowledged_by, t: clockOf(a.acknowledged_at) })));
   }
   if (a.escalated_at) row.append(el("span", "muted", t("alarm_escalated", { t: clockOf(a.escalated_at) })));
+  if (a.siren_silenced_by) {
+    row.append(el("span", "muted", t("alarm_silenced", { who: a.siren_silenced_by, t: clockOf(a.siren_silenced_at) })));
+  }
   if (a.reset_by) row.append(el("span", "muted", t("alarm_reset", { who: a.reset_by, t: clockOf(a.reset_at) })));
   const actions = el("span", "actions");
   actions.append(actionButton("reset", a.alarm_id, a.place || a.box, a.stage !== "acknowledged"));
@@ -103,14 +106,44 @@ function drawDevice(d) {
   return row;
 }
 
+function hm(iso) { return clockOf(iso).slice(0, 5); }
+
+function ledgerKind(kind) {
+  const key = "ledger_" + kind;
+  const text = t(key);
+  return text === key ? kind : text; // a kind the installer named has no text: shown as it is
+}
+
 function drawRules(r) {
   const list = $("rule-list");
   list.replaceChildren();
-  const windows = r.gate_windows.map((w) => w.name + " " + clockOf(w.opens_at).slice(0, 5) + "–" + clockOf(w.closes_at).slice(0, 5));
-  list.append(el("li", "row", t("rules_windows") + ": " + (windows.join(", ") || t("none"))));
-  list.append(el("li", "row", t("rules_patrols", { done: r.patrols_done, target: r.patrols_target })));
-  list.append(el("li", "row", t("rules_violations") + ": " + (r.open_violations.join(", ") || t("none"))));
-  list.append(el("li", "row", t("rules_overdue") + ": " + (r.overdue_ledger.join(", ") || t("none"))));
+  const windows = r.gate_windows.map((w) => w.name + " " + hm(w.opens_at) + "–" + hm(w.closes_at));
+  list.append(el("li", "row", t("rules_windows") + ": " + (windows.join(", ") || t("rules_no_windows"))));
+  const patrols = el("li", "row");
+  patrols.dataset.rule = "patrols";
+  patrols.append(el("span", "name", t("rules_patrols", { done: r.patrols_done, target: r.patrols_target })));
+  const met = r.patrols_done >= r.patrols_target;
+  patrols.append(met ? stateChip("rules_patrols_met", "synced") : stateChip("rules_patrols_short", "down"));
+  list.append(patrols);
+  if (!r.open_violations.length) list.append(el("li", "row muted", t("rules_violations") + ": " + t("none")));
+  for (const v of r.open_violations) {
+    const row = el("li", "row");
+    row.dataset.rule = "violation";
+    row.append(el("span", "name", v.place));
+    row.append(stateChip("rules_violation", "down"));
+    row.append(el("span", "muted", t("rules_violation_rule", { rule: v.rule })));
+    row.append(since(v.since));
+    list.append(row);
+  }
+  if (!r.overdue_ledger.length) list.append(el("li", "row muted", t("rules_overdue") + ": " + t("none")));
+  for (const e of r.overdue_ledger) {
+    const row = el("li", "row");
+    row.dataset.rule = "overdue";
+    row.append(el("span", "name", e.place + " · " + ledgerKind(e.kind)));
+    row.append(stateChip("rules_overdue_item", "down"));
+    row.append(el("span", "muted", t("rules_due", { t: hm(e.due_at) })));
+    list.append(row);
+  }
 }
 
 function render() {
