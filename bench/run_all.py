@@ -99,6 +99,7 @@ PHASES = (
     "outage",
     "reconnects",
     "footprint",
+    "transactions",
     "drain",
 )
 """What `--only` can pick (development: one piece at a time; the report says what ran)."""
@@ -203,6 +204,12 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             errors,
             "footprint of the stack alone",
             lambda: scenarios.footprint_floor(idle_s=s["idle_s"]),
+        )
+    if schoolgate is not None and "transactions" in only:
+        schoolgate["transaction_cost"] = await guarded(
+            errors,
+            "CPU per Modbus transaction (bench/transaction_cost.py)",
+            lambda: run_transaction_cost(quick),
         )
     if schoolgate is not None and "drain" in only and not args.skip_drain:
         rows = 20_000 if quick else args.drain_rows
@@ -381,24 +388,35 @@ async def run_drain(rows: int) -> dict[str, Any]:
     section into docs/benchmarks.md itself, so the blocks around it stay untouched."""
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "drain.md"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(HERE / "drain.py"),
-            "--rows",
-            str(rows),
-            "--write",
-            str(scratch),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        text = out.decode(errors="replace")
-        if proc.returncode != 0:
-            raise RuntimeError(f"drain.py exited {proc.returncode}: {text[-1500:]}")
+        text = await run_sibling("drain.py", "--rows", str(rows), "--write", str(scratch))
         section = scratch.read_text()
     start = text.rfind("{\n")
     figures = json.loads(text[start:]) if start != -1 else {}
     return {"figures": figures, "section": section[section.index(report.DRAIN_HEADING) :]}
+
+
+async def run_transaction_cost(quick: bool) -> dict[str, Any]:
+    """bench/transaction_cost.py in its own process: only its client loops' CPU is counted."""
+    sizes = ["--tcp", "500", "--rtu", "60", "--rounds", "1"] if quick else []
+    text = await run_sibling("transaction_cost.py", "--json", *sizes)
+    result: dict[str, Any] = json.loads(text[text.index("{") :])
+    return result
+
+
+async def run_sibling(script: str, *args: str) -> str:
+    """bench/`script` in its own process: its output; RuntimeError with its tail if it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} exited {proc.returncode}: {text[-1500:]}")
+    return text
 
 
 def plot(results_path: Path) -> str | None:

@@ -10,35 +10,20 @@ The far end is ours: it reads each request off the wire and answers with crafted
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import struct
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from modbus_far_end import line_to, mbap, over_a_line, rtu
 
 from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError
-from drivers.lines.modbus import ModbusLine
-from drivers.lines.modbus_guard import defuse_rtu, defuse_tcp
-from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from simulators.vserial import VirtualSerialLink
 
 UNIT, ADDRESS, COUNT = 1, 0, 2
 GOOD_REGISTERS = [0x1234, 0xABCD]
 TIMEOUT_MS = 150
-
-
-def crc16(data: bytes) -> bytes:
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return struct.pack("<H", crc)
 
 
 def good_pdu() -> bytes:
@@ -48,15 +33,6 @@ def good_pdu() -> bytes:
 # An answer is a function of the request: (transaction id, unit) -> bytes on the wire, built by
 # `frame` (MBAP or RTU) from a PDU, or raw.
 Framer = Callable[[int, int, bytes], bytes]
-
-
-def mbap(tid: int, unit: int, pdu: bytes) -> bytes:
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
-
-
-def rtu(_tid: int, unit: int, pdu: bytes) -> bytes:
-    frame = bytes([unit]) + pdu
-    return frame + crc16(frame)
 
 
 KINDS = [
@@ -140,58 +116,13 @@ class FarEnd:
         self.answered += 1
         return self.framer(tid, UNIT, good_pdu()) if build is None else build(self.framer, tid)
 
-
-@contextlib.asynccontextmanager
-async def tcp_far_end(far: FarEnd) -> AsyncIterator[ModbusTcpLine]:
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                header = await reader.readexactly(7)
-                body = await reader.readexactly(struct.unpack(">H", header[4:6])[0] - 1)
-                writer.write(far.answer(header + body))
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield ModbusTcpLine(type="modbus_tcp", host="127.0.0.1", port=port, timeout_ms=TIMEOUT_MS)
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def rtu_far_end(far: FarEnd) -> AsyncIterator[ModbusRtuLine]:
-    """A read holding registers request is 8 bytes on RTU: unit, 3, address, count, CRC."""
-    loop = asyncio.get_running_loop()
-    async with VirtualSerialLink() as link:
-        fd = os.open(link.device_end, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        received = bytearray()
-
-        def on_readable() -> None:
-            with contextlib.suppress(BlockingIOError):
-                received.extend(os.read(fd, 256))
-            while len(received) >= 8:
-                request = bytes(received[:8])
-                del received[:8]
-                os.write(fd, far.answer(request))
-
-        loop.add_reader(fd, on_readable)
-        try:
-            yield ModbusRtuLine(type="modbus_rtu", port=link.host_end, timeout_ms=TIMEOUT_MS)
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+    async def __call__(self, request: bytes, write: Callable[[bytes], object]) -> None:
+        write(self.answer(request))
 
 
 async def barrage(kind: str, script: list[BadAnswer]) -> None:
     far = FarEnd(mbap if kind == "tcp" else rtu)
-    far_end = tcp_far_end if kind == "tcp" else rtu_far_end
-    loop = asyncio.get_running_loop()
-    escaped: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _, context: escaped.append(context))
-    async with far_end(far) as config, ModbusLine(kind, config) as line:
+    async with line_to(kind, far, timeout_ms=TIMEOUT_MS) as line:
         errors = 0
         for build in script:
             far.script = [build]
@@ -213,16 +144,11 @@ async def barrage(kind: str, script: list[BadAnswer]) -> None:
                 continue
         else:
             pytest.fail("no good answer after the barrage")
-    assert escaped == [], escaped
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("kind", ["tcp", "rtu"])
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@over_a_line(25)
 @given(script=st.lists(bad_answers, min_size=1, max_size=4))
 def test_no_answer_kills_the_line(kind: str, script: list[BadAnswer]) -> None:
     asyncio.run(barrage(kind, script))
@@ -241,48 +167,18 @@ def test_an_undecodable_tcp_answer_is_a_protocol_error_not_a_lost_connection(
 ) -> None:
     """Found by the fuzz: pymodbus raised out of data_received on a well-framed answer it could
     not decode; asyncio logged a traceback and closed the connection, for every unit behind it.
-    Now the request fails as garbage does, counted, and the same connection serves the next one.
-    (On RTU the frame size follows the byte count and unknown function codes are skipped as
-    garbage, so such an answer times out; the fuzz covers RTU too.)"""
-    kind = "tcp"
+    Now the framing (drivers.lines.modbus_framing) ends that request at once with a counted
+    DeviceProtocolError, and the same connection serves the next one. (On RTU the frame size
+    follows the byte count and other function codes are skipped as garbage, so such an answer
+    times out; the fuzz covers RTU too.)"""
 
     async def check() -> None:
-        far = FarEnd(mbap if kind == "tcp" else rtu)
-        far_end = tcp_far_end if kind == "tcp" else rtu_far_end
-        escaped: list[dict[str, Any]] = []
-        asyncio.get_running_loop().set_exception_handler(lambda _, c: escaped.append(c))
-        async with far_end(far) as config, ModbusLine(kind, config) as line:
+        far = FarEnd(mbap)
+        async with line_to("tcp", far, timeout_ms=TIMEOUT_MS) as line:
             far.script = [answer]
             with pytest.raises(DeviceProtocolError, match="no valid reply"):
                 await line.read_holding_registers(UNIT, ADDRESS, COUNT)
             assert line.connected and line.stats.malformed == 1
             assert await line.read_holding_registers(UNIT, ADDRESS, COUNT) == GOOD_REGISTERS
-        assert escaped == [], escaped
 
     asyncio.run(check())
-
-
-@pytest.mark.parametrize(
-    ("framer", "defuse", "answer", "defused"),
-    [
-        (mbap, defuse_tcp, good_pdu(), 0),
-        (mbap, defuse_tcp, bytes([3, 1]), 1),  # byte count 1, nothing follows
-        (mbap, defuse_tcp, bytes([0x41, 0]), 1),  # unknown function code
-        (mbap, defuse_tcp, bytes([0x83, 2]), 0),  # an exception answer is a good answer
-        (rtu, defuse_rtu, good_pdu(), 0),
-        (rtu, defuse_rtu, bytes([3, 1]), 1),
-        (rtu, defuse_rtu, bytes([0x83, 2]), 0),
-    ],
-)
-def test_defusing_keeps_the_length_and_only_touches_undecodable_frames(
-    framer: Framer,
-    defuse: Callable[[bytes], tuple[bytes, int]],
-    answer: bytes,
-    defused: int,
-) -> None:
-    frame = framer(7, UNIT, answer)
-    for data in (frame, frame[:-1]):  # whole, and still arriving (left alone)
-        out, count = defuse(data)
-        assert len(out) == len(data)
-        assert count == (defused if data is frame else 0)
-        assert (out == data) == (count == 0)

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import errno
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import structlog
+from modbus_far_end import rtu_far_end, tcp_far_end
 from structlog.testing import capture_logs
 
 from drivers.base import DeviceException, DeviceProtocolError, DeviceTimeout, LineError
@@ -247,6 +248,27 @@ async def test_serial_port_vanishes() -> None:
         with pytest.raises(LineError):
             await line.read_holding_registers(1, 0, 1)
     await line.close()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", ["tcp", "rtu"])
+async def test_close_fails_the_request_on_the_wire_at_once(kind: str) -> None:
+    """Closing does not wait behind a request; the request then fails with LineError at once,
+    not at its deadline (30 s here, the longest allowed: only the close can end it in time)."""
+    arrived = asyncio.Event()
+
+    async def never_answer(_request: bytes, _write: Callable[[bytes], object]) -> None:
+        arrived.set()
+
+    far_end = tcp_far_end if kind == "tcp" else rtu_far_end
+    async with far_end(never_answer, timeout_ms=30_000) as config:
+        line = ModbusLine(kind, config)
+        await line.connect()
+        request = asyncio.create_task(line.read_coils(1, 0, 1))
+        await arrived.wait()
+        await line.close()
+        with pytest.raises(LineError):
+            await request
 
 
 async def test_missing_serial_port_is_logged_with_its_reason() -> None:

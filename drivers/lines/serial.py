@@ -16,14 +16,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import serial
 import structlog
-from serial_asyncio_fast import create_serial_connection
 
-from drivers.base import DeviceProtocolError, DeviceTimeout, DriverError, LineError
+from drivers.base import DeviceTimeout, DriverError, LineError
 from drivers.lines import port_check
+from drivers.lines.deadline import answer_within
+from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
 from gateway.core.lifecycle import AsyncResource
@@ -50,22 +51,6 @@ class SerialLineStats:
     """Bytes that arrived while no transaction was waiting (late answers, noise)."""
 
 
-class _Port(asyncio.Protocol):
-    """The asyncio protocol of one open port: hands bytes and the loss of the port to the line."""
-
-    def __init__(self, line: SerialLine) -> None:
-        self._line = line
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self._line._on_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-        self._line._on_lost(self, exc)
-
-
 class SerialLine(AsyncResource):
     """One serial port; every transaction with any unit on it goes through here, one at a time."""
 
@@ -89,7 +74,7 @@ class SerialLine(AsyncResource):
             stopbits=config.stopbits,
         )
         self._transport: asyncio.Transport | None = None
-        self._port: _Port | None = None
+        self._port: PortLink | None = None
         self._closed = False
         self._waiting: tuple[AnswerReader[object], asyncio.Future[object]] | None = None
         self._last_activity = 0.0
@@ -193,33 +178,18 @@ class SerialLine(AsyncResource):
         reader: AnswerReader[T],
         timeout_s: float,
     ) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting = (reader, future)  # type: ignore[assignment]  # T is erased while waiting
         self._rx_seen = False
-        # The deadline fails the answer's future itself: cheaper than asyncio.timeout() (no
-        # Timeout object, no cancelling and uncancelling of the task), and a cancel from outside
-        # stays a plain cancel of `await future`.
-        deadline = loop.call_at(loop.time() + timeout_s, _no_answer_in_time, future)
         try:
             transport.write(request)
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                future.exception()  # an answer, timeout or port loss the cancel overtook: seen
-            raise
-        except TimeoutError:
-            if self._rx_seen:
-                raise DeviceProtocolError(
-                    f"line {self.name}: no valid answer within {timeout_s * 1000:.0f} ms"
-                ) from None
-            raise DeviceTimeout(
-                f"line {self.name}: no answer within {timeout_s * 1000:.0f} ms"
-            ) from None
+            return await answer_within(future, timeout_s, line=self.name, rx_seen=self._seen)
         finally:
-            deadline.cancel()
             self._waiting = None
             self._last_activity = max(self._last_activity, time.monotonic())
+
+    def _seen(self) -> bool:
+        return self._rx_seen
 
     async def _ensure_open(self) -> asyncio.Transport:
         """The open transport; opens the port if needed. Caller holds the lock."""
@@ -228,18 +198,9 @@ class SerialLine(AsyncResource):
         if self._transport is not None and not self._transport.is_closing():
             return self._transport
         cfg = self._config
-        port = _Port(self)
+        port = PortLink(self._on_data, self._on_lost)
         try:
-            transport, _ = await create_serial_connection(
-                asyncio.get_running_loop(),
-                lambda: port,
-                cfg.port,
-                baudrate=cfg.baudrate,
-                bytesize=cfg.bytesize,
-                parity=cfg.parity,
-                stopbits=cfg.stopbits,
-                exclusive=True,  # one owner per line: a second opener gets an error, not a share
-            )
+            transport = await open_serial(port, cfg)
         except (OSError, ValueError, serial.SerialException) as exc:
             reason = port_check.open_failure(cfg.port) or str(exc)
             raise LineError(f"cannot open line {self.name} ({cfg.port}): {reason}") from exc
@@ -266,7 +227,7 @@ class SerialLine(AsyncResource):
         while (wait_s := self._last_activity + self._gap_s - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait_s)
 
-    # -- called by _Port ---------------------------------------------------------------------
+    # -- called by the PortLink -----------------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
@@ -279,7 +240,7 @@ class SerialLine(AsyncResource):
         if answer is not None and not future.done():
             future.set_result(answer)
 
-    def _on_lost(self, port: _Port, exc: Exception | None) -> None:
+    def _on_lost(self, port: PortLink, exc: Exception | None) -> None:
         if port is self._port:  # the port broke under us (unplugged), not closed by us
             self._transport = self._port = None
         if self._waiting is not None and not self._waiting[1].done():
@@ -303,8 +264,3 @@ class SerialLine(AsyncResource):
         if unit is not None and unit in self._failing:
             self._failing.discard(unit)
             self._log.info("serial_unit_recovered", unit=unit)
-
-
-def _no_answer_in_time(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
