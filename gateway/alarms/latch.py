@@ -75,6 +75,10 @@ class Latch:
     """A guard silenced the box's siren for this alarm: who and when (restored from its event);
     None: not silenced."""
 
+    test: bool = False
+    """Raised in test mode (its `alarm.panic` was stored marked `test`): the page shows it as a
+    test. Not restored after a restart (no query reads the stored body's mark)."""
+
     siren_asked: bool = False
     """A panic reaction sounds the siren for this alarm (not restored after a restart: the
     reaction's own `rule.action` event records it)."""
@@ -220,6 +224,7 @@ class AlarmLatches:
         # No await from here to `_track`: a PUBACK of this seq cannot be handled before it.
         self._open[latch.alarm_id] = latch
         if event_type == "alarm.panic":
+            latch.test = stored.test
             self._track(latch, stored.seq)
             self._deadlines_changed.set()
         log.warning(
