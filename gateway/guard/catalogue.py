@@ -112,7 +112,10 @@ _M: dict[str, tuple[str, str]] = {
     "refused_reason_required": ("公安尚未确认：请填写原因", "Not acknowledged yet: give a reason"),
     "refused_not_allowed_now": ("现在不能执行", "Not allowed now"),
     "refused_daemon_busy": ("网关忙，请重试", "The gateway is busy: try again"),
-    "refused_test_mode_on": ("测试模式已开启：请直接按下报警按钮", "Test mode is already on: press the box"),
+    "refused_test_mode_on": (
+        "测试模式已开启：请直接按下报警按钮",
+        "Test mode is already on: press the box",
+    ),
 }
 
 MESSAGES: Final = MappingProxyType(
