@@ -39,6 +39,7 @@ from receiver.state import (
     GatewayRef,
     Notice,
     SilenceTracker,
+    TestModes,
 )
 
 Sink = Callable[[dict[str, Any]], None]
@@ -137,6 +138,7 @@ class Console:
         now = clock_ms()
         self.deduper = Deduper()
         self.board = AlarmBoard()
+        self.test_modes = TestModes()
         self.gaps = GapTracker()
         expected = [
             GatewayRef(*g.split("/", 1)) for g in options.gateways if "+" not in g.split("/")
@@ -221,6 +223,9 @@ class Console:
         if not self.deduper.first_time(event_id):
             return
         self.board.apply(ref, obj, now)
+        test_mode = self.test_modes.apply(ref, obj)
+        if test_mode is not None:
+            self._notice(test_mode)
         if self.options.share_group is None:
             self._notices(gap.notice("gap_filled") for gap in self.gaps.saw(ref, seq))
         self.events_seen += 1

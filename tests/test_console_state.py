@@ -4,6 +4,7 @@ the view's text, and `Console.handle` refusing payloads that verify but make no 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from receiver.state import (
     GapTracker,
     GatewayRef,
     SilenceTracker,
+    TestModes,
 )
 from receiver.view import age_text, alarm_row
 
@@ -153,6 +155,10 @@ def test_alarm_row_colors_only_open_unacknowledged_real_alarms() -> None:
     assert alarm_row(10, alarm, alarm.raised_at_ms).cells[0] == ""  # no key reaches it
     drill = board.apply(GW, event("d1", alarm_id="d1", drill=True), 0)
     assert drill is not None and alarm_row(2, drill, 0).style == ""
+    test = board.apply(GW, event("t1", alarm_id="t1", test=True), 0)
+    assert test is not None and test.test and not test.drill
+    row = alarm_row(3, test, 0)
+    assert row.style == "" and row.cells[5] == "TEST UNACKNOWLEDGED"
     board.apply(GW, event("r1", "alarm.reset", alarm_id="a1", data={"reset_by": "guard"}), 0)
     assert alarm_row(1, alarm, 0).style == "dim"
 
@@ -203,3 +209,34 @@ def test_topics_outside_the_gateway_tree_are_ignored() -> None:
     console.handle(f"{BASE}/commands", b"{}")
     console.handle(f"{BASE}/results", json.dumps(WHO | {"command_id": "not ours"}).encode())
     assert records == []
+
+
+def test_test_mode_is_on_from_its_start_to_its_stop_or_its_announced_end() -> None:
+    modes = TestModes()
+    other = GatewayRef("school-1", "gate-2")
+    until = "2026-11-24T16:05:00.000+08:00"
+    until_ms = round(datetime.fromisoformat(until).timestamp() * 1000)
+    started = {"type": "gateway.test_started", "data": {"by": "王师傅", "minutes": 5,
+                                                         "until": until}}  # fmt: skip
+    assert modes.apply(GW, started) == {
+        "console": "test_started", "school": "school-1", "gateway": "gate-1", "by": "王师傅",
+        "until": until,
+    }  # fmt: skip
+    assert modes.apply(GW, {"type": "alarm.panic", "data": {}}) is None
+    assert [(ref, on.by) for ref, on in modes.on(until_ms - 1)] == [(GW, "王师傅")]
+    assert modes.on(until_ms) == []  # its end passed: off, stop heard or not
+    # A start whose end cannot be read is told, not kept on.
+    broken = {"type": "gateway.test_started", "data": {"until": "soon"}}
+    assert modes.apply(other, broken) == {
+        "console": "test_started", "school": "school-1", "gateway": "gate-2", "by": "?",
+        "until": "?",
+    }  # fmt: skip
+    assert [ref for ref, _ in modes.on(0)] == [GW]
+    stopped = {"type": "gateway.test_stopped", "data": {"by": "timer"}}
+    assert modes.apply(GW, stopped) == {
+        "console": "test_stopped",
+        "school": "school-1",
+        "gateway": "gate-1",
+        "by": "timer",
+    }
+    assert modes.on(0) == []
