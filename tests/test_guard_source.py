@@ -334,6 +334,11 @@ async def _test_press_then_a_test(parts: Parts) -> None:
     assert (alarm.alarm_id, alarm.test) == (test_id, True)
     (panic, test_panic) = await stored(parts.store, "alarm.panic")
     assert (panic["test"], test_panic["test"]) == (False, True)
+    # After a restart the latch knows it is a test again (read from the stored body).
+    parts.latches = parts.make_latches(parts.store)
+    await parts.latches.restore()
+    assert [(lt.alarm_id, lt.test) for lt in parts.latches.open_alarms] == [(test_id, True)]
+    assert [a.test for a in parts.make_source().snapshot().alarms] == [True]
     with pytest.raises(ActionRefused) as on:  # while it is on: nothing to start
         await source.test_press("box", "王师傅")
     assert on.value.reason == "test_mode_on"

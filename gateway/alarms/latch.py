@@ -77,7 +77,7 @@ class Latch:
 
     test: bool = False
     """Raised in test mode (its `alarm.panic` was stored marked `test`): the page shows it as a
-    test. Not restored after a restart (no query reads the stored body's mark)."""
+    test; restored from the stored body after a restart."""
 
     siren_asked: bool = False
     """A panic reaction sounds the siren for this alarm (not restored after a restart: the
@@ -171,7 +171,12 @@ class AlarmLatches:
         for alarm in await self._outbox.open_alarms():
             if alarm.alarm_id not in self._open:
                 restored[alarm.alarm_id] = Latch(
-                    alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
+                    alarm.alarm_id,
+                    alarm.device_id,
+                    alarm.button,
+                    alarm.raised_at_ms,
+                    alarm.presses,
+                    test=alarm.test,
                 )
         progress = await self._outbox.alarm_progress(self._ack_destination, list(restored))
         for step in progress:
