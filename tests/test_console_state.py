@@ -3,11 +3,15 @@ the view's text, and `Console.handle` refusing payloads that verify but make no 
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime
 from typing import Any
 
 import pytest
+import rich.console
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
@@ -21,7 +25,7 @@ from receiver.state import (
     SilenceTracker,
     TestModes,
 )
-from receiver.view import age_text, alarm_row
+from receiver.view import Screen, age_text, alarm_row
 
 GW = GatewayRef("school-1", "gate-1")
 
@@ -240,3 +244,33 @@ def test_test_mode_is_on_from_its_start_to_its_stop_or_its_announced_end() -> No
         "by": "timer",
     }
     assert modes.on(0) == []
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    event_type=st.sampled_from(["gateway.test_started", "gateway.test_stopped", "alarm.panic"]),
+    data=_JSON,
+    until=st.one_of(_JSON, st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())),
+    test=_JSON,
+)
+@settings(max_examples=200, deadline=None)
+def test_test_mode_events_of_any_shape_never_break_the_console(
+    event_type: str, data: object, until: object, test: object
+) -> None:
+    """Untrusted (if signed) bytes: whatever a test-mode event or a test mark carries, the console
+    takes it or refuses it with a reason, and the view still draws."""
+    console, _ = unsigned_console()
+    fields = {**data, "until": until} if isinstance(data, dict) else {"by": data, "until": until}
+    payload = WHO | {"id": "e-1", "seq": 1, "type": event_type, "data": fields, "test": test,
+                     "occurred_at": until}  # fmt: skip
+    console.handle(f"{BASE}/events/x", json.dumps(payload).encode())
+    terminal = rich.console.Console(width=80, height=24, file=io.StringIO())
+    terminal.print(Screen(console, 0))
