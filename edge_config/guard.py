@@ -8,6 +8,7 @@ and how failed PIN attempts are limited. The page is off unless the section is p
     host = "127.0.0.1"            # the gatehouse screen's browser runs on the box itself
     port = 8470
     language = "zh"               # the page's first language; the guard can switch to "en"
+    test_press_minutes = 5        # a test press puts the gate in test mode this long (1..30)
 
     [[guard.guards]]
     name = "王师傅"
@@ -57,6 +58,10 @@ class GuardConfig(_Strict):
     language: Literal["zh", "en"] = "zh"
     guards: list[GuardAccount] = Field(min_length=1)
     pin_limit: PinLimitConfig = PinLimitConfig()
+    test_press_minutes: int = Field(default=5, ge=1, le=30)
+    """How long a test press from the page puts the gate in test mode: long enough to walk to
+    the box and press it, short enough that a forgotten one ends by itself the same break (the
+    installer's walk test, `schoolgate test start`, may take longer)."""
     heartbeat_s: float = Field(default=2.0, gt=0, le=30)
     """How often the live stream says "still here" when nothing changed; the page shows the
     connection as lost after three silent heartbeats."""

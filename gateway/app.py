@@ -43,7 +43,7 @@ from gateway.core.changes import ChangeCounter
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef, Event
 from gateway.device_state import alarm_delivery, device_states
-from gateway.guard_source import DaemonGuardSource
+from gateway.guard_source import DaemonGuardSource, GuardTestMode
 from gateway.rules.ledger import LedgerError
 from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
@@ -148,8 +148,14 @@ class Gateway:
             clock=self.clock,
         )
         self.outbox = self.store.outbox
+        self.changes = ChangeCounter()
+        """Bumped by every part at a change the guard's page shows; the page awaits it."""
         self.test_mode = TestMode(
-            self.outbox, self.store.log.memory("gateway"), self.site, clock=self.clock
+            self.outbox,
+            self.store.log.memory("gateway"),
+            self.site,
+            clock=self.clock,
+            changed=self.changes.bump,
         )
         store = config.store
         self.retention = Retention(
@@ -177,8 +183,6 @@ class Gateway:
             if isinstance(device, AlarmBoxDevice)
         }
         alarms = config.alarms
-        self.changes = ChangeCounter()
-        """Bumped by every part at a change the guard's page shows; the page awaits it."""
         self.latches = AlarmLatches(
             self.store.alarms,
             boxes,
@@ -297,6 +301,7 @@ class Gateway:
                 self.clock,
                 changes=self.changes,
                 rules_today=None if self.rules is None else self.rules.today,
+                test_mode=GuardTestMode(self.test_mode, self.test_mode_start),
             )
         )
         self.guard_page_ready = asyncio.Event()

@@ -7,8 +7,10 @@ doors (the access controller's last door events), each device's health (online /
 since when, counted from when this source first saw the state), the broker paths (the path
 board) and the clocks (the access controller's measured offset; the kernel's NTP flag, None
 when it cannot be read). It carries out the guard's three actions through the latches, with the
-guard's name: reset, silence the siren; a test press is refused (`no_test_mode`) until the
-daemon has a test mode.
+guard's name: reset, silence the siren, and a test press, which puts the gate in test mode for
+`[guard] test_press_minutes` through the daemon's own start (the one the control socket's
+`test.start` calls), so the guard then presses the box and the police record a test. The page
+shows test mode and until when; an alarm raised in it is shown as a test.
 
 How a change reaches the page: the parts bump the daemon's `ChangeCounter` themselves (the
 latches at every change of an open alarm, the path board when a path goes up or down, a driver
@@ -29,8 +31,10 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -39,8 +43,10 @@ from drivers.access_controller import AccessController
 from drivers.bollard import Bollard
 from drivers.bollard_sockets import BollardSockets
 from drivers.polling import DeviceHealth
+from edge_config.guard import GuardConfig
 from edge_config.models import AlarmBoxDevice, GatewayConfig
 from gateway.alarms.latch import AlarmLatches, Latch, UnknownAlarm
+from gateway.alarms.test_mode import TestModeError
 from gateway.core.changes import ChangeCounter
 from gateway.core.clock import Clock
 from gateway.guard.view import (
@@ -80,6 +86,26 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+class TestModeState(Protocol):
+    """What the page reads of test mode (`gateway.alarms.test_mode.TestMode`)."""
+
+    @property
+    def until_ms(self) -> int | None: ...
+
+    def active(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class GuardTestMode:
+    """Test mode as the page sees it: its state, and the daemon's start (`test_mode_start`,
+    the control socket's `test.start` too), called with `minutes` and `by`."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    state: TestModeState
+    start: Callable[..., Awaitable[int]]
+
+
 def ntp_synchronised() -> bool | None:
     """Whether the kernel says the system clock is synchronised (any NTP daemon sets it):
     `adjtimex` without changes returns TIME_ERROR (5) while unsynchronised. None when it cannot
@@ -105,6 +131,7 @@ class DaemonGuardSource:
         clock: Clock,
         *,
         changes: ChangeCounter,
+        test_mode: GuardTestMode,
         rules_today: Callable[[], RulesToday | None] | None = None,
         clock_check_s: float = CLOCK_CHECK_S,
         clock_synchronised: Callable[[], bool | None] = ntp_synchronised,
@@ -118,6 +145,12 @@ class DaemonGuardSource:
         self._drivers = drivers
         self._clock = clock
         self._changes = changes
+        self._test_mode = test_mode
+        self._test_press_minutes: int = (
+            GuardConfig.model_fields["test_press_minutes"].default
+            if config.guard is None
+            else config.guard.test_press_minutes
+        )
         self._clock_check_s = clock_check_s
         self._clock_synchronised = clock_synchronised
         self._synchronised = clock_synchronised()
@@ -150,9 +183,15 @@ class DaemonGuardSource:
         log.info("guard_reset", alarm_id=alarm_id, by=by, reason=reason)
 
     async def test_press(self, box: str, by: str) -> None:
+        """Test mode for `test_press_minutes`, started by `by`; the guard then presses `box`.
+        Refused while test mode is on (the press can be made now: nothing to start)."""
         self._box(box)
-        log.info("guard_test_press_refused", box=box, by=by)
-        raise ActionRefused("no_test_mode", "the daemon has no test mode yet")
+        minutes = self._test_press_minutes
+        try:
+            await self._test_mode.start(minutes=minutes, by=by)
+        except TestModeError as exc:
+            raise ActionRefused("test_mode_on", str(exc)) from None
+        log.warning("guard_test_press", box=box, by=by, minutes=minutes)
 
     async def silence_siren(self, box: str, by: str) -> None:
         self._box(box)
@@ -220,7 +259,13 @@ class DaemonGuardSource:
                 box_synchronised=self._synchronised,
             ),
             rules=self._rules(),
+            test_mode_until=self._test_mode_until(),
         )
+
+    def _test_mode_until(self) -> datetime | None:
+        state = self._test_mode.state
+        until_ms = state.until_ms
+        return None if until_ms is None or not state.active() else self._at(until_ms)
 
     def _rules(self) -> RulesView | None:
         today = None if self._rules_today is None else self._rules_today()
@@ -258,7 +303,7 @@ class DaemonGuardSource:
             place=self._place(latch.device_id),
             raised_at=self._at(latch.raised_at_ms),
             stage=stage,
-            test=device.drill,
+            test=device.drill or latch.test,
             acknowledged_by=latch.acknowledged_by or None,
             acknowledged_at=None if acked_at is None else self._at(acked_at),
             escalated_at=self._at(latch.raised_at_ms + self._ack_timeout_ms)

@@ -40,6 +40,7 @@ from receiver.state import (
     GatewayRef,
     Notice,
     SilenceTracker,
+    TestModes,
 )
 
 Sink = Callable[[dict[str, Any]], None]
@@ -138,6 +139,7 @@ class Console:
         now = clock_ms()
         self.deduper = Deduper()
         self.board = AlarmBoard()
+        self.test_modes = TestModes()
         self.gaps = GapTracker()
         expected = [
             GatewayRef(*g.split("/", 1)) for g in options.gateways if "+" not in g.split("/")
@@ -224,6 +226,9 @@ class Console:
             return
         self.board.apply(ref, obj, now)
         self.compliance.apply(str(ref), obj)
+        test_mode = self.test_modes.apply(ref, obj)
+        if test_mode is not None:
+            self._notice(test_mode)
         if self.options.share_group is None:
             self._notices(gap.notice("gap_filled") for gap in self.gaps.saw(ref, seq))
         self.events_seen += 1

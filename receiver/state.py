@@ -1,4 +1,5 @@
-"""What the receiving console knows: the alarm board, de-duplication, seq gaps and silent gateways.
+"""What the receiving console knows: the alarm board, de-duplication, seq gaps, silent gateways
+and the gateways in test mode.
 
 Pure and synchronous: it takes payloads that were already verified (`receiver.console` does the
 signature check and the MQTT I/O) and the time as `now_ms`, and answers with `Notice` records
@@ -89,6 +90,9 @@ class Alarm:
     """An alarm-raising event has been seen (an acknowledgement may arrive before its alarm)."""
     raised_at_ms: int = 0
     drill: bool = False
+    test: bool = False
+    """Raised while its gateway was in test mode (commissioning, a guard's test press): the
+    police record it and do not dispatch, as for a drill."""
     historical: bool = False
     presses: int | None = None
     acknowledged_by: str | None = None
@@ -179,6 +183,7 @@ class AlarmBoard:
             alarm.historical = event.get("historical") is True
         alarm.raised = True
         alarm.drill = alarm.drill or event.get("drill") is True
+        alarm.test = alarm.test or event.get("test") is True
         if event["type"] == "alarm.escalated":
             alarm.escalated = True
         presses = data.get("presses")
@@ -192,6 +197,56 @@ class AlarmBoard:
         closed.sort(key=lambda a: a.raised_at_ms)
         for alarm in closed[: len(closed) - self._keep_closed]:
             del self._alarms[(alarm.ref, alarm.alarm_id)]
+
+
+# --- test mode ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TestModeOn:
+    __test__ = False  # not a pytest class, whatever its name
+
+    until: str
+    """As the gateway announced it (its site time, ISO 8601)."""
+    until_ms: int
+    by: str
+
+
+class TestModes:
+    """Gateways in test mode: from their `gateway.test_started` (who, until when) to their
+    `gateway.test_stopped`, or to the end they announced (a stop this console missed)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    def __init__(self) -> None:
+        self._on: dict[GatewayRef, TestModeOn] = {}
+
+    def apply(self, ref: GatewayRef, event: dict[str, Any]) -> Notice | None:
+        """A notice when the event starts or ends test mode at `ref`; None for any other."""
+        event_type = event["type"]
+        if event_type not in ("gateway.test_started", "gateway.test_stopped"):
+            return None
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        assert isinstance(data, dict)
+        by = str(data.get("by") or "?")
+        notice: Notice = {"console": event_type.removeprefix("gateway."), "school": ref.school,
+                          "gateway": ref.gateway, "by": by}  # fmt: skip
+        if event_type == "gateway.test_stopped":
+            self._on.pop(ref, None)
+            return notice
+        until = data.get("until")
+        until_ms = parse_time_ms(until)
+        if until_ms is None:
+            return notice | {"until": "?"}  # a start without a readable end is not kept on
+        self._on[ref] = TestModeOn(str(until), until_ms, by)
+        return notice | {"until": until}
+
+    def on(self, now_ms: int) -> list[tuple[GatewayRef, TestModeOn]]:
+        """The gateways in test mode at `now_ms`, by gateway."""
+        return sorted(
+            ((ref, on) for ref, on in self._on.items() if on.until_ms > now_ms),
+            key=lambda item: item[0],
+        )
 
 
 # --- seq gaps ---------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 Owns what the operator sees and in which order when the screen is too small for all of it:
 the header (broker, connection, counts) and the key help are always there; then the alarm table
 with the open (unacknowledged) alarms first, which are never pushed off by anything else; then
-the silent gateways, open seq gaps and refusals; then the acknowledged and reset alarms as far as
-they fit; then the recent notices, newest kept, in what height is left. The size comes from
-rich (`ConsoleOptions`), never from the view; rich measures wide (Chinese) characters.
+the gateways in test mode, the silent gateways, open seq gaps and refusals; then the acknowledged
+and reset alarms as far as they fit; then the recent notices, newest kept, in what height is
+left. The size comes from rich (`ConsoleOptions`), never from the view; rich measures wide
+(Chinese) characters. Test alarms (`test: true`) are marked TEST and, like drills, not drawn as
+alarms to act on.
 
 It does not read keys, write to the terminal or decide anything: `receiver.cli` puts a `Screen`
 in a `rich.live.Live` and refreshes it on every tick. The numbers it shows are the ones
@@ -68,6 +70,8 @@ def alarm_row(number: int, alarm: Alarm, now_ms: int) -> AlarmRow:
     marks = []
     if alarm.drill:
         marks.append("DRILL")
+    if alarm.test:
+        marks.append("TEST")
     if alarm.escalated:
         marks.append("ESCALATED")
     if alarm.historical:
@@ -84,7 +88,7 @@ def alarm_row(number: int, alarm: Alarm, now_ms: int) -> AlarmRow:
     style = ""
     if alarm.closed:
         style = _CLOSED_STYLE
-    elif is_open(alarm) and not alarm.drill:
+    elif is_open(alarm) and not alarm.drill and not alarm.test:
         style = _OPEN_STYLE
     cells = (
         label,
@@ -197,10 +201,17 @@ class Screen:
         return Text(f"keys: {keys}", style="dim")
 
     def _status(self, now_ms: int) -> list[Text]:
-        """Silent gateways, open seq gaps, the school rules' open items (violations, overdue
-        ledger entries, missed patrols and drills) and refusals: before acknowledged alarms."""
+        """Gateways in test mode, silent gateways, open seq gaps, the school rules' open items
+        (violations, overdue ledger entries, missed patrols and drills) and refusals: before
+        acknowledged alarms."""
         console = self._console
         found: list[Text] = []
+        testing = console.test_modes.on(now_ms)
+        if testing:
+            found.append(Text("test mode (alarms are TEST, do not dispatch):", style="bold yellow"))
+            found += [
+                Text(f"  {ref}  until {on.until[11:19]}, started by {on.by}") for ref, on in testing
+            ]
         silent = console.silence.silent()
         if silent:
             found.append(Text("silent gateways:", style="bold yellow"))

@@ -64,8 +64,9 @@ def ago(seconds: float) -> datetime:
     return NOW - timedelta(seconds=seconds)
 
 
-def gate_source(*, rules: bool = True) -> MemorySource:
-    """A gate with something in every section (what the screenshots show)."""
+def gate_source(*, rules: bool = True, test_mode: bool = True) -> MemorySource:
+    """A gate with something in every section (what the screenshots show), in test mode (its
+    banner on) unless `test_mode=False`."""
     source = MemorySource(gate_name="实验小学 东门", now=lambda: NOW)
     police = "110 指挥中心 张警官"
     acked = AlarmView("a-1", "box-east", "东门岗亭", ago(95), "acknowledged")
@@ -83,6 +84,8 @@ def gate_source(*, rules: bool = True) -> MemorySource:
     source.put_path(PathView("police", "up", ago(5000)))
     source.put_path(PathView("bureau", "down", ago(61)))
     source.set_clock(ClockView(gate_offset_s=0.3, box_synchronised=True))
+    if test_mode:
+        source.set_test_mode(NOW + timedelta(minutes=4))
     if rules:
         at = NOW.replace(second=0)
         windows = (

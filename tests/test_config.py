@@ -103,6 +103,7 @@ def test_shipped_example_guard_section_is_valid_once_uncommented(
         "zh",
     )
     assert [g.name for g in config.guard.guards] == ["王师傅"]
+    assert config.guard.test_press_minutes == 5
     assert load_config(write(tmp_path, GOOD)).guard is None  # off unless configured
 
 
@@ -177,6 +178,18 @@ BROKEN = [
         'pin_hash = "scrypt$1$1$1$AA==$AA=="\n',
         "guard.host: guard.host must be an IP address, not 'gatehouse.local'",
         id="guard-host-not-an-address",
+    ),
+    pytest.param(
+        GOOD + '\n[guard]\ntest_press_minutes = 90\n[[guard.guards]]\nname = "a"\n'
+        'pin_hash = "scrypt$1$1$1$AA==$AA=="\n',
+        "guard.test_press_minutes: Input should be less than or equal to 30",
+        id="guard-test-press-too-long",
+    ),
+    pytest.param(
+        GOOD + '\n[guard]\ntest_press_minutes = "5"\n[[guard.guards]]\nname = "a"\n'
+        'pin_hash = "scrypt$1$1$1$AA==$AA=="\n',
+        "guard.test_press_minutes: Input should be a valid integer",
+        id="guard-test-press-minutes-a-string",
     ),
 ]
 

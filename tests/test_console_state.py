@@ -3,10 +3,15 @@ the view's text, and `Console.handle` refusing payloads that verify but make no 
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
+import rich.console
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.uplink import mqtt
 from receiver.console import Console, ConsoleOptions
@@ -18,8 +23,9 @@ from receiver.state import (
     GapTracker,
     GatewayRef,
     SilenceTracker,
+    TestModes,
 )
-from receiver.view import age_text, alarm_row
+from receiver.view import Screen, age_text, alarm_row
 
 GW = GatewayRef("school-1", "gate-1")
 
@@ -153,6 +159,10 @@ def test_alarm_row_colors_only_open_unacknowledged_real_alarms() -> None:
     assert alarm_row(10, alarm, alarm.raised_at_ms).cells[0] == ""  # no key reaches it
     drill = board.apply(GW, event("d1", alarm_id="d1", drill=True), 0)
     assert drill is not None and alarm_row(2, drill, 0).style == ""
+    test = board.apply(GW, event("t1", alarm_id="t1", test=True), 0)
+    assert test is not None and test.test and not test.drill
+    row = alarm_row(3, test, 0)
+    assert row.style == "" and row.cells[5] == "TEST UNACKNOWLEDGED"
     board.apply(GW, event("r1", "alarm.reset", alarm_id="a1", data={"reset_by": "guard"}), 0)
     assert alarm_row(1, alarm, 0).style == "dim"
 
@@ -203,3 +213,64 @@ def test_topics_outside_the_gateway_tree_are_ignored() -> None:
     console.handle(f"{BASE}/commands", b"{}")
     console.handle(f"{BASE}/results", json.dumps(WHO | {"command_id": "not ours"}).encode())
     assert records == []
+
+
+def test_test_mode_is_on_from_its_start_to_its_stop_or_its_announced_end() -> None:
+    modes = TestModes()
+    other = GatewayRef("school-1", "gate-2")
+    until = "2026-11-24T16:05:00.000+08:00"
+    until_ms = round(datetime.fromisoformat(until).timestamp() * 1000)
+    started = {"type": "gateway.test_started", "data": {"by": "王师傅", "minutes": 5,
+                                                         "until": until}}  # fmt: skip
+    assert modes.apply(GW, started) == {
+        "console": "test_started", "school": "school-1", "gateway": "gate-1", "by": "王师傅",
+        "until": until,
+    }  # fmt: skip
+    assert modes.apply(GW, {"type": "alarm.panic", "data": {}}) is None
+    assert [(ref, on.by) for ref, on in modes.on(until_ms - 1)] == [(GW, "王师傅")]
+    assert modes.on(until_ms) == []  # its end passed: off, stop heard or not
+    # A start whose end cannot be read is told, not kept on.
+    broken = {"type": "gateway.test_started", "data": {"until": "soon"}}
+    assert modes.apply(other, broken) == {
+        "console": "test_started", "school": "school-1", "gateway": "gate-2", "by": "?",
+        "until": "?",
+    }  # fmt: skip
+    assert [ref for ref, _ in modes.on(0)] == [GW]
+    stopped = {"type": "gateway.test_stopped", "data": {"by": "timer"}}
+    assert modes.apply(GW, stopped) == {
+        "console": "test_stopped",
+        "school": "school-1",
+        "gateway": "gate-1",
+        "by": "timer",
+    }
+    assert modes.on(0) == []
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    event_type=st.sampled_from(["gateway.test_started", "gateway.test_stopped", "alarm.panic"]),
+    data=_JSON,
+    until=st.one_of(_JSON, st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())),
+    test=_JSON,
+)
+@settings(max_examples=200, deadline=None)
+def test_test_mode_events_of_any_shape_never_break_the_console(
+    event_type: str, data: object, until: object, test: object
+) -> None:
+    """Untrusted (if signed) bytes: whatever a test-mode event or a test mark carries, the console
+    takes it or refuses it with a reason, and the view still draws."""
+    console, _ = unsigned_console()
+    fields = {**data, "until": until} if isinstance(data, dict) else {"by": data, "until": until}
+    payload = WHO | {"id": "e-1", "seq": 1, "type": event_type, "data": fields, "test": test,
+                     "occurred_at": until}  # fmt: skip
+    console.handle(f"{BASE}/events/x", json.dumps(payload).encode())
+    terminal = rich.console.Console(width=80, height=24, file=io.StringIO())
+    terminal.print(Screen(console, 0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -192,3 +192,35 @@ def test_bureau_sees_open_rule_violations_overdue_entries_and_misses_at_80x24() 
     assert "20261124-002" not in text  # closed
     assert "patrol main 2026-11-23: 4 of 5 rounds" in text
     assert "no drill in 2026-Q4, 14 days left" in text
+
+
+def test_a_gateway_in_test_mode_and_its_test_alarms_show_as_tests_at_80x24() -> None:
+    """Issue 13: a gateway's test mode is on screen with who started it and until when, its
+    alarms are marked TEST and not drawn as alarms to act on; a real alarm still is."""
+    records: list[dict[str, Any]] = []
+    params = mqtt.BrokerParams("127.0.0.1", 1883, client_id="unit")
+    options = ConsoleOptions(broker=params, gateway_keys={}, allow_unsigned=True)
+    console = Console(options, records.append, clock_ms=lambda: NOW_MS)
+    gw = Gateway(console)
+    until = (NOW + timedelta(minutes=4)).astimezone(timezone(timedelta(hours=8)))
+    gw.event("gateway.test_started", age_s=60, device="gateway", test=True,
+             data={"by": "王师傅", "minutes": 5, "until": until.isoformat()})  # fmt: skip
+    gw.event("alarm.panic", age_s=30, device="box_east", location="东门岗亭", test=True)
+    gw.event("alarm.panic", age_s=10, device="box_west", location="West gate")
+    assert {"console": "test_started", "school": "school-1", "gateway": "gate-1",
+            "by": "王师傅", "until": until.isoformat()} in records  # fmt: skip
+
+    lines = draw(console, 80, 24)
+    assert len(lines) <= 24 and all(cell_len(line) <= 80 for line in lines)
+    screen = "\n".join(lines)
+    assert "test mode (alarms are TEST, do not dispatch):" in screen
+    assert f"school-1/gate-1  until {until.strftime('%H:%M:%S')}, started by 王师傅" in screen
+    [test_line] = [line for line in lines if "box_east" in line]
+    assert "TEST" in test_line
+    [real_line] = [line for line in lines if "box_west" in line]
+    assert "TEST" not in real_line and "UNACKNOWLEDGED" in real_line
+
+    gw.event("gateway.test_stopped", age_s=1, device="gateway", test=True, data={"by": "timer"})
+    screen = "\n".join(draw(console, 80, 24))
+    assert "test mode" not in screen
+    assert "test_stopped: school=school-1 gateway=gate-1 by=timer" in screen  # recent notices

@@ -136,7 +136,7 @@ def clock() -> FakeClock:
 async def http(
     clock: FakeClock,
 ) -> AsyncIterator[tuple[MemorySource, GuardServer, aiohttp.ClientSession, str]]:
-    source = gate_source()
+    source = gate_source(test_mode=False)
     server = GuardServer(source, guard_config(heartbeat_s=0.05), clock=clock)
     await server.start()
     try:
@@ -200,6 +200,12 @@ async def test_actions_are_recorded_with_who_did_them(
         ("test_press", "box-east", GUARD, None),
         ("silence_siren", "box-west", GUARD, None),
     ]
+    # The test press put the gate in test mode: another is refused until it ends.
+    assert source.snapshot().test_mode_until is not None
+    status, answer = await _act(session, base, {"action": "test_press", "target": "box-west",
+                                                "pin": PIN})  # fmt: skip
+    assert (status, answer["reason"]) == (409, "test_mode_on")
+    assert len(source.actions) == 3
 
 
 async def _next_state(lines: aiohttp.StreamReader) -> dict[str, Any]:

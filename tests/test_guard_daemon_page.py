@@ -20,7 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from gateway.core import auth, keys
-from guard_support import daemon_guard_config, headless_chromium, police_acknowledge
+from guard_support import GUARD, PIN, daemon_guard_config, headless_chromium, police_acknowledge
 from simulators.broker import MosquittoBroker, free_port
 from simulators.dido import DiDoModule
 from simulators.listener import Received, listen
@@ -90,6 +90,44 @@ class Page:
         return [s for s in seen if s["id"] == alarm_id]
 
 
+class Gate:
+    """The daemon with `[guard]` and `[security]` (its key and the police desk's in `tmp_path`),
+    the simulated box `module` on `modbus_port`, and the page in `browser`, in Chinese."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        police_broker: MosquittoBroker,
+        bureau_broker: MosquittoBroker,
+        box: tuple[DiDoModule, int],
+        browser: WebDriver,
+    ) -> None:
+        self.module, modbus_port = box
+        gateway_files = keys.write_key_pair(tmp_path, "gate-east")
+        self.receiver_files = keys.write_key_pair(tmp_path, "police-console")
+        page_port = free_port()
+        self.gateway = GatewayProcess(
+            tmp_path,
+            police_broker,
+            bureau_broker,
+            modbus_tcp_port=modbus_port,
+            extra=daemon_guard_config(tmp_path, page_port, self.receiver_files.public_b64),
+        )
+        self.gateway_key = keys.load_public_key(gateway_files.public_b64, tmp_path)
+        self.page = Page(browser, f"http://127.0.0.1:{page_port}/?lang=zh")
+
+
+@pytest.fixture
+def gate(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+    browser: WebDriver,
+) -> Gate:
+    return Gate(tmp_path, police_broker, bureau_broker, box, browser)
+
+
 def _row(alarm_id: str) -> str:
     return f"document.querySelector('[data-alarm=\"{alarm_id}\"]')"
 
@@ -103,26 +141,10 @@ def _ms(message: Received) -> float:
 
 
 async def test_a_press_reaches_the_page_stage_by_stage_and_survives_a_killed_daemon(
-    tmp_path: Path,
-    police_broker: MosquittoBroker,
-    bureau_broker: MosquittoBroker,
-    box: tuple[DiDoModule, int],
-    browser: WebDriver,
+    gate: Gate, police_broker: MosquittoBroker
 ) -> None:
-    module, port = box
-    gateway_files = keys.write_key_pair(tmp_path, "gate-east")
-    receiver_files = keys.write_key_pair(tmp_path, "police-console")
-    page_port = free_port()
-    gateway = GatewayProcess(
-        tmp_path,
-        police_broker,
-        bureau_broker,
-        modbus_tcp_port=port,
-        extra=daemon_guard_config(tmp_path, page_port, receiver_files.public_b64),
-    )
-    receiver_key = keys.load_private_key(receiver_files.private_key)
-    gateway_key = keys.load_public_key(gateway_files.public_b64, tmp_path)
-    page = Page(browser, f"http://127.0.0.1:{page_port}/?lang=zh")
+    module, gateway, page, gateway_key = gate.module, gate.gateway, gate.page, gate.gateway_key
+    receiver_key = keys.load_private_key(gate.receiver_files.private_key)
 
     async with (
         listen("police", police_broker.host, police_broker.port) as police,
@@ -178,3 +200,47 @@ async def test_a_press_reaches_the_page_stage_by_stage_and_survives_a_killed_dae
         await page.until("document.getElementById('conn').classList.contains('live')", timeout_s=15)
         await page.until(_stage_is(alarm_id, "acknowledged"), timeout_s=5)
         assert not await page.js("return document.body.classList.contains('lost')")
+
+
+async def test_a_test_press_from_the_page_makes_the_next_press_a_test(
+    gate: Gate, police_broker: MosquittoBroker
+) -> None:
+    """The guard taps "test press" at the box, gives the PIN: the daemon starts test mode (the
+    police have `gateway.test_started` with the guard's name), the page shows the banner; the box
+    pressed in the simulator is an alarm marked `test` at the police and shown as a test."""
+    module, gateway, page, gateway_key = gate.module, gate.gateway, gate.page, gate.gateway_key
+
+    async with (
+        listen("police", police_broker.host, police_broker.port) as police,
+        gateway.running(police),
+    ):
+        await gateway.wait_ready()
+        await page.open()
+        assert await page.js("return document.getElementById('test-mode').hidden")
+
+        # The guard's test press at the box, with the PIN.
+        await page.js("document.querySelector('[data-action=\"test_press\"]').click()")
+        await page.until("!document.getElementById('dialog').hidden")
+        await page.js(
+            "document.getElementById('pin').value = arguments[0];"
+            "document.getElementById('dialog-ok').click()",
+            PIN,
+        )
+        await page.until("document.getElementById('dialog').hidden")
+        started = await police.wait_for(
+            lambda m: "/events/" in m.topic and m.json.get("type") == "gateway.test_started"
+        )
+        notice = auth.verify_payload(started.payload, {"gate-east": gateway_key})
+        assert (notice["data"]["by"], notice["data"]["minutes"], notice["test"]) == (GUARD, 5, True)
+        await page.until("!document.getElementById('test-mode').hidden", timeout_s=2.0)
+        banner = await page.js("return document.getElementById('test-mode').textContent")
+        assert "测试模式" in banner and notice["data"]["until"][11:16] in banner
+
+        # The box pressed: a test alarm at the police, shown on the page as a test.
+        await module.pulse(0, 150)
+        message = await police.wait_for(lambda m: "/events/alarm" in m.topic)
+        alarm = auth.verify_payload(message.payload, {"gate-east": gateway_key})
+        assert alarm["test"] is True
+        await page.until(f"{_row(alarm['alarm_id'])}?.dataset.test === 'yes'", timeout_s=2.0)
+        text = await page.js(f"return {_row(alarm['alarm_id'])}.textContent")
+        assert "测试" in text

@@ -187,7 +187,8 @@ async def test_actions_need_the_pin_and_wrong_pins_are_limited(
 
 
 _LAYOUT_JS = """
-const boxes = [...document.querySelectorAll('header > *, main > section:not([hidden])')];
+const boxes = [...document.querySelectorAll(
+  'header > *, #test-mode:not([hidden]), main > section:not([hidden])')];
 const rows = [...document.querySelectorAll('.rows > li, .row > *')];
 const problems = [];
 const rect = (e) => e.getBoundingClientRect();
@@ -221,6 +222,12 @@ async def test_the_page_fits_without_overlap(
     _, _, page = served
     await page.open(lang=lang, size=size)
     assert await page.js("return document.documentElement.lang") == lang
+    # The test-mode banner is shown (gate_source is in test mode), with the catalogue's words.
+    banner = await page.js(
+        "const b = document.getElementById('test-mode');"
+        "return b.hidden || b.getBoundingClientRect().height === 0 ? null : b.textContent"
+    )
+    assert banner is not None and ("测试模式" if lang == "zh" else "Test mode until") in banner
     assert await page.js(_LAYOUT_JS) == []
     if os.environ.get("GUARD_SCREENSHOTS"):
         path = IMG / f"guard-{lang}-{size[0]}x{size[1]}.png"

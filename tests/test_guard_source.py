@@ -3,13 +3,15 @@ latches and path board (a real outbox in a temporary file), the parts bump the v
 `changed` wakes at once (nothing polled; not without a change), the NTP flag is read again on
 the clock, and the guard's actions go through the latches with who did them: a reset needs a
 reason until the police acknowledged, the siren is silenced for the box's
-open alarms and stays off, a test press is refused (the daemon has no test mode yet)."""
+open alarms and stays off, a test press starts test mode (the daemon's own start, for
+`[guard] test_press_minutes`, by the guard) and the next press shows as a test."""
 
 from __future__ import annotations
 
 import asyncio
 import tomllib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,15 +26,17 @@ from drivers.polling import DeviceHealth
 from edge_config.loader import parse_config
 from edge_config.models import GatewayConfig
 from gateway.alarms.latch import AlarmLatches, BoxInfo
+from gateway.alarms.test_mode import UNTIL_KEY, TestMode
 from gateway.core import contract
 from gateway.core.changes import ChangeCounter
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event
 from gateway.guard.view import ActionRefused
-from gateway.guard_source import CLOCK_CHECK_S, DaemonGuardSource
+from gateway.guard_source import CLOCK_CHECK_S, DaemonGuardSource, GuardTestMode
 from gateway.rules.calendar import Window
 from gateway.rules.state import LedgerEntry, ViolationRecord
 from gateway.rules.today import RulesToday
+from gateway.store.outbox import Marks
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 from gateway.uplink.paths import PathBoard
@@ -87,7 +91,19 @@ class Parts:
         self.store = store
         self.clock = clock
         self.synchronised: bool | None = None
+        self.test_mode = TestMode(
+            store.outbox, store.log.memory("gateway"), SITE, clock=clock, changed=self.changes.bump
+        )
+        self.test_starts: list[tuple[int, str]] = []
         self.source = self.make_source()
+
+    async def start_test(self, *, minutes: int, by: str) -> int:
+        """The daemon's `test_mode_start`, noting each call (the page must go through it)."""
+        self.test_starts.append((minutes, by))
+        return await self.test_mode.start(minutes=minutes, by=by)
+
+    def guard_test_mode(self) -> GuardTestMode:
+        return GuardTestMode(self.test_mode, self.start_test)
 
     def make_latches(self, store: Storage, **options: float) -> AlarmLatches:
         box = BoxInfo(DeviceRef("box", "alarm_box", "东门岗亭"), {0: "desk"})
@@ -108,6 +124,7 @@ class Parts:
             {},
             self.clock,
             changes=self.changes,
+            test_mode=self.guard_test_mode(),
             clock_synchronised=lambda: self.synchronised,
         )
 
@@ -118,10 +135,23 @@ class Parts:
 
 @pytest.fixture
 async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
-    data = tomllib.loads(CONFIG.replace("{store}", str(tmp_path / "o.db")))
+    async with gate_parts(tmp_path) as made:
+        yield made
+
+
+@asynccontextmanager
+async def gate_parts(tmp_path: Path, extra: str = "") -> AsyncIterator[Parts]:
+    """The parts as the daemon wires them (the store marks events while test mode is on), with
+    `extra` added to the config."""
+    data = tomllib.loads((CONFIG + extra).replace("{store}", str(tmp_path / "o.db")))
     config = parse_config(data, tmp_path / "schoolgate.toml")
-    async with Storage(tmp_path / "o.db", SITE, Router({"police": ["*"], "bureau": ["*"]})) as box:
-        yield Parts(config, box, FakeClock())
+    made: list[Parts] = []
+    marks = Marks(test=lambda: made[0].test_mode.active())  # noqa: PLW0108 - made next
+    clock = FakeClock()
+    routes = Router({"police": ["*"], "bureau": ["*"]})
+    async with Storage(tmp_path / "o.db", SITE, routes, marks=marks, clock=clock) as box:
+        made.append(Parts(config, box, clock))
+        yield made[0]
 
 
 async def test_an_alarm_shows_stored_then_at_the_police_then_acknowledged_by_whom(
@@ -192,7 +222,7 @@ async def test_since_is_when_the_state_began_even_with_no_page_open(parts: Parts
     health = DeviceHealth(ctx, 1000, on_offline=_nothing)
     parts.source = DaemonGuardSource(
         parts.config, parts.latches, parts.paths, {"box": SimpleNamespace(health=health)},
-        parts.clock, changes=parts.changes,
+        parts.clock, changes=parts.changes, test_mode=parts.guard_test_mode(),
     )  # fmt: skip
     watcher = asyncio.create_task(parts.source.run(), name="guard:watch")
     try:
@@ -267,14 +297,69 @@ async def test_silence_siren_turns_it_off_for_the_alarm_and_it_stays_off(parts: 
     assert len(latches.open_alarms) == 1  # still latched
 
 
-async def test_a_test_press_is_refused_while_the_daemon_has_no_test_mode(parts: Parts) -> None:
-    with pytest.raises(ActionRefused) as no_mode:
-        await parts.source.test_press("box", "王师傅")
-    assert no_mode.value.reason == "no_test_mode"
+GUARD_SECTION = """
+[guard]
+test_press_minutes = 3
+[[guard.guards]]
+name = "王师傅"
+pin_hash = "scrypt$1$1$1$AA==$AA=="
+"""
+
+
+async def test_a_test_press_starts_test_mode_and_the_next_press_shows_as_a_test(
+    tmp_path: Path,
+) -> None:
+    async with gate_parts(tmp_path, GUARD_SECTION) as parts:
+        await _test_press_then_a_test(parts)
+
+
+async def _test_press_then_a_test(parts: Parts) -> None:
+    source = parts.source
+    alarm_id = await parts.press()  # before: a real alarm, not a test
+    assert source.snapshot().test_mode_until is None
+    before = source.version
+    await source.test_press("box", "王师傅")
+    assert parts.test_starts == [(3, "王师傅")]  # the daemon's start, for the configured minutes
+    assert source.version > before  # the page is told
+    until = source.snapshot().test_mode_until
+    assert until is not None and until.utcoffset() == SITE.tz.utcoffset(until)  # site time
+    assert until.timestamp() * 1000 == parts.clock.wall_ms() + 3 * 60_000
+    assert await parts.store.log.memory("gateway").recall(UNTIL_KEY) == until.timestamp() * 1000
+    (started,) = await stored(parts.store, "gateway.test_started")
+    assert (started["data"]["by"], started["data"]["minutes"]) == ("王师傅", 3)
+    assert started["test"] is True
+    await parts.latches.reset(alarm_id, by="王师傅", occurred_at_ms=parts.clock.wall_ms())
+    test_id = await parts.press()  # the guard presses the box: a test
+    (alarm,) = source.snapshot().alarms
+    assert (alarm.alarm_id, alarm.test) == (test_id, True)
+    (panic, test_panic) = await stored(parts.store, "alarm.panic")
+    assert (panic["test"], test_panic["test"]) == (False, True)
+    # After a restart the latch knows it is a test again (read from the stored body).
+    parts.latches = parts.make_latches(parts.store)
+    await parts.latches.restore()
+    assert [(lt.alarm_id, lt.test) for lt in parts.latches.open_alarms] == [(test_id, True)]
+    assert [a.test for a in parts.make_source().snapshot().alarms] == [True]
+    with pytest.raises(ActionRefused) as on:  # while it is on: nothing to start
+        await source.test_press("box", "王师傅")
+    assert on.value.reason == "test_mode_on"
+    assert parts.test_starts == [(3, "王师傅"), (3, "王师傅")]
+    await parts.test_mode.stop(by="timer")
+    assert source.snapshot().test_mode_until is None
+
+
+async def test_a_test_press_of_what_is_not_an_alarm_box_is_refused(parts: Parts) -> None:
     with pytest.raises(ActionRefused) as no_box:
         await parts.source.test_press("gate_doors", "王师傅")
     assert no_box.value.reason == "unknown_box"
-    assert parts.latches.open_alarms == []
+    assert parts.test_starts == []
+    assert not parts.test_mode.active()
+
+
+async def test_without_a_guard_section_a_test_press_lasts_the_default_minutes(
+    parts: Parts,
+) -> None:
+    await parts.source.test_press("box", "王师傅")
+    assert parts.test_starts == [(5, "王师傅")]
 
 
 def test_an_unreadable_box_clock_is_unknown_not_unsynchronised(parts: Parts) -> None:
@@ -295,7 +380,7 @@ def test_the_rules_today_become_the_page_view_in_site_time(parts: Parts) -> None
     )
     parts.source = DaemonGuardSource(
         parts.config, parts.latches, parts.paths, {}, parts.clock,
-        changes=parts.changes, rules_today=lambda: today,
+        changes=parts.changes, rules_today=lambda: today, test_mode=parts.guard_test_mode(),
     )  # fmt: skip
     rules = parts.source.snapshot().rules
     assert rules is not None

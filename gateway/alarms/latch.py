@@ -75,6 +75,10 @@ class Latch:
     """A guard silenced the box's siren for this alarm: who and when (restored from its event);
     None: not silenced."""
 
+    test: bool = False
+    """Raised in test mode (its `alarm.panic` was stored marked `test`): the page shows it as a
+    test; restored from the stored body after a restart."""
+
     siren_asked: bool = False
     """A panic reaction sounds the siren for this alarm (not restored after a restart: the
     reaction's own `rule.action` event records it)."""
@@ -174,7 +178,12 @@ class AlarmLatches:
         for alarm in await self._outbox.open_alarms():
             if alarm.alarm_id not in self._open:
                 restored[alarm.alarm_id] = Latch(
-                    alarm.alarm_id, alarm.device_id, alarm.button, alarm.raised_at_ms, alarm.presses
+                    alarm.alarm_id,
+                    alarm.device_id,
+                    alarm.button,
+                    alarm.raised_at_ms,
+                    alarm.presses,
+                    test=alarm.test,
                 )
         progress = await self._outbox.alarm_progress(self._ack_destination, list(restored))
         for step in progress:
@@ -227,6 +236,7 @@ class AlarmLatches:
         # No await from here to `_track`: a PUBACK of this seq cannot be handled before it.
         self._open[latch.alarm_id] = latch
         if event_type == "alarm.panic":
+            latch.test = stored.test
             self._track(latch, stored.seq)
             self._deadlines_changed.set()
         log.warning(

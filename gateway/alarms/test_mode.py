@@ -13,6 +13,7 @@ stamps them) and does not time presses (the receipts are read from the store: ga
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -20,6 +21,7 @@ import structlog
 
 from gateway.alarms.drill import gateway_notice
 from gateway.core import contract
+from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, wait_until_set
 from gateway.core.events import Event
 from gateway.store.records import EventWriter
@@ -56,6 +58,7 @@ class TestMode:
         *,
         clock: Clock,
         minute_ms: int = 60_000,
+        changed: Callable[[], None] = nothing_changed,
     ) -> None:
         self._outbox, self._memory, self._clock = outbox, memory, clock
         self._tz = site.tz
@@ -63,6 +66,8 @@ class TestMode:
         self._until_ms: int | None = None
         """When test mode ends, wall ms of the injected clock (what is stored)."""
         self._changed = asyncio.Event()
+        self._tell = changed
+        """Told at every start and end (the guard's page shows test mode)."""
         self.ended = asyncio.Event()
         """Set once an end is announced (stored); cleared by a start."""
 
@@ -85,6 +90,7 @@ class TestMode:
             return
         log.warning("test_mode_restored", until=self._at(self._until_ms))
         self._changed.set()
+        self._tell()
 
     async def start(self, *, minutes: int, by: str) -> int:
         """Announce, then mark: the receivers have `gateway.test_started` before any event of
@@ -102,6 +108,7 @@ class TestMode:
         self._until_ms = until_ms
         self.ended.clear()
         self._changed.set()
+        self._tell()
         log.warning("test_mode_started", minutes=minutes, by=by, until=self._at(until_ms))
         return until_ms
 
@@ -112,6 +119,7 @@ class TestMode:
             raise TestModeError("test mode is not on")
         self._until_ms = None
         self._changed.set()
+        self._tell()
         log.warning("test_mode_stopped", by=by)
         await self._store("gateway.test_stopped", by=by)
         await self._memory.remember(UNTIL_KEY, 0)

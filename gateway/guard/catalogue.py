@@ -38,6 +38,10 @@ _M: dict[str, tuple[str, str]] = {
     "stage_acknowledged": ("✔ 公安已确认", "✔ Acknowledged by the police"),
     "stage_escalated": ("▲ 超时未确认，已升级", "▲ Not acknowledged: escalated"),
     "alarm_test": ("测试", "TEST"),
+    "test_mode_on": (
+        "◆ 测试模式，至 {t}：按下报警按钮只作测试，公安不出警",
+        "◆ Test mode until {t}: a press is a test, the police do not dispatch",
+    ),
     "alarm_raised": ("触发 {t}", "raised {t}"),
     "alarm_acked": ("{who} 于 {t} 确认", "acknowledged by {who} at {t}"),
     "alarm_escalated": ("{t} 升级", "escalated {t}"),
@@ -95,6 +99,10 @@ _M: dict[str, tuple[str, str]] = {
     "dlg_ok": ("确认", "Confirm"),
     "dlg_cancel": ("取消", "Cancel"),
     "done": ("已完成（{who}）", "Done ({who})"),
+    "done_test_press": (
+        "测试模式已开启（{who}）：请按下报警按钮",
+        "Test mode on ({who}): now press the alarm box",
+    ),
     "err_pin_wrong": ("PIN 错误，还可尝试 {n} 次", "Wrong PIN: {n} attempts left"),
     "err_locked": ("错误次数过多，请 {s} 秒后再试", "Too many wrong PINs: try again in {s} s"),
     "err_bad_request": ("请求无效", "Invalid request"),
@@ -104,7 +112,10 @@ _M: dict[str, tuple[str, str]] = {
     "refused_reason_required": ("公安尚未确认：请填写原因", "Not acknowledged yet: give a reason"),
     "refused_not_allowed_now": ("现在不能执行", "Not allowed now"),
     "refused_daemon_busy": ("网关忙，请重试", "The gateway is busy: try again"),
-    "refused_no_test_mode": ("网关尚无测试模式，不能测试按键", "The gateway has no test mode yet"),
+    "refused_test_mode_on": (
+        "测试模式已开启：请直接按下报警按钮",
+        "Test mode is already on: press the box",
+    ),
 }
 
 MESSAGES: Final = MappingProxyType(

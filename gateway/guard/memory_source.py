@@ -3,7 +3,8 @@
 Owns nothing of the daemon: a test (or the screenshot script) sets what the page shows with
 `put_alarm`, `put_bollard`, ..., and every call bumps the version and wakes `changed`. The guard's
 actions are kept in `actions` (who did what, in order) and applied the way the daemon would:
-a reset removes the alarm, refused without a reason until the police acknowledged it.
+a reset removes the alarm, refused without a reason until the police acknowledged it; a test
+press puts the gate in test mode for `test_press_minutes`, refused while it is on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from gateway.guard.view import (
@@ -40,9 +41,14 @@ class RecordedAction:
 
 class MemorySource:
     def __init__(
-        self, *, gate_name: str = "", now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        *,
+        gate_name: str = "",
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        test_press_minutes: int = 5,
     ) -> None:
         self._now = now
+        self._test_press = timedelta(minutes=test_press_minutes)
         self._version = 0
         self._bumped = asyncio.Event()
         self._state = GuardSnapshot(version=0, now=now(), gate_name=gate_name)
@@ -66,8 +72,11 @@ class MemorySource:
 
     async def test_press(self, box: str, by: str) -> None:
         self._box(box)
+        until = self._state.test_mode_until
+        if until is not None and until > self._now():
+            raise ActionRefused("test_mode_on", f"until {until.isoformat()}")
         self.actions.append(RecordedAction("test_press", box, by))
-        self._bump()
+        self._set(test_mode_until=self._now() + self._test_press)
 
     async def silence_siren(self, box: str, by: str) -> None:
         self._box(box)
@@ -102,6 +111,9 @@ class MemorySource:
 
     def set_rules(self, rules: RulesView | None) -> None:
         self._set(rules=rules)
+
+    def set_test_mode(self, until: datetime | None) -> None:
+        self._set(test_mode_until=until)
 
     # --- inside ------------------------------------------------------------------------------
     def _alarm(self, alarm_id: str) -> AlarmView:

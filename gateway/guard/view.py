@@ -40,7 +40,7 @@ RefusalReason = Literal[
     "reason_required",
     "not_allowed_now",
     "daemon_busy",
-    "no_test_mode",
+    "test_mode_on",
 ]
 
 ALARM_STAGES: tuple[str, ...] = get_args(AlarmStage)
@@ -160,6 +160,8 @@ class GuardSnapshot:
     paths: tuple[PathView, ...] = ()
     clock: ClockView = field(default_factory=lambda: ClockView(None, box_synchronised=False))
     rules: RulesView | None = None
+    test_mode_until: datetime | None = None  # the gate is in test mode until then: every event
+    # (a press too) is marked as a test; None: not in test mode
 
 
 class GuardSource(Protocol):
@@ -179,7 +181,8 @@ class GuardSource(Protocol):
         ...
 
     async def test_press(self, box: str, by: str) -> None:
-        """Start a test press of `box`: an alarm marked as a test, announced to the police."""
+        """Put the gate in test mode (announced to the police) so that the guard's next press
+        of `box` is an alarm marked as a test; `ActionRefused("test_mode_on")` while it is on."""
         ...
 
     async def silence_siren(self, box: str, by: str) -> None:

@@ -43,6 +43,8 @@ class OpenAlarm:
     button: int
     raised_at_ms: int
     presses: int
+    test: bool = False
+    """Its `alarm.panic` was stored marked `test` (raised in test mode)."""
 
 
 @dataclass(frozen=True, slots=True)

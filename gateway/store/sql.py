@@ -318,8 +318,20 @@ def open_alarms(db: sqlite3.Connection) -> list[OpenAlarm]:
         f" FROM events WHERE type IN ({_ALARM_TYPES_SQL}) AND alarm_id IN ({OPEN_ALARM_IDS})"
         " GROUP BY alarm_id ORDER BY MIN(seq)"
     ).fetchall()
+    # The test mark is read from the raising events' stored bodies in Python (few: the open
+    # alarms), as `test_receipts` does: no query parses the wire payload.
+    tests = {
+        alarm_id
+        for alarm_id, body in db.execute(
+            f"SELECT alarm_id, body FROM events WHERE type = 'alarm.panic'"
+            f" AND alarm_id IN ({OPEN_ALARM_IDS})"
+        )
+        if json.loads(body).get("test") is True
+    }
     return [
-        OpenAlarm(alarm_id=a, device_id=d, button=int(b), raised_at_ms=t, presses=n)
+        OpenAlarm(
+            alarm_id=a, device_id=d, button=int(b), raised_at_ms=t, presses=n, test=a in tests
+        )
         for a, d, b, t, n in rows
     ]
 

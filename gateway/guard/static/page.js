@@ -63,9 +63,10 @@ function fill(listId, items, draw) {
 }
 
 function drawAlarm(a) {
-  const row = el("li", "row alarm stage-" + a.stage);
+  const row = el("li", "row alarm stage-" + a.stage + (a.test ? " test" : ""));
   row.dataset.alarm = a.alarm_id;
   row.dataset.stage = a.stage;
+  row.dataset.test = a.test ? "yes" : "no";
   if (a.test) row.append(el("span", "tag-test", t("alarm_test")));
   row.append(el("span", "name", a.place || a.box));
   row.append(stateChip("stage_" + a.stage, a.stage));
@@ -151,6 +152,9 @@ function render() {
   document.documentElement.lang = lang;
   if (!state) return;
   $("gate-name").textContent = state.gate_name;
+  const testMode = $("test-mode");
+  testMode.hidden = !state.test_mode_until;
+  testMode.textContent = state.test_mode_until ? t("test_mode_on", { t: hm(state.test_mode_until) }) : "";
   const alarms = $("alarm-list");
   alarms.replaceChildren();
   if (!state.alarms.length) alarms.append(el("li", "row muted", t("no_alarms")));
@@ -240,7 +244,13 @@ async function submitAction(event) {
     return;
   }
   $("pin").value = "";
-  if (answer.ok) { closeDialog(); toast(t("done", { who: answer.by })); return; }
+  if (answer.ok) {
+    const who = { who: answer.by };
+    const text = pending.action === "test_press" ? t("done_test_press", who) : t("done", who);
+    closeDialog();
+    toast(text);
+    return;
+  }
   const errors = {
     pin_wrong: () => t("err_pin_wrong", { n: answer.attempts_left }),
     locked: () => t("err_locked", { s: Math.ceil(answer.retry_after_s) }),
