@@ -247,12 +247,21 @@ async def judge(
                 if _open_ended(e) is phase
             ]
         verdicts.update((task.result().number, task.result()) for task in tasks)
-    for n, expect in numbered:
-        if expect.before is not None:
-            mine, theirs = verdicts[n].arrivals, verdicts[expect.before].arrivals
-            in_order = bool(mine) and (not theirs or mine[0] < theirs[0])
-            verdicts[n] = replace(verdicts[n], in_order=in_order)
-    return [verdicts[n] for n, _ in numbered]
+    return in_order([verdicts[n] for n, _ in numbered])
+
+
+def in_order(verdicts: list[Verdict]) -> list[Verdict]:
+    """Judge each `before`: its first event must have come, and before the other's first."""
+    judged = []
+    for verdict in verdicts:
+        before = verdict.expect.before
+        if before is None:
+            judged.append(verdict)
+            continue
+        mine, theirs = verdict.arrivals, verdicts[before - 1].arrivals
+        ok = bool(mine) and (not theirs or mine[0] < theirs[0])
+        judged.append(replace(verdict, in_order=ok))
+    return judged
 
 
 def _what(expect: Expect) -> str:
