@@ -37,7 +37,7 @@ from gateway.commands.local_ops import LocalOps
 from gateway.core import auth, contract
 from gateway.core.backoff import Backoff
 from gateway.core.changes import ChangeCounter
-from gateway.core.clock import Clock, SystemClock
+from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef
 from gateway.guard_source import DaemonGuardSource
 from gateway.rules.ledger import LedgerError
@@ -115,11 +115,12 @@ def failover_of(config: GatewayConfig, name: str) -> Failover:
 
 class Gateway:
     def __init__(
-        self, config: GatewayConfig, *, config_dir: Path = Path(), clock: Clock | None = None
+        self, config: GatewayConfig, *, config_dir: Path = Path(), clock: SystemClock | None = None
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        """THE clock of every timer in the daemon (tests of a part inject a FakeClock)."""
+        """THE clock of every timer in the daemon (tests of a part inject a FakeClock; the
+        scenario runner a ShiftedClock, a real one showing another date)."""
         self.site = site_of(config)
         self.security = (
             None if config.security is None else load_security(config.security, config_dir)

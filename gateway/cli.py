@@ -27,7 +27,6 @@ from edge_config.loader import LoadedConfig
 from gateway import logsetup
 from gateway.commands import control, words
 from gateway.commissioning import commands as commissioning
-from gateway.core.clock import ClockSeamRefused, scenario_clock_from_env
 from gateway.rules import commands as rules_commands
 from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
@@ -72,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logsetup.configure(fmt=args.log_format, level=args.log_level)
     for warning in loaded.warnings:
         structlog.get_logger("gateway.cli").warning("config_warning", warning=warning)
+    from gateway.core.clock import ClockSeamRefused, scenario_clock_from_env  # noqa: PLC0415 - run only
+
     try:
         clock = scenario_clock_from_env(os.environ, config.store.path)
     except ClockSeamRefused as exc:
