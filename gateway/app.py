@@ -120,10 +120,13 @@ def failover_of(config: GatewayConfig, name: str) -> Failover:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, *, config_dir: Path = Path()) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, config_dir: Path = Path(), clock: SystemClock | None = None
+    ) -> None:
         self.config = config
-        self.clock = SystemClock()
-        """THE clock of every timer in the daemon (tests of a part inject a FakeClock)."""
+        self.clock = clock or SystemClock()
+        """THE clock of every timer in the daemon (tests of a part inject a FakeClock; the
+        scenario runner a ShiftedClock, a real one showing another date)."""
         self.site = site_of(config)
         self.security = (
             None if config.security is None else load_security(config.security, config_dir)

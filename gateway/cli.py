@@ -58,10 +58,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     logsetup.configure(fmt=args.log_format, level=args.log_level, tz=ZoneInfo(config.site.timezone))
     for warning in loaded.warnings:
         structlog.get_logger("gateway.cli").warning("config_warning", warning=warning)
+    from gateway.core.clock import ClockSeamRefused, scenario_clock_from_env  # noqa: PLC0415 - run only
+
+    try:
+        clock = scenario_clock_from_env(os.environ, config.store.path)
+    except ClockSeamRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if clock is not None:
+        structlog.get_logger("gateway.cli").warning("test_clock_in_use", offset_ms=clock.offset_ms)
     from gateway.app import Gateway  # noqa: PLC0415 - keep `check-config` fast and light
 
     async def main() -> None:
-        await Gateway(config, config_dir=args.config.parent).run()
+        await Gateway(config, config_dir=args.config.parent, clock=clock).run()
 
     asyncio.run(main())
     return 0

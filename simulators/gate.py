@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -57,12 +58,13 @@ BOLLARD_TRAVEL_MS = 600
 """Short on purpose (a real hydraulic bollard takes seconds): scenarios stay a few seconds."""
 TRAVEL_TIMEOUT_MS = 2000
 OFFLINE_AFTER_MS = 2000
+SITE_TZ = "Asia/Shanghai"
 
 CONFIG = """\
 [site]
 school_id = "sim-school"
 gateway_id = "north-gate"
-timezone = "Asia/Shanghai"
+timezone = "{site_tz}"
 name = "schoolgate simulated gate"
 
 [store]
@@ -282,12 +284,13 @@ def gateway_config(
         bollard_2_unit=BOLLARD_UNITS[2],
         travel_timeout_ms=TRAVEL_TIMEOUT_MS,
         sockets_unit=SOCKETS_UNIT,
+        site_tz=SITE_TZ,
     )
 
 
 @contextlib.asynccontextmanager
 async def _gateway_process(
-    config_path: Path, log_path: Path
+    config_path: Path, log_path: Path, env: Mapping[str, str]
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, asyncio.Event]]:
     """`python -m gateway run`, its JSON log copied to `log_path`; the event is set when it logs
     `devices_ready` (every driver has polled its device once)."""
@@ -297,6 +300,7 @@ async def _gateway_process(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **env},
     )
 
     async def copy_log() -> None:
@@ -342,12 +346,17 @@ def gate_devices() -> tuple[DiDoModule, dict[int, BollardController], SocketSens
 
 @contextlib.asynccontextmanager
 async def simulated_gate(
-    workdir: Path | None = None, *, ready_timeout_s: float = 20.0, extra_config: str = ""
+    workdir: Path | None = None,
+    *,
+    ready_timeout_s: float = 20.0,
+    extra_config: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[SimulatedGate]:
     """Start everything, wait until the gateway has polled every device and both brokers have
     it online, yield the gate; tear it all down on exit. Raises `GateError` when it cannot start.
     The config, outbox and log go to `workdir` (a new temporary folder when None); the caller
-    removes it, so a failed run can keep it for a look."""
+    removes it, so a failed run can keep it for a look. `env` is added to the gateway's
+    environment (the scenario runner's clock seam)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="schoolgate-gate-"))
     panic_box, bollards, sockets, doors = gate_devices()
     on_gate_bus: dict[int, SimUnit] = {b.unit_id: b for b in bollards.values()}
@@ -376,7 +385,7 @@ async def simulated_gate(
             + extra_config  # whole sections, e.g. [security] for tests of signed commands
         )
         log_path = workdir / "gateway.log"
-        async with _gateway_process(config_path, log_path) as (proc, devices_ready):
+        async with _gateway_process(config_path, log_path, env or {}) as (proc, devices_ready):
             gate = SimulatedGate(
                 workdir=workdir,
                 config_path=config_path,

@@ -22,12 +22,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from gateway.core.clock import TEST_WALL_START_VAR
 from simulators.bollard import BollardController
 from simulators.broker import BrokerError
-from simulators.gate import RESET_INPUT, GateError, SimulatedGate, arrival_s, simulated_gate
+from simulators.gate import (
+    RESET_INPUT,
+    SITE_TZ,
+    GateError,
+    SimulatedGate,
+    arrival_s,
+    simulated_gate,
+)
 from simulators.scenario_model import (
     BollardFault,
     BollardJam,
@@ -60,13 +69,15 @@ class Verdict:
     """Seconds from start; the start is -inf when the window is not tied to a step."""
     arrivals: list[float]
     """First arrival (seconds from start) of each distinct matching event, in order."""
+    in_order: bool = True
+    """With `before`: this one's first event came before the other expectation's first."""
 
     @property
     def passed(self) -> bool:
         got = len(self.arrivals)
         if self.expect.count is not None:
-            return got == self.expect.count
-        return got >= (self.expect.at_least or 1)
+            return got == self.expect.count and self.in_order
+        return got >= (self.expect.at_least or 1) and self.in_order
 
 
 # -- playing ---------------------------------------------------------------------------------
@@ -236,13 +247,29 @@ async def judge(
                 if _open_ended(e) is phase
             ]
         verdicts.update((task.result().number, task.result()) for task in tasks)
-    return [verdicts[n] for n, _ in numbered]
+    return in_order([verdicts[n] for n, _ in numbered])
+
+
+def in_order(verdicts: list[Verdict]) -> list[Verdict]:
+    """Judge each `before`: its first event must have come, and before the other's first."""
+    judged = []
+    for verdict in verdicts:
+        before = verdict.expect.before
+        if before is None:
+            judged.append(verdict)
+            continue
+        mine, theirs = verdict.arrivals, verdicts[before - 1].arrivals
+        ok = bool(mine) and (not theirs or mine[0] < theirs[0])
+        judged.append(replace(verdict, in_order=ok))
+    return judged
 
 
 def _what(expect: Expect) -> str:
     extra = [f"{k}={v}" for k, v in expect.data.items()]
     if expect.historical is not None:
         extra.append(f"historical={str(expect.historical).lower()}")
+    if expect.before is not None:
+        extra.append(f"before expect {expect.before}")
     device = expect.device or "any device"
     return f"{expect.type} from {device}" + (f" ({', '.join(extra)})" if extra else "")
 
@@ -291,13 +318,27 @@ def report(scenario: Scenario, verdicts: list[Verdict]) -> str:
 # -- running ---------------------------------------------------------------------------------
 
 
+def gateway_env(scenario: Scenario, workdir: Path) -> dict[str, str]:
+    """Put the scenario's calendar next to the gateway config; the clock seam's variable when
+    the scenario sets the gateway's clock (`gateway.core.clock.scenario_clock_from_env`)."""
+    setup = scenario.gate
+    if setup.calendar is not None:
+        shutil.copyfile(setup.calendar, workdir / "calendar.toml")
+    if setup.clock_start is None:
+        return {}
+    start = setup.clock_start.replace(tzinfo=ZoneInfo(SITE_TZ))
+    print(f"  the gateway's clock starts at {start.isoformat()} (site time)", flush=True)
+    return {TEST_WALL_START_VAR: str(int(start.timestamp() * 1000))}
+
+
 async def run(scenario: Scenario, *, expect: bool) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="schoolgate-scenario-"))
     print(f"scenario {scenario.name!r}: starting the simulated gate", flush=True)
     verdicts: list[Verdict] = []
     failure: str | None = None
+    env = gateway_env(scenario, workdir)
     try:
-        async with simulated_gate(workdir) as gate:
+        async with simulated_gate(workdir, extra_config=scenario.gate.config, env=env) as gate:
             print(gate.summary(), flush=True)
             t0 = gate.ready_at
             gate.show_live(t0)

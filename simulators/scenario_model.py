@@ -10,6 +10,7 @@ key. It does not run anything: `simulators.scenario` plays and judges.
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -158,6 +159,9 @@ class Expect(_Strict):
     after: str | int | None = Field(default=None, description="a step id, or its number from 1")
     within: float | None = Field(default=None, gt=0)
     by: float | None = Field(default=None, gt=0, description="seconds from start")
+    before: int | None = Field(
+        default=None, ge=1, description="another expectation's number: its first event comes later"
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> Expect:
@@ -181,9 +185,28 @@ class Expect(_Strict):
         return event_type == self.type
 
 
+class GateSetup(_Strict):
+    """What the scenario changes at the simulated gate before the gateway starts."""
+
+    clock_start: datetime | None = Field(
+        default=None, description="site local time the gateway's wall clock reads at its start"
+    )
+    calendar: Path | None = Field(
+        default=None, description="copied to the gateway's folder as calendar.toml"
+    )
+    config: str = Field(default="", description="whole sections appended to the gateway config")
+
+    @model_validator(mode="after")
+    def _local_time(self) -> GateSetup:
+        if self.clock_start is not None and self.clock_start.tzinfo is not None:
+            raise ValueError("clock_start: a local time at the site, without an offset")
+        return self
+
+
 class Scenario(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
+    gate: GateSetup = GateSetup()
     settle_s: float = Field(
         default=2.0, ge=0, le=600, description="listening after the last step, for open windows"
     )
@@ -213,6 +236,10 @@ class Scenario(_Strict):
                 problems.append(f"expect {i}: key 'after': no step has id {after!r} (ids: {known})")
             if isinstance(after, int) and not 1 <= after <= len(self.step):
                 problems.append(f"expect {i}: key 'after': no step {after} (1..{len(self.step)})")
+            if expect.before is not None and not (
+                1 <= expect.before <= len(self.expect) and expect.before != i
+            ):
+                problems.append(f"expect {i}: key 'before': no other expectation {expect.before}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -233,10 +260,19 @@ def load_scenario(path: Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(path, [f"not valid TOML: {exc}"]) from None
     try:
-        return Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         problems = [line for error in exc.errors() for line in _describe(error, raw).splitlines()]
         raise ScenarioError(path, problems) from None
+    calendar = scenario.gate.calendar
+    if calendar is not None:
+        calendar = calendar if calendar.is_absolute() else path.parent / calendar
+        if not calendar.is_file():
+            raise ScenarioError(path, [f"gate: key 'calendar': no file {calendar}"])
+        scenario = scenario.model_copy(
+            update={"gate": scenario.gate.model_copy(update={"calendar": calendar})}
+        )
+    return scenario
 
 
 def _describe(error: Any, raw: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ events themselves, never for a time."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,11 @@ from simulators.bollard import SocketSensors
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.listener import listen
-from tests_support import GatewayProcess
+from tests_support import GatewayProcess, rules_calendar, socket_module
 
 pytestmark = pytest.mark.timeout(90)
 
-
-def calendar_file(folder: Path) -> Path:
-    today = date.today()
-    path = folder / "calendar.toml"
-    path.write_text(
-        f"year_start = {today - timedelta(days=1)}\n"
-        f"year_end = {today + timedelta(days=300)}\n"
-        "[weekdays]\n"
-        'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
-    )
-    return path
+MONDAY_ARRIVAL = 'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
 
 
 async def test_a_socket_left_empty_past_its_timer_reaches_the_bureau_as_an_alarm(
@@ -43,27 +32,17 @@ async def test_a_socket_left_empty_past_its_timer_reaches_the_bureau_as_an_alarm
     _, box_port = box
     sensors = SocketSensors(4, sockets=2)
     async with serve_tcp(sensors) as (_, sockets_port):
-        extra = f"""
-[lines.sockets]
-type = "modbus_tcp"
-host = "127.0.0.1"
-port = {sockets_port}
-
-[devices.lane_sockets]
-kind = "bollard_sockets"
-line = "sockets"
-unit_id = 4
-location = "East gate lane"
-poll_interval_ms = 50
-sockets = [{{ input = 0, name = "socket-0" }}, {{ input = 1, name = "socket-1" }}]
-
+        extra = (
+            socket_module("sockets", sockets_port)
+            + f"""
 [rules]
-calendar_file = "{calendar_file(tmp_path).name}"
+calendar_file = "{rules_calendar(tmp_path, MONDAY_ARRIVAL)}"
 
 [[rules.socket_timer]]
 device = "lane_sockets"
 sockets = {{ "socket-0" = 0.05 }}
 """
+        )
         gateway = GatewayProcess(
             tmp_path, police_broker, bureau_broker, modbus_tcp_port=box_port, extra=extra
         )

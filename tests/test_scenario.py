@@ -10,22 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from simulators.scenario_model import ScenarioError, load_scenario
+from simulators.scenario import Verdict, in_order
+from simulators.scenario_model import Expect, ScenarioError, load_scenario
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "simulators" / "scenarios").glob("*.toml"))
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *map(str, args)], capture_output=True, text=True, timeout=50, check=False
+        [sys.executable, *map(str, args)], capture_output=True, text=True, timeout=85, check=False
     )
 
 
 def test_the_typical_gate_ships_its_scenarios() -> None:
     names = {path.stem for path in SCENARIOS}
     assert {"morning_opening", "panic_and_reset", "intrusion_at_night", "police_outage"} <= names
+    assert "school_day_rules" in names  # issue 12's rules, in one run
 
 
+@pytest.mark.timeout(90)  # the school day runs about 30 s
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_shipped_scenario_passes(path: Path) -> None:
     result = run("-m", "simulators", "scenario", path, "--expect")
@@ -118,6 +121,14 @@ CASES = {
         "expect 1: key 'broker'",
     ),
     "count and at_least": (EXPECT + "count = 1\nat_least = 2", "expect 1: give count (exactly) or"),
+    "before itself": (EXPECT + "before = 1", "expect 1: key 'before': no other expectation 1"),
+    "before nothing": (EXPECT + "before = 3", "expect 1: key 'before': no other expectation 3"),
+    "clock with an offset": (
+        "[gate]\nclock_start = 2026-12-07T08:00:00+08:00",
+        "clock_start: a local time at the site, without an offset",
+    ),
+    "unknown gate key": ('[gate]\nclock = "now"', "scenario: key 'gate.clock': Extra inputs"),
+    "no calendar file": ('[gate]\ncalendar = "nowhere.toml"', "gate: key 'calendar': no file "),
 }
 
 
@@ -145,3 +156,21 @@ def test_validation_of_the_file_as_a_whole(tmp_path: Path, text: str, problem: s
     with pytest.raises(ScenarioError) as raised:
         load_scenario(scenario)
     assert any(problem in line for line in raised.value.problems), raised.value.problems
+
+
+def _verdict(number: int, arrivals: list[float], before: int | None = None) -> Verdict:
+    expect = Expect(broker="bureau", type="alarm.panic", before=before)
+    return Verdict(number, expect, (0.0, 10.0), arrivals)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "passed"),
+    [([1.0], [2.0], True), ([2.0], [1.0], False), ([1.0], [1.0], False), ([], [1.0], False)],
+    ids=["first", "second", "same instant", "never came"],
+)
+def test_before_needs_this_event_first(
+    mine: list[float], theirs: list[float], passed: bool
+) -> None:
+    judged = in_order([_verdict(1, mine, before=2), _verdict(2, theirs)])
+    assert judged[0].passed is passed
+    assert judged[1].passed is bool(theirs)

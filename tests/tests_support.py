@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,37 @@ class GatewayProcess:
 
     def log_text(self) -> str:
         return self.log.read_text()
+
+
+def rules_calendar(folder: Path, weekdays: str = "") -> str:
+    """Write `calendar.toml` for a school year around today into `folder` and return its name
+    for `calendar_file`; `weekdays` are the lines of its `[weekdays]` table (none: no gate
+    window on any day, so an `outside` rule applies all day)."""
+    today = date.today()
+    (folder / "calendar.toml").write_text(
+        f"year_start = {today - timedelta(days=1)}\nyear_end = {today + timedelta(days=300)}\n"
+        f"[weekdays]\n{weekdays}"
+    )
+    return "calendar.toml"
+
+
+def socket_module(line: str, port: int) -> str:
+    """Config sections: the Modbus TCP line `line` to 127.0.0.1:`port` and on it, unit 4, the
+    socket module `lane_sockets` with sockets "socket-0" (input 0) and "socket-1" (input 1)."""
+    return f"""
+[lines.{line}]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+
+[devices.lane_sockets]
+kind = "bollard_sockets"
+line = "{line}"
+unit_id = 4
+location = "East gate lane"
+poll_interval_ms = 50
+sockets = [{{ input = 0, name = "socket-0" }}, {{ input = 1, name = "socket-1" }}]
+"""
 
 
 def _address(broker: MosquittoBroker | None, nodes: list[tuple[str, int]] | None) -> str:

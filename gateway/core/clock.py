@@ -15,8 +15,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import tempfile
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Protocol
+
+TEST_WALL_START_VAR = "SCHOOLGATE_TEST_WALL_START_MS"
+"""The scenario runner's seam: the daemon's wall clock reads this (epoch ms) when it starts."""
 
 
 class Clock(Protocol):
@@ -44,6 +50,44 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+class ShiftedClock(SystemClock):
+    """The real clock with its wall time moved by a fixed offset: a gate whose date was set to
+    another day. Monotonic time and sleeps stay real, so every duration is a real one."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def wall_ms(self) -> int:
+        return super().wall_ms() + self.offset_ms
+
+
+class ClockSeamRefused(Exception):
+    """The test clock was asked for where it must not be used; the message says why."""
+
+
+def scenario_clock_from_env(environ: Mapping[str, str], store_path: Path) -> ShiftedClock | None:
+    """The clock `TEST_WALL_START_VAR` asks for, or None when it is not set. Refused unless the
+    store is under the system's temporary folder (where tests and the scenario runner keep it;
+    a real gate's store must survive a reboot, so it never is): a box in service cannot be
+    given a false date through its environment."""
+    raw = environ.get(TEST_WALL_START_VAR)
+    if raw is None:
+        return None
+    temp = Path(tempfile.gettempdir()).resolve()
+    if not store_path.resolve().is_relative_to(temp):
+        raise ClockSeamRefused(
+            f"{TEST_WALL_START_VAR} is a test seam, refused: the store ({store_path}) is not "
+            f"under {temp}"
+        )
+    try:
+        start_ms = int(raw)
+    except ValueError:
+        raise ClockSeamRefused(
+            f"{TEST_WALL_START_VAR}: expected epoch milliseconds (got {raw!r})"
+        ) from None
+    return ShiftedClock(start_ms - SystemClock().wall_ms())
 
 
 class FakeClock:
