@@ -17,13 +17,14 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from test_rules_e2e import calendar_file
 
 from simulators.broker import MosquittoBroker
 from simulators.contract_check import default_checker
 from simulators.dido import DiDoModule
 from simulators.listener import listen
-from tests_support import GatewayProcess
+from tests_support import GatewayProcess, rules_calendar
+
+MONDAY_ARRIVAL = 'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,7 +38,7 @@ async def test_the_bureau_gets_the_daily_report_once(
     _, box_port = box
     extra = f"""
 [rules]
-calendar_file = "{calendar_file(tmp_path).name}"
+calendar_file = "{rules_calendar(tmp_path, MONDAY_ARRIVAL)}"
 
 [rules.daily_report]
 at = "00:00"
