@@ -51,6 +51,18 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _listing(
+    headers: Sequence[str], items: Iterable[Mapping[str, Any]], keys: Sequence[str]
+) -> str:
+    """A table with a row per item: its values under `keys`, as they are."""
+    return _table(headers, ([_v(item[k]) for k in keys] for item in items))
+
+
+def _summary(headers: Sequence[str], figures: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """A one-row table of `figures`' values under `keys` (a missing one shows as none)."""
+    return _table(headers, [[_v(figures.get(k)) for k in keys]])
+
+
 def _section(key: str, content: str) -> str:
     return f"<h2>{both(key)}</h2>{content}"
 
@@ -160,42 +172,30 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
         ),
         _section(
             "sec_violations",
-            _table(
+            _listing(
                 ["rule", "device", "state", "at"],
-                (
-                    [_v(v["rule"]), _v(v["device"]), _v(v["state"]), _v(v["at"])]
-                    for v in violations.get("opened", [])
-                ),
+                violations.get("opened", []),
+                ["rule", "device", "state", "at"],
             )
             + f"<p>{both('restored')}: {_v(violations.get('restored'))}; "
             f"{both('open_now')}: {len(violations.get('open_now', []))}</p>",
         ),
         _section(
             "sec_patrols",
-            _table(
+            _listing(
                 ["plan", "rounds", "required", "missed"],
-                (
-                    [_v(p["plan"]), _v(p["rounds_done"]), _v(p["rounds_required"]), _v(p["missed"])]
-                    for p in r.get("patrols", [])
-                ),
+                r.get("patrols", []),
+                ["plan", "rounds_done", "rounds_required", "missed"],
             ),
         ),
         _section(
             "sec_drills",
-            _table(
+            _summary(
                 ["quarter", "this_quarter", "missing"],
-                [
-                    [
-                        _v(drills.get("quarter")),
-                        _v(drills.get("this_quarter")),
-                        _v(drills.get("missing_reported")),
-                    ]
-                ],
+                drills,
+                ["quarter", "this_quarter", "missing_reported"],
             )
-            + _table(
-                ["started", "acked_by"],
-                ([_v(d["at"]), _v(d["by"])] for d in drills.get("started", [])),
-            ),
+            + _listing(["started", "acked_by"], drills.get("started", []), ["at", "by"]),
         ),
         f'<p class="sign">{both("signature")}: ____________________</p>',
     ]
