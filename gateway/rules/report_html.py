@@ -51,20 +51,13 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _s(value: object) -> str:
-    return f"{_v(value)} s"
-
-
-def _ms(value: object) -> str:
-    return f"{_v(value)} ms"
+def _in(unit: str) -> Callable[[object], str]:
+    """Shows a value with its unit ("12 ms")."""
+    return lambda value: f"{_v(value)} {unit}"
 
 
 def _health(health: object) -> str:
     return both(health) if isinstance(health, str) and health in TEXTS else _v(health)
-
-
-def _up(up: object) -> str:
-    return both("up" if up else "down")
 
 
 Cell = str | tuple[str, Callable[[Any], str]]
@@ -125,19 +118,27 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
             _listing(
                 ["device", "offset", "corrected"],
                 r.get("clocks", []),
-                ["device", ("offset_ms", _ms), "corrected"],
+                ["device", ("offset_ms", _in("ms")), "corrected"],
             ),
         ),
         _section(
             "sec_gateway_clock",
-            _summary(["synchronised", "max_error"], clock, ["synchronised", ("max_error_ms", _ms)]),
+            _summary(
+                ["synchronised", "max_error"], clock, ["synchronised", ("max_error_ms", _in("ms"))]
+            ),
         ),
         _section(
             "sec_paths",
             _listing(
                 ["path", "health", "up_fraction", "last_puback", "last_ack"],
                 ({**p, "name": name} for name, p in r.get("paths", {}).items()),
-                ["name", ("up", _up), ("up_fraction", _pct), "last_puback", "last_ack"],
+                [
+                    "name",
+                    ("up", lambda up: both("up" if up else "down")),
+                    ("up_fraction", _pct),
+                    "last_puback",
+                    "last_ack",
+                ],
             ),
         ),
         _section("sec_store", _store(store)),
@@ -151,7 +152,7 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
                     "device",
                     "drill",
                     "acknowledged_by",
-                    ("acknowledged_after_s", _s),
+                    ("acknowledged_after_s", _in("s")),
                     "escalated",
                 ],
             ),
@@ -161,7 +162,7 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
             _summary(
                 ["open_now", "overdue", "mttr"],
                 ledger,
-                ["open", "overdue", ("mean_time_to_repair_s", _s)],
+                ["open", "overdue", ("mean_time_to_repair_s", _in("s"))],
             )
             + _faults("opened_today", faults.get("opened", []))
             + _faults("closed_today", faults.get("closed", []))
