@@ -70,10 +70,11 @@ def _show(cell: Cell, value: Callable[[str], object]) -> str:
 
 
 def _listing(
-    headers: Sequence[str], items: Iterable[Mapping[str, Any]], cells: Sequence[Cell]
+    headers: Sequence[str], items: Iterable[Mapping[str, Any]], cells: Sequence[Cell] = ()
 ) -> str:
-    """A table with a row per item: a column per cell."""
-    return _table(headers, ([_show(c, item.__getitem__) for c in cells] for item in items))
+    """A table with a row per item: a column per cell (by default, the headers' keys)."""
+    columns = cells or headers
+    return _table(headers, ([_show(c, item.__getitem__) for c in columns] for item in items))
 
 
 def _summary(headers: Sequence[str], figures: Mapping[str, Any], cells: Sequence[Cell]) -> str:
@@ -170,11 +171,7 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
         ),
         _section(
             "sec_violations",
-            _listing(
-                ["rule", "device", "state", "at"],
-                violations.get("opened", []),
-                ["rule", "device", "state", "at"],
-            )
+            _listing(["rule", "device", "state", "at"], violations.get("opened", []))
             + f"<p>{both('restored')}: {_v(violations.get('restored'))}; "
             f"{both('open_now')}: {len(violations.get('open_now', []))}</p>",
         ),
