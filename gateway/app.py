@@ -44,6 +44,7 @@ from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef, Event
 from gateway.device_state import alarm_delivery, device_states
 from gateway.guard_source import DaemonGuardSource, GuardTestMode
+from gateway.rules.engine import RulesLinks
 from gateway.rules.ledger import LedgerError
 from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
@@ -215,18 +216,20 @@ class Gateway:
             if config.rules is None
             else RulesService(
                 config.rules,
+                RulesLinks(
+                    clock=self.clock,
+                    devices=refs,
+                    emit=self.outbox.emit,
+                    command=self.device_command,
+                    changed=self.changes.bump,
+                    flush=self.outbox.flush,
+                    siren=self.latches.sound_siren,
+                    append=self.outbox.append,
+                    live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
+                ),
                 config_dir=config_dir,
                 store_path=config.store.path,
                 tz=self.site.tz,
-                clock=self.clock,
-                devices=refs,
-                emit=self.outbox.emit,
-                command=self.device_command,
-                changed=self.changes.bump,
-                flush=self.outbox.flush,
-                siren=self.latches.sound_siren,
-                append=self.outbox.append,
-                live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
             )
         )
         # The rules and the installer's `watch` see every event once it is stored.

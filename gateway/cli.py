@@ -33,6 +33,7 @@ from gateway.control_cli import refuse as _refuse
 from gateway.rules import commands as rules_commands
 from gateway.security import load  # the schema load plus the [security] keys
 from gateway.store import inspect
+from gateway.store.sql_upkeep import EventFilter
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -114,9 +115,9 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _event_filter(args: argparse.Namespace, tz: ZoneInfo) -> inspect.EventFilter:
+def _event_filter(args: argparse.Namespace, tz: ZoneInfo) -> EventFilter:
     try:
-        return inspect.EventFilter(
+        return EventFilter(
             since_ms=None if args.since is None else inspect.parse_time(args.since, tz),
             until_ms=None if args.until is None else inspect.parse_time(args.until, tz),
             type_pattern=args.type,

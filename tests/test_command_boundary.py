@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from command_support import SECURITY, SITE, Target, command, encode
+from command_support import SECURITY, SITE, Target, command, encode, now_ms
 
 from gateway.commands import handlers as commands
 from gateway.core import contract
+from gateway.core.clock import FakeClock
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 
@@ -31,7 +32,10 @@ def answer_of(outcome: contract.CommandResult) -> dict[str, Any]:
 
 
 async def handle(raw: bytes, target: Target | None = None) -> contract.CommandResult:
-    handler = commands.Commands(SITE, SECURITY, target or Target())
+    # A gateway that started 5 s before `raw` was signed: each call makes a new one, and a
+    # command issued before its gateway started is refused as stale (gateway.core.auth).
+    clock = FakeClock(wall_ms=now_ms() - 5_000)
+    handler = commands.Commands(SITE, SECURITY, target or Target(), clock=clock)
     return await handler.handle(raw, destination="police", replay=no_replay)
 
 

@@ -182,6 +182,12 @@ async def test_each_op_of_the_registry_answers() -> None:
         ({"op": "test.stop"}, "test mode is not on"),
         ({"op": "test.start", "minutes": 0}, "minutes must be"),
         ({"op": "test.start", "minutes": "5"}, "minutes must be"),
+        # every request's `by` is refused alike (test mode's said "non-empty", yet "" is allowed)
+        ({"op": "test.start", "by": "x" * 201}, "by is a name"),
+        ({"op": "test.stop", "by": "x" * 201}, "by is a name"),
+        ({"op": "ledger_close", "entry": "e", "note": "n", "by": 5}, "by is a name"),
+        ({"op": "drill", "start": True, "by": "x" * 201}, "by is a name"),
+        ({"op": "command", "device": "box", "name": "lamp", "by": 5}, "by is a name"),
         ({"op": "watch", "device": "gate"}, "no device 'gate'"),
         ({"op": "command", "device": "box", "name": 5}, "command needs device, name and an args"),
         ({"op": "command", "device": "gate", "name": "lamp"}, "no device 'gate'"),

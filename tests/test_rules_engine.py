@@ -18,7 +18,7 @@ from edge_config.rules import RuleCommand, RulesConfig
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Event, Lane, Severity, new_event
 from gateway.rules.calendar import SchoolCalendar
-from gateway.rules.engine import RulesEngine
+from gateway.rules.engine import RulesEngine, RulesLinks
 from gateway.rules.sqlite_state import SqliteRulesState
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -74,7 +74,7 @@ class Gate:
         self.commands: list[tuple[str, str]] = []
         self._command_error = command_error
         self.engine = RulesEngine(
-            RULES, CALENDAR, self.state, clock, DEVICES, emit=self.emit, command=self.command
+            RULES, CALENDAR, self.state, RulesLinks(clock, DEVICES, self.emit, self.command)
         )
 
     async def emit(self, event: Event) -> Event:
@@ -243,7 +243,7 @@ async def test_a_failing_action_is_reported_and_the_engine_goes_on(db: Path) -> 
     clock = FakeClock(wall_ms=wall(7, "09:00"))
     gate = Gate(db, clock, command_error=RuntimeError("no answer"))
     gate.engine = RulesEngine(
-        rules, CALENDAR, gate.state, clock, DEVICES, emit=gate.emit, command=gate.command
+        rules, CALENDAR, gate.state, RulesLinks(clock, DEVICES, gate.emit, gate.command)
     )
     async with running(gate):
         await gate.feed(BOLLARD, "bollard.state", position="down", previous="up")
@@ -266,7 +266,7 @@ async def test_a_bad_input_is_counted_and_the_engine_goes_on(db: Path) -> None:
             raise OSError("disk gone")
         return await gate.emit(event)
 
-    gate.engine = RulesEngine(RULES, CALENDAR, gate.state, clock, DEVICES, emit=flaky_emit)
+    gate.engine = RulesEngine(RULES, CALENDAR, gate.state, RulesLinks(clock, DEVICES, flaky_emit))
     async with running(gate):
         await gate.feed(BOLLARD, "device.offline", error="timeout")
         assert gate.engine.refused == 1

@@ -12,7 +12,7 @@ from test_rules_engine import ACCESS, BOLLARD, CALENDAR, DEVICES, RULES, Gate, r
 from edge_config.rules import RuleCommand
 from gateway.core.clock import FakeClock
 from gateway.core.events import DeviceRef, Severity, new_event
-from gateway.rules.engine import RulesEngine
+from gateway.rules.engine import RulesEngine, RulesLinks
 from gateway.rules.faults import ledger_action
 from gateway.rules.ledger import EntryAlreadyClosed, LedgerError
 from gateway.rules.windows import CloseLedger, OpenLedger
@@ -81,7 +81,7 @@ async def test_a_kind_with_a_shorter_repair_deadline_is_overdue_sooner(db: Path)
     )
     clock = FakeClock(wall_ms=wall(7, "09:00"))
     gate = Gate(db, clock)
-    gate.engine = RulesEngine(rules, CALENDAR, gate.state, clock, DEVICES, emit=gate.emit)
+    gate.engine = RulesEngine(rules, CALENDAR, gate.state, RulesLinks(clock, DEVICES, gate.emit))
     async with running(gate):
         await gate.feed(BOLLARD, "bollard.fault", code=7)
         await clock.run_for(4 * 3600 - 1)
@@ -128,7 +128,7 @@ async def test_an_access_controller_not_locked_down_outside_the_windows_is_locke
     clock = FakeClock(wall_ms=wall(7, "21:00"))  # a Monday night: outside every window
     gate = Gate(db, clock)
     gate.engine = RulesEngine(
-        NIGHT_LOCKDOWN, CALENDAR, gate.state, clock, DEVICES, emit=gate.emit, command=gate.command
+        NIGHT_LOCKDOWN, CALENDAR, gate.state, RulesLinks(clock, DEVICES, gate.emit, gate.command)
     )
     async with running(gate):
         await clock.run_for(299)

@@ -26,7 +26,7 @@ from gateway.core.events import DeviceRef, Event, Severity, new_event
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.daily_report import DailyReporter
 from gateway.rules.drills import DrillQuarters, quarter_of
-from gateway.rules.engine import RulesEngine
+from gateway.rules.engine import RulesEngine, RulesLinks
 from gateway.rules.ledger import LedgerSummary
 from gateway.rules.report import (
     DeviceLive,
@@ -89,7 +89,9 @@ class Box:
         self.fail = fail
         self.state = SqliteRulesState(path)
         self.reports = SqliteReports(path)
-        self.engine = RulesEngine(RULES, CALENDAR, self.state, clock, DEVICES, emit=self.append)
+        self.engine = RulesEngine(
+            RULES, CALENDAR, self.state, RulesLinks(clock, DEVICES, self.append)
+        )
         self.drills = DrillQuarters(self.state, TZ, 14)
         self.reporter = DailyReporter(
             at=AT,

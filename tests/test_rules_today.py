@@ -11,7 +11,7 @@ from pathlib import Path
 from test_rules_engine import ACCESS, BOLLARD, CALENDAR, DEVICES, RULES, TZ, Gate, running, wall
 
 from gateway.core.clock import FakeClock
-from gateway.rules.engine import RulesEngine
+from gateway.rules.engine import RulesEngine, RulesLinks
 
 
 async def test_today_shows_windows_patrols_violations_and_overdue_entries(tmp_path: Path) -> None:
@@ -19,8 +19,8 @@ async def test_today_shows_windows_patrols_violations_and_overdue_entries(tmp_pa
     gate = Gate(tmp_path / "outbox.db", clock)
     told: list[int] = []
     gate.engine = RulesEngine(
-        RULES, CALENDAR, gate.state, clock, DEVICES, emit=gate.emit,
-        changed=lambda: told.append(clock.wall_ms()),
+        RULES, CALENDAR, gate.state,
+        RulesLinks(clock, DEVICES, gate.emit, changed=lambda: told.append(clock.wall_ms())),
     )  # fmt: skip
     async with running(gate):
         today = gate.engine.today()

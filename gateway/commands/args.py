@@ -70,15 +70,18 @@ class Args(BaseModel):
     schema_name: ClassVar[str] = ""
     """Its name under the command schema's `$defs` (several commands may share a model)."""
     field_refusals: ClassVar[Mapping[str, str]] = {}
-    """A field's refusal, when it is not the one read from its type (`field_refusal`)."""
+    """A field's refusal, when it is not the one read from its type (`field_refusal`); a
+    subclass names only its own fields, the refusals of its bases hold for it too."""
     unknown_refusal: ClassVar[str] = "unknown argument(s) {unknown}; takes {takes}"
 
 
 def field_refusal(model: type[Args], field: str) -> str:
     """The sentence that refuses a bad `field` of `model`: from the model when it says one,
     else from the field's type and bounds ("door must be an integer 1..255")."""
-    if field in model.field_refusals:
-        return model.field_refusals[field]
+    for owner in model.__mro__:  # a subclass's refusal first, then what its bases say
+        refusals = vars(owner).get("field_refusals", {})
+        if field in refusals:
+            return str(refusals[field])
     info = model.model_fields[field]
     if info.annotation is int:
         # Every int argument is bounded: its metadata holds annotated_types' Ge and Le.
@@ -202,6 +205,10 @@ class LedgerCloseArgs(Args):
 
 
 class Request(Args):
+    field_refusals: ClassVar[Mapping[str, str]] = {
+        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
+    }
+    """Every request that names who asks refuses a bad `by` alike."""
     unknown_refusal: ClassVar[str] = "unknown field(s) {unknown}; this op takes {takes}"
 
 
@@ -212,7 +219,6 @@ class NoFields(Request):
 class ResetRequest(Request):
     field_refusals: ClassVar[Mapping[str, str]] = {
         "alarm_id": f"reset needs a string alarm_id (a string of 1 to {MAX_NAME} characters)",
-        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
     }
     alarm_id: Annotated[Text, Field(max_length=MAX_NAME)]
     by: Name | None = None
@@ -223,7 +229,6 @@ class LedgerCloseRequest(Request):
     field_refusals: ClassVar[Mapping[str, str]] = {
         "entry": "ledger_close needs an entry id",
         "note": "ledger_close needs a note saying what was done",
-        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
     }
     entry: Annotated[Text, Field(max_length=MAX_NAME)]
     note: Annotated[Text, Field(max_length=2000)]
@@ -236,7 +241,6 @@ class DeviceRequest(Request):
         "device": "command needs device, name and an args object",
         "name": "command needs device, name and an args object",
         "args": "command needs device, name and an args object",
-        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
     }
     device: str
     name: str
@@ -275,7 +279,6 @@ class DrillRequest(Request):
     field_refusals: ClassVar[Mapping[str, str]] = {
         "start": "drill needs start: true or false",
         "minutes": "minutes is a whole number from 1 to 1440",
-        "by": f"by is a name (a string of 1 to {MAX_NAME} characters)",
     }
     start: bool
     minutes: Annotated[int, Field(ge=1, le=24 * 60)] = DEFAULT_DRILL_MINUTES

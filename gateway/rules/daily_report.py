@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -49,33 +50,20 @@ RETRY_MS = 60_000
 Append = Callable[[Event], Awaitable[Event]]
 
 
+@dataclass(eq=False, kw_only=True)
 class DailyReporter:
-    def __init__(
-        self,
-        *,
-        at: time,
-        tz: ZoneInfo,
-        state: RulesState,
-        ledger: Ledger,
-        patrols: Sequence[PatrolTracker],
-        drills: DrillQuarters,
-        reports: SqliteReports,
-        store_path: Path,
-        live: Callable[[], LiveFigures],
-        append: Append,
-    ) -> None:
-        self._at = at
-        self._tz = tz
-        self._state = state
-        self._ledger = ledger
-        self._patrols = patrols
-        self._drills = drills
-        self._reports = reports
-        self._store_path = store_path
-        self._live = live
-        self._append = append
-        self.sent = 0
-        self._retry_at_ms: int | None = None
+    at: time
+    tz: ZoneInfo
+    state: RulesState
+    ledger: Ledger
+    patrols: Sequence[PatrolTracker]
+    drills: DrillQuarters
+    reports: SqliteReports
+    store_path: Path
+    live: Callable[[], LiveFigures]
+    append: Append
+    sent: int = field(default=0, init=False)
+    _retry_at_ms: int | None = field(default=None, init=False)
 
     def take(self, event: Event) -> list[Event]:
         return []
@@ -91,11 +79,11 @@ class DailyReporter:
             return self._retry_at_ms
 
     def _due_ms(self, now_ms: int) -> int:
-        if self._reports.unsent():
+        if self.reports.unsent():
             return now_ms
-        day = local_day(now_ms, self._tz)
+        day = local_day(now_ms, self.tz)
         due_ms = self._at_ms(day)
-        if now_ms < due_ms or self._reports.get(day.isoformat()) is not None:
+        if now_ms < due_ms or self.reports.get(day.isoformat()) is not None:
             return due_ms if now_ms < due_ms else self._at_ms(day + timedelta(days=1))
         return now_ms
 
@@ -103,10 +91,10 @@ class DailyReporter:
         if self._retry_at_ms is not None and now_ms < self._retry_at_ms:
             return []
         try:
-            for kept in self._reports.unsent():
+            for kept in self.reports.unsent():
                 await self._send(kept)
-            day = local_day(now_ms, self._tz)
-            if now_ms >= self._at_ms(day) and self._reports.get(day.isoformat()) is None:
+            day = local_day(now_ms, self.tz)
+            if now_ms >= self._at_ms(day) and self.reports.get(day.isoformat()) is None:
                 await self._send(await self._build(day, now_ms))
         except Exception:
             self._retry_at_ms = now_ms + RETRY_MS  # never a busy loop on a failing store
@@ -115,8 +103,8 @@ class DailyReporter:
         return []
 
     async def _build(self, day: date, now_ms: int) -> StoredReport:
-        span = report_span(day, self._at, self._tz)
-        path = self._store_path
+        span = report_span(day, self.at, self.tz)
+        path = self.store_path
 
         def read() -> tuple[
             list[dict[str, object]], dict[str, str], report_reads.StoreFigures | str
@@ -132,9 +120,9 @@ class DailyReporter:
 
         events, before, store = await asyncio.to_thread(read)
         rules = RulesFigures(
-            ledger=self._ledger.entries(),
-            ledger_summary=self._ledger.summary(now_ms),
-            open_violations=self._state.violations(),
+            ledger=self.ledger.entries(),
+            ledger_summary=self.ledger.summary(now_ms),
+            open_violations=self.state.violations(),
             patrols=[
                 {
                     "plan": p.plan.id,
@@ -142,35 +130,33 @@ class DailyReporter:
                     "rounds_required": p.plan.rounds_required,
                     "latest": p.plan.latest.isoformat("minutes"),
                 }
-                for p in self._patrols
+                for p in self.patrols
             ],
-            drills=self._drills.figures(now_ms),
+            drills=self.drills.figures(now_ms),
         )
         body = build_report(
             span,
-            self._tz,
+            self.tz,
             events=events,
             health_before=before,
             store=store,
-            live=self._live(),
+            live=self.live(),
             rules=rules,
         )
         event = new_event(
             REPORT_TYPE, GATEWAY_DEVICE, severity=Severity.INFO, occurred_at_ms=now_ms
         )
         kept = StoredReport(day.isoformat(), now_ms, event.id, body, sent=False)
-        self._reports.put(kept)
+        self.reports.put(kept)
         return kept
 
     async def _send(self, kept: StoredReport) -> None:
         try:
-            stored = await asyncio.to_thread(
-                report_reads.has_event, self._store_path, kept.event_id
-            )
+            stored = await asyncio.to_thread(report_reads.has_event, self.store_path, kept.event_id)
         except report_reads.StoreUnreadable:
             stored = False  # the log cannot tell: store it (at worst twice, same id)
         if not stored:
-            await self._append(
+            await self.append(
                 Event(
                     id=kept.event_id,
                     type=REPORT_TYPE,
@@ -181,8 +167,8 @@ class DailyReporter:
                 )
             )
             self.sent += 1
-        self._reports.mark_sent(kept.day)
+        self.reports.mark_sent(kept.day)
         log.info("daily_report_sent", day=kept.day, event_id=kept.event_id, already_stored=stored)
 
     def _at_ms(self, day: date) -> int:
-        return int(datetime.combine(day, self._at, tzinfo=self._tz).timestamp() * 1000)
+        return int(datetime.combine(day, self.at, tzinfo=self.tz).timestamp() * 1000)

@@ -9,11 +9,12 @@ input or action from stopping the task: each is logged and counted, the rest goe
 not judge (gateway.rules.windows, timers, patrol, ledger do), store events (the outbox does) or
 talk to devices (the drivers do, through `command`).
 
-Seam: `RulesEngine(rules, calendar, state, clock, devices, emit=..., command=...,
-changed=...)`; `on_stored(event)` is the hook the app calls for each event a driver had stored
-(it only queues: it never blocks a driver); `run()` is the task, and tells `changed` after each
-step (the guard's page reads `today()`). State goes through `RulesState`
-(`SqliteRulesState` on the store's file in the daemon, a second connection).
+Seam: `RulesEngine(rules, calendar, state, links)` (`RulesLinks`: the clock, the devices and
+the hooks to the rest of the daemon, built once by the app); `on_stored(event)` is the hook the
+app calls for each event a driver had stored (it only queues: it never blocks a driver);
+`run()` is the task, and tells `changed` after each step (the guard's page reads `today()`).
+State goes through `RulesState` (`SqliteRulesState` on the store's file in the daemon, a second
+connection).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.faults import ledger_action
 from gateway.rules.ledger import Ledger
 from gateway.rules.patrol import PatrolPlan, PatrolTracker
+from gateway.rules.reactions import Siren
+from gateway.rules.report import LiveFigures
 from gateway.rules.state import RulesState
 from gateway.rules.timers import DurableTimers, socket_of, timer_key
 from gateway.rules.today import RulesToday, rules_today
@@ -66,6 +69,25 @@ class DevicePolled:
     """The outbox was flushed since: what the poll found has reached the inbox."""
 
 
+@dataclass(frozen=True, slots=True)
+class RulesLinks:
+    """What the rules are handed from the rest of the daemon, built once in gateway.app and
+    passed down whole (the service, the engine and the blocks each take what they need)."""
+
+    clock: Clock
+    devices: Mapping[str, DeviceRef]
+    emit: Emitter
+    command: Commander | None = None
+    changed: Callable[[], None] = nothing_changed
+    """Told after each step (the guard's page reads `today()`)."""
+    flush: Callable[[], Awaitable[object]] | None = None
+    """Commits what the outbox has queued (the events of a driver's first poll)."""
+    siren: Siren | None = None
+    append: Emitter | None = None
+    """The durable write (the outbox's append): the daily report needs it, and `live`."""
+    live: Callable[[], LiveFigures] | None = None
+
+
 class Block(Protocol):
     """A block added after construction (the daily report, drills per quarter): it sees every
     event the engine sees and is checked when its time comes."""
@@ -83,24 +105,17 @@ class RulesEngine:
         rules: RulesConfig,
         calendar: SchoolCalendar,
         state: RulesState,
-        clock: Clock,
-        devices: Mapping[str, DeviceRef],
-        *,
-        emit: Emitter,
-        command: Commander | None = None,
-        changed: Callable[[], None] = nothing_changed,
-        flush: Callable[[], Awaitable[object]] | None = None,
+        links: RulesLinks,
     ) -> None:
+        clock, devices = links.clock, links.devices
         self._clock = clock
-        self._devices = devices
-        self._emit = emit
-        self._command = command
+        self._emit = links.emit
+        self._command = links.command
         self._timers = DurableTimers(state, clock)
         self._ledger = Ledger(
             state, calendar.tz, rules.ledger.repair_h, rules.ledger.default_repair_h
         )
-        self._flush = flush
-        """Commits what the outbox has queued (the events of a driver's first poll)."""
+        self._flush = links.flush
         self._windows = [
             WindowRule(_window_spec(w, devices), calendar, state, clock) for w in rules.window
         ]
@@ -118,7 +133,7 @@ class RulesEngine:
         self._wake = asyncio.Event()
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
-        self._changed = changed
+        self._changed = links.changed
         self._today = functools.partial(
             rules_today, calendar=calendar, patrols=self._patrols, state=state
         )

@@ -8,7 +8,7 @@ report's JSON (gateway.rules.report's shape); no script, no outside resources.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -51,6 +51,37 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _in(unit: str) -> Callable[[object], str]:
+    """Shows a value with its unit ("12 ms")."""
+    return lambda value: f"{_v(value)} {unit}"
+
+
+def _health(health: object) -> str:
+    return both(health) if isinstance(health, str) and health in TEXTS else _v(health)
+
+
+Cell = str | tuple[str, Callable[[Any], str]]
+"""A column: the key whose value is shown as it is, or the key and how to show its value."""
+
+
+def _show(cell: Cell, value: Callable[[str], object]) -> str:
+    key, show = (cell, _v) if isinstance(cell, str) else cell
+    return show(value(key))
+
+
+def _listing(
+    headers: Sequence[str], items: Iterable[Mapping[str, Any]], cells: Sequence[Cell] = ()
+) -> str:
+    """A table with a row per item: a column per cell (by default, the headers' keys)."""
+    columns = cells or headers
+    return _table(headers, ([_show(c, item.__getitem__) for c in columns] for item in items))
+
+
+def _summary(headers: Sequence[str], figures: Mapping[str, Any], cells: Sequence[Cell]) -> str:
+    """A one-row table of `figures` (a missing one shows as none)."""
+    return _table(headers, [[_show(c, figures.get) for c in cells]])
+
+
 def _section(key: str, content: str) -> str:
     return f"<h2>{both(key)}</h2>{content}"
 
@@ -77,82 +108,62 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
         ),
         _section(
             "sec_devices",
-            _table(
+            _listing(
                 ["device", "kind", "location", "health", "online_fraction"],
-                (
-                    [
-                        _v(d["id"]),
-                        _v(d["kind"]),
-                        _v(d["location"]),
-                        both(d["health"]) if d["health"] in TEXTS else _v(d["health"]),
-                        _pct(d["online_fraction"]),
-                    ]
-                    for d in r.get("devices", [])
-                ),
+                r.get("devices", []),
+                ["id", "kind", "location", ("health", _health), ("online_fraction", _pct)],
             ),
         ),
         _section(
             "sec_clocks",
-            _table(
+            _listing(
                 ["device", "offset", "corrected"],
-                (
-                    [_v(c["device"]), f"{_v(c['offset_ms'])} ms", _v(c["corrected"])]
-                    for c in r.get("clocks", [])
-                ),
+                r.get("clocks", []),
+                ["device", ("offset_ms", _in("ms")), "corrected"],
             ),
         ),
         _section(
             "sec_gateway_clock",
-            _table(
-                ["synchronised", "max_error"],
-                [[_v(clock.get("synchronised")), f"{_v(clock.get('max_error_ms'))} ms"]],
+            _summary(
+                ["synchronised", "max_error"], clock, ["synchronised", ("max_error_ms", _in("ms"))]
             ),
         ),
         _section(
             "sec_paths",
-            _table(
+            _listing(
                 ["path", "health", "up_fraction", "last_puback", "last_ack"],
-                (
-                    [
-                        _v(name),
-                        both("up" if p["up"] else "down"),
-                        _pct(p["up_fraction"]),
-                        _v(p["last_puback"]),
-                        _v(p["last_ack"]),
-                    ]
-                    for name, p in r.get("paths", {}).items()
-                ),
+                ({**p, "name": name} for name, p in r.get("paths", {}).items()),
+                [
+                    "name",
+                    ("up", lambda up: both("up" if up else "down")),
+                    ("up_fraction", _pct),
+                    "last_puback",
+                    "last_ack",
+                ],
             ),
         ),
         _section("sec_store", _store(store)),
         _section(
             "sec_alarms",
-            _table(
+            _listing(
                 ["at", "device", "drill", "acked_by", "acked_after", "escalated"],
-                (
-                    [
-                        _v(a["at"]),
-                        _v(a["device"]),
-                        _v(a["drill"]),
-                        _v(a["acknowledged_by"]),
-                        _v(a["acknowledged_after_s"]) + " s",
-                        _v(a["escalated"]),
-                    ]
-                    for a in r.get("alarms", [])
-                ),
+                r.get("alarms", []),
+                [
+                    "at",
+                    "device",
+                    "drill",
+                    "acknowledged_by",
+                    ("acknowledged_after_s", _in("s")),
+                    "escalated",
+                ],
             ),
         ),
         _section(
             "sec_faults",
-            _table(
+            _summary(
                 ["open_now", "overdue", "mttr"],
-                [
-                    [
-                        _v(ledger.get("open")),
-                        _v(ledger.get("overdue")),
-                        _v(ledger.get("mean_time_to_repair_s")) + " s",
-                    ]
-                ],
+                ledger,
+                ["open", "overdue", ("mean_time_to_repair_s", _in("s"))],
             )
             + _faults("opened_today", faults.get("opened", []))
             + _faults("closed_today", faults.get("closed", []))
@@ -160,42 +171,26 @@ def render_html(report: Mapping[str, Any], *, school: str, gateway: str, built: 
         ),
         _section(
             "sec_violations",
-            _table(
-                ["rule", "device", "state", "at"],
-                (
-                    [_v(v["rule"]), _v(v["device"]), _v(v["state"]), _v(v["at"])]
-                    for v in violations.get("opened", [])
-                ),
-            )
+            _listing(["rule", "device", "state", "at"], violations.get("opened", []))
             + f"<p>{both('restored')}: {_v(violations.get('restored'))}; "
             f"{both('open_now')}: {len(violations.get('open_now', []))}</p>",
         ),
         _section(
             "sec_patrols",
-            _table(
+            _listing(
                 ["plan", "rounds", "required", "missed"],
-                (
-                    [_v(p["plan"]), _v(p["rounds_done"]), _v(p["rounds_required"]), _v(p["missed"])]
-                    for p in r.get("patrols", [])
-                ),
+                r.get("patrols", []),
+                ["plan", "rounds_done", "rounds_required", "missed"],
             ),
         ),
         _section(
             "sec_drills",
-            _table(
+            _summary(
                 ["quarter", "this_quarter", "missing"],
-                [
-                    [
-                        _v(drills.get("quarter")),
-                        _v(drills.get("this_quarter")),
-                        _v(drills.get("missing_reported")),
-                    ]
-                ],
+                drills,
+                ["quarter", "this_quarter", "missing_reported"],
             )
-            + _table(
-                ["started", "acked_by"],
-                ([_v(d["at"]), _v(d["by"])] for d in drills.get("started", [])),
-            ),
+            + _listing(["started", "acked_by"], drills.get("started", []), ["at", "by"]),
         ),
         f'<p class="sign">{both("signature")}: ____________________</p>',
     ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,16 +22,13 @@ import structlog
 from edge_config.calendar import load_calendar
 from edge_config.rules import RulesConfig
 from gateway.core.backoff import Backoff
-from gateway.core.changes import nothing_changed
-from gateway.core.clock import Clock
-from gateway.core.events import DeviceRef, Event
+from gateway.core.events import Event
 from gateway.rules.calendar import SchoolCalendar
 from gateway.rules.daily_report import DailyReporter
 from gateway.rules.drills import DrillQuarters
-from gateway.rules.engine import Commander, DevicePolled, Emitter, RulesEngine
+from gateway.rules.engine import DevicePolled, RulesEngine, RulesLinks
 from gateway.rules.ledger import LedgerError
-from gateway.rules.reactions import PanicReactions, Siren
-from gateway.rules.report import LiveFigures
+from gateway.rules.reactions import PanicReactions
 from gateway.rules.report_store import SqliteReports
 from gateway.rules.sqlite_state import SqliteRulesState
 from gateway.rules.today import RulesToday
@@ -46,41 +42,31 @@ class RulesService:
     def __init__(
         self,
         rules: RulesConfig,
+        links: RulesLinks,
         *,
         config_dir: Path,
         store_path: Path,
         tz: ZoneInfo,
-        clock: Clock,
-        devices: Mapping[str, DeviceRef],
-        emit: Emitter,
-        command: Commander | None = None,
-        changed: Callable[[], None] = nothing_changed,
-        flush: Callable[[], Awaitable[object]] | None = None,
-        siren: Siren | None = None,
-        append: Emitter | None = None,
-        live: Callable[[], LiveFigures] | None = None,
     ) -> None:
         self._rules = rules
+        self._links = links
         self._tz = tz
-        self._changed = changed
-        self._flush = flush
-        self._append = append
-        """The durable write (the outbox's append): the daily report needs it, and `live`."""
-        self._live = live
+        command, siren = links.command, links.siren
         self.reactions = (
             None
             if rules.panic is None or command is None or siren is None
             else PanicReactions(
-                rules.panic, devices, clock, emit=emit, command=command, siren=siren
+                rules.panic,
+                links.devices,
+                links.clock,
+                emit=links.emit,
+                command=command,
+                siren=siren,
             )
         )
         """Panic reactions: their own task, which needs no rule state (it never waits for it)."""
         self._calendar = SchoolCalendar(load_calendar(rules.calendar_path(config_dir)), tz)
         self._store_path = store_path
-        self._clock = clock
-        self._devices = devices
-        self._emit = emit
-        self._command = command
         self._pending: list[Event | DevicePolled] = []
         self.dropped = 0
         self.engine: RulesEngine | None = None
@@ -126,17 +112,7 @@ class RulesService:
         state = await self._open_state()
         reports: SqliteReports | None = None
         try:
-            engine = RulesEngine(
-                self._rules,
-                self._calendar,
-                state,
-                self._clock,
-                self._devices,
-                emit=self._emit,
-                command=self._command,
-                changed=self._changed,
-                flush=self._flush,
-            )
+            engine = RulesEngine(self._rules, self._calendar, state, self._links)
             drills = DrillQuarters(state, self._tz, self._rules.drills.warn_days_before_quarter_end)
             engine.add_block(drills)
             reports = self._add_daily_report(engine, state, drills)
@@ -154,7 +130,8 @@ class RulesService:
         self, engine: RulesEngine, state: SqliteRulesState, drills: DrillQuarters
     ) -> SqliteReports | None:
         config = self._rules.daily_report
-        if config is None or self._append is None or self._live is None:
+        append, live = self._links.append, self._links.live
+        if config is None or append is None or live is None:
             return None
         reports = SqliteReports(self._store_path)
         engine.add_block(
@@ -167,8 +144,8 @@ class RulesService:
                 drills=drills,
                 reports=reports,
                 store_path=self._store_path,
-                live=self._live,
-                append=self._append,
+                live=live,
+                append=append,
             )
         )
         return reports
@@ -186,4 +163,4 @@ class RulesService:
                     error=str(exc),
                     retry_in_s=round(delay_s, 3),
                 )
-                await self._clock.sleep(delay_s)
+                await self._links.clock.sleep(delay_s)

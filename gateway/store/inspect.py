@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 from gateway.core.contract import iso_ms
 from gateway.core.events import Lane
 from gateway.store import sql_upkeep
+from gateway.store.sql_upkeep import EventFilter
 
 
 class InspectError(Exception):
@@ -107,26 +108,9 @@ def _age(ms: int) -> str:
     return f"{seconds // 86_400} d"
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    since_ms: int | None = None
-    until_ms: int | None = None
-    type_pattern: str | None = None
-    """An exact type, or a prefix ending in `*` (`alarm.*`)."""
-    device: str | None = None
-    limit: int | None = None
-
-
 def events(db: sqlite_utils.Database, flt: EventFilter) -> Iterator[dict[str, Any]]:
     """Stored events, oldest first, each with its delivery state per destination."""
-    for body, deliveries in sql_upkeep.select_events(
-        db.conn,
-        since_ms=flt.since_ms,
-        until_ms=flt.until_ms,
-        type_pattern=flt.type_pattern,
-        device=flt.device,
-        limit=flt.limit,
-    ):
+    for body, deliveries in sql_upkeep.select_events(db.conn, flt):
         event = json.loads(body)
         event["deliveries"] = json.loads(deliveries) if deliveries else {}
         yield event

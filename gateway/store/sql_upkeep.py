@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from gateway.core.events import Lane
 from gateway.store.sql import OPEN_ALARM_IDS, in_transaction
@@ -39,16 +40,22 @@ def event_count(db: sqlite3.Connection) -> int:
     return int(events)
 
 
-def select_events(
-    db: sqlite3.Connection,
-    *,
-    since_ms: int | None,
-    until_ms: int | None,
-    type_pattern: str | None,
-    device: str | None,
-    limit: int | None,
-) -> Iterator[tuple[str, str | None]]:
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which stored events `select_events` reads (`schoolgate events`' options)."""
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    type_pattern: str | None = None
+    """An exact type, or a prefix ending in `*` (`alarm.*`)."""
+    device: str | None = None
+    limit: int | None = None
+
+
+def select_events(db: sqlite3.Connection, flt: EventFilter) -> Iterator[tuple[str, str | None]]:
     """(body, deliveries as a JSON object) of stored events, oldest first."""
+    since_ms, until_ms, type_pattern = flt.since_ms, flt.until_ms, flt.type_pattern
+    device, limit = flt.device, flt.limit
     where: list[str] = ["1=1"]
     params: list[object] = []
     if since_ms is not None:
