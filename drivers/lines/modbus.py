@@ -35,12 +35,12 @@ from pymodbus.pdu.register_message import (
 from drivers.base import (
     DeviceException,
     DeviceProtocolError,
-    DeviceTimeout,
     DriverError,
     LineError,
 )
 from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
+from drivers.lines.health import LineHealth
 from drivers.lines.modbus_framing import Skipped
 from drivers.lines.modbus_transport import ModbusClient
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
@@ -95,11 +95,7 @@ class ModbusLine(AsyncResource):
         self._arbiter = LineArbiter()
         self._client: ModbusClient | None = None
         self._closed = False
-        self._failing: set[int | None] = set()
-        """Units (None: the line itself) whose failure is already logged."""
-        self._requests = 0
-        self._failures = 0
-        self._timeouts = 0
+        self._health = LineHealth(self._log, "modbus")
         self.tap: ReadTap | None = None
         """Told every read that succeeded (`schoolgate watch`); must not block or raise."""
 
@@ -107,9 +103,9 @@ class ModbusLine(AsyncResource):
     def stats(self) -> LineStats:
         skipped = self._client.skipped if self._client is not None else Skipped()
         return LineStats(
-            self._requests,
-            self._failures,
-            self._timeouts,
+            self._health.requests,
+            self._health.failures,
+            self._health.timeouts,
             skipped.malformed,
             skipped.late_answers,
             skipped.stray_bytes,
@@ -128,7 +124,7 @@ class ModbusLine(AsyncResource):
             try:
                 await self._ensure_open()
             except LineError as exc:
-                self._note_failure(None, exc)
+                self._health.note_failure(None, exc)
                 raise
 
     async def close(self) -> None:
@@ -213,7 +209,7 @@ class ModbusLine(AsyncResource):
         read: tuple[str, int] | None = None,
     ) -> T:
         async with self._arbiter.turn(priority):
-            self._requests += 1
+            self._health.requests += 1
             try:
                 # Inline: once per request, and nearly always already satisfied.
                 client = self._client
@@ -226,19 +222,12 @@ class ModbusLine(AsyncResource):
                     )
                 result = parse(response, count)
             except DriverError as exc:
-                self._count_failure(unit, exc)
+                self._health.failed(unit, exc)
                 raise
-            if self._failing:
-                self._note_ok(unit)
+            self._health.answered(unit)
             if read is not None and self.tap is not None:
                 self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
             return result
-
-    def _count_failure(self, unit: int, exc: DriverError) -> None:
-        self._failures += 1
-        if isinstance(exc, DeviceTimeout):
-            self._timeouts += 1
-        self._note_failure(None if isinstance(exc, LineError) else unit, exc)
 
     async def _ensure_open(self) -> ModbusClient:
         """The connected client; opens the line once if needed. Caller holds the line."""
@@ -268,21 +257,6 @@ class ModbusLine(AsyncResource):
                 cfg.baudrate, bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits
             )
         return 0.0  # TCP frames are delimited by the MBAP header, no silence needed
-
-    def _note_failure(self, unit: int | None, exc: DriverError) -> None:
-        if unit in self._failing:
-            return
-        self._failing.add(unit)
-        event = "modbus_line_failing" if unit is None else "modbus_unit_failing"
-        self._log.warning(event, unit=unit, error=str(exc), error_type=type(exc).__name__)
-
-    def _note_ok(self, unit: int) -> None:
-        if None in self._failing:
-            self._failing.discard(None)
-            self._log.info("modbus_line_recovered")
-        if unit in self._failing:
-            self._failing.discard(unit)
-            self._log.info("modbus_unit_recovered", unit=unit)
 
 
 def _unit(unit: int) -> int:

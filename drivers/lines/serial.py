@@ -21,9 +21,10 @@ from typing import Protocol, TypeVar
 import serial
 import structlog
 
-from drivers.base import DeviceTimeout, DriverError, LineError
+from drivers.base import DriverError, LineError
 from drivers.lines import port_check
 from drivers.lines.deadline import answer_within
+from drivers.lines.health import LineHealth
 from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus import inter_frame_gap_s
 from edge_config.models import SerialLine as SerialLineConfig
@@ -80,20 +81,16 @@ class SerialLine(AsyncResource):
         self._last_activity = 0.0
         """Monotonic time of the last byte seen or transaction ended; the gap counts from here."""
         self._rx_seen = False
-        self._failing: set[int | None] = set()
-        """Units (None: the line itself) whose failure is already logged."""
-        self._requests = 0
-        self._failures = 0
-        self._timeouts = 0
+        self._health = LineHealth(self._log, "serial")
         self._opens = 0
         self._stray_bytes = 0
 
     @property
     def stats(self) -> SerialLineStats:
         return SerialLineStats(
-            self._requests,
-            self._failures,
-            self._timeouts,
+            self._health.requests,
+            self._health.failures,
+            self._health.timeouts,
             self._opens,
             self._stray_bytes,
         )
@@ -115,7 +112,7 @@ class SerialLine(AsyncResource):
             try:
                 await self._ensure_open()
             except LineError as exc:
-                self._note_failure(None, exc)
+                self._health.note_failure(None, exc)
                 raise
 
     async def close(self) -> None:
@@ -152,7 +149,7 @@ class SerialLine(AsyncResource):
         """
         timeout_s = (timeout_ms if timeout_ms is not None else self._config.timeout_ms) / 1000
         async with self._lock:
-            self._requests += 1
+            self._health.requests += 1
             try:
                 # Both checks inline: once per transaction, and nearly always already satisfied.
                 transport = self._transport
@@ -163,12 +160,9 @@ class SerialLine(AsyncResource):
                 data = request() if callable(request) else request
                 answer = await self._exchange(transport, data, reader, timeout_s)
             except DriverError as exc:
-                self._failures += 1
-                if isinstance(exc, DeviceTimeout):
-                    self._timeouts += 1
-                self._note_failure(None if isinstance(exc, LineError) else unit, exc)
+                self._health.failed(unit, exc)
                 raise
-            self._note_ok(unit)
+            self._health.answered(unit)
             return answer
 
     async def _exchange(
@@ -247,20 +241,3 @@ class SerialLine(AsyncResource):
             self._waiting[1].set_exception(
                 LineError(f"line {self.name}: port lost ({exc or 'closed'})")
             )
-
-    # -- logging -----------------------------------------------------------------------------
-
-    def _note_failure(self, unit: int | None, exc: DriverError) -> None:
-        if unit in self._failing:
-            return
-        self._failing.add(unit)
-        event = "serial_line_failing" if unit is None else "serial_unit_failing"
-        self._log.warning(event, unit=unit, error=str(exc), error_type=type(exc).__name__)
-
-    def _note_ok(self, unit: int | None) -> None:
-        if None in self._failing:
-            self._failing.discard(None)
-            self._log.info("serial_line_recovered")
-        if unit is not None and unit in self._failing:
-            self._failing.discard(unit)
-            self._log.info("serial_unit_recovered", unit=unit)
