@@ -68,14 +68,20 @@ sockets = {{ "socket-0" = {SHORT_S / 60}, "socket-1" = {LONG_S / 60} }}
     )
 
 
-def stored_deadlines(db: Path) -> dict[str, int]:
-    """The running timers the gateway has stored: socket name -> wall deadline (ms)."""
+def stored_rows(db: Path, query: str) -> list[tuple[Any, ...]]:
+    """Rows of the gateway's store; none while its rules' tables are not made yet."""
     with sqlite3.connect(db, timeout=1.0) as conn:
         try:
-            rows = conn.execute("SELECT key, deadline_ms FROM rules_timers").fetchall()
+            rows = conn.execute(query).fetchall()
         except sqlite3.OperationalError:  # the tables are not made yet
             rows = []
     conn.close()
+    return rows
+
+
+def stored_deadlines(db: Path) -> dict[str, int]:
+    """The running timers the gateway has stored: socket name -> wall deadline (ms)."""
+    rows = stored_rows(db, "SELECT key, deadline_ms FROM rules_timers")
     return {str(key).rsplit("/", 1)[-1].rsplit(":", 1)[-1]: int(ms) for key, ms in rows}
 
 
@@ -199,12 +205,7 @@ def wall_at(hhmmss: str) -> dict[str, str]:
 
 def kept_reports(db: Path) -> list[tuple[str, int]]:
     """The reports the gateway has built and kept: (day, sent)."""
-    with sqlite3.connect(db, timeout=1.0) as conn:
-        try:
-            rows = conn.execute("SELECT day, sent FROM rules_reports").fetchall()
-        except sqlite3.OperationalError:  # the tables are not made yet
-            rows = []
-    conn.close()
+    rows = stored_rows(db, "SELECT day, sent FROM rules_reports")
     return [(str(day), int(sent)) for day, sent in rows]
 
 
