@@ -74,6 +74,8 @@ class AccessController(PolledDriver[AccessControllerDevice, SerialLine]):
         self._skew_ms = 0
         """Controller clock minus ours, as last measured; event times are corrected by it."""
         self._skew_measured = False
+        self._clock_uncorrectable = False
+        """A refused correction has been reported and no correction has succeeded since."""
         self.door_states: dict[int, tuple[str, int]] = {}
         """Each door's last reported state (`closed`, `open`, `held_open`, `forced`) and the
         event's time (ms); a door the controller has not reported on is absent."""
@@ -218,15 +220,35 @@ class AccessController(PolledDriver[AccessControllerDevice, SerialLine]):
         skew_ms = self._skew_ms
         if abs(skew_ms) <= self._cfg.max_clock_skew_ms:
             return
-        await self._set_clock(None)
+        bound: dict[str, object] = {
+            "skew_ms": skew_ms,
+            "max_clock_skew_ms": self._cfg.max_clock_skew_ms,
+        }
+        try:
+            await self._set_clock(None)
+        except CommandError as exc:
+            self._log.warning("controller_clock_not_correctable", skew_ms=skew_ms, error=str(exc))
+            # Once per spell: the fault ledger keeps the entry open until a correction succeeds.
+            if not self._clock_uncorrectable:
+                self._clock_uncorrectable = True
+                await self._clock_event(
+                    "access.clock_not_correctable", Severity.MAJOR, bound | {"error": str(exc)}
+                )
+            return
+        self._clock_uncorrectable = False
         self._log.warning("controller_clock_corrected", skew_ms=skew_ms)
+        await self._clock_event("access.clock_corrected", Severity.MINOR, bound)
+
+    async def _clock_event(
+        self, event_type: str, severity: Severity, data: dict[str, object]
+    ) -> None:
         await self._ctx.emit(
             new_event(
-                "access.clock_corrected",
+                event_type,
                 self._ctx.device,
-                severity=Severity.MINOR,
+                severity=severity,
                 occurred_at_ms=self._ctx.clock_ms(),
-                data={"skew_ms": skew_ms, "max_clock_skew_ms": self._cfg.max_clock_skew_ms},
+                data=data,
                 drill=self._ctx.drill,
             )
         )

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.core.clock import TEST_WALL_START_VAR
@@ -183,6 +184,22 @@ def _window(
     return begin, expect.by if expect.by is not None else end_s
 
 
+def has(actual: Any, wanted: Any) -> bool:
+    """`wanted` as a pattern: a table matches when each of its keys does (other keys are ignored,
+    at any depth); a list matches a list of the same length item by item; else by equality."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and has(actual[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(has(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return bool(actual == wanted)
+
+
 def _arrivals(
     gate: SimulatedGate, expect: Expect, window: tuple[float, float], t0: float
 ) -> list[float]:
@@ -197,7 +214,7 @@ def _arrivals(
             expect.matches_type(event.get("type", ""))
             and (expect.device is None or event.get("device", {}).get("id") == expect.device)
             and (expect.historical is None or event.get("historical") is expect.historical)
-            and all(data.get(k) == v for k, v in expect.data.items())
+            and has(data, expect.data)
             and window[0] <= at <= window[1]
         ):
             first_seen.setdefault(event["id"], at)  # a repeated delivery has the same id

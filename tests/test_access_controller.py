@@ -331,6 +331,29 @@ async def test_two_controllers_share_one_bus(rig: Rig) -> None:
     assert by_device == {"door3": 2, "door4": 1}
 
 
+async def test_a_clock_that_cannot_be_set_is_reported_once_until_a_correction_succeeds(
+    rig: Rig,
+) -> None:
+    rig.sim.clock_offset_ms = 60_000  # after the greeting: the check below is the one to see it
+    rig.sim.unsupported = {Code.SET_CLOCK}
+    await rig.driver.check_clock()
+    refused = rig.sink.of("access.clock_not_correctable")
+    assert len(refused) == 1
+    assert refused[0].severity is Severity.MAJOR
+    assert 59_000 < refused[0].data["skew_ms"] < 61_000
+    assert "unknown_command" in refused[0].data["error"]
+    await rig.driver.check_clock()  # refused again: the fault is already reported
+    assert len(rig.sink.of("access.clock_not_correctable")) == 1
+    rig.sim.unsupported = set()
+    await rig.driver.check_clock()  # the controller takes it now: the correction closes it
+    assert len(rig.sink.of("access.clock_corrected")) == 1
+    assert abs(rig.sim.clock_offset_ms) < 1_000
+    rig.sim.clock_offset_ms = 60_000
+    rig.sim.unsupported = {Code.SET_CLOCK}
+    await rig.driver.check_clock()  # a new spell after a success: reported again
+    assert len(rig.sink.of("access.clock_not_correctable")) == 2
+
+
 async def test_a_controller_refusing_configure_and_clock_is_still_polled(rig: Rig) -> None:
     old_firmware = SimController(4, clock_offset_ms=60_000)
     old_firmware.unsupported = {Code.CONFIGURE, Code.READ_CLOCK}

@@ -305,6 +305,12 @@ EVENTS_BASE: list[tuple[str, Severity, DeviceRef, dict[str, Any]]] = [
         {"skew_ms": -4200, "max_clock_skew_ms": 1000},
     ),
     (
+        "access.clock_not_correctable",
+        Severity.MAJOR,
+        DOORS,
+        {"skew_ms": 61_000, "max_clock_skew_ms": 1000, "error": "controller refused SET_CLOCK"},
+    ),
+    (
         "telemetry.point",
         Severity.INFO,
         UPS,

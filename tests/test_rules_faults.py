@@ -37,6 +37,14 @@ FAULTS = [
     ),
     (ACCESS, "access.tamper", {"active": True}, "access.tamper", {"active": False}, "tamper"),
     (
+        ACCESS,
+        "access.clock_not_correctable",
+        {"skew_ms": 90_000, "max_clock_skew_ms": 1000, "error": "unknown_command"},
+        "access.clock_corrected",
+        {"skew_ms": 95_000, "max_clock_skew_ms": 1000},
+        "clock_not_correctable",
+    ),
+    (
         GATEWAY,
         "gateway.path_down",
         {"destination": "police", "error": "refused"},

@@ -1,7 +1,9 @@
 """The rules' timers survive SIGKILL: the real gateway process is killed while two socket timers
 (随拔随插) and a window rule's grace are running; after the restart each fires exactly once, at
 its deadline, as the bureau's broker receives it; a second kill and restart after they fired
-repeats none of them.
+repeats none of them. The daily report likewise: killed before its time, the gateway is dead
+while the time passes, and after the restart the bureau gets the day's report once; killed again
+after sending it, the next restart sends no other.
 
 Real parts: the gateway process (with `[rules]`), simulated socket sensors and a rising bollard
 on Modbus TCP, mosquitto brokers. Time is real and the deadlines are short (3 s and 12 s timers,
@@ -14,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.core.clock import TEST_WALL_START_VAR
 from simulators.bollard import GENERIC, BollardController, SocketSensors
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
+from simulators.gate import SITE_TZ
 from simulators.listener import Listener, listen
 from tests_support import GatewayProcess, rules_calendar, socket_module, until
 
@@ -63,14 +68,20 @@ sockets = {{ "socket-0" = {SHORT_S / 60}, "socket-1" = {LONG_S / 60} }}
     )
 
 
-def stored_deadlines(db: Path) -> dict[str, int]:
-    """The running timers the gateway has stored: socket name -> wall deadline (ms)."""
+def stored_rows(db: Path, query: str) -> list[tuple[Any, ...]]:
+    """Rows of the gateway's store; none while its rules' tables are not made yet."""
     with sqlite3.connect(db, timeout=1.0) as conn:
         try:
-            rows = conn.execute("SELECT key, deadline_ms FROM rules_timers").fetchall()
+            rows = conn.execute(query).fetchall()
         except sqlite3.OperationalError:  # the tables are not made yet
             rows = []
     conn.close()
+    return rows
+
+
+def stored_deadlines(db: Path) -> dict[str, int]:
+    """The running timers the gateway has stored: socket name -> wall deadline (ms)."""
+    rows = stored_rows(db, "SELECT key, deadline_ms FROM rules_timers")
     return {str(key).rsplit("/", 1)[-1].rsplit(":", 1)[-1]: int(ms) for key, ms in rows}
 
 
@@ -90,10 +101,12 @@ def late(bureau: Listener, socket: str) -> set[str]:
     )
 
 
-async def restart(gateway: GatewayProcess, bureau: Listener) -> None:
+async def restart(
+    gateway: GatewayProcess, bureau: Listener, env: dict[str, str] | None = None
+) -> None:
     """Start the gateway again and wait until it is online and has polled every device."""
     since = len(bureau.messages)
-    gateway.start()
+    gateway.start(env)
     await bureau.wait_for(
         lambda m: m.topic.endswith("/status") and m.json.get("online") is True, since=since
     )
@@ -178,3 +191,68 @@ async def test_timers_and_a_grace_fire_once_at_their_deadlines_across_sigkill(
     assert occurred_ms(violation) >= killed_ms + GRACE_S * 1000
     assert violation["data"]["rule"] == "vehicle-up"
     assert len(distinct(bureau.events("rule.restored"))) == 1
+
+
+REPORT_DAY = date.today()
+
+
+def wall_at(hhmmss: str) -> dict[str, str]:
+    """The gateway's wall clock starting at this site time of REPORT_DAY (the clock seam the
+    scenario runner uses; the store is under the temporary folder, so it is allowed)."""
+    at = datetime.combine(REPORT_DAY, datetime.strptime(hhmmss, "%H:%M:%S").time())
+    return {TEST_WALL_START_VAR: str(int(at.replace(tzinfo=ZoneInfo(SITE_TZ)).timestamp() * 1000))}
+
+
+def kept_reports(db: Path) -> list[tuple[str, int]]:
+    """The reports the gateway has built and kept: (day, sent)."""
+    rows = stored_rows(db, "SELECT day, sent FROM rules_reports")
+    return [(str(day), int(sent)) for day, sent in rows]
+
+
+async def test_a_report_due_while_the_gateway_is_dead_is_sent_once_after_the_restart(
+    tmp_path: Path,
+    police_broker: MosquittoBroker,
+    bureau_broker: MosquittoBroker,
+    box: tuple[DiDoModule, int],
+) -> None:
+    _, box_port = box
+    extra = f"""
+[rules]
+calendar_file = "{rules_calendar(tmp_path)}"
+
+[rules.daily_report]
+at = "18:00"
+"""
+    async with listen("bureau", bureau_broker.host, bureau_broker.port) as bureau:
+        gateway = GatewayProcess(
+            tmp_path, police_broker, bureau_broker, modbus_tcp_port=box_port, extra=extra
+        )
+        # Its clock starts a minute before the report time: killed well before it.
+        gateway.start(wall_at("17:59:00"))
+        try:
+            await gateway.wait_ready()
+            await gateway.kill()
+            assert kept_reports(gateway.db) == []
+            assert bureau.events("report.daily") == []
+
+            # Dead across 18:00: it comes back at 18:00:30 and the day has no report yet.
+            await restart(gateway, bureau, wall_at("18:00:30"))
+            report = await bureau.wait_event(lambda e: e["type"] == "report.daily")
+            await until(lambda: kept_reports(gateway.db) == [(REPORT_DAY.isoformat(), 1)])
+
+            # Killed again after sending: the next restart must build and send no other. The
+            # positive sign that its rules had their chance: a drill started on the box goes
+            # through them and out to the bureau.
+            await gateway.kill()
+            await restart(gateway, bureau, wall_at("18:02:00"))
+            drill = await gateway.cli("drill", "start", "--minutes", "5", "--by", "head teacher")
+            assert drill.returncode == 0, drill.stderr
+            await bureau.wait_event(lambda e: e["type"] == "gateway.drill_started")
+        finally:
+            await gateway.stop()
+    # Once: one event id (a resend of the same id after a kill is at-least-once delivery).
+    assert distinct(bureau.events("report.daily")) == {report["id"]}
+    assert report["data"]["date"] == REPORT_DAY.isoformat()
+    assert kept_reports(gateway.db) == [(REPORT_DAY.isoformat(), 1)]
+    # Built after the restart, at the restarted clock: not before its time.
+    assert occurred_ms(report) >= int(wall_at("18:00:30")[TEST_WALL_START_VAR])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.scenario import Verdict, in_order
+from simulators.scenario import Verdict, has, in_order
 from simulators.scenario_model import Expect, ScenarioError, load_scenario
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "simulators" / "scenarios").glob("*.toml"))
@@ -26,6 +26,7 @@ def test_the_typical_gate_ships_its_scenarios() -> None:
     names = {path.stem for path in SCENARIOS}
     assert {"morning_opening", "panic_and_reset", "intrusion_at_night", "police_outage"} <= names
     assert "school_day_rules" in names  # issue 12's rules, in one run
+    assert "school_day_report" in names  # and its daily report
 
 
 @pytest.mark.timeout(90)  # the school day runs about 30 s
@@ -35,6 +36,34 @@ def test_shipped_scenario_passes(path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     expectations = len(load_scenario(path).expect)
     assert f"{expectations} of {expectations} expectations passed" in result.stdout
+
+
+REPORT = {
+    "date": "2026-12-07",
+    "patrols": [{"plan": "gate", "rounds_done": 2, "missed": False}],
+    "faults": {"opened": [{"kind": "rule_violation", "entry": "20261207-001"}], "closed": []},
+}
+
+
+@pytest.mark.parametrize(
+    ("wanted", "matches"),
+    [
+        ({}, True),
+        ({"date": "2026-12-07"}, True),
+        ({"date": "2026-12-08"}, False),
+        ({"absent": 1}, False),
+        ({"patrols": [{"plan": "gate", "rounds_done": 2}]}, True),  # other keys ignored
+        ({"patrols": [{"plan": "gate", "rounds_done": 3}]}, False),
+        ({"patrols": []}, False),  # a list is matched item by item, length too
+        ({"patrols": [{"plan": "gate"}, {"plan": "gate"}]}, False),
+        ({"faults": {"opened": [{"kind": "rule_violation"}], "closed": []}}, True),
+        ({"faults": {"closed": [{"kind": "rule_violation"}]}}, False),
+        ({"date": {"day": 7}}, False),  # a table never matches a plain value
+        ({"patrols": "gate"}, False),
+    ],
+)
+def test_an_expectations_data_is_a_pattern(wanted: dict[str, object], matches: bool) -> None:
+    assert has(REPORT, wanted) is matches
 
 
 WRONG = """

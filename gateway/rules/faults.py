@@ -3,7 +3,7 @@ kind: the one table of faults the gateway can see.
 
 Owns `ledger_action(event)`: the `OpenLedger` or `CloseLedger` an event means, or None. Kinds
 (each with its repair deadline in `[rules.ledger] repair_h`, 24 h by default) and their keys,
-one open entry per key:
+one open entry per key (`<d>` is the device):
 
 | kind | opened by | closed by (the evidence) | key |
 | --- | --- | --- | --- |
@@ -11,12 +11,12 @@ one open entry per key:
 | `bollard_fault` | `bollard.fault` | `bollard.fault_cleared` | `fault:<device>` |
 | `bollard_stuck` | `bollard.stuck` | `bollard.raised` or `.lowered` | `stuck:<device>` |
 | `tamper` | `access.tamper` (active) | `access.tamper` (not active) | `tamper:<device>` |
+| `clock_not_correctable` | `access.clock_not_correctable` | `access.clock_corrected` | `clock:<d>`|
 | `broker_path_down` | `gateway.path_down` | `gateway.path_up` | `path:<destination>` |
 | `storage_fault` | `gateway.storage_fault` | `gateway.storage_recovered` | `storage` |
 
 `rule_violation` entries are opened and closed by the window rules (gateway.rules.windows).
-`clock_not_correctable` has no event to open it yet: a controller that refuses `set_clock` is
-only logged by its driver (docs/rules.md says so). Pure: no state, no I/O.
+Pure: no state, no I/O.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ _TABLE: dict[str, Callable[[Event], LedgerAction]] = {
     ),
     "bollard.raised": _close("stuck:{device}", "{device} moved: {type}"),
     "bollard.lowered": _close("stuck:{device}", "{device} moved: {type}"),
+    "access.clock_not_correctable": _open(
+        "clock_not_correctable",
+        "clock:{device}",
+        "{device} refused the clock correction (skew {skew_ms} ms): {error}",
+    ),
+    "access.clock_corrected": _close("clock:{device}", "{device} clock corrected"),
     "gateway.path_down": _open(
         "broker_path_down", "path:{destination}", "the {destination} broker path is down: {error}"
     ),
