@@ -42,6 +42,10 @@ def test_event_ids_keep_order_when_the_clock_steps_back() -> None:
         ("device.offline", Lane.STATE),
         ("telemetry.temperature", Lane.TELEMETRY),
         ("heartbeat.gateway", Lane.TELEMETRY),
+        ("report.points", Lane.TELEMETRY),
+        # The daily inspection report is a record the bureau checks the school by: never the
+        # first thing evicted under disk pressure (the telemetry lane's fate).
+        ("report.daily", Lane.STATE),
     ],
 )
 def test_lanes(event_type: str, lane: Lane) -> None:

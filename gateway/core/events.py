@@ -46,12 +46,14 @@ _ALARM_TYPES = frozenset(
 (`alarm.reset`, `alarm.acknowledged`, `gateway.path_down` / `path_up`, `gateway.drill_started` /
 `drill_stopped`, ...)."""
 _TELEMETRY_PREFIXES = ("telemetry.", "heartbeat.", "report.")
+_STATE_REPORTS = frozenset({"report.daily"})
+"""Reports kept as records (the bureau checks the school by them), not evicted as telemetry."""
 
 
 def lane_of(event_type: str) -> Lane:
     if event_type in _ALARM_TYPES:
         return Lane.ALARM
-    if event_type.startswith(_TELEMETRY_PREFIXES):
+    if event_type.startswith(_TELEMETRY_PREFIXES) and event_type not in _STATE_REPORTS:
         return Lane.TELEMETRY
     return Lane.STATE
 
