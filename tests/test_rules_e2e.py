@@ -16,11 +16,9 @@ from simulators.bollard import SocketSensors
 from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.listener import listen
-from tests_support import GatewayProcess, rules_calendar, socket_module
+from tests_support import MONDAY_ARRIVAL, GatewayProcess, rules_calendar, socket_module
 
 pytestmark = pytest.mark.timeout(90)
-
-MONDAY_ARRIVAL = 'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
 
 
 async def test_a_socket_left_empty_past_its_timer_reaches_the_bureau_as_an_alarm(

@@ -22,9 +22,7 @@ from simulators.broker import MosquittoBroker
 from simulators.contract_check import default_checker
 from simulators.dido import DiDoModule
 from simulators.listener import listen
-from tests_support import GatewayProcess, rules_calendar
-
-MONDAY_ARRIVAL = 'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
+from tests_support import MONDAY_ARRIVAL, GatewayProcess, report_rules
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,13 +34,7 @@ async def test_the_bureau_gets_the_daily_report_once(
     box: tuple[DiDoModule, int],
 ) -> None:
     _, box_port = box
-    extra = f"""
-[rules]
-calendar_file = "{rules_calendar(tmp_path, MONDAY_ARRIVAL)}"
-
-[rules.daily_report]
-at = "00:00"
-"""
+    extra = report_rules(tmp_path, "00:00", MONDAY_ARRIVAL)
     gateway = GatewayProcess(
         tmp_path, police_broker, bureau_broker, modbus_tcp_port=box_port, extra=extra
     )

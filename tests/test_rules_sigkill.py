@@ -29,7 +29,7 @@ from simulators.broker import MosquittoBroker
 from simulators.dido import DiDoModule, serve_tcp
 from simulators.gate import SITE_TZ
 from simulators.listener import Listener, listen
-from tests_support import GatewayProcess, rules_calendar, socket_module, until
+from tests_support import GatewayProcess, report_rules, rules_calendar, socket_module, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,13 +216,7 @@ async def test_a_report_due_while_the_gateway_is_dead_is_sent_once_after_the_res
     box: tuple[DiDoModule, int],
 ) -> None:
     _, box_port = box
-    extra = f"""
-[rules]
-calendar_file = "{rules_calendar(tmp_path)}"
-
-[rules.daily_report]
-at = "18:00"
-"""
+    extra = report_rules(tmp_path, "18:00")
     async with listen("bureau", bureau_broker.host, bureau_broker.port) as bureau:
         gateway = GatewayProcess(
             tmp_path, police_broker, bureau_broker, modbus_tcp_port=box_port, extra=extra

@@ -226,6 +226,17 @@ def rules_calendar(folder: Path, weekdays: str = "") -> str:
     return "calendar.toml"
 
 
+MONDAY_ARRIVAL = 'monday = [{ name = "arrival", start = "07:00", end = "08:10" }]\n'
+"""A `[weekdays]` line: Monday's arrival window, 07:00-08:10 (for `rules_calendar`)."""
+
+
+def report_rules(folder: Path, at: str, weekdays: str = "") -> str:
+    """The `[rules]` config of a gateway with a calendar in `folder` (see `rules_calendar`)
+    and its daily report built at `at` (site time, "HH:MM")."""
+    calendar = rules_calendar(folder, weekdays)
+    return f'\n[rules]\ncalendar_file = "{calendar}"\n\n[rules.daily_report]\nat = "{at}"\n'
+
+
 def socket_module(line: str, port: int) -> str:
     """Config sections: the Modbus TCP line `line` to 127.0.0.1:`port` and on it, unit 4, the
     socket module `lane_sockets` with sockets "socket-0" (input 0) and "socket-1" (input 1)."""
