@@ -81,11 +81,12 @@ class WatchHub:
         device = self._units.get((line, unit))
         if device is None:
             return  # a unit no device is configured at (a scan, a doctor probe): not ours
-        values = [int(v) for v in values]
         key = (device, table, address)
         last = self._last.get(key)
+        # Every poll of every device comes here: an unchanged read (True == 1) costs one compare.
         if last is not None and last["values"] == values:
             return
+        values = [int(v) for v in values]
         changed = (
             list(range(len(values)))
             if last is None or len(last["values"]) != len(values)
@@ -104,7 +105,9 @@ class WatchHub:
         self._offer(item)
 
     def event(self, event: Event) -> None:
-        """An event a driver stored (cards, doors, bollards, device online/offline)."""
+        """An event stored for a device (cards, doors, bollards, alarms, online/offline)."""
+        if not self._watchers:  # every stored event comes here; nobody to show it to
+            return
         self._offer(
             {
                 "kind": "event",
