@@ -35,16 +35,14 @@ from pymodbus.pdu.register_message import (
 from drivers.base import (
     DeviceException,
     DeviceProtocolError,
-    DriverError,
     LineError,
 )
 from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
-from drivers.lines.health import LineHealth
 from drivers.lines.modbus_framing import Skipped
 from drivers.lines.modbus_transport import ModbusClient
+from drivers.lines.owner import LineOwner, Turn
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from gateway.core.lifecycle import AsyncResource
 
 T = TypeVar("T")
 ReadTap = Callable[[int, str, int, Sequence[int]], None]
@@ -77,7 +75,7 @@ def inter_frame_gap_s(
     return 3.5 * bits_per_char / baudrate
 
 
-class ModbusLine(AsyncResource):
+class ModbusLine(LineOwner):
     """One Modbus line; every request to any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -87,15 +85,10 @@ class ModbusLine(AsyncResource):
         *,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, "modbus", log)
         self._config = config
-        self._log: structlog.typing.FilteringBoundLogger = (
-            log if log is not None else structlog.get_logger()
-        ).bind(line=name)
         self._arbiter = LineArbiter()
         self._client: ModbusClient | None = None
-        self._closed = False
-        self._health = LineHealth(self._log, "modbus")
         self.tap: ReadTap | None = None
         """Told every read that succeeded (`schoolgate watch`); must not block or raise."""
 
@@ -115,24 +108,7 @@ class ModbusLine(AsyncResource):
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def connect(self) -> None:
-        """Open the line; raises LineError if the port or connection cannot be opened."""
-        async with self._arbiter.turn():
-            self._closed = False
-            try:
-                await self._ensure_open()
-            except LineError as exc:
-                self._health.note_failure(None, exc)
-                raise
-
-    async def close(self) -> None:
-        """Close the line. Requests raise LineError until `connect()` is called again."""
-        # No lock: closing must not wait behind a request; that request then fails with LineError.
-        self._closed = True
-        if self._client is not None:
-            await self._client.close()
+    # -- lifecycle (connect, close: `drivers.lines.owner.LineOwner`) ------------------------
 
     async def drop_connection(self) -> None:
         """Close the current TCP connection; the next request opens a fresh one. For a peer that
@@ -142,12 +118,14 @@ class ModbusLine(AsyncResource):
         unit would only disturb the other units on the bus."""
         if isinstance(self._config, ModbusRtuLine):
             return
-        async with self._arbiter.turn():
-            if self._client is not None:
-                await self._client.close()
+        await super().drop_connection()
 
-    open = connect
-    """`async with line:` connects it and closes it on the way out (`AsyncResource`)."""
+    def _turn(self) -> Turn:
+        return self._arbiter.turn()
+
+    async def _shut(self) -> None:
+        if self._client is not None:
+            await self._client.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -208,26 +186,24 @@ class ModbusLine(AsyncResource):
         *,
         read: tuple[str, int] | None = None,
     ) -> T:
-        async with self._arbiter.turn(priority):
-            self._health.requests += 1
-            try:
-                # Inline: once per request, and nearly always already satisfied.
-                client = self._client
-                if self._closed or client is None or not client.connected:
-                    client = await self._ensure_open()
-                response = await client.exchange(request)
-                if response.isError():
-                    raise DeviceException(
-                        unit, response.function_code & 0x7F, response.exception_code
-                    )
-                result = parse(response, count)
-            except DriverError as exc:
-                self._health.failed(unit, exc)
-                raise
-            self._health.answered(unit)
-            if read is not None and self.tap is not None:
-                self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
-            return result
+        turn = self._arbiter.turn(priority)
+        result = await self._attempt(unit, turn, self._exchange, unit, request, parse, count)
+        if read is not None and self.tap is not None:
+            self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
+        return result
+
+    async def _exchange(
+        self, unit: int, request: ModbusPDU, parse: Callable[[ModbusPDU, int], T], count: int
+    ) -> T:
+        """One request and its answer. Caller holds the line."""
+        # Inline: once per request, and nearly always already satisfied.
+        client = self._client
+        if self._closed or client is None or not client.connected:
+            client = await self._ensure_open()
+        response = await client.exchange(request)
+        if response.isError():
+            raise DeviceException(unit, response.function_code & 0x7F, response.exception_code)
+        return parse(response, count)
 
     async def _ensure_open(self) -> ModbusClient:
         """The connected client; opens the line once if needed. Caller holds the line."""
