@@ -93,7 +93,7 @@ class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
         self._wanted: dict[int, bool] = {}
         self._applied: dict[int, bool] = {}
         self._previous: dict[int, bool] | None = None
-        self._handled: tuple[list[bool], list[int] | None] | None = None
+        self._handled: tuple[list[int], list[int] | None] | None = None
         """The inputs and counters last handled in full: a poll that reads the same again has
         nothing to report (no edge, no new count), so it skips straight to the outputs."""
         self._counters: dict[int, int] = {}
@@ -158,14 +158,14 @@ class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
 
     async def poll_once(self) -> None:
         unit = self._cfg.unit_id
-        bits = await self._line.read_discrete_inputs(
-            unit, self._di_start, self._di_count, priority=self.line_priority
+        bits = await self._line.read(
+            "discrete_input", unit, self._di_start, self._di_count, priority=self.line_priority
         )
         now_ms = self._ctx.clock_ms()
         counters: list[int] | None = None
         if self._ir_span is not None:
-            counters = await self._line.read_input_registers(
-                unit, *self._ir_span, priority=self.line_priority
+            counters = await self._line.read(
+                "input_register", unit, *self._ir_span, priority=self.line_priority
             )
         if self._health.online is False:
             self._applied.clear()  # the module may have lost its outputs; assert them again

@@ -22,6 +22,7 @@ from drivers.base import DriverContext, DriverError
 from drivers.lines.arbiter import PRIORITY_NORMAL
 from drivers.lines.modbus import ModbusLine
 from drivers.pacing import PollPacer
+from edge_config.devices_modbus import Function
 from edge_config.models import AlarmBoxDevice, ModbusRtuLine, PanicButton
 from gateway.core.events import DeviceRef, Event
 from simulators.dido import DiDoModule, serve_rtu
@@ -48,13 +49,21 @@ class RecordingLine(ModbusLine):
         self.trace: list[Transaction] = []
         self._changed = asyncio.Condition()
 
-    async def read_discrete_inputs(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[bool]:
+    async def read(
+        self,
+        table: Function,
+        unit: int,
+        address: int,
+        count: int,
+        *,
+        priority: int = PRIORITY_NORMAL,
+    ) -> list[int]:
+        if table != "discrete_input":
+            return await super().read(table, unit, address, count, priority=priority)
         self.issued[unit] += 1
         ok = False
         try:
-            bits = await super().read_discrete_inputs(unit, address, count, priority=priority)
+            bits = await super().read(table, unit, address, count, priority=priority)
             ok = True
             return bits
         finally:
@@ -136,7 +145,7 @@ class Poller:
         last_ok = time.monotonic()
         while True:
             try:
-                await self._line.read_discrete_inputs(self.unit, 0, 8)
+                await self._line.read("discrete_input", self.unit, 0, 8)
             except DriverError:
                 self.failures += 1
                 if time.monotonic() - last_ok >= self._offline_after_s:

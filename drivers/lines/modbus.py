@@ -42,6 +42,7 @@ from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
 from drivers.lines.modbus_framing import Skipped
 from drivers.lines.modbus_transport import ModbusClient
 from drivers.lines.owner import LineOwner, Turn
+from edge_config.devices_modbus import Function
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 
 T = TypeVar("T")
@@ -132,35 +133,22 @@ class ModbusLine(LineOwner):
     # `priority`: when several requests wait for the line, the highest goes first (see
     # `drivers.lines.arbiter`); PRIORITY_NORMAL unless the caller is an alarm box.
 
-    async def read_discrete_inputs(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[bool]:
-        request = ReadDiscreteInputsRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(
-            unit, request, priority, _bits, count, read=("discrete_input", address)
-        )
-
-    async def read_coils(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[bool]:
-        request = ReadCoilsRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(unit, request, priority, _bits, count, read=("coil", address))
-
-    async def read_input_registers(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
+    async def read(
+        self,
+        table: Function,
+        unit: int,
+        address: int,
+        count: int,
+        *,
+        priority: int = PRIORITY_NORMAL,
     ) -> list[int]:
-        request = ReadInputRegistersRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(
-            unit, request, priority, _registers, count, read=("input_register", address)
-        )
-
-    async def read_holding_registers(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[int]:
-        request = ReadHoldingRegistersRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(
-            unit, request, priority, _registers, count, read=("holding_register", address)
-        )
+        """`count` items of one Modbus table from `address`; bits come as bools (0 / 1)."""
+        make, parse = _READS[table]
+        request = make(address=address, count=count, dev_id=_unit(unit))
+        values = await self._request(unit, request, priority, parse, count)
+        if self.tap is not None:
+            self.tap(unit, table, address, values)
+        return values
 
     async def write_coil(
         self, unit: int, address: int, value: bool, *, priority: int = PRIORITY_NORMAL
@@ -183,14 +171,9 @@ class ModbusLine(LineOwner):
         priority: int,
         parse: Callable[[ModbusPDU, int], T],
         count: int,
-        *,
-        read: tuple[str, int] | None = None,
     ) -> T:
         turn = self._arbiter.turn(priority)
-        result = await self._attempt(unit, turn, self._exchange, unit, request, parse, count)
-        if read is not None and self.tap is not None:
-            self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
-        return result
+        return await self._attempt(unit, turn, self._exchange, unit, request, parse, count)
 
     async def _exchange(
         self, unit: int, request: ModbusPDU, parse: Callable[[ModbusPDU, int], T], count: int
@@ -245,7 +228,7 @@ def _no_result(_response: ModbusPDU, _count: int) -> None:
     return None
 
 
-def _bits(response: ModbusPDU, count: int) -> list[bool]:
+def _bits(response: ModbusPDU, count: int) -> list[int]:
     # Replies carry whole bytes, so pymodbus pads bits to a multiple of 8.
     if len(response.bits) < count:
         raise DeviceProtocolError(f"asked for {count} bits, got {len(response.bits)}")
@@ -256,3 +239,12 @@ def _registers(response: ModbusPDU, count: int) -> list[int]:
     if len(response.registers) != count:
         raise DeviceProtocolError(f"asked for {count} registers, got {len(response.registers)}")
     return list(response.registers)
+
+
+_READS: dict[Function, tuple[type[ModbusPDU], Callable[[ModbusPDU, int], list[int]]]] = {
+    "coil": (ReadCoilsRequest, _bits),
+    "discrete_input": (ReadDiscreteInputsRequest, _bits),
+    "holding_register": (ReadHoldingRegistersRequest, _registers),
+    "input_register": (ReadInputRegistersRequest, _registers),
+}
+"""Each table's request and the parse of its answer (function codes 1 to 4)."""
