@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from drivers.base import CommandError, DriverContext
+from drivers.base import CommandError, DriverContext, PanicPress
 from drivers.codecs import counter_delta, span
 from drivers.lines.arbiter import PRIORITY_ALARM
 from drivers.lines.modbus import ModbusLine
@@ -204,16 +204,18 @@ class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
                 presses = 1
             if first and state[button] and presses == 0:
                 await self._ctx.panic.panic_pressed(
-                    self._ctx.device.id,
-                    button,
-                    presses=1,
-                    occurred_at_ms=now_ms,
-                    held_at_start=True,
+                    PanicPress(
+                        self._ctx.device.id,
+                        button,
+                        presses=1,
+                        occurred_at_ms=now_ms,
+                        held_at_start=True,
+                    )
                 )
             elif presses:
                 self._lockout_until_ms[button] = now_ms + self._cfg.debounce_ms
                 await self._ctx.panic.panic_pressed(
-                    self._ctx.device.id, button, presses=presses, occurred_at_ms=now_ms
+                    PanicPress(self._ctx.device.id, button, presses=presses, occurred_at_ms=now_ms)
                 )
             if register is not None:
                 await self._remember_counter(button)

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from drivers.alarm_box import AlarmBox
-from drivers.base import DriverContext, DriverError
+from drivers.base import DriverContext, DriverError, PanicPress
 from drivers.lines.arbiter import PRIORITY_NORMAL
 from drivers.lines.modbus import ModbusLine
 from drivers.pacing import PollPacer
@@ -95,16 +95,8 @@ class PressRecorder:
     events: list[Event] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def panic_pressed(
-        self,
-        device_id: str,
-        button: int,
-        *,
-        presses: int,
-        occurred_at_ms: int,
-        held_at_start: bool = False,
-    ) -> None:
-        for _ in range(presses):
+    async def panic_pressed(self, press: PanicPress) -> None:
+        for _ in range(press.presses):
             self.detections.put_nowait(Detection(time.monotonic(), self.line.completed[ALARM_UNIT]))
 
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None:
