@@ -39,6 +39,7 @@ from drivers.base import (
 )
 from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
+from drivers.lines.health import RequestCounts
 from drivers.lines.modbus_framing import Skipped
 from drivers.lines.modbus_transport import ModbusClient
 from drivers.lines.owner import LineOwner, Turn
@@ -54,10 +55,7 @@ _MIN_GAP_S = 0.00175
 
 
 @dataclass(frozen=True, slots=True)
-class LineStats:
-    requests: int
-    failures: int
-    timeouts: int
+class LineStats(RequestCounts):
     malformed: int = 0
     """Answers by their header that pymodbus could not decode (drivers.lines.modbus_framing)."""
     late_answers: int = 0
@@ -97,9 +95,7 @@ class ModbusLine(LineOwner):
     def stats(self) -> LineStats:
         skipped = self._client.skipped if self._client is not None else Skipped()
         return LineStats(
-            self._health.requests,
-            self._health.failures,
-            self._health.timeouts,
+            *self._health.counts,
             skipped.malformed,
             skipped.late_answers,
             skipped.stray_bytes,

@@ -24,6 +24,7 @@ import structlog
 from drivers.base import LineError
 from drivers.lines import port_check
 from drivers.lines.deadline import answer_within
+from drivers.lines.health import RequestCounts
 from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus import inter_frame_gap_s
 from drivers.lines.owner import LineOwner, Turn
@@ -42,10 +43,7 @@ class AnswerReader(Protocol[T_co]):
 
 
 @dataclass(frozen=True, slots=True)
-class SerialLineStats:
-    requests: int
-    failures: int
-    timeouts: int
+class SerialLineStats(RequestCounts):
     opens: int
     stray_bytes: int
     """Bytes that arrived while no transaction was waiting (late answers, noise)."""
@@ -81,13 +79,7 @@ class SerialLine(LineOwner):
 
     @property
     def stats(self) -> SerialLineStats:
-        return SerialLineStats(
-            self._health.requests,
-            self._health.failures,
-            self._health.timeouts,
-            self._opens,
-            self._stray_bytes,
-        )
+        return SerialLineStats(*self._health.counts, self._opens, self._stray_bytes)
 
     @property
     def connected(self) -> bool:
