@@ -84,9 +84,9 @@ async def ours(config: ModbusTcpLine | ModbusRtuLine) -> AsyncIterator[Read]:
 
         async def read(i: int) -> None:
             if i % 2:
-                await line.read_input_registers(UNIT, 0, 1)
+                await line.read("input_register", UNIT, 0, 1)
             else:
-                await line.read_discrete_inputs(UNIT, 0, 8)
+                await line.read("discrete_input", UNIT, 0, 8)
 
         yield read
 

@@ -231,27 +231,13 @@ class AccessController(PolledDriver[AccessControllerDevice, SerialLine]):
             # Once per spell: the fault ledger keeps the entry open until a correction succeeds.
             if not self._clock_uncorrectable:
                 self._clock_uncorrectable = True
-                await self._clock_event(
-                    "access.clock_not_correctable", Severity.MAJOR, bound | {"error": str(exc)}
+                await self._health.emit(
+                    "access.clock_not_correctable", Severity.MAJOR, **bound, error=str(exc)
                 )
             return
         self._clock_uncorrectable = False
         self._log.warning("controller_clock_corrected", skew_ms=skew_ms)
-        await self._clock_event("access.clock_corrected", Severity.MINOR, bound)
-
-    async def _clock_event(
-        self, event_type: str, severity: Severity, data: dict[str, object]
-    ) -> None:
-        await self._ctx.emit(
-            new_event(
-                event_type,
-                self._ctx.device,
-                severity=severity,
-                occurred_at_ms=self._ctx.clock_ms(),
-                data=data,
-                drill=self._ctx.drill,
-            )
-        )
+        await self._health.emit("access.clock_corrected", Severity.MINOR, **bound)
 
     def _skew_beyond_bound(self) -> int:
         # Within the bound the controller's clock is trusted: our skew estimate is no better

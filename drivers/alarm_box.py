@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from drivers.base import CommandError, DriverContext
+from drivers.base import CommandError, DriverContext, PanicPress
 from drivers.codecs import counter_delta, span
 from drivers.lines.arbiter import PRIORITY_ALARM
 from drivers.lines.modbus import ModbusLine
@@ -93,7 +93,7 @@ class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
         self._wanted: dict[int, bool] = {}
         self._applied: dict[int, bool] = {}
         self._previous: dict[int, bool] | None = None
-        self._handled: tuple[list[bool], list[int] | None] | None = None
+        self._handled: tuple[list[int], list[int] | None] | None = None
         """The inputs and counters last handled in full: a poll that reads the same again has
         nothing to report (no edge, no new count), so it skips straight to the outputs."""
         self._counters: dict[int, int] = {}
@@ -158,14 +158,14 @@ class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
 
     async def poll_once(self) -> None:
         unit = self._cfg.unit_id
-        bits = await self._line.read_discrete_inputs(
-            unit, self._di_start, self._di_count, priority=self.line_priority
+        bits = await self._line.read(
+            "discrete_input", unit, self._di_start, self._di_count, priority=self.line_priority
         )
         now_ms = self._ctx.clock_ms()
         counters: list[int] | None = None
         if self._ir_span is not None:
-            counters = await self._line.read_input_registers(
-                unit, *self._ir_span, priority=self.line_priority
+            counters = await self._line.read(
+                "input_register", unit, *self._ir_span, priority=self.line_priority
             )
         if self._health.online is False:
             self._applied.clear()  # the module may have lost its outputs; assert them again
@@ -204,16 +204,18 @@ class AlarmBox(PolledDriver[AlarmBoxDevice, ModbusLine]):
                 presses = 1
             if first and state[button] and presses == 0:
                 await self._ctx.panic.panic_pressed(
-                    self._ctx.device.id,
-                    button,
-                    presses=1,
-                    occurred_at_ms=now_ms,
-                    held_at_start=True,
+                    PanicPress(
+                        self._ctx.device.id,
+                        button,
+                        presses=1,
+                        occurred_at_ms=now_ms,
+                        held_at_start=True,
+                    )
                 )
             elif presses:
                 self._lockout_until_ms[button] = now_ms + self._cfg.debounce_ms
                 await self._ctx.panic.panic_pressed(
-                    self._ctx.device.id, button, presses=presses, occurred_at_ms=now_ms
+                    PanicPress(self._ctx.device.id, button, presses=presses, occurred_at_ms=now_ms)
                 )
             if register is not None:
                 await self._remember_counter(button)

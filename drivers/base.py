@@ -8,7 +8,7 @@ talk to any hardware and does not know MQTT or SQLite.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 
 from gateway.core.changes import nothing_changed
@@ -44,21 +44,24 @@ class DeviceException(DriverError):
         self.exception_code = exception_code
 
 
+@dataclass(frozen=True, slots=True)
+class PanicPress:
+    """What an alarm box saw of one button: `presses` presses, at `occurred_at_ms`."""
+
+    device_id: str
+    button: int
+    _: KW_ONLY
+    presses: int
+    occurred_at_ms: int
+    held_at_start: bool = False
+    """The contact was already closed at the driver's first poll (it opens an alarm only if
+    none is latched)."""
+
+
 class PanicSink(Protocol):
     """Where an alarm box reports button presses; the gateway's alarm latches implement it."""
 
-    async def panic_pressed(
-        self,
-        device_id: str,
-        button: int,
-        *,
-        presses: int,
-        occurred_at_ms: int,
-        held_at_start: bool = False,
-    ) -> None:
-        """`presses` presses of `button` were seen. `held_at_start`: the contact was already
-        closed at the driver's first poll (it opens an alarm only if none is latched)."""
-        ...
+    async def panic_pressed(self, press: PanicPress) -> None: ...
 
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None: ...
 

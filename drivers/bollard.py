@@ -20,8 +20,8 @@ from typing import Any, Literal
 from drivers.base import CommandError, DriverContext, DriverError
 from drivers.codecs import BIT_LIMIT, REGISTER_LIMIT, decode_words, plan_reads
 from drivers.lines.modbus import ModbusLine
-from drivers.polling import PolledDriver, Table, read_table
-from edge_config.devices_modbus import BollardDevice, CommandRef, Position
+from drivers.polling import PolledDriver, read_table
+from edge_config.devices_modbus import BollardDevice, CommandRef, Function, Position
 from gateway.core.events import Severity
 
 Reading = Position | Literal["unknown"]
@@ -31,7 +31,7 @@ _TARGETS: dict[str, Literal["up", "down"]] = {
     "emergency_raise": "up",
 }
 _IMPLIED: dict[str, Literal["up", "down"]] = {"rising": "up", "lowering": "down"}
-_BITS: tuple[Table, ...] = ("coil", "discrete_input")
+_BITS: tuple[Function, ...] = ("coil", "discrete_input")
 
 
 @dataclass(slots=True)
@@ -68,8 +68,8 @@ class Bollard(PolledDriver[BollardDevice, ModbusLine]):
         """The poll loop and a command's confirmation both poll: one reading at a time, so an
         older reading is never taken after a newer one."""
 
-    def _read_plan(self) -> list[tuple[Table, int, int]]:
-        spans: dict[Table, list[tuple[int, int]]] = {}
+    def _read_plan(self) -> list[tuple[Function, int, int]]:
+        spans: dict[Function, list[tuple[int, int]]] = {}
         m = self._map
         for ref, count in (
             (m.position, 1),
@@ -163,7 +163,7 @@ class Bollard(PolledDriver[BollardDevice, ModbusLine]):
         if self._movement is None and reads == self._handled:
             return
         self._handled = None  # until this reading is handled in full
-        values: dict[tuple[Table, int], int] = {}
+        values: dict[tuple[Function, int], int] = {}
         for (table, start, _count), words in zip(self._plan, reads, strict=True):
             values.update({(table, start + i): v for i, v in enumerate(words)})
         m = self._map

@@ -32,7 +32,7 @@ class BollardSockets(PolledDriver[BollardSocketsDevice, ModbusLine]):
         raise CommandError("bollard_sockets takes no commands (the sensors are read-only)")
 
     async def poll_once(self) -> None:
-        bits = await self._line.read_discrete_inputs(self._cfg.unit_id, self._start, self._count)
+        bits = await self._line.read("discrete_input", self._cfg.unit_id, self._start, self._count)
         await self._health.answered()
         closed_means_present = self._cfg.present_when == "closed"
         now = {

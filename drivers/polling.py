@@ -16,7 +16,7 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -24,22 +24,17 @@ from drivers.base import DriverContext, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
 from drivers.lines.serial import SerialLine
 from drivers.pacing import PollPacer
+from edge_config.devices_modbus import BIT_FUNCTIONS, Function
 from gateway.core.events import Event, Severity, new_event
-
-Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
 
 
 async def read_table(
-    line: ModbusLine, unit: int, table: Table, address: int, count: int
+    line: ModbusLine, unit: int, table: Function, address: int, count: int
 ) -> list[int]:
-    """Read `count` items of one Modbus table; bits come back as 0 / 1."""
-    if table == "coil":
-        return [int(b) for b in await line.read_coils(unit, address, count)]
-    if table == "discrete_input":
-        return [int(b) for b in await line.read_discrete_inputs(unit, address, count)]
-    if table == "holding_register":
-        return await line.read_holding_registers(unit, address, count)
-    return await line.read_input_registers(unit, address, count)
+    """Read `count` items of one Modbus table; bits come back as 0 / 1 (ints, not bools: the
+    values end up in events' JSON)."""
+    values = await line.read(table, unit, address, count)
+    return [int(v) for v in values] if table in BIT_FUNCTIONS else values
 
 
 class DeviceHealth:

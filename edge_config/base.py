@@ -1,7 +1,8 @@
 """The base every configuration section builds on: the strict model and the id type.
 
 Owns `Strict` (unknown keys are errors, nothing is coerced), `Ident` (an id that may appear in
-an MQTT topic), `require_distinct` (the check that a list names nothing twice) and the fields
+an MQTT topic), the bounds of numbers several sections share (`Port`, `TimeoutMs`,
+`PollIntervalMs`), `require_distinct` (the check that a list names nothing twice) and the fields
 every device section has (`DeviceBase`, `ModbusDevice`). Every schema
 module imports these from here, so no schema module needs another one's internals; it owns no
 section itself.
@@ -14,9 +15,18 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_config.fields import MAX_PORT
+
 _ID = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Ident = Annotated[str, Field(pattern=_ID)]
 """Ids end up in MQTT topics, so they are restricted to lower-case letters, digits, _ and -."""
+
+Port = Annotated[int, Field(ge=1, le=MAX_PORT)]
+"""A TCP port (a broker's, a Modbus TCP module's)."""
+TimeoutMs = Annotated[int, Field(ge=10, le=30_000)]
+"""How long a line waits for an answer to one request."""
+PollIntervalMs = Annotated[int, Field(ge=5, le=60_000)]
+"""How often a polled device is read."""
 
 LineType = Literal["modbus_tcp", "modbus_rtu", "serial"]
 """The `type` of a `[lines.NAME]` section: what a device kind says it can talk over."""

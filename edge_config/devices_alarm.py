@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edge_config.base import ModbusDevice, Strict, require_distinct
+from edge_config.base import ModbusDevice, PollIntervalMs, Strict, require_distinct
 
 
 class PanicButton(Strict):
@@ -28,7 +28,7 @@ class PanicButton(Strict):
 
 class AlarmBoxDevice(ModbusDevice):
     kind: Literal["alarm_box"]
-    poll_interval_ms: int = Field(default=50, ge=5, le=60_000)
+    poll_interval_ms: PollIntervalMs = 50
     debounce_ms: int = Field(
         default=30,
         ge=0,

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from edge_config.base import Ident, ModbusDevice, Strict, require_distinct
+from edge_config.base import Ident, ModbusDevice, PollIntervalMs, Strict, require_distinct
 
 Address = int
 Position = Literal["down", "rising", "up", "lowering"]
@@ -178,7 +178,7 @@ def _profile_source(info: ValidationInfo) -> ProfileSource:
 
 class BollardDevice(ModbusDevice):
     kind: Literal["bollard"]
-    poll_interval_ms: int = Field(default=200, ge=5, le=60_000)
+    poll_interval_ms: PollIntervalMs = 200
     profile: Ident = Field(
         default="generic_bollard", description="a file in edge_config/profiles/, without .toml"
     )
@@ -228,7 +228,7 @@ class BollardSocket(Strict):
 
 class BollardSocketsDevice(ModbusDevice):
     kind: Literal["bollard_sockets"]
-    poll_interval_ms: int = Field(default=200, ge=5, le=60_000)
+    poll_interval_ms: PollIntervalMs = 200
     present_when: Literal["closed", "open"] = Field(
         default="closed", description="sensor state that means a bollard is in its socket"
     )

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_config.base import MODBUS_LINE_TYPES, Ident, Strict
+from edge_config.base import MODBUS_LINE_TYPES, Ident, Port, Strict, TimeoutMs
 from edge_config.devices_alarm import AlarmBoxDevice, PanicButton
 from edge_config.fields import (
     ConfigPath,
@@ -154,7 +154,7 @@ class TlsConfig(Strict):
 
 class DestinationConfig(Strict):
     host: Host | None = Field(default=None, description="the broker (one node); or give nodes")
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: Port = 1883
     nodes: list[NodeAddress] | None = Field(
         default=None,
         min_length=1,
@@ -258,8 +258,8 @@ Baudrate = Annotated[Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200
 class ModbusTcpLine(Strict):
     type: Literal["modbus_tcp"]
     host: Host
-    port: int = Field(default=502, ge=1, le=65535)
-    timeout_ms: int = Field(default=300, ge=10, le=30_000)
+    port: Port = 502
+    timeout_ms: TimeoutMs = 300
 
 
 class _SerialPort(Strict):
@@ -276,14 +276,14 @@ class _SerialPort(Strict):
 
 class ModbusRtuLine(_SerialPort):
     type: Literal["modbus_rtu"]
-    timeout_ms: int = Field(default=300, ge=10, le=30_000)
+    timeout_ms: TimeoutMs = 300
 
 
 class SerialLine(_SerialPort):
     """A plain serial line for devices that speak their own framing (access controllers)."""
 
     type: Literal["serial"]
-    timeout_ms: int = Field(default=500, ge=10, le=30_000)
+    timeout_ms: TimeoutMs = 500
 
 
 LineConfig = Annotated[ModbusTcpLine | ModbusRtuLine | SerialLine, Field(discriminator="type")]

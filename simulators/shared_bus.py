@@ -18,10 +18,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from drivers.alarm_box import AlarmBox
-from drivers.base import DriverContext, DriverError
+from drivers.base import DriverContext, DriverError, PanicPress
 from drivers.lines.arbiter import PRIORITY_NORMAL
 from drivers.lines.modbus import ModbusLine
 from drivers.pacing import PollPacer
+from edge_config.devices_modbus import Function
 from edge_config.models import AlarmBoxDevice, ModbusRtuLine, PanicButton
 from gateway.core.events import DeviceRef, Event
 from simulators.dido import DiDoModule, serve_rtu
@@ -48,13 +49,21 @@ class RecordingLine(ModbusLine):
         self.trace: list[Transaction] = []
         self._changed = asyncio.Condition()
 
-    async def read_discrete_inputs(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[bool]:
+    async def read(
+        self,
+        table: Function,
+        unit: int,
+        address: int,
+        count: int,
+        *,
+        priority: int = PRIORITY_NORMAL,
+    ) -> list[int]:
+        if table != "discrete_input":
+            return await super().read(table, unit, address, count, priority=priority)
         self.issued[unit] += 1
         ok = False
         try:
-            bits = await super().read_discrete_inputs(unit, address, count, priority=priority)
+            bits = await super().read(table, unit, address, count, priority=priority)
             ok = True
             return bits
         finally:
@@ -86,16 +95,8 @@ class PressRecorder:
     events: list[Event] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def panic_pressed(
-        self,
-        device_id: str,
-        button: int,
-        *,
-        presses: int,
-        occurred_at_ms: int,
-        held_at_start: bool = False,
-    ) -> None:
-        for _ in range(presses):
+    async def panic_pressed(self, press: PanicPress) -> None:
+        for _ in range(press.presses):
             self.detections.put_nowait(Detection(time.monotonic(), self.line.completed[ALARM_UNIT]))
 
     async def reset_pressed(self, device_id: str, *, occurred_at_ms: int) -> None:
@@ -136,7 +137,7 @@ class Poller:
         last_ok = time.monotonic()
         while True:
             try:
-                await self._line.read_discrete_inputs(self.unit, 0, 8)
+                await self._line.read("discrete_input", self.unit, 0, 8)
             except DriverError:
                 self.failures += 1
                 if time.monotonic() - last_ok >= self._offline_after_s:

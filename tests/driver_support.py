@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
-from drivers.base import DriverContext
+from drivers.base import DriverContext, PanicPress
 from drivers.lines.modbus import ModbusLine
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.core.events import DeviceRef, Event
@@ -21,7 +21,7 @@ from simulators.vserial import VirtualSerialLink
 class NoPanics:
     """The PanicSink of drivers that never report panic buttons."""
 
-    async def panic_pressed(self, device_id: str, button: int, **_kwargs: Any) -> None:
+    async def panic_pressed(self, press: PanicPress) -> None:
         raise AssertionError("this driver has no panic buttons")
 
     async def reset_pressed(self, device_id: str, **_kwargs: Any) -> None:

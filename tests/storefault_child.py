@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from drivers.base import PanicPress
 from gateway import logsetup
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
@@ -77,7 +78,9 @@ async def main(db: Path, port: int, latched: list[str]) -> None:
                 degraded=store.log.degraded,
                 fault=fault,
             )
-            await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=time.time_ns() // 10**6)
+            await latches.panic_pressed(
+                PanicPress("box", 1, presses=1, occurred_at_ms=time.time_ns() // 10**6)
+            )
             new = latches.open_alarms[-1]
 
             async def delivered() -> bool:

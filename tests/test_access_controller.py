@@ -15,7 +15,7 @@ import pytest
 
 from drivers.access_codec import Code
 from drivers.access_controller import AccessController
-from drivers.base import CommandError, DriverContext
+from drivers.base import CommandError, DriverContext, PanicPress
 from drivers.lines.serial import SerialLine
 from edge_config.devices_access import AccessControllerDevice
 from edge_config.models import SerialLine as SerialLineConfig
@@ -56,7 +56,7 @@ class Sink:
 
 
 class NoPanic:
-    async def panic_pressed(self, *_args: Any, **_kwargs: Any) -> None:
+    async def panic_pressed(self, press: PanicPress) -> None:
         raise AssertionError("access controllers never press panic buttons")
 
     async def reset_pressed(self, *_args: Any, **_kwargs: Any) -> None:

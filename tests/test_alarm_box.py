@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from driver_support import Recorder, modbus_line, running
 from drivers.alarm_box import AlarmBox, OutputPattern
+from drivers.base import PanicPress
 from edge_config.models import AlarmBoxDevice, PanicButton
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
@@ -40,8 +41,15 @@ class Presses:
     def __init__(self) -> None:
         self.pressed: list[dict[str, Any]] = []
 
-    async def panic_pressed(self, device_id: str, button: int, **kw: Any) -> None:
-        self.pressed.append({"button": button, **kw})
+    async def panic_pressed(self, press: PanicPress) -> None:
+        self.pressed.append(
+            {
+                "button": press.button,
+                "presses": press.presses,
+                "occurred_at_ms": press.occurred_at_ms,
+            }
+            | ({"held_at_start": True} if press.held_at_start else {})
+        )
 
     async def reset_pressed(self, device_id: str, **kw: Any) -> None:
         self.pressed.append({"reset": True, **kw})
@@ -260,9 +268,9 @@ async def test_the_counter_is_remembered_only_after_its_press_is_reported() -> N
             log.append(f"remember {key}={value}")
 
     class Sink(Presses):
-        async def panic_pressed(self, device_id: str, button: int, **kw: Any) -> None:
-            log.append(f"pressed {kw['presses']}")
-            await super().panic_pressed(device_id, button, **kw)
+        async def panic_pressed(self, press: PanicPress) -> None:
+            log.append(f"pressed {press.presses}")
+            await super().panic_pressed(press)
 
     module = DiDoModule(unit_id=1)
     async with modbus_line("tcp", {1: module}) as line:

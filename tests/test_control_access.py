@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from drivers.base import PanicPress
 from edge_config.models import GatewayConfig
 from gateway.app import Gateway
 from gateway.commands import control
@@ -123,7 +124,7 @@ async def ask_as(uid: int, gid: int, sock: Path, body: dict[str, Any]) -> dict[s
 
 
 async def latched(gateway: Gateway) -> str:
-    await gateway.latches.panic_pressed("box", 0, presses=1, occurred_at_ms=now_ms())
+    await gateway.latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=now_ms()))
     return gateway.latches.open_alarms[-1].alarm_id
 
 

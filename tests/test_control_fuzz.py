@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drivers.base import PanicPress
 from edge_config.models import GatewayConfig
 from gateway.app import Gateway
 from gateway.commands import control
@@ -72,7 +73,9 @@ class ServedGateway:
         async with serve_tcp(module) as (_, port):
             gateway = Gateway(self._config(port))
             async with gateway.store, control.serve(self.sock, gateway.handle_control):
-                await gateway.latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+                await gateway.latches.panic_pressed(
+                    PanicPress("box", 0, presses=1, occurred_at_ms=1)
+                )
                 self.alarm_id = gateway.latches.open_alarms[0].alarm_id
                 self._ready.set()
                 await self._stop.wait()

@@ -69,19 +69,19 @@ async def test_wait_coil(box: DiDoModule, line: ModbusLine) -> None:
 
 async def test_register_map(box: DiDoModule, line: ModbusLine) -> None:
     box.press(7)
-    assert await line.read_discrete_inputs(5, 0, 8) == [False] * 7 + [True]
-    assert await line.read_input_registers(5, 0, 8) == [0] * 7 + [1]
-    assert await line.read_holding_registers(5, 0, 1) == [5]
+    assert await line.read("discrete_input", 5, 0, 8) == [False] * 7 + [True]
+    assert await line.read("input_register", 5, 0, 8) == [0] * 7 + [1]
+    assert await line.read("holding_register", 5, 0, 1) == [5]
     await line.write_coil(5, 7, True)
-    assert await line.read_coils(5, 0, 8) == [False] * 7 + [True]
+    assert await line.read("coil", 5, 0, 8) == [False] * 7 + [True]
     # pymodbus keeps bits in 16-bit words: 8..15 read as off, 16 and up are out of the map.
-    assert await line.read_discrete_inputs(5, 8, 8) == [False] * 8
+    assert await line.read("discrete_input", 5, 8, 8) == [False] * 8
     for request in (
-        line.read_discrete_inputs(5, 16, 1),
-        line.read_coils(5, 16, 1),
+        line.read("discrete_input", 5, 16, 1),
+        line.read("coil", 5, 16, 1),
         line.write_coil(5, 8, True),
-        line.read_input_registers(5, 8, 1),
-        line.read_holding_registers(5, 1, 1),
+        line.read("input_register", 5, 8, 1),
+        line.read("holding_register", 5, 1, 1),
         line.write_register(5, 0, 9),
     ):
         with pytest.raises(DeviceException) as info:
@@ -108,7 +108,7 @@ async def test_delay_slows_the_answer(box: DiDoModule, line: ModbusLine) -> None
     assert box.coil(1)
     box.delay_ms = 400  # longer than the line's timeout
     with pytest.raises(DeviceTimeout):
-        await line.read_coils(5, 0, 1)
+        await line.read("coil", 5, 0, 1)
     # Leaving the server now cuts the pending delay short instead of leaking its task.
 
 
@@ -124,11 +124,11 @@ async def test_modules_share_one_rtu_line() -> None:
     ):
         boxes[2].press(1)
         await line.write_coil(3, 0, True)
-        assert await line.read_discrete_inputs(2, 0, 2) == [False, True]
-        assert [await line.read_holding_registers(u, 0, 1) for u in (1, 2, 3)] == [[1], [2], [3]]
+        assert await line.read("discrete_input", 2, 0, 2) == [False, True]
+        assert [await line.read("holding_register", u, 0, 1) for u in (1, 2, 3)] == [[1], [2], [3]]
         assert [b.coil(0) for b in boxes.values()] == [False, False, True]
         with pytest.raises(DeviceTimeout):  # nobody on the bus answers unit 4
-            await line.read_coils(4, 0, 1)
+            await line.read("coil", 4, 0, 1)
 
 
 async def test_mapping_must_match_unit_ids() -> None:

@@ -21,7 +21,7 @@ import pytest
 from test_latch import Outputs, deliver_to, stored, wait_stored
 
 from drivers.alarm_box import OutputPattern
-from drivers.base import DriverContext
+from drivers.base import DriverContext, PanicPress
 from drivers.polling import DeviceHealth
 from edge_config.loader import parse_config
 from edge_config.models import GatewayConfig
@@ -129,7 +129,9 @@ class Parts:
         )
 
     async def press(self) -> str:
-        await self.latches.panic_pressed("box", 0, presses=1, occurred_at_ms=self.clock.wall_ms())
+        await self.latches.panic_pressed(
+            PanicPress("box", 0, presses=1, occurred_at_ms=self.clock.wall_ms())
+        )
         return self.latches.open_alarms[-1].alarm_id
 
 

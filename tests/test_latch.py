@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.alarm_box import OutputPattern
-from drivers.base import DeviceTimeout
+from drivers.base import DeviceTimeout, PanicPress
 from gateway.alarms.latch import AlarmLatches, BoxInfo, UnknownAlarm
 from gateway.core import contract
 from gateway.core.clock import FakeClock
@@ -113,12 +113,14 @@ async def test_press_latches_repeat_is_recorded_reset_unlatches(store: Storage) 
     latches = AlarmLatches(store.alarms, BOXES)
     lamp = Outputs()
     latches.attach_feedback("box", lamp)
-    await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+    await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1))
     assert lamp.state == {"lamp": FAST, "siren": OFF}  # the siren waits for an escalation
     [latch] = latches.open_alarms
-    await latches.panic_pressed("box", 0, presses=2, occurred_at_ms=2)
+    await latches.panic_pressed(PanicPress("box", 0, presses=2, occurred_at_ms=2))
     assert latches.open_alarms[0].presses == 3
-    await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=3)  # another button: new alarm
+    await latches.panic_pressed(
+        PanicPress("box", 1, presses=1, occurred_at_ms=3)
+    )  # another button: new alarm
     assert len(latches.open_alarms) == 2
     await latches.reset(latch.alarm_id, by="guard wang", occurred_at_ms=4)
     assert lamp.state["lamp"] is FAST  # button 1 is still latched
@@ -146,7 +148,7 @@ async def test_lamp_fast_then_slow_at_the_police_then_steady_when_acknowledged_t
     latches = AlarmLatches(store.alarms, BOXES)
     lamp = Outputs()
     latches.attach_feedback("box", lamp)
-    await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1_000)
+    await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1_000))
     [alarm] = latches.open_alarms
     assert lamp.state["lamp"] is FAST
 
@@ -168,7 +170,7 @@ async def test_lamp_fast_then_slow_at_the_police_then_steady_when_acknowledged_t
     assert lamp.state["lamp"] is STEADY
 
     # A second alarm on the box: the lamp shows the newest one, then the older one again.
-    await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=5_000)
+    await latches.panic_pressed(PanicPress("box", 1, presses=1, occurred_at_ms=5_000))
     assert lamp.state["lamp"] is FAST
     newest = latches.open_alarms[-1]
     await latches.reset(newest.alarm_id, by="guard wang", occurred_at_ms=6_000)
@@ -194,7 +196,7 @@ async def test_acknowledge_of_an_unknown_alarm_is_refused_and_twice_is_once(
     latches = AlarmLatches(store.alarms, BOXES)
     with pytest.raises(UnknownAlarm):
         await latches.acknowledge("nope", by="x", issuer="k", command_id="c", occurred_at_ms=1)
-    await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+    await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1))
     [alarm] = latches.open_alarms
     for command_id in ("c1", "c2"):
         await latches.acknowledge(
@@ -225,13 +227,15 @@ async def test_an_alarm_not_acknowledged_in_time_is_escalated_once_with_the_sire
     latches.attach_feedback("drillbox", drillbox)
     async with escalation_timer(latches):
         # Acknowledged in time: never escalated. Raised first, so its deadline passes first.
-        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        await latches.panic_pressed(
+            PanicPress("drillbox", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        )
         [in_time] = latches.open_alarms
         await clock.run_for(10)
         await latches.acknowledge(
             in_time.alarm_id, by="Li", issuer="k", command_id="c", occurred_at_ms=clock.wall_ms()
         )
-        await latches.panic_pressed("box", 1, presses=2, occurred_at_ms=clock.wall_ms())
+        await latches.panic_pressed(PanicPress("box", 1, presses=2, occurred_at_ms=clock.wall_ms()))
         # Just short of the deadline the timer has had its chance and sleeps on, nothing stored.
         await clock.run_for(29.999)
         assert clock.next_deadline() == pytest.approx(clock.monotonic() + 0.001)
@@ -279,7 +283,7 @@ async def test_escalation_says_when_no_siren_sounded(
     outputs = Outputs(wired=wired)
     latches.attach_feedback("box", outputs)
     async with escalation_timer(latches):
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=clock.wall_ms()))
         await clock.run_for(30)
         [escalated] = await wait_stored(store, "alarm.escalated")
     assert escalated["data"]["siren"] is False
@@ -296,21 +300,21 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
         latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=30, clock=clock)
         latches.attach_feedback("box", box := Outputs())
         async with escalation_timer(latches):
-            await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=now_ms())
+            await latches.panic_pressed(PanicPress("box", 1, presses=1, occurred_at_ms=now_ms()))
             await clock.run_for(30)
             await wait_stored(store, "alarm.escalated")
         [escalated] = latches.open_alarms
         # No timer now: the next two are neither escalated nor at risk of it.
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=now_ms())
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=now_ms()))
         acknowledged = latches.open_alarms[-1]
         await latches.acknowledge(
             acknowledged.alarm_id, by="Li", issuer="k", command_id="c", occurred_at_ms=now_ms()
         )
         await deliver_to(store, latches, "police")  # everything so far is at the police
-        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=now_ms())
+        await latches.panic_pressed(PanicPress("drillbox", 0, presses=1, occurred_at_ms=now_ms()))
         delivered = latches.open_alarms[-1]
         await deliver_to(store, latches, "police")
-        await latches.panic_pressed("drillbox", 1, presses=1, occurred_at_ms=now_ms())
+        await latches.panic_pressed(PanicPress("drillbox", 1, presses=1, occurred_at_ms=now_ms()))
         undelivered = latches.open_alarms[-1]
         assert box.state == {"lamp": STEADY, "siren": STEADY}
 
@@ -340,7 +344,7 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
 
         # The contact still closed at the first poll after restart is not a new press.
         await latches.panic_pressed(
-            "box", 1, presses=1, occurred_at_ms=now_ms(), held_at_start=True
+            PanicPress("box", 1, presses=1, occurred_at_ms=now_ms(), held_at_start=True)
         )
         assert latches.open_alarms[0].presses == 1
 
@@ -355,7 +359,9 @@ async def test_latches_survive_restart_with_their_lamp_siren_and_acknowledgement
 
 async def test_button_held_at_start_without_a_latch_raises_an_alarm(store: Storage) -> None:
     latches = AlarmLatches(store.alarms, BOXES)
-    await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1, held_at_start=True)
+    await latches.panic_pressed(
+        PanicPress("box", 0, presses=1, occurred_at_ms=1, held_at_start=True)
+    )
     assert len(latches.open_alarms) == 1
 
 
@@ -364,7 +370,7 @@ async def test_a_lamp_that_cannot_be_lit_does_not_lose_the_alarm(store: Storage)
     latches = AlarmLatches(store.alarms, BOXES, ack_timeout_s=30, clock=clock)
     latches.attach_feedback("box", Outputs(fail=True))
     async with escalation_timer(latches):
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=clock.wall_ms()))
         await clock.run_for(30)
         [escalated] = await wait_stored(store, "alarm.escalated")
     assert len(latches.open_alarms) == 1
@@ -377,6 +383,6 @@ async def test_a_lamp_that_cannot_be_lit_does_not_lose_the_alarm(store: Storage)
 
 async def test_drill_boxes_mark_their_alarms_as_drills(store: Storage) -> None:
     latches = AlarmLatches(store.alarms, BOXES)
-    await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=1)
+    await latches.panic_pressed(PanicPress("drillbox", 0, presses=1, occurred_at_ms=1))
     [row] = await store.queue.claim("police", 10)
     assert contract.decode_event(row.body)["drill"] is True

@@ -127,7 +127,7 @@ async def barrage(kind: str, script: list[BadAnswer]) -> None:
         for build in script:
             far.script = [build]
             try:
-                registers = await line.read_holding_registers(UNIT, ADDRESS, COUNT)
+                registers = await line.read("holding_register", UNIT, ADDRESS, COUNT)
             except DriverError:
                 errors += 1
             else:  # a mutation can leave a well-formed answer (TCP has no CRC)
@@ -138,7 +138,7 @@ async def barrage(kind: str, script: list[BadAnswer]) -> None:
         for _ in range(3):
             far.script = []
             try:
-                assert await line.read_holding_registers(UNIT, ADDRESS, COUNT) == GOOD_REGISTERS
+                assert await line.read("holding_register", UNIT, ADDRESS, COUNT) == GOOD_REGISTERS
                 break
             except DeviceTimeout:
                 continue
@@ -177,8 +177,8 @@ def test_an_undecodable_tcp_answer_is_a_protocol_error_not_a_lost_connection(
         async with line_to("tcp", far, timeout_ms=TIMEOUT_MS) as line:
             far.script = [answer]
             with pytest.raises(DeviceProtocolError, match="no valid reply"):
-                await line.read_holding_registers(UNIT, ADDRESS, COUNT)
+                await line.read("holding_register", UNIT, ADDRESS, COUNT)
             assert line.connected and line.stats.malformed == 1
-            assert await line.read_holding_registers(UNIT, ADDRESS, COUNT) == GOOD_REGISTERS
+            assert await line.read("holding_register", UNIT, ADDRESS, COUNT) == GOOD_REGISTERS
 
     asyncio.run(check())

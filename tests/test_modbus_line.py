@@ -87,15 +87,15 @@ def test_inter_frame_gap(
 async def test_reads_and_writes(rig: Rig) -> None:
     rig.box1.press(3)
     rig.box2.press(0)
-    assert await rig.line.read_discrete_inputs(1, 0, 8) == [False] * 3 + [True] + [False] * 4
-    assert await rig.line.read_discrete_inputs(2, 0, 2) == [True, False]
-    assert await rig.line.read_input_registers(1, 3, 1) == [1]
-    assert await rig.line.read_holding_registers(2, 0, 1) == [2]
+    assert await rig.line.read("discrete_input", 1, 0, 8) == [False] * 3 + [True] + [False] * 4
+    assert await rig.line.read("discrete_input", 2, 0, 2) == [True, False]
+    assert await rig.line.read("input_register", 1, 3, 1) == [1]
+    assert await rig.line.read("holding_register", 2, 0, 1) == [2]
 
     await rig.line.write_coil(1, 1, True)
     assert rig.box1.coils() == [False, True] + [False] * 6
     assert rig.box2.coils() == [False] * 8
-    assert await rig.line.read_coils(1, 0, 3) == [False, True, False]
+    assert await rig.line.read("coil", 1, 0, 3) == [False, True, False]
     await rig.line.write_coil(1, 1, False)
     assert not rig.box1.coil(1)
     assert rig.line.stats == LineStats(requests=7, failures=0, timeouts=0)
@@ -103,44 +103,44 @@ async def test_reads_and_writes(rig: Rig) -> None:
 
 async def test_exception_response(rig: Rig) -> None:
     with pytest.raises(DeviceException) as info:
-        await rig.line.read_input_registers(1, 8, 1)  # one past the 8 press counters
+        await rig.line.read("input_register", 1, 8, 1)  # one past the 8 press counters
     assert (info.value.unit, info.value.function_code, info.value.exception_code) == (1, 4, 2)
     with pytest.raises(DeviceException) as info:
         await rig.line.write_register(2, 0, 7)  # the address register is read-only
     assert (info.value.function_code, info.value.exception_code) == (6, 2)
-    assert await rig.line.read_holding_registers(1, 0, 1) == [1]
+    assert await rig.line.read("holding_register", 1, 0, 1) == [1]
 
 
 async def test_silent_unit_times_out_and_line_keeps_working(rig: Rig) -> None:
     rig.box2.silent = True
     for _ in range(6):  # more than pymodbus's own "disconnect after retries+3 silences"
         with pytest.raises(DeviceTimeout):
-            await rig.line.read_discrete_inputs(2, 0, 8)
-    assert await rig.line.read_holding_registers(1, 0, 1) == [1]
+            await rig.line.read("discrete_input", 2, 0, 8)
+    assert await rig.line.read("holding_register", 1, 0, 1) == [1]
     rig.box2.silent = False
-    assert await rig.line.read_holding_registers(2, 0, 1) == [2]
+    assert await rig.line.read("holding_register", 2, 0, 1) == [2]
     assert rig.line.stats == LineStats(requests=8, failures=6, timeouts=6)
 
 
 async def test_late_answer_does_not_confuse_next_request(rig: Rig) -> None:
     rig.box1.delay_ms = TIMEOUT_MS + 100
     with pytest.raises(DeviceTimeout):
-        await rig.line.read_holding_registers(1, 0, 1)
+        await rig.line.read("holding_register", 1, 0, 1)
     # Unit 1's answer arrives while unit 2 is being asked; it must not be taken for unit 2's.
-    assert await rig.line.read_holding_registers(2, 0, 1) == [2]
-    assert await rig.line.read_holding_registers(2, 0, 1) == [2]
+    assert await rig.line.read("holding_register", 2, 0, 1) == [2]
+    assert await rig.line.read("holding_register", 2, 0, 1) == [2]
 
 
 async def test_unknown_unit_times_out(rig: Rig) -> None:
     with pytest.raises(DeviceTimeout):
-        await rig.line.read_coils(9, 0, 1)
+        await rig.line.read("coil", 9, 0, 1)
 
 
 async def test_concurrent_requests_are_serialised(rig: Rig) -> None:
     rig.box1.press(0)
     rig.box2.press(7)
     results = await asyncio.gather(
-        *(rig.line.read_discrete_inputs(1 + i % 2, 0, 8) for i in range(10))
+        *(rig.line.read("discrete_input", 1 + i % 2, 0, 8) for i in range(10))
     )
     assert results[0::2] == [[True] + [False] * 7] * 5
     assert results[1::2] == [[False] * 7 + [True]] * 5
@@ -157,7 +157,7 @@ async def test_a_cancel_that_meets_the_answer_is_never_lost(rig: Rig) -> None:
 
     async def poll() -> None:
         while True:
-            await rig.line.read_discrete_inputs(1, 0, 8)
+            await rig.line.read("discrete_input", 1, 0, 8)
 
     for _ in range(60):
         task = asyncio.create_task(poll())
@@ -169,7 +169,7 @@ async def test_a_cancel_that_meets_the_answer_is_never_lost(rig: Rig) -> None:
             await asyncio.wait({task})
         assert done, "a cancel was swallowed: the poll went on"
         assert task.cancelled()
-    assert await rig.line.read_discrete_inputs(1, 0, 8) == [False] * 8  # the line still works
+    assert await rig.line.read("discrete_input", 1, 0, 8) == [False] * 8  # the line still works
 
 
 async def test_corrupted_answer_then_recovery(rtu_rig: Rig) -> None:
@@ -177,13 +177,13 @@ async def test_corrupted_answer_then_recovery(rtu_rig: Rig) -> None:
     assert rig.link is not None
     rig.link.corrupt_next("to_host")
     with pytest.raises(DeviceProtocolError):  # bytes came back, but no valid frame
-        await rig.line.read_coils(1, 0, 8)
-    assert await rig.line.read_holding_registers(1, 0, 1) == [1]
+        await rig.line.read("coil", 1, 0, 8)
+    assert await rig.line.read("holding_register", 1, 0, 1) == [1]
     rig.link.drop("to_device", True)
     with pytest.raises(DeviceTimeout):  # nothing came back at all
-        await rig.line.read_coils(1, 0, 8)
+        await rig.line.read("coil", 1, 0, 8)
     rig.link.drop("to_device", False)
-    assert await rig.line.read_holding_registers(1, 0, 1) == [1]
+    assert await rig.line.read("holding_register", 1, 0, 1) == [1]
 
 
 async def test_failure_logged_once_per_state_change(rig: Rig) -> None:
@@ -194,11 +194,11 @@ async def test_failure_logged_once_per_state_change(rig: Rig) -> None:
             rig.box2.silent = True
             for _ in range(3):
                 with pytest.raises(DeviceTimeout):
-                    await line.read_coils(2, 0, 1)
-                await line.read_coils(1, 0, 1)  # another unit's success is not unit 2's recovery
+                    await line.read("coil", 2, 0, 1)
+                await line.read("coil", 1, 0, 1)  # another unit's success is not unit 2's recovery
             rig.box2.silent = False
-            await line.read_coils(2, 0, 1)
-            await line.read_coils(2, 0, 1)
+            await line.read("coil", 2, 0, 1)
+            await line.read("coil", 2, 0, 1)
     events = [(e["event"], e["unit"]) for e in logs if e["log_level"] != "debug"]
     assert events == [("modbus_unit_failing", 2), ("modbus_unit_recovered", 2)]
 
@@ -209,16 +209,16 @@ async def test_tcp_server_gone_then_back() -> None:
         config = ModbusTcpLine(type="modbus_tcp", host=host, port=port, timeout_ms=TIMEOUT_MS)
         line = ModbusLine("tcp", config)
         await line.connect()
-        assert await line.read_holding_registers(1, 0, 1) == [1]
+        assert await line.read("holding_register", 1, 0, 1) == [1]
     with pytest.raises(LineError):  # the connection is gone
-        await line.read_holding_registers(1, 0, 1)
+        await line.read("holding_register", 1, 0, 1)
     with pytest.raises(LineError):  # and reconnecting is refused
-        await line.read_holding_registers(1, 0, 1)
+        await line.read("holding_register", 1, 0, 1)
     async with serve_tcp(box, host, port):
-        assert await line.read_holding_registers(1, 0, 1) == [1]  # reconnects on demand
+        assert await line.read("holding_register", 1, 0, 1) == [1]  # reconnects on demand
         await line.close()
         with pytest.raises(LineError):
-            await line.read_holding_registers(1, 0, 1)
+            await line.read("holding_register", 1, 0, 1)
     assert line.stats.failures == 3
 
 
@@ -231,7 +231,7 @@ async def test_cannot_open() -> None:
     rtu = ModbusLine("rtu", ModbusRtuLine(type="modbus_rtu", port="/dev/does-not-exist"))
     # The reason (the kernel's words) and what to check, not just "cannot open" (issue 13).
     with pytest.raises(LineError, match="No such file or directory: check that the USB-RS485"):
-        await rtu.read_coils(1, 0, 1)
+        await rtu.read("coil", 1, 0, 1)
     await tcp.close()
     await rtu.close()
 
@@ -242,11 +242,11 @@ async def test_serial_port_vanishes() -> None:
         config = ModbusRtuLine(type="modbus_rtu", port=link.host_end, timeout_ms=TIMEOUT_MS)
         line = ModbusLine("usb", config)
         async with serve_rtu(box, link.device_end):
-            assert await line.read_holding_registers(1, 0, 1) == [1]  # opens on demand
+            assert await line.read("holding_register", 1, 0, 1) == [1]  # opens on demand
     # The cable and its ptys are gone, like an unplugged USB adapter.
     for _ in range(2):
         with pytest.raises(LineError):
-            await line.read_holding_registers(1, 0, 1)
+            await line.read("holding_register", 1, 0, 1)
     await line.close()
 
 
@@ -264,7 +264,7 @@ async def test_close_fails_the_request_on_the_wire_at_once(kind: str) -> None:
     async with far_end(never_answer, timeout_ms=30_000) as config:
         line = ModbusLine(kind, config)
         await line.connect()
-        request = asyncio.create_task(line.read_coils(1, 0, 1))
+        request = asyncio.create_task(line.read("coil", 1, 0, 1))
         await arrived.wait()
         await line.close()
         with pytest.raises(LineError):
@@ -275,7 +275,7 @@ async def test_missing_serial_port_is_logged_with_its_reason() -> None:
     """The line's one failure log line says why the port would not open and what to check."""
     rtu = ModbusLine("bus", ModbusRtuLine(type="modbus_rtu", port="/dev/ttyUSB-not-plugged"))
     with capture_logs() as logs, pytest.raises(LineError):
-        await rtu.read_coils(1, 0, 1)
+        await rtu.read("coil", 1, 0, 1)
     await rtu.close()
     failing = [entry for entry in logs if entry["event"] == "modbus_line_failing"]
     assert len(failing) == 1

@@ -141,7 +141,7 @@ async def exchange_all(kind: str, script: list[Script]) -> None:
             far.scripts = [each]
             address = number * 3  # distinct per request: an answer names its request
             try:
-                registers = await line.read_holding_registers(UNIT, address, 1)
+                registers = await line.read("holding_register", UNIT, address, 1)
             except DriverError:
                 assert each.garbage, "an answer without garbage before it must arrive"
                 continue

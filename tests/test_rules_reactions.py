@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_latch import ROUTES, SITE, Outputs, stored, wait_stored
 
-from drivers.base import DeviceTimeout
+from drivers.base import DeviceTimeout, PanicPress
 from edge_config.rules import PanicConfig, RulesConfig, rules_errors
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core.clock import FakeClock
@@ -96,7 +96,7 @@ async def test_a_panic_raises_the_bollards_locks_down_and_sounds_the_siren(
 ) -> None:
     devices = Devices()
     async with gate(tmp_path, devices) as (store, latches, box, _):
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1))
         [alarm] = await stored(store, "alarm.panic")
         actions = actions_by_device(await wait_stored(store, "rule.action", count=4))
         await box.wait("siren", box.state["siren"].STEADY)
@@ -122,7 +122,7 @@ async def test_a_failed_and_a_hanging_action_never_hold_back_the_alarm_or_the_ot
     devices.fail["bollard-1"] = DeviceTimeout("no answer from unit 3")
     devices.hang.add("bollard-2")
     async with gate(tmp_path, devices) as (store, latches, _box, reactions):
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1))
         assert len(await stored(store, "alarm.panic")) == 1  # stored, queued for the police
         actions = actions_by_device(await wait_stored(store, "rule.action", count=3))
         assert actions["bollard-1"]["data"]["ok"] is False
@@ -131,7 +131,7 @@ async def test_a_failed_and_a_hanging_action_never_hold_back_the_alarm_or_the_ot
         assert actions["access-east"]["data"]["ok"] is True
         assert "bollard-2" not in actions  # still waiting for its read-back
         # A second alarm meanwhile is latched and stored at once, like the first.
-        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=2)
+        await latches.panic_pressed(PanicPress("drillbox", 0, presses=1, occurred_at_ms=2))
         assert len(await stored(store, "alarm.panic")) == 2
         assert reactions.reacted == 0
 
@@ -140,7 +140,7 @@ async def test_a_box_without_a_siren_is_reported_as_a_failed_action(tmp_path: Pa
     devices = Devices()
     async with gate(tmp_path, devices) as (store, latches, box, _):
         box.wired = ("lamp",)
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1))
         actions = actions_by_device(await wait_stored(store, "rule.action", count=4))
     assert actions["box"]["data"]["ok"] is False
     assert "no siren wired" in actions["box"]["data"]["error"]
@@ -152,15 +152,15 @@ async def test_a_drill_alarm_and_other_boxes_do_not_react_unless_configured(
     devices = Devices()
     only_box = PANIC.model_copy(update={"boxes": ["box"], "during_drill": True})
     async with gate(tmp_path, devices, only_box) as (store, latches, _box, reactions):
-        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=1)
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=2)
+        await latches.panic_pressed(PanicPress("drillbox", 0, presses=1, occurred_at_ms=1))
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=2))
         await wait_stored(store, "rule.action", count=4)
         assert reactions.reacted == 1  # the box's alarm, not the drill box's (not listed)
     devices = Devices()
     (tmp_path / "2").mkdir()
     async with gate(tmp_path / "2", devices) as (store, latches, _box, reactions):
-        await latches.panic_pressed("drillbox", 0, presses=1, occurred_at_ms=1)
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=2)
+        await latches.panic_pressed(PanicPress("drillbox", 0, presses=1, occurred_at_ms=1))
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=2))
         await wait_stored(store, "rule.action", count=4)  # the positive sign: box's reacted
         assert devices.sent.count(("access-east", "lockdown")) == 1  # the drill did not
 
@@ -200,5 +200,5 @@ async def test_a_store_hook_that_raises_is_logged_and_the_alarm_is_stored(tmp_pa
 
         store.outbox.on_stored = broken
         latches = AlarmLatches(store.alarms, BOXES)
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=1)
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=1))
         assert len(await stored(store, "alarm.panic")) == 1

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from drivers.base import PanicPress
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.core import contract
 from gateway.core.events import DeviceRef
@@ -79,7 +80,9 @@ async def _latched_pending_alarm(db: Path, *, keep_wal: bool = False) -> str:
     with a committed transaction still in its WAL, as after a kill."""
     async with Storage(db, SITE, ROUTES) as store:
         latches = AlarmLatches(store.alarms, {"box": BOX})
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=time.time_ns() // 10**6)
+        await latches.panic_pressed(
+            PanicPress("box", 0, presses=1, occurred_at_ms=time.time_ns() // 10**6)
+        )
         alarm_id = latches.open_alarms[0].alarm_id
     if keep_wal:
         conn = sqlite3.connect(db, isolation_level=None)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from drivers.base import PanicPress
 from gateway.alarms.latch import AlarmLatches, BoxInfo
 from gateway.alarms.test_mode import UNTIL_KEY, TestMode, TestModeError
 from gateway.core import contract
@@ -156,11 +157,11 @@ async def test_the_receipts_time_each_press_hop_by_hop(tmp_path: Path) -> None:
     async with gate(tmp_path / "o.db", clock) as (store, mode):
         latches = AlarmLatches(store.alarms, boxes, clock=clock)
         assert await store.log.call(sql.test_receipts) == []  # no test ever started
-        await latches.panic_pressed("box", 0, presses=1, occurred_at_ms=clock.wall_ms())
+        await latches.panic_pressed(PanicPress("box", 0, presses=1, occurred_at_ms=clock.wall_ms()))
         await mode.start(minutes=30, by="installer")
         seen_ms = clock.wall_ms() + 1_000
         clock.set_wall(seen_ms)
-        await latches.panic_pressed("box", 1, presses=1, occurred_at_ms=seen_ms)
+        await latches.panic_pressed(PanicPress("box", 1, presses=1, occurred_at_ms=seen_ms))
         test_alarm = latches.open_alarms[-1]
         [claimed] = [
             row for row in await store.queue.claim("police", 10) if row.seq == max(test_alarm.seqs)

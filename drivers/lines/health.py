@@ -8,9 +8,20 @@ one a poll. It does not decide anything: the line owners call it from their requ
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from drivers.base import DeviceTimeout, DriverError, LineError
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """The part of a line owner's `stats` that its `LineHealth` counts."""
+
+    requests: int
+    failures: int
+    timeouts: int
 
 
 class LineHealth:
@@ -22,6 +33,11 @@ class LineHealth:
         self.failures = 0
         self.timeouts = 0
         self._failing: set[int | None] = set()
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """`requests, failures, timeouts`, in `RequestCounts`' order."""
+        return self.requests, self.failures, self.timeouts
 
     def failed(self, unit: int | None, exc: DriverError) -> None:
         """A request to `unit` failed: counted, and logged if the unit (or, for a LineError,

@@ -35,16 +35,16 @@ from pymodbus.pdu.register_message import (
 from drivers.base import (
     DeviceException,
     DeviceProtocolError,
-    DriverError,
     LineError,
 )
 from drivers.lines import port_check
 from drivers.lines.arbiter import PRIORITY_NORMAL, LineArbiter
-from drivers.lines.health import LineHealth
+from drivers.lines.health import RequestCounts
 from drivers.lines.modbus_framing import Skipped
 from drivers.lines.modbus_transport import ModbusClient
+from drivers.lines.owner import LineOwner, Turn
+from edge_config.devices_modbus import Function
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
-from gateway.core.lifecycle import AsyncResource
 
 T = TypeVar("T")
 ReadTap = Callable[[int, str, int, Sequence[int]], None]
@@ -55,10 +55,7 @@ _MIN_GAP_S = 0.00175
 
 
 @dataclass(frozen=True, slots=True)
-class LineStats:
-    requests: int
-    failures: int
-    timeouts: int
+class LineStats(RequestCounts):
     malformed: int = 0
     """Answers by their header that pymodbus could not decode (drivers.lines.modbus_framing)."""
     late_answers: int = 0
@@ -77,7 +74,7 @@ def inter_frame_gap_s(
     return 3.5 * bits_per_char / baudrate
 
 
-class ModbusLine(AsyncResource):
+class ModbusLine(LineOwner):
     """One Modbus line; every request to any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -87,15 +84,10 @@ class ModbusLine(AsyncResource):
         *,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, "modbus", log)
         self._config = config
-        self._log: structlog.typing.FilteringBoundLogger = (
-            log if log is not None else structlog.get_logger()
-        ).bind(line=name)
         self._arbiter = LineArbiter()
         self._client: ModbusClient | None = None
-        self._closed = False
-        self._health = LineHealth(self._log, "modbus")
         self.tap: ReadTap | None = None
         """Told every read that succeeded (`schoolgate watch`); must not block or raise."""
 
@@ -103,9 +95,7 @@ class ModbusLine(AsyncResource):
     def stats(self) -> LineStats:
         skipped = self._client.skipped if self._client is not None else Skipped()
         return LineStats(
-            self._health.requests,
-            self._health.failures,
-            self._health.timeouts,
+            *self._health.counts,
             skipped.malformed,
             skipped.late_answers,
             skipped.stray_bytes,
@@ -115,24 +105,7 @@ class ModbusLine(AsyncResource):
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def connect(self) -> None:
-        """Open the line; raises LineError if the port or connection cannot be opened."""
-        async with self._arbiter.turn():
-            self._closed = False
-            try:
-                await self._ensure_open()
-            except LineError as exc:
-                self._health.note_failure(None, exc)
-                raise
-
-    async def close(self) -> None:
-        """Close the line. Requests raise LineError until `connect()` is called again."""
-        # No lock: closing must not wait behind a request; that request then fails with LineError.
-        self._closed = True
-        if self._client is not None:
-            await self._client.close()
+    # -- lifecycle (connect, close: `drivers.lines.owner.LineOwner`) ------------------------
 
     async def drop_connection(self) -> None:
         """Close the current TCP connection; the next request opens a fresh one. For a peer that
@@ -142,47 +115,36 @@ class ModbusLine(AsyncResource):
         unit would only disturb the other units on the bus."""
         if isinstance(self._config, ModbusRtuLine):
             return
-        async with self._arbiter.turn():
-            if self._client is not None:
-                await self._client.close()
+        await super().drop_connection()
 
-    open = connect
-    """`async with line:` connects it and closes it on the way out (`AsyncResource`)."""
+    def _turn(self) -> Turn:
+        return self._arbiter.turn()
+
+    async def _shut(self) -> None:
+        if self._client is not None:
+            await self._client.close()
 
     # -- requests ----------------------------------------------------------------------------
 
     # `priority`: when several requests wait for the line, the highest goes first (see
     # `drivers.lines.arbiter`); PRIORITY_NORMAL unless the caller is an alarm box.
 
-    async def read_discrete_inputs(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[bool]:
-        request = ReadDiscreteInputsRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(
-            unit, request, priority, _bits, count, read=("discrete_input", address)
-        )
-
-    async def read_coils(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[bool]:
-        request = ReadCoilsRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(unit, request, priority, _bits, count, read=("coil", address))
-
-    async def read_input_registers(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
+    async def read(
+        self,
+        table: Function,
+        unit: int,
+        address: int,
+        count: int,
+        *,
+        priority: int = PRIORITY_NORMAL,
     ) -> list[int]:
-        request = ReadInputRegistersRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(
-            unit, request, priority, _registers, count, read=("input_register", address)
-        )
-
-    async def read_holding_registers(
-        self, unit: int, address: int, count: int, *, priority: int = PRIORITY_NORMAL
-    ) -> list[int]:
-        request = ReadHoldingRegistersRequest(address=address, count=count, dev_id=_unit(unit))
-        return await self._request(
-            unit, request, priority, _registers, count, read=("holding_register", address)
-        )
+        """`count` items of one Modbus table from `address`; bits come as bools (0 / 1)."""
+        make, parse = _READS[table]
+        request = make(address=address, count=count, dev_id=_unit(unit))
+        values = await self._request(unit, request, priority, parse, count)
+        if self.tap is not None:
+            self.tap(unit, table, address, values)
+        return values
 
     async def write_coil(
         self, unit: int, address: int, value: bool, *, priority: int = PRIORITY_NORMAL
@@ -205,29 +167,22 @@ class ModbusLine(AsyncResource):
         priority: int,
         parse: Callable[[ModbusPDU, int], T],
         count: int,
-        *,
-        read: tuple[str, int] | None = None,
     ) -> T:
-        async with self._arbiter.turn(priority):
-            self._health.requests += 1
-            try:
-                # Inline: once per request, and nearly always already satisfied.
-                client = self._client
-                if self._closed or client is None or not client.connected:
-                    client = await self._ensure_open()
-                response = await client.exchange(request)
-                if response.isError():
-                    raise DeviceException(
-                        unit, response.function_code & 0x7F, response.exception_code
-                    )
-                result = parse(response, count)
-            except DriverError as exc:
-                self._health.failed(unit, exc)
-                raise
-            self._health.answered(unit)
-            if read is not None and self.tap is not None:
-                self.tap(unit, read[0], read[1], result)  # type: ignore[arg-type]
-            return result
+        turn = self._arbiter.turn(priority)
+        return await self._attempt(unit, turn, self._exchange, unit, request, parse, count)
+
+    async def _exchange(
+        self, unit: int, request: ModbusPDU, parse: Callable[[ModbusPDU, int], T], count: int
+    ) -> T:
+        """One request and its answer. Caller holds the line."""
+        # Inline: once per request, and nearly always already satisfied.
+        client = self._client
+        if self._closed or client is None or not client.connected:
+            client = await self._ensure_open()
+        response = await client.exchange(request)
+        if response.isError():
+            raise DeviceException(unit, response.function_code & 0x7F, response.exception_code)
+        return parse(response, count)
 
     async def _ensure_open(self) -> ModbusClient:
         """The connected client; opens the line once if needed. Caller holds the line."""
@@ -269,7 +224,7 @@ def _no_result(_response: ModbusPDU, _count: int) -> None:
     return None
 
 
-def _bits(response: ModbusPDU, count: int) -> list[bool]:
+def _bits(response: ModbusPDU, count: int) -> list[int]:
     # Replies carry whole bytes, so pymodbus pads bits to a multiple of 8.
     if len(response.bits) < count:
         raise DeviceProtocolError(f"asked for {count} bits, got {len(response.bits)}")
@@ -280,3 +235,12 @@ def _registers(response: ModbusPDU, count: int) -> list[int]:
     if len(response.registers) != count:
         raise DeviceProtocolError(f"asked for {count} registers, got {len(response.registers)}")
     return list(response.registers)
+
+
+_READS: dict[Function, tuple[type[ModbusPDU], Callable[[ModbusPDU, int], list[int]]]] = {
+    "coil": (ReadCoilsRequest, _bits),
+    "discrete_input": (ReadDiscreteInputsRequest, _bits),
+    "holding_register": (ReadHoldingRegistersRequest, _registers),
+    "input_register": (ReadInputRegistersRequest, _registers),
+}
+"""Each table's request and the parse of its answer (function codes 1 to 4)."""

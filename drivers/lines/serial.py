@@ -21,14 +21,14 @@ from typing import Protocol, TypeVar
 import serial
 import structlog
 
-from drivers.base import DriverError, LineError
+from drivers.base import LineError
 from drivers.lines import port_check
 from drivers.lines.deadline import answer_within
-from drivers.lines.health import LineHealth
+from drivers.lines.health import RequestCounts
 from drivers.lines.link import PortLink, open_serial
 from drivers.lines.modbus import inter_frame_gap_s
+from drivers.lines.owner import LineOwner, Turn
 from edge_config.models import SerialLine as SerialLineConfig
-from gateway.core.lifecycle import AsyncResource
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -43,16 +43,13 @@ class AnswerReader(Protocol[T_co]):
 
 
 @dataclass(frozen=True, slots=True)
-class SerialLineStats:
-    requests: int
-    failures: int
-    timeouts: int
+class SerialLineStats(RequestCounts):
     opens: int
     stray_bytes: int
     """Bytes that arrived while no transaction was waiting (late answers, noise)."""
 
 
-class SerialLine(AsyncResource):
+class SerialLine(LineOwner):
     """One serial port; every transaction with any unit on it goes through here, one at a time."""
 
     def __init__(
@@ -62,11 +59,8 @@ class SerialLine(AsyncResource):
         *,
         log: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, "serial", log)
         self._config = config
-        self._log: structlog.typing.FilteringBoundLogger = (
-            log if log is not None else structlog.get_logger()
-        ).bind(line=name)
         self._lock = asyncio.Lock()
         self._gap_s = inter_frame_gap_s(
             config.baudrate,
@@ -76,24 +70,16 @@ class SerialLine(AsyncResource):
         )
         self._transport: asyncio.Transport | None = None
         self._port: PortLink | None = None
-        self._closed = False
         self._waiting: tuple[AnswerReader[object], asyncio.Future[object]] | None = None
         self._last_activity = 0.0
         """Monotonic time of the last byte seen or transaction ended; the gap counts from here."""
         self._rx_seen = False
-        self._health = LineHealth(self._log, "serial")
         self._opens = 0
         self._stray_bytes = 0
 
     @property
     def stats(self) -> SerialLineStats:
-        return SerialLineStats(
-            self._health.requests,
-            self._health.failures,
-            self._health.timeouts,
-            self._opens,
-            self._stray_bytes,
-        )
+        return SerialLineStats(*self._health.counts, self._opens, self._stray_bytes)
 
     @property
     def connected(self) -> bool:
@@ -103,32 +89,11 @@ class SerialLine(AsyncResource):
     def timeout_ms(self) -> int:
         return self._config.timeout_ms
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle (connect, close, drop_connection: `drivers.lines.owner.LineOwner`; dropping
+    # the port serves a USB adapter re-plugged, or a driver state that a reopen clears) ------
 
-    async def connect(self) -> None:
-        """Open the port now; raises LineError if it cannot be opened."""
-        async with self._lock:
-            self._closed = False
-            try:
-                await self._ensure_open()
-            except LineError as exc:
-                self._health.note_failure(None, exc)
-                raise
-
-    async def close(self) -> None:
-        """Close the port. Transactions raise LineError until `connect()` is called again."""
-        # No lock: closing must not wait behind a transaction; that one then fails with LineError.
-        self._closed = True
-        await self._shut()
-
-    open = connect
-    """`async with line:` opens the port and closes it on the way out (`AsyncResource`)."""
-
-    async def drop_connection(self) -> None:
-        """Close the port; the next transaction opens it afresh (a USB adapter re-plugged, or a
-        driver state that a reopen clears)."""
-        async with self._lock:
-            await self._shut()
+    def _turn(self) -> Turn:
+        return self._lock
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -148,22 +113,20 @@ class SerialLine(AsyncResource):
         LineError if the port cannot be opened or is lost. `unit` only names the unit in logs.
         """
         timeout_s = (timeout_ms if timeout_ms is not None else self._config.timeout_ms) / 1000
-        async with self._lock:
-            self._health.requests += 1
-            try:
-                # Both checks inline: once per transaction, and nearly always already satisfied.
-                transport = self._transport
-                if self._closed or transport is None or transport.is_closing():
-                    transport = await self._ensure_open()
-                if self._last_activity + self._gap_s > time.monotonic():
-                    await self._keep_gap()
-                data = request() if callable(request) else request
-                answer = await self._exchange(transport, data, reader, timeout_s)
-            except DriverError as exc:
-                self._health.failed(unit, exc)
-                raise
-            self._health.answered(unit)
-            return answer
+        return await self._attempt(unit, self._lock, self._send, request, reader, timeout_s)
+
+    async def _send(
+        self, request: bytes | Callable[[], bytes], reader: AnswerReader[T], timeout_s: float
+    ) -> T:
+        """One transaction, on the port opened if need be. Caller holds the lock."""
+        # Both checks inline: once per transaction, and nearly always already satisfied.
+        transport = self._transport
+        if self._closed or transport is None or transport.is_closing():
+            transport = await self._ensure_open()
+        if self._last_activity + self._gap_s > time.monotonic():
+            await self._keep_gap()
+        data = request() if callable(request) else request
+        return await self._exchange(transport, data, reader, timeout_s)
 
     async def _exchange(
         self,

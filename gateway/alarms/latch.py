@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from drivers.alarm_box import OutputPattern
-from drivers.base import DriverError
+from drivers.base import DriverError, PanicPress
 from gateway.core.changes import nothing_changed
 from gateway.core.clock import Clock, SystemClock, wait_until_set
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
@@ -201,18 +201,12 @@ class AlarmLatches:
 
     # -- PanicSink ----------------------------------------------------------------------------
 
-    async def panic_pressed(
-        self,
-        device_id: str,
-        button: int,
-        *,
-        presses: int,
-        occurred_at_ms: int,
-        held_at_start: bool = False,
-    ) -> None:
+    async def panic_pressed(self, press: PanicPress) -> None:
+        device_id, button, presses = press.device_id, press.button, press.presses
+        occurred_at_ms = press.occurred_at_ms
         box = self._boxes[device_id]
         latch = self._latch_for(device_id, button)
-        if held_at_start and latch is not None:
+        if press.held_at_start and latch is not None:
             return  # the contact is still closed from the alarm restored at start-up
         data: dict[str, object] = {
             "button": button,

@@ -111,17 +111,8 @@ def _bollard_reads(device: BollardDevice) -> list[PlannedRead]:
     return reads
 
 
-def _reader(
-    line: ModbusLine, read: PlannedRead, unit: int
-) -> Callable[[], Awaitable[list[bool] | list[int]]]:
-    calls: dict[Function, Callable[[int, int, int], Awaitable[list[bool] | list[int]]]] = {
-        "discrete_input": line.read_discrete_inputs,
-        "coil": line.read_coils,
-        "input_register": line.read_input_registers,
-        "holding_register": line.read_holding_registers,
-    }
-    call = calls[read.function]
-    return lambda: call(unit, read.address, read.count)
+def _reader(line: ModbusLine, read: PlannedRead, unit: int) -> Callable[[], Awaitable[list[int]]]:
+    return lambda: line.read(read.function, unit, read.address, read.count)
 
 
 def _line_label(config: ModbusTcpLine | ModbusRtuLine) -> str:
@@ -304,7 +295,7 @@ async def _reopen(line: ModbusLine) -> None:
 async def _answers(line: ModbusLine, unit: int) -> bool:
     """Any answer, even a Modbus exception, means a unit is there (the line bounds the wait)."""
     try:
-        await line.read_holding_registers(unit, 0, 1)
+        await line.read("holding_register", unit, 0, 1)
     except DeviceException:
         return True
     except DriverError:

@@ -20,10 +20,18 @@ import structlog
 
 from drivers.base import DeviceException, DriverError, LineError
 from drivers.lines.modbus import ModbusLine
+from edge_config.devices_modbus import Function
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.commissioning.devices import quiet_log
 
-FUNCTION_CODES = (1, 2, 3, 4)
+TABLES: dict[int, Function] = {
+    1: "coil",
+    2: "discrete_input",
+    3: "holding_register",
+    4: "input_register",
+}
+"""The table each function code of a probe reads."""
+FUNCTION_CODES = tuple(TABLES)
 PROBE_FUNCTION = 3
 """The first request to each id: read holding register 0, which most devices have."""
 MIN_TIMEOUT_S = 0.01
@@ -233,14 +241,8 @@ _EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 4: "device
 
 
 async def _try(line: ModbusLine, unit: int, code: int) -> str:
-    reads = {
-        1: line.read_coils,
-        2: line.read_discrete_inputs,
-        3: line.read_holding_registers,
-        4: line.read_input_registers,
-    }
     try:
-        await reads[code](unit, 0, 1)
+        await line.read(TABLES[code], unit, 0, 1)
     except DeviceException as exc:
         name = _EXCEPTION_NAMES.get(exc.exception_code, "")
         return f"exception {exc.exception_code}" + (f" ({name})" if name else "")
