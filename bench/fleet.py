@@ -65,7 +65,7 @@ from real_gates import RealGate, real_gates  # noqa: E402
 
 from simulators.broker import MosquittoBroker  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402
-from simulators.fleet_cli import add_connect_arguments  # noqa: E402
+from simulators.fleet_cli import add_connect_arguments, connect_options  # noqa: E402
 from simulators.rabbitmq import RabbitCluster, RabbitError  # noqa: E402
 
 _SCHOOLGATE = ROOT / ".venv" / "bin" / "schoolgate"
@@ -382,10 +382,7 @@ async def run_target(  # noqa: PLR0915 - one target's steps, in order
         nodes=nodes,
         gateways=args.gateways,
         keys_dir=keys_dir,
-        connect_timeout_s=args.connect_timeout_s,
-        keepalive_s=args.keepalive_s,
-        connect_rate_per_s=args.connect_rate,
-        connect_window=args.connect_window,
+        **connect_options(args),
     )
     produced = Produced()
     rabbit_memory: dict[str, NodeMemory] = {}

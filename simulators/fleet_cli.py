@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -105,11 +106,18 @@ def options_from_args(args: argparse.Namespace) -> FleetOptions:
         events_per_min=args.events_per_min,
         heartbeat_s=args.heartbeat_s,
         root=args.root,
-        connect_timeout_s=args.connect_timeout_s,
-        keepalive_s=args.keepalive_s,
-        connect_rate_per_s=args.connect_rate,
-        connect_window=args.connect_window,
+        **connect_options(args),
     )
+
+
+def connect_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`FleetOptions`' pacing fields from `add_connect_arguments`' options."""
+    return {
+        "connect_timeout_s": args.connect_timeout_s,
+        "keepalive_s": args.keepalive_s,
+        "connect_rate_per_s": args.connect_rate,
+        "connect_window": args.connect_window,
+    }
 
 
 async def run_cli(args: argparse.Namespace) -> None:

@@ -14,20 +14,18 @@ from pathlib import Path
 
 import pytest
 import structlog
-from test_uplink import SITE, params, running
-from test_uplink_nodes import _event, _has_id
+from test_uplink import SITE, running
+from test_uplink_nodes import _event, _has_id, node_uplink, two_nodes
 
 from config_cases import Place
 from edge_config.loader import load_config
 from gateway.app import failover_of
-from gateway.core.backoff import Backoff
 from gateway.core.clock import FakeClock
 from gateway.store.routing import Router
 from gateway.store.storage import Storage
 from gateway.uplink import mqtt
-from gateway.uplink.destination import Failover, Services, Uplink
 from gateway.uplink.homing import Homing
-from gateway.uplink.nodes import Node, NodeRing, node_name
+from gateway.uplink.nodes import Node, node_name
 from simulators.broker import MosquittoBroker
 from simulators.listener import Listener, listen
 from tests_support import until
@@ -106,9 +104,7 @@ async def _listening_again(listener: Listener, broker: MosquittoBroker) -> None:
 async def test_the_uplink_goes_back_to_its_first_node_once_it_is_back_and_nothing_is_lost(
     tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
 ) -> None:
-    brokers = {node_name((b.host, b.port)): b for b in (police_broker, bureau_broker)}
-    ring = NodeRing([(b.host, b.port) for b in brokers.values()], "school-1/gate-1")
-    first, second = (brokers[node_name(node)] for node in ring.order)
+    ring, first, second = two_nodes(police_broker, bureau_broker)
     first_name, second_name = (node_name(node) for node in ring.order)
     clock = FakeClock()  # the back-off, the heartbeats and the checks of the first node
     async with (
@@ -116,16 +112,7 @@ async def test_the_uplink_goes_back_to_its_first_node_once_it_is_back_and_nothin
         listen("first", first.host, first.port) as on_first,
         listen("second", second.host, second.port) as on_second,
     ):
-        uplink = Uplink(
-            "police",
-            params("police", first),
-            store.uplink,
-            SITE,
-            backoff=Backoff(base_s=0.05, cap_s=0.2),
-            clock=clock,
-            services=Services(heartbeat_s=3600),
-            failover=Failover(ring, spread_s=0.3, return_after_s=RETURN_S),
-        )
+        uplink = node_uplink(store, ring, first, clock=clock, return_after_s=RETURN_S)
         kinds = ["alarm", "state"]
 
         async def store_some(start: int, count: int) -> list[str]:
