@@ -4,8 +4,14 @@ mosquitto. Not a unit test.
 
     .venv/bin/python bench/fleet.py [--gateways 1000] [--real 3] [--measure-s 60]
                                     [--alarms-per-s 2] [--only cluster|mosquitto] [--json FILE]
+                                    [--side-by-side] [--connect-rate 100] [--connect-window 100]
+                                    [--connect-timeout-s 30] [--keepalive-s 60]
 
 For each target it measures, and prints as JSON:
+- the ramp: every simulated gateway's first connection attempt is paced (`--connect-rate` per
+  second, at most `--connect-window` handshakes open; simulators/fleet_pacing.py); "all N up
+  after X s (ramp Y s)": X from the fleet's start to the last gateway's first session up, Y to
+  the last gateway's first attempt (what the pacing alone takes), and how many attempts failed;
 - press-to-console latency p50/p99 of alarms pressed at random gateways during a steady window
   (press in the simulator -> the `alarm.panic` line read from the console's `--json` output),
   with every gateway sending a heartbeat every 30 s and one device event a minute;
@@ -18,7 +24,14 @@ For each target it measures, and prints as JSON:
   console is on `c`) while alarms go on being pressed, and the time until every gateway is
   connected again (to another node);
 - events lost (produced by a gateway, never shown by the console) and duplicated (shown more
-  than once) over the whole target, alarms and device events together.
+  than once) over the whole target, alarms and device events together;
+- on the cluster only: each RabbitMQ node's memory, the resident set of its `beam.smp` read from
+  /proc every 2 s over the whole target (peak, and the last reading: at the end, or before its
+  kill) and `rabbitmqctl status`'s own total after the steady window;
+- with `--side-by-side`, on the cluster target: the real gateways also send their alarms to an
+  idle single mosquitto with its own console (a second destination, so each press is stored
+  once and timed on both paths at the same moment), and the two press-to-console rows are
+  printed next to each other.
 
 Owns the run, the console subprocess and the figures; it does not write docs/benchmarks.md
 (figures are copied there by hand with the machine noted). The simulated gateways run in this
@@ -47,12 +60,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from procstat import Usage, loadavg, machine, measuring  # noqa: E402
+from procstat import Usage, in_session, loadavg, machine, measuring, memory_kb  # noqa: E402
 from real_gates import RealGate, real_gates  # noqa: E402
 
 from simulators.broker import MosquittoBroker  # noqa: E402
 from simulators.fleet import Fleet, FleetOptions  # noqa: E402
-from simulators.rabbitmq import RabbitCluster  # noqa: E402
+from simulators.fleet_cli import add_connect_arguments, connect_options  # noqa: E402
+from simulators.rabbitmq import RabbitCluster, RabbitError  # noqa: E402
 
 _SCHOOLGATE = ROOT / ".venv" / "bin" / "schoolgate"
 
@@ -170,35 +184,39 @@ class RealPresses:
     missing: int = 0
 
 
-async def _press_real(
-    gates: Sequence[RealGate], console: ConsoleProcess, out: RealPresses, every_s: float
-) -> None:
-    """Press the real gateways in turn, each press awaited at the console (bounded)."""
+Watched = Sequence[tuple[ConsoleProcess, RealPresses]]
+"""The consoles a real press is timed at, each with its own figures (one, or two side by side)."""
+
+
+async def _press_real(gates: Sequence[RealGate], watched: Watched, every_s: float) -> None:
+    """Press the real gateways in turn, each press awaited at every console (bounded)."""
     while True:
         for gate in gates:
-            await _press_once(gate, console, out)
+            await _press_once(gate, watched)
             await asyncio.sleep(every_s)
 
 
-async def _press_once(gate: RealGate, console: ConsoleProcess, out: RealPresses) -> None:
-    shown = len(console.alarms_by_school.get(gate.school, ()))
+async def _press_once(gate: RealGate, watched: Watched) -> None:
+    shown = [len(console.alarms_by_school.get(gate.school, ())) for console, _ in watched]
     pressed_at = await gate.press()
-    out.pressed += 1
-    try:
-        async with asyncio.timeout(60):
-            while len(console.alarms_by_school.get(gate.school, ())) <= shown:
-                console.changed.clear()
-                await console.changed.wait()
-        arrived = console.alarms_by_school[gate.school][shown]
-        out.latencies_ms.append((arrived - pressed_at) * 1000)
-    except TimeoutError:
-        out.missing += 1
+    for (console, out), before in zip(watched, shown, strict=True):
+        out.pressed += 1
+        try:
+            async with asyncio.timeout(60):
+                while len(console.alarms_by_school.get(gate.school, ())) <= before:
+                    console.changed.clear()
+                    await console.changed.wait()
+            # The reader stamped its arrival: waiting for one console does not delay another's.
+            arrived = console.alarms_by_school[gate.school][before]
+            out.latencies_ms.append((arrived - pressed_at) * 1000)
+        except TimeoutError:
+            out.missing += 1
 
 
 def _pressing_real(
-    gates: Sequence[RealGate], console: ConsoleProcess, out: RealPresses
+    gates: Sequence[RealGate], watched: Watched
 ) -> contextlib.AbstractAsyncContextManager[None]:
-    return _in_background(_press_real(gates, console, out, 1.0), "bench:real")
+    return _in_background(_press_real(gates, watched, 1.0), "bench:real")
 
 
 def _real_figures(out: RealPresses) -> dict[str, Any]:
@@ -264,7 +282,94 @@ async def _in_background(work: Coroutine[Any, Any, None], name: str) -> AsyncIte
             await task
 
 
-async def run_target(
+def _ramp(fleet: Fleet, began: float) -> dict[str, Any]:
+    """When the gateways were first up, from the fleet's start (the pacing's figures)."""
+    ups = sorted(g.first_up_at - began for g in fleet.gateways if g.first_up_at is not None)
+    tries = [g.first_attempt_at - began for g in fleet.gateways if g.first_attempt_at is not None]
+    figures: dict[str, Any] = {
+        "connect_rate_per_s": fleet.pacer.rate_per_s,
+        "connect_window": fleet.pacer.window,
+        "up": f"{len(ups)} of {len(fleet.gateways)}",
+        "ramp_s": round(max(tries), 1) if tries else None,
+        "failed_attempts": sum(g.attempts for g in fleet.gateways) - len(ups),
+    }
+    if ups:
+        figures |= {"first_up_p50_s": round(ups[len(ups) // 2], 1), "all_up_s": round(ups[-1], 1)}
+    if len(ups) == len(fleet.gateways):
+        figures["summary"] = f"all {len(ups)} up after {ups[-1]:.1f} s (ramp {figures['ramp_s']} s)"
+    return figures
+
+
+@dataclass
+class NodeMemory:
+    """One RabbitMQ node's beam.smp resident set over a target, in kB."""
+
+    peak_kb: int = 0
+    last_kb: int = 0
+    samples: int = 0
+
+
+async def _sample_rabbit_memory(
+    cluster: RabbitCluster, found: dict[str, NodeMemory], every_s: float = 2.0
+) -> None:
+    """RSS of each running node's beam.smp (its session's; /proc) every `every_s`."""
+    while True:
+        for node in cluster.nodes:
+            proc = node.proc
+            beam = None if proc is None else in_session(proc.pid, "beam.smp")
+            if beam is None:
+                continue  # killed, or not booted yet: the last reading stays
+            with contextlib.suppress(OSError):
+                rss = memory_kb(beam).get("VmRSS", 0)
+                memory = found.setdefault(node.name, NodeMemory())
+                memory.peak_kb = max(memory.peak_kb, rss)
+                memory.last_kb = rss
+                memory.samples += 1
+        await asyncio.sleep(every_s)
+
+
+async def _rabbitmqctl_totals(cluster: RabbitCluster) -> dict[str, Any]:
+    """Each running node's own memory total (`rabbitmqctl status`), in MB."""
+    totals: dict[str, Any] = {}
+    for node in cluster.nodes:
+        if not node.running:
+            continue
+        try:
+            total = (await cluster.memory(node.name)).get("total")
+        except RabbitError as exc:
+            totals[node.name] = f"not read: {exc}"
+            continue
+        if isinstance(total, dict):  # by how it is counted (erlang, rss, allocated)
+            totals[node.name] = {k: round(v / 2**20, 1) for k, v in total.items()}
+        elif isinstance(total, int | float):
+            totals[node.name] = round(total / 2**20, 1)
+        else:
+            totals[node.name] = total
+    return totals
+
+
+def _memory_figures(found: dict[str, NodeMemory], totals: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: {
+            "beam_rss_mb_peak": round(memory.peak_kb / 1024, 1),
+            "beam_rss_mb_last": round(memory.last_kb / 1024, 1),
+            "samples": memory.samples,
+            "rabbitmqctl_total_mb_after_steady_window": totals.get(name),
+        }
+        for name, memory in sorted(found.items())
+    }
+
+
+def _latency_rows(rows: dict[str, dict[str, Any]]) -> str:
+    """The side-by-side table: one row per path, p50/p99 next to each other."""
+    lines = [f"{'real gateways, press to console':34} {'p50 ms':>9} {'p99 ms':>9} {'shown':>9}"]
+    for name, figures in rows.items():
+        shown = f"{figures['shown']}/{figures['presses']}"
+        lines.append(f"{name:34} {figures['p50']!s:>9} {figures['p99']!s:>9} {shown:>9}")
+    return "\n".join(lines)
+
+
+async def run_target(  # noqa: PLR0915 - one target's steps, in order
     name: str,
     nodes: Sequence[tuple[str, int]],
     console_port: int,
@@ -277,11 +382,21 @@ async def run_target(
         nodes=nodes,
         gateways=args.gateways,
         keys_dir=keys_dir,
-        connect_timeout_s=args.connect_timeout_s,
+        **connect_options(args),
     )
-    began = time.monotonic()
     produced = Produced()
-    async with Fleet(options) as fleet:
+    rabbit_memory: dict[str, NodeMemory] = {}
+    totals: dict[str, Any] = {}
+    side_by_side = args.side_by_side and cluster is not None
+    async with contextlib.AsyncExitStack() as stack:
+        if cluster is not None:
+            sampler = _sample_rabbit_memory(cluster, rabbit_memory)
+            await stack.enter_async_context(_in_background(sampler, "bench:rabbit-memory"))
+        idle = (
+            await stack.enter_async_context(MosquittoBroker("bench-idle")) if side_by_side else None
+        )
+        began = time.monotonic()
+        fleet = await stack.enter_async_context(Fleet(options))
         progress = asyncio.create_task(_progress(name, fleet), name="bench:progress")
         try:
             await fleet.wait_connected(timeout_s=args.connect_budget_s)
@@ -289,58 +404,80 @@ async def run_target(
             result["connected_within_budget"] = f"{fleet.connected()} of {args.gateways}"
             result["budget_s"] = args.connect_budget_s
             result["last_errors"] = sorted({g.last_error for g in fleet.gateways})[:5]
+            result["ramp"] = _ramp(fleet, began)
+            if cluster is not None:
+                result["rabbitmq_memory"] = _memory_figures(rabbit_memory, {})
             return result
         finally:
             progress.cancel()
+        result["ramp"] = _ramp(fleet, began)
         result["all_connected_s"] = round(time.monotonic() - began, 1)
+        print(f"{name}: {result['ramp'].get('summary')}", file=sys.stderr, flush=True)
         console = ConsoleProcess(console_port, keys_dir)
+        await stack.enter_async_context(console.running())
+        watched = [(console, RealPresses())]
+        if idle is not None:
+            idle_console = ConsoleProcess(idle.port, keys_dir, client_id="bench-desk-idle")
+            await stack.enter_async_context(idle_console.running())
+            watched.append((idle_console, RealPresses()))
         workdir = keys_dir / "real"
+        idle_node = None if idle is None else (idle.host, idle.port)
+        gates = await stack.enter_async_context(
+            real_gates(args.real, nodes, keys_dir, workdir, idle=idle_node)
+        )
+        for watching, _ in watched:
+            await asyncio.wait_for(watching.connected.wait(), 60)
+        warm_up = [(watching, RealPresses()) for watching, _ in watched]
+        for gate in gates:  # each real gateway shown once before the window
+            with contextlib.suppress(TimeoutError):  # reported as not shown
+                await gate.wait_ready(120)
+            await _press_once(gate, warm_up)
+        result["real_gateways_shown_at_start"] = (
+            f"{len(warm_up[0][1].latencies_ms)} of {len(gates)}"
+        )
         async with (
-            console.running(),
-            real_gates(args.real, nodes, keys_dir, workdir) as gates,
+            measuring(console.pid) as usage,
+            _pressing(fleet, produced, args.alarms_per_s, measure=True),
+            _pressing_real(gates, watched),
         ):
-            await asyncio.wait_for(console.connected.wait(), 60)
-            warm_up = RealPresses()
-            for gate in gates:  # each real gateway shown once before the window
-                with contextlib.suppress(TimeoutError):  # reported as not shown
-                    await gate.wait_ready(120)
-                await _press_once(gate, console, warm_up)
-            result["real_gateways_shown_at_start"] = f"{len(warm_up.latencies_ms)} of {len(gates)}"
-            real = RealPresses()
-            async with (
-                measuring(console.pid) as usage,
-                _pressing(fleet, produced, args.alarms_per_s, measure=True),
-                _pressing_real(gates, console, real),
-            ):
-                await asyncio.sleep(args.measure_s)
-            result["real_press_to_console_ms"] = _real_figures(real)
-            result["console_steady"] = _usage(usage)
-            await fleet.wait_sent(120)
-            await console.wait_seen(produced.measured, 60)
-            latencies = [
-                (console.seen[i][0] - produced.alarms[i]) * 1000
-                for i in produced.measured
-                if i in console.seen
-            ]
-            result["press_to_console_ms"] = {
-                "alarms": len(latencies),
-                "p50": round(statistics.median(latencies), 1) if latencies else None,
-                "p99": round(_percentile(latencies, 0.99) or 0.0, 1) if latencies else None,
-                "max": round(max(latencies), 1) if latencies else None,
+            await asyncio.sleep(args.measure_s)
+        result["real_press_to_console_ms"] = _real_figures(watched[0][1])
+        if idle is not None:
+            rows = {
+                f"{name} under fleet load": result["real_press_to_console_ms"],
+                "idle single mosquitto": _real_figures(watched[1][1]),
             }
-            if cluster is not None:
-                result["node_kill"] = await _node_kill(
-                    cluster, fleet, gates, console, produced, args
-                )
-            await fleet.wait_sent(300)
-            wanted = [*produced.alarms, *produced.events]
-            await console.wait_seen(wanted, 120)
-            result["events_produced"] = len(wanted)
-            result["events_lost"] = sum(1 for i in wanted if i not in console.seen)
-            result["events_duplicated"] = sum(len(console.seen.get(i, ())) > 1 for i in wanted)
-            result["console_rss_mb_peak_whole_run"] = round(
-                max(usage.peak_kb, _peak_kb(console.pid)) / 1024, 1
-            )
+            result["side_by_side"] = rows
+            print(_latency_rows(rows), file=sys.stderr, flush=True)
+        result["console_steady"] = _usage(usage)
+        if cluster is not None:
+            totals = await _rabbitmqctl_totals(cluster)
+        await fleet.wait_sent(120)
+        await console.wait_seen(produced.measured, 60)
+        latencies = [
+            (console.seen[i][0] - produced.alarms[i]) * 1000
+            for i in produced.measured
+            if i in console.seen
+        ]
+        result["press_to_console_ms"] = {
+            "alarms": len(latencies),
+            "p50": round(statistics.median(latencies), 1) if latencies else None,
+            "p99": round(_percentile(latencies, 0.99) or 0.0, 1) if latencies else None,
+            "max": round(max(latencies), 1) if latencies else None,
+        }
+        if cluster is not None:
+            result["node_kill"] = await _node_kill(cluster, fleet, gates, console, produced, args)
+        await fleet.wait_sent(300)
+        wanted = [*produced.alarms, *produced.events]
+        await console.wait_seen(wanted, 120)
+        result["events_produced"] = len(wanted)
+        result["events_lost"] = sum(1 for i in wanted if i not in console.seen)
+        result["events_duplicated"] = sum(len(console.seen.get(i, ())) > 1 for i in wanted)
+        result["console_rss_mb_peak_whole_run"] = round(
+            max(usage.peak_kb, _peak_kb(console.pid)) / 1024, 1
+        )
+        if cluster is not None:
+            result["rabbitmq_memory"] = _memory_figures(rabbit_memory, totals)
     return result
 
 
@@ -359,7 +496,7 @@ async def _node_kill(  # noqa: PLR0917 - one target's parts
     real_kill = RealPresses()
     async with (
         _pressing(fleet, produced, args.alarms_per_s, measure=False),
-        _pressing_real(gates, console, real_kill),
+        _pressing_real(gates, [(console, real_kill)]),
     ):
         kill_at = time.monotonic()
         await cluster.kill("a")
@@ -419,8 +556,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=("cluster", "mosquitto"))
     p.add_argument("--real", type=int, default=3, help="real gateway processes beside the fleet")
     p.add_argument(
-        "--connect-timeout-s", type=float, default=30.0, help="each gateway's CONNECT/SUBSCRIBE"
+        "--side-by-side",
+        action="store_true",
+        help="on the cluster target, the real gateways' alarms also to an idle single mosquitto",
     )
+    add_connect_arguments(p)
     p.add_argument(
         "--connect-budget-s",
         type=float,

@@ -34,6 +34,19 @@ def memory_kb(pid: int) -> dict[str, int]:
     return found
 
 
+def in_session(sid: int, comm: str) -> int | None:
+    """The pid of a process called `comm` in session `sid` (e.g. a RabbitMQ node's beam.smp,
+    started by `rabbitmq-server` as the leader of a session of its own), if there is one."""
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = stat_file.read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if name == comm and int(fields[3]) == sid:
+                return int(stat_file.parent.name)
+    return None
+
+
 def machine() -> dict[str, object]:
     model = platform.machine()
     with contextlib.suppress(OSError):

@@ -60,6 +60,16 @@ input = 0
 name = "desk"
 """
 
+IDLE_DESTINATION = """
+[destinations.idle]
+host = "{host}"
+port = {port}
+client_id = "real-{n}-gate-1-idle"
+routes = ["alarm.*"]
+"""
+"""`--side-by-side`: the same alarms also to an idle single mosquitto, stored once, so each press
+is timed on both paths."""
+
 
 @dataclass
 class RealGate:
@@ -73,12 +83,13 @@ class RealGate:
         return f"real-{self.n}"
 
     async def wait_ready(self, timeout_s: float) -> None:
-        """Until its devices answered and its police uplink is connected (its `status`)."""
+        """Until its devices answered and every uplink is connected (its `status`)."""
         async with asyncio.timeout(timeout_s):
             while True:
                 with contextlib.suppress(control.ControlError):
                     status = await control.request(self.folder / "control.sock", {"op": "status"})
-                    if status["devices_ready"] and status["uplinks"]["police"]["connected"]:
+                    uplinks = status["uplinks"].values()
+                    if status["devices_ready"] and all(u["connected"] for u in uplinks):
                         return
                 await asyncio.sleep(0.1)  # another process's state: asked, bounded
 
@@ -91,9 +102,14 @@ class RealGate:
 
 @contextlib.asynccontextmanager
 async def real_gates(
-    count: int, nodes: Sequence[tuple[str, int]], keys_dir: Path, workdir: Path
+    count: int,
+    nodes: Sequence[tuple[str, int]],
+    keys_dir: Path,
+    workdir: Path,
+    idle: tuple[str, int] | None = None,
 ) -> AsyncIterator[list[RealGate]]:
-    """`count` real gateway processes, started; ended (SIGTERM) when the block ends."""
+    """`count` real gateway processes, started; ended (SIGTERM) when the block ends. With
+    `idle`, each also sends its alarms to that broker (`IDLE_DESTINATION`)."""
     gates = [RealGate(n, workdir / f"real-{n}") for n in range(count)]
     node_list = ", ".join(f'"{host}:{port}"' for host, port in nodes)
     async with contextlib.AsyncExitStack() as stack:
@@ -103,9 +119,12 @@ async def real_gates(
             folder.mkdir(parents=True)
             keys.write_key_pair(keys_dir, f"real-{gate.n}-gate-1")
             config = folder / "schoolgate.toml"
-            config.write_text(
-                CONFIG.format(n=gate.n, dir=folder, nodes=node_list, keys=keys_dir, box_port=port)
+            text = CONFIG.format(
+                n=gate.n, dir=folder, nodes=node_list, keys=keys_dir, box_port=port
             )
+            if idle is not None:
+                text += IDLE_DESTINATION.format(host=idle[0], port=idle[1], n=gate.n)
+            config.write_text(text)
             log = (folder / "gateway.log").open("ab")
             stack.callback(log.close)
             gate.proc = await asyncio.create_subprocess_exec(

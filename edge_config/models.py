@@ -152,6 +152,12 @@ class TlsConfig(Strict):
         return self
 
 
+DEFAULT_RETURN_AFTER_S = 300.0
+MIN_RETURN_AFTER_S = 10.0
+"""Each check logs in to the node: more often than this would only load a node coming back."""
+MAX_RETURN_AFTER_S = 86_400.0
+
+
 class DestinationConfig(Strict):
     host: Host | None = Field(default=None, description="the broker (one node); or give nodes")
     port: Port = 1883
@@ -170,6 +176,13 @@ class DestinationConfig(Strict):
         description="after a connection to a node is lost, the first attempt on the next node "
         "waits a random time below this, so the gateways of a lost node do not all reconnect in "
         "the same second. Default: 5 with nodes; with one host, reconnect_max_s's back-off",
+    )
+    return_after_s: float = Field(
+        default=DEFAULT_RETURN_AFTER_S,
+        description="with nodes: a gateway that is not on its first node checks that node about "
+        "this often (a random time between half of it and all of it) and goes back once it "
+        "accepts a connection, so a cluster's load evens out again after a node returns. "
+        f"0: never go back; otherwise {MIN_RETURN_AFTER_S:g}-{MAX_RETURN_AFTER_S:g} s",
     )
     client_id: str = Field(min_length=1, max_length=64)
     username: str | None = None
@@ -217,7 +230,22 @@ class DestinationConfig(Strict):
             raise ValueError("give host (one broker) or nodes (several: ['host:port', ...])")
         if self.nodes is not None and len(set(self.nodes)) != len(self.nodes):
             raise ValueError("nodes lists the same node twice")
+        if self.nodes is None and "return_after_s" in self.model_fields_set:
+            raise ValueError(
+                "return_after_s is for a destination with nodes (the way back to its first "
+                "node); with one host there is nowhere to go back to"
+            )
         return self
+
+    @field_validator("return_after_s")
+    @classmethod
+    def _return_after(cls, value: float) -> float:
+        if value != 0 and not MIN_RETURN_AFTER_S <= value <= MAX_RETURN_AFTER_S:
+            raise ValueError(
+                f"expected 0 (never go back to the first node) or {MIN_RETURN_AFTER_S:g} to "
+                f"{MAX_RETURN_AFTER_S:g} seconds"
+            )
+        return value
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -117,7 +117,7 @@ def failover_of(config: GatewayConfig, name: str) -> Failover:
     if spread_s is None and dest.nodes is not None:
         spread_s = DEFAULT_NODE_SPREAD_S
     key = f"{config.site.school_id}/{config.site.gateway_id}"
-    return Failover(NodeRing(dest.addresses, key), spread_s)
+    return Failover(NodeRing(dest.addresses, key), spread_s, dest.return_after_s)
 
 
 class Gateway:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from importlib import metadata
 from typing import Any
 
-from simulators import access_cli, bollard_cli, fleet, scenario
+from simulators import access_cli, bollard_cli, fleet_cli, scenario
 from simulators.dido import DiDoModule, serve_rtu, serve_tcp
 from simulators.vserial import VirtualSerialLink
 
@@ -68,7 +68,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     access_cli.add_parser(devices)
     bollard_cli.add_parser(devices)
     scenario.add_parser(devices)
-    fleet.add_parser(devices)
+    fleet_cli.add_parser(devices)
     for device in devices.choices.values():
         device.add_argument("--version", action=_Version)
     return parser.parse_args(argv)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "scenario":
         sys.exit(scenario.main(args.file, expect=args.expect))
     with contextlib.suppress(KeyboardInterrupt):
-        runners = {"access": access_cli.run, "bollard": bollard_cli.run, "fleet": fleet.run_cli}
+        runners = {"access": access_cli.run, "bollard": bollard_cli.run, "fleet": fleet_cli.run_cli}
         asyncio.run(runners.get(args.device, _run)(args))
 
 

@@ -3,6 +3,7 @@
     python -m simulators fleet --gateways 1000 --port 1883 --keys-dir /tmp/fleet-keys \\
         [--node HOST:PORT ...] [--schools 250] [--alarms-per-min 2] [--events-per-min 60]
         [--heartbeat-s 30] [--trust ID=PUB ...] [--duration S]
+        [--connect-rate 100] [--connect-window 100] [--keepalive-s 60] [--connect-timeout-s 60]
 
 Owns `SimGateway` (one gateway: its own MQTT session with the retained status and its will,
 heartbeats every `heartbeat_s` with the seq range and count of what it published since the last
@@ -14,6 +15,15 @@ nothing) and `Fleet` (N of them, their keys written to a directory the console r
 and signatures from `gateway.core.auth`, so a receiver cannot tell a simulated gateway from a real
 one on the wire.
 
+Every connection attempt (the first and each reconnect) goes through one `ConnectPacer`
+(simulators/fleet_pacing.py): at most `--connect-rate` start per second and at most
+`--connect-window` handshakes are open at once, so a slow broker makes the fleet wait. The
+keepalive is never shorter than the connect timeout: paho drops a connection attempt that has
+heard nothing for one keepalive, whatever the timeout says (what kept 4,896 of 5,000 off a
+loaded RabbitMQ cluster); and a longer keepalive lets a slow PINGRESP come late instead of
+ending the session. Each gateway records when its first attempt started and when it was first
+up (`first_attempt_at`, `first_up_at`, monotonic), for the bench's ramp figures.
+
 A simulated gateway keeps what it has not had a PUBACK for and sends it again after a
 reconnect (to the next of its broker nodes, after a jittered back-off), so nothing it produced
 is lost across a broker node's death; it keeps the last `history` events for replays. It does
@@ -22,7 +32,6 @@ not simulate devices, lines, the store or rules: that is the real gateway's job.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -41,6 +50,7 @@ from gateway.core import auth, contract, keys
 from gateway.core.backoff import Backoff
 from gateway.core.events import DeviceRef, Event, Severity, new_event_id
 from gateway.uplink import mqtt
+from simulators.fleet_pacing import DEFAULT_CONNECT_RATE_PER_S, DEFAULT_CONNECT_WINDOW, ConnectPacer
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +90,13 @@ class SimGateway:
     connect_timeout_s: float = 5.0
     """For CONNECT and SUBSCRIBE; a loaded cluster needs longer, and giving up early only
     leaves it a half-made session and brings another attempt."""
+    keepalive_s: int = 15
+    pacer: ConnectPacer | None = None
+    """Shared by a fleet: when each connection attempt may start."""
+    first_attempt_at: float | None = None
+    first_up_at: float | None = None
+    """Monotonic times of its first connection attempt's start and of its first session up."""
+    attempts: int = 0
     site: contract.Site = field(init=False)
     seq: int = 0
     node_in_use: tuple[str, int] | None = None
@@ -235,7 +252,7 @@ class SimGateway:
             client_id=f"sim-{self.school}-{self.gateway}",
             will_topic=contract.status_topic(self.site),
             will_payload=self._sign(offline),
-            keepalive_s=15,
+            keepalive_s=self.keepalive_s,
             connect_timeout_s=self.connect_timeout_s,
         )
 
@@ -245,13 +262,22 @@ class SimGateway:
         while True:
             host, port = self.nodes[index % len(self.nodes)]
             try:
-                async with mqtt.connect(self._params(host, port)) as conn:
-                    await conn.subscribe(contract.commands_topic(self.site), qos=1)
-                    online = contract.status_payload(self.site, online=True, at_ms=_now_ms())
-                    await conn.publish(
-                        contract.status_topic(self.site), self._sign(online), retain=True
-                    )
+                async with contextlib.AsyncExitStack() as session:
+                    async with self._pacing():
+                        self.attempts += 1
+                        if self.first_attempt_at is None:
+                            self.first_attempt_at = time.monotonic()
+                        conn = await session.enter_async_context(
+                            mqtt.connect(self._params(host, port))
+                        )
+                        await conn.subscribe(contract.commands_topic(self.site), qos=1)
+                        online = contract.status_payload(self.site, online=True, at_ms=_now_ms())
+                        await conn.publish(
+                            contract.status_topic(self.site), self._sign(online), retain=True
+                        )
                     self.node_in_use = (host, port)
+                    if self.first_up_at is None:
+                        self.first_up_at = time.monotonic()
                     self.changed.set()
                     self.connects += 1
                     backoff.reset()
@@ -266,6 +292,9 @@ class SimGateway:
             self.changed.set()
             index += 1  # fail over to the next node
             await asyncio.sleep(backoff.next_delay_s())
+
+    def _pacing(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext() if self.pacer is None else self.pacer.attempt()
 
     async def _send(self, conn: mqtt.Connection) -> None:
         while True:
@@ -296,7 +325,11 @@ class FleetOptions:
     events_per_min: float = 0.0
     heartbeat_s: float = 30.0
     root: str = "schoolgate/v1"
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = 30.0
+    keepalive_s: int = 60
+    """Never below `connect_timeout_s` (checked): see the module docstring."""
+    connect_rate_per_s: float = DEFAULT_CONNECT_RATE_PER_S
+    connect_window: int = DEFAULT_CONNECT_WINDOW
 
 
 class Fleet:
@@ -305,7 +338,14 @@ class Fleet:
     def __init__(self, options: FleetOptions) -> None:
         if options.gateways < 1:
             raise ValueError("gateways must be at least 1")
+        if options.keepalive_s < options.connect_timeout_s:
+            raise ValueError(
+                f"keepalive ({options.keepalive_s} s) must be at least the connect timeout "
+                f"({options.connect_timeout_s:g} s): paho drops an attempt that has heard "
+                "nothing for one keepalive"
+            )
         self.options = options
+        self.pacer = ConnectPacer(options.connect_rate_per_s, options.connect_window)
         schools = options.schools or options.gateways
         options.keys_dir.mkdir(parents=True, exist_ok=True)
         self.gateways: list[SimGateway] = []
@@ -323,6 +363,8 @@ class Fleet:
                     heartbeat_s=options.heartbeat_s,
                     start_node=i,  # spread over the nodes
                     connect_timeout_s=options.connect_timeout_s,
+                    keepalive_s=options.keepalive_s,
+                    pacer=self.pacer,
                 )
             )
         self._group: asyncio.TaskGroup | None = None
@@ -386,69 +428,3 @@ class Fleet:
         group, self._group = self._group, None
         if group is not None:
             await group.__aexit__(None, None, None)
-
-
-def _endpoint(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("fleet", help="N simulated gateways speaking the MQTT contract")
-    p.add_argument("--gateways", type=int, required=True, help="how many gateways")
-    p.add_argument("--schools", type=int, help="spread over this many schools (default: N)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
-    p.add_argument(
-        "--node",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="broker nodes of a cluster (repeatable; replaces --host/--port)",
-    )
-    p.add_argument(
-        "--keys-dir",
-        type=Path,
-        required=True,
-        help="gateway keys are written (and reused) here; give it to the console",
-    )
-    p.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="ID=PUB",
-        help="a receiver key the gateways take commands from (repeatable)",
-    )
-    p.add_argument("--alarms-per-min", type=float, default=1.0, help="fleet-wide")
-    p.add_argument("--events-per-min", type=float, default=60.0, help="fleet-wide")
-    p.add_argument("--heartbeat-s", type=float, default=30.0)
-    p.add_argument("--root", default="schoolgate/v1")
-    p.add_argument("--duration", type=float, help="end after S seconds")
-
-
-def options_from_args(args: argparse.Namespace) -> FleetOptions:
-    trusted = {}
-    for text in args.trust:
-        key_id, _, value = text.partition("=")
-        trusted[key_id] = keys.load_public_key(value, Path.cwd())
-    return FleetOptions(
-        nodes=[_endpoint(n) for n in args.node] or [(args.host, args.port)],
-        gateways=args.gateways,
-        keys_dir=args.keys_dir,
-        schools=args.schools,
-        trusted=trusted,
-        alarms_per_min=args.alarms_per_min,
-        events_per_min=args.events_per_min,
-        heartbeat_s=args.heartbeat_s,
-        root=args.root,
-    )
-
-
-async def run_cli(args: argparse.Namespace) -> None:
-    options = options_from_args(args)
-    async with Fleet(options) as fleet:
-        await fleet.wait_connected(timeout_s=300)
-        log.info("fleet_connected", gateways=len(fleet.gateways), keys_dir=str(options.keys_dir))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(args.duration):
-                await asyncio.Event().wait()

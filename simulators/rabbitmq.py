@@ -335,6 +335,13 @@ class RabbitCluster(AsyncResource):
             raise RabbitError(f"{script.name} {' '.join(args)}: {out.decode(errors='replace')}")
         return out.decode(errors="replace")
 
+    async def memory(self, name: str) -> dict[str, object]:
+        """`rabbitmqctl status`'s memory section of node `name` (bytes, by what holds them;
+        `total` as the node counts it)."""
+        status = json.loads(await self._ctl(self.node(name), "status", "--formatter", "json"))
+        memory = status.get("memory", {})
+        return memory if isinstance(memory, dict) else {"memory": memory}
+
     async def running_nodes(self, via: RabbitNode | None = None) -> list[str]:
         asking = via or next(n for n in self.nodes if n.running)
         status = json.loads(await self._ctl(asking, "cluster_status", "--formatter", "json"))

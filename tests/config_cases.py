@@ -179,6 +179,19 @@ MALFORMED: dict[str, tuple[Sections, str]] = {
     "nodes-number": ({POLICE: {"host": "", "nodes": "[1883]"}}, f"{POLICE}.nodes[0]"),
     "nodes-twice": ({POLICE: {"host": "", "nodes": '["a:1883", "a:1883"]'}}, POLICE),
     "reconnect-spread-negative": case(POLICE, "reconnect_spread_s", "-1"),
+    "return-after-negative": (
+        {POLICE: {"host": "", "nodes": '["a:1883", "b:1883"]', "return_after_s": "-1"}},
+        f"{POLICE}.return_after_s",
+    ),
+    "return-after-too-often": (
+        {POLICE: {"host": "", "nodes": '["a:1883", "b:1883"]', "return_after_s": "2"}},
+        f"{POLICE}.return_after_s",
+    ),
+    "return-after-nan": (
+        {POLICE: {"host": "", "nodes": '["a:1883", "b:1883"]', "return_after_s": "nan"}},
+        f"{POLICE}.return_after_s",
+    ),
+    "return-after-with-one-host": case(POLICE, "return_after_s", "300", POLICE),
     "tls-ca-empty": ({f"{POLICE}.tls": {"ca_file": '""'}}, f"{POLICE}.tls.ca_file"),
     "tls-ca-nul": ({f"{POLICE}.tls": {"ca_file": '"a\\u0000"'}}, f"{POLICE}.tls.ca_file"),
     # alarms and supervision
@@ -256,6 +269,9 @@ VALID: dict[str, Sections] = {
     "nodes": {POLICE: {"host": "", "nodes": '["127.0.0.1:1883", "[::1]:1884", "localhost:1885"]'}},
     "nodes-spread": {
         POLICE: {"host": "", "nodes": '["127.0.0.1:1883"]', "reconnect_spread_s": "0"}
+    },
+    "nodes-never-go-back": {
+        POLICE: {"host": "", "nodes": '["127.0.0.1:1883", "[::1]:1884"]', "return_after_s": "0"}
     },
     "serial-settings": {"lines.door_bus": {"baudrate": "19200", "stopbits": "2", "bytesize": "7"}},
 }

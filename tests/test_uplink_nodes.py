@@ -143,29 +143,50 @@ def _event(kind: str, n: int) -> Event:
     )
 
 
+def two_nodes(
+    one: MosquittoBroker, other: MosquittoBroker
+) -> tuple[NodeRing, MosquittoBroker, MosquittoBroker]:
+    """Two real brokers as the nodes of one destination: the ring, its first and second node."""
+    brokers = {node_name((b.host, b.port)): b for b in (one, other)}
+    ring = NodeRing([(b.host, b.port) for b in brokers.values()], "school-1/gate-1")
+    first, second = (brokers[node_name(node)] for node in ring.order)
+    return ring, first, second
+
+
+def node_uplink(
+    store: Storage,
+    ring: NodeRing,
+    first: MosquittoBroker,
+    *,
+    clock: FakeClock | None = None,
+    return_after_s: float = 0.0,
+) -> Uplink:
+    """The police uplink over `ring`: quick back-off, a spread of 0.3 s, hourly heartbeats."""
+    return Uplink(
+        "police",
+        params("police", first),
+        store.uplink,
+        SITE,
+        backoff=Backoff(base_s=0.05, cap_s=0.2),
+        clock=clock,
+        services=Services(heartbeat_s=3600),
+        failover=Failover(ring, spread_s=0.3, return_after_s=return_after_s),
+    )
+
+
 async def test_uplink_moves_to_the_other_node_when_its_node_dies_and_nothing_is_lost(
     tmp_path: Path, police_broker: MosquittoBroker, bureau_broker: MosquittoBroker
 ) -> None:
     """Two real mosquitto brokers as the two nodes of one destination. The node in use is
     killed; what was stored while it was down reaches the other node, alarms first, each lane
     in seq order; every event arrives (duplicates only by id); heartbeats name the node."""
-    brokers = {node_name((b.host, b.port)): b for b in (police_broker, bureau_broker)}
-    ring = NodeRing([(b.host, b.port) for b in brokers.values()], "school-1/gate-1")
-    first, second = (brokers[node_name(node)] for node in ring.order)
+    ring, first, second = two_nodes(police_broker, bureau_broker)
     async with (
         Storage(tmp_path / "o.db", SITE, Router({"police": ["*"]})) as store,
         listen("first", first.host, first.port) as on_first,
         listen("second", second.host, second.port) as on_second,
     ):
-        uplink = Uplink(
-            "police",
-            params("police", first),
-            store.uplink,
-            SITE,
-            backoff=Backoff(base_s=0.05, cap_s=0.2),
-            services=Services(heartbeat_s=3600),
-            failover=Failover(ring, spread_s=0.3),
-        )
+        uplink = node_uplink(store, ring, first)
         async with running(store, uplink):
             beat = await on_first.wait_for(lambda m: m.topic.endswith("/heartbeat"))
             assert beat.json["node"] == node_name((first.host, first.port)) == uplink.node

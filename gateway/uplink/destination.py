@@ -1,4 +1,5 @@
-"""One uplink per destination broker: connect, announce, drain the outbox, reconnect.
+"""One uplink per destination broker: connect, announce, drain the outbox, reconnect; with
+several nodes, fail over to the next and go back to the first once it is back (`homing`).
 
 Owns the connection loop of one destination (with `Backoff` between attempts), the retained
 `online` status and the offline will, and the rule that a row is marked sent only after that
@@ -31,7 +32,8 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.store.records import UplinkStore
 from gateway.uplink import mqtt
 from gateway.uplink.drain import Drain
-from gateway.uplink.nodes import NodeRing, node_name
+from gateway.uplink.homing import Homing
+from gateway.uplink.nodes import Node, NodeRing, node_name
 from gateway.uplink.paths import PathBoard
 
 SentHook = Callable[[str, list[int]], Awaitable[None]]
@@ -60,6 +62,9 @@ class Failover:
     spread_s: float | None = None
     """After a working connection is lost, the first attempt (on the next node) waits a random
     time below this; None: the back-off's own first delay."""
+    return_after_s: float = 0.0
+    """Not on the first node: check it about this often and go back when it accepts a
+    connection (`homing.Homing`); 0: never."""
 
 
 class Uplink:
@@ -86,6 +91,7 @@ class Uplink:
         self._clock: Clock = clock or SystemClock()
         """Stamps (wall), the outage's length, the back-off and heartbeat waits (monotonic)."""
         self._log = structlog.get_logger(__name__).bind(destination=name)
+        self._homing = Homing(self._failover.return_after_s, self._clock)
         self.connected = False
         self.connected_since_ms: int | None = None
         self.node: str | None = None
@@ -106,6 +112,12 @@ class Uplink:
                     self._on_connected(failing_since)
                     failing_since = None
                     await self._session(conn)
+                # The session ended without a failure only because the first node is back:
+                # there at once (what was in flight is claimed again there, by the same ids).
+                self.connected = False
+                self.node = None
+                self._log.info("uplink_back_to_first_node", node=node_name(nodes.back_to_first()))
+                continue
             except mqtt.MqttFailure as exc:
                 self.connected = False
                 self.node = None
@@ -165,6 +177,12 @@ class Uplink:
         if self._services.heartbeat_s is not None:
             beat = self._heartbeats(conn, self._services.heartbeat_s)
             tasks.add(asyncio.create_task(beat, name=f"uplink:{self.name}:heartbeat"))
+        homing = None
+        nodes = self._failover.nodes
+        if self._failover.return_after_s > 0 and not nodes.on_first:
+            back = self._homing.wait_until_back(nodes.first, self._accepts)
+            homing = asyncio.create_task(back, name=f"uplink:{self.name}:homing")
+            tasks.add(homing)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -185,7 +203,29 @@ class Uplink:
                     raise _first_leaf(failures)
             if error is not None:
                 raise error
+        if homing is not None and homing in done:
+            return  # the first node is back: `run` moves there
         raise mqtt.MqttFailure("session ended")
+
+    async def _accepts(self, node: Node) -> bool:
+        """Does `node` accept a connection? Logs in there with our credentials under a client id
+        of its own (on a cluster, our own id would take our live session away), with no will,
+        and leaves at once."""
+        host, port = node
+        check = dataclasses.replace(
+            self._params,
+            host=host,
+            port=port,
+            client_id=f"{self._params.client_id}-check",
+            will_topic=None,
+            clean_session=True,
+        )
+        try:
+            async with mqtt.connect(check):
+                return True
+        except mqtt.MqttFailure as exc:
+            self._log.info("first_node_still_down", node=node_name(node), error=str(exc))
+            return False
 
     def _signed(self, payload: bytes) -> bytes:
         return payload if self._services.sign is None else self._services.sign(payload)

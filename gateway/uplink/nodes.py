@@ -4,8 +4,8 @@ Owns the order in which one gateway tries the nodes of one destination: rendezvo
 the gateway's name with each node (the node with the highest hash first), so a fleet spreads
 evenly over the nodes, each gateway always starts on the same node, and the gateways of a lost
 node spread evenly over the others (not all onto the next one in the list). It does not
-connect, wait or decide when to move (the uplink does, with `Backoff` on the injected clock).
-Pure.
+connect, wait or decide when to move (the uplink does, with `Backoff` on the injected clock,
+and `homing.Homing` for the way back to the first node). Pure.
 """
 
 from __future__ import annotations
@@ -47,6 +47,20 @@ class NodeRing:
     @property
     def several(self) -> bool:
         return len(self.order) > 1
+
+    @property
+    def first(self) -> Node:
+        """The node this gateway prefers (where it starts, and goes back to)."""
+        return self.order[0]
+
+    @property
+    def on_first(self) -> bool:
+        return self._index == 0
+
+    def back_to_first(self) -> Node:
+        """The first node accepts connections again: it is the current one once more."""
+        self._index = 0
+        return self.current
 
     def lost(self) -> Node:
         """The current node failed (could not connect, or the connection dropped): move on."""
