@@ -4,7 +4,7 @@ once, however many brokers it reached) or per delivery (each broker's copy count
 that sends every datapoint to two brokers counts it twice).
 
 Pure: lists of arrivals in, numbers out. `bench/scenarios.py` collects the arrivals (with
-`subjects.Counter`); `bench/report.py` renders what is returned here. It measures nothing.
+`subjects.Counter`); `bench/report/` renders what is returned here. It measures nothing.
 """
 
 from __future__ import annotations

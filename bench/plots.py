@@ -16,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import report  # bench/report.py: the throughput rows counted as the report counts them
+import report  # bench/report/: the throughput rows counted as the report counts them
 
 COLOURS = {"schoolgate": "tab:blue", "thingsboard": "tab:orange", "thingsboard-memory": "tab:red"}
 

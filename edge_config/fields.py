@@ -1,7 +1,7 @@
 """Field types shared by the configuration schema, for the values pydantic's strict mode alone
 does not make safe: file paths (TOML gives strings; strict mode takes only `Path` objects),
-whole-number choices (a `Literal[1, 2]` still takes `true` and `1.0`), broker host names and
-environment variable names.
+whole-number choices (a `Literal[1, 2]` still takes `true` and `1.0`), serial device paths,
+broker host names and environment variable names.
 
 Owns only these types and the rule each enforces. Strictness itself (booleans are not numbers,
 strings are not numbers or booleans, numbers are finite) is set once on the base model in
@@ -11,10 +11,12 @@ strings are not numbers or booleans, numbers are finite) is set once on the base
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_core import PydanticKnownError
 
 MAX_PATH_BYTES = 4095
 """PATH_MAX (4096 on Linux) less the terminating NUL."""
@@ -36,6 +38,28 @@ def _path(value: object) -> object:
 
 ConfigPath = Annotated[Path, BeforeValidator(_path)]
 """A file path: a non-empty string without NUL, at most PATH_MAX bytes."""
+
+
+DEVICE_PATH_PATTERN = r"^[^\x00-\x1f]{1,4095}$"
+"""A serial device path or pyserial URL: no control characters (a NUL would fail the open)."""
+_DEVICE_PATH = re.compile(DEVICE_PATH_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def _device_path(value: str) -> str:
+    # Python's re, not pydantic's `pattern=`: pydantic-core's engine unrolls the {1,4095} into
+    # an automaton of about 8 MB that the daemon would keep for its whole life. Same rule (a
+    # full match, so no `$`-before-newline), same error type, message and context.
+    if _DEVICE_PATH.fullmatch(value) is None:
+        raise PydanticKnownError("string_pattern_mismatch", {"pattern": DEVICE_PATH_PATTERN})
+    return value
+
+
+DevicePath = Annotated[
+    str,
+    Field(min_length=1, json_schema_extra={"pattern": DEVICE_PATH_PATTERN}),
+    AfterValidator(_device_path),
+]
+"""A serial device path or pyserial URL, 1 to 4095 characters, none of them a control character."""
 
 
 def _exact_int(value: object) -> object:

@@ -18,6 +18,7 @@ from edge_config.base import MODBUS_LINE_TYPES, Ident, Port, Strict, TimeoutMs
 from edge_config.devices_alarm import AlarmBoxDevice, PanicButton
 from edge_config.fields import (
     ConfigPath,
+    DevicePath,
     EnvName,
     Host,
     NodeAddress,
@@ -278,8 +279,6 @@ class ContractConfig(Strict):
     topic_root: str = Field(default="schoolgate/v1", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
 
-_DEVICE_PATH = r"^[^\x00-\x1f]{1,4095}$"
-"""A serial device path or pyserial URL: no control characters (a NUL would fail the open)."""
 Baudrate = Annotated[Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200], WholeNumber]
 
 
@@ -293,9 +292,7 @@ class ModbusTcpLine(Strict):
 class _SerialPort(Strict):
     """The port and character settings of a line over a serial port, whatever it carries."""
 
-    port: str = Field(
-        min_length=1, pattern=_DEVICE_PATH, description="serial device, e.g. /dev/ttyUSB0"
-    )
+    port: DevicePath = Field(description="serial device, e.g. /dev/ttyUSB0")
     baudrate: Baudrate = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Annotated[Literal[1, 2], WholeNumber] = 1

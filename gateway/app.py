@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -28,7 +28,7 @@ from drivers.lines import Line, make_line
 from drivers.lines.modbus import ModbusLine
 from edge_config.loader import read_password
 from edge_config.models import AlarmBoxDevice, GatewayConfig
-from gateway import report_source, sdnotify
+from gateway import sdnotify
 from gateway.alarms.drill import Drill
 from gateway.alarms.latch import AlarmLatches, BoxInfo, Latch
 from gateway.alarms.test_mode import TestMode
@@ -43,10 +43,7 @@ from gateway.core.changes import ChangeCounter
 from gateway.core.clock import SystemClock
 from gateway.core.events import DeviceRef, Event
 from gateway.device_state import alarm_delivery, device_states
-from gateway.guard_source import DaemonGuardSource, GuardTestMode
-from gateway.rules.engine import RulesLinks
 from gateway.rules.ledger import LedgerError
-from gateway.rules.service import RulesService
 from gateway.security import Security, load_security
 from gateway.store import sql
 from gateway.store.outbox import Marks
@@ -57,6 +54,10 @@ from gateway.uplink import mqtt
 from gateway.uplink.destination import Failover, Services, Uplink
 from gateway.uplink.nodes import NodeRing
 from gateway.uplink.paths import PathBoard
+
+if TYPE_CHECKING:
+    from gateway.guard_source import DaemonGuardSource
+    from gateway.rules.service import RulesService
 
 log = structlog.get_logger(__name__)
 
@@ -211,27 +212,7 @@ class Gateway:
         for name, line in self.lines.items():
             if isinstance(line, ModbusLine):
                 line.tap = self.watch_hub.line_tap(name)
-        self.rules = (
-            None
-            if config.rules is None
-            else RulesService(
-                config.rules,
-                RulesLinks(
-                    clock=self.clock,
-                    devices=refs,
-                    emit=self.outbox.emit,
-                    command=self.device_command,
-                    changed=self.changes.bump,
-                    flush=self.outbox.flush,
-                    siren=self.latches.sound_siren,
-                    append=self.outbox.append,
-                    live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
-                ),
-                config_dir=config_dir,
-                store_path=config.store.path,
-                tz=self.site.tz,
-            )
-        )
+        self.rules = None if config.rules is None else self._rules_service(refs, config_dir)
         # The rules and the installer's `watch` see every event once it is stored.
         self.outbox.on_stored = self._on_stored
         # The police are told of every drill (their route may not include gateway.*).
@@ -296,24 +277,54 @@ class Gateway:
             daemon_uid=os.getuid(),
         )
         self.control_ops = LocalOps(self, self.control_access)
-        self.guard_source = (
-            None
-            if config.guard is None
-            else DaemonGuardSource(
-                config,
-                self.latches,
-                self.paths,
-                self.drivers,
-                self.clock,
-                changes=self.changes,
-                rules_today=None if self.rules is None else self.rules.today,
-                test_mode=GuardTestMode(self.test_mode, self.test_mode_start),
-            )
-        )
+        self.guard_source = None if config.guard is None else self._guard_source()
         self.guard_page_ready = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.devices_ready = asyncio.Event()
         self._ready_count = 0
+
+    # The two builders below import their part where it is built: a gateway without [rules]
+    # never loads the rules' service, daily report and report reads, and one without [guard]
+    # never loads the page's source and view (memory the idle gateway has no use for;
+    # tests/test_startup_imports.py checks).
+
+    def _rules_service(self, refs: Mapping[str, DeviceRef], config_dir: Path) -> RulesService:
+        from gateway import report_source  # noqa: PLC0415
+        from gateway.rules.engine import RulesLinks  # noqa: PLC0415
+        from gateway.rules.service import RulesService  # noqa: PLC0415
+
+        assert self.config.rules is not None
+        return RulesService(
+            self.config.rules,
+            RulesLinks(
+                clock=self.clock,
+                devices=refs,
+                emit=self.outbox.emit,
+                command=self.device_command,
+                changed=self.changes.bump,
+                flush=self.outbox.flush,
+                siren=self.latches.sound_siren,
+                append=self.outbox.append,
+                live=lambda: report_source.live_figures(refs, self.drivers, self.paths),
+            ),
+            config_dir=config_dir,
+            store_path=self.config.store.path,
+            tz=self.site.tz,
+        )
+
+    def _guard_source(self) -> DaemonGuardSource:
+        from gateway.guard_source import DaemonGuardSource, GuardTestMode  # noqa: PLC0415
+
+        return DaemonGuardSource(
+            self.config,
+            self.latches,
+            self.paths,
+            self.drivers,
+            self.clock,
+            changes=self.changes,
+            rules_today=None if self.rules is None else self.rules.today,
+            test_mode=GuardTestMode(self.test_mode, self.test_mode_start),
+        )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,8 @@
 package; nothing else. Declared with click (`schoolgate`, at the bottom); each command builds the
 namespace its `cmd_*` reads. `--version` everywhere; exit 2 for a usage error, 130 for Ctrl-C, 1
 and no traceback for a closed pipe. `console` passes through to receiver/cli.py's own parser. The
-imports here are those `run` needs anyway: `python -m gateway run` preloads them.
+imports here are those `run` needs anyway (`python -m gateway run` preloads them); what only
+another command reads (the outbox's inspection) is imported where that command runs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from gateway.control_cli import load_or_exit as _load_or_exit
 from gateway.control_cli import refuse as _refuse
 from gateway.rules import commands as rules_commands
 from gateway.security import load  # the schema load plus the [security] keys
-from gateway.store import inspect
 from gateway.store.sql_upkeep import EventFilter
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ def cmd_service_stopped(args: argparse.Namespace) -> int:
 
 
 def _store_db(args: argparse.Namespace) -> tuple[sqlite_utils.Database, ZoneInfo]:
+    from gateway.store import inspect  # noqa: PLC0415 - the outbox commands only, not `run`
+
     config = _load_or_exit(args.config)
     try:
         return inspect.open_readonly(config.store.path), ZoneInfo(config.site.timezone)
@@ -105,6 +107,8 @@ def _store_db(args: argparse.Namespace) -> tuple[sqlite_utils.Database, ZoneInfo
 
 
 def cmd_outbox_stats(args: argparse.Namespace) -> int:
+    from gateway.store import inspect  # noqa: PLC0415 - the outbox commands only, not `run`
+
     db, tz = _store_db(args)
     data = inspect.stats(db)
     if args.json:
@@ -116,6 +120,8 @@ def cmd_outbox_stats(args: argparse.Namespace) -> int:
 
 
 def _event_filter(args: argparse.Namespace, tz: ZoneInfo) -> EventFilter:
+    from gateway.store import inspect  # noqa: PLC0415 - the outbox commands only, not `run`
+
     try:
         return EventFilter(
             since_ms=None if args.since is None else inspect.parse_time(args.since, tz),
@@ -130,6 +136,8 @@ def _event_filter(args: argparse.Namespace, tz: ZoneInfo) -> EventFilter:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from gateway.store import inspect  # noqa: PLC0415 - the outbox commands only, not `run`
+
     db, tz = _store_db(args)
     for event in inspect.events(db, _event_filter(args, tz)):
         print(
@@ -139,6 +147,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_export(args: argparse.Namespace) -> int:
+    from gateway.store import inspect  # noqa: PLC0415 - the outbox commands only, not `run`
+
     db, tz = _store_db(args)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     count = 0

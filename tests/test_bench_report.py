@@ -1,4 +1,4 @@
-"""The benchmark suite's counting and report (bench/counting.py, bench/report.py), on fabricated
+"""The benchmark suite's counting and report (bench/counting.py, bench/report/), on fabricated
 results: our own seam, no process or broker. What it guards (issue 16): datapoints are compared
 per unique datapoint with one destination each, the per-delivery figure is labelled so and never
 compared, ThingsBoard's memory storage gets its own labelled column, the footprint shows the
@@ -19,8 +19,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 def _load(name: str) -> ModuleType:
-    """A bench module by path (bench/ is scripts, not a package of the project)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    """A bench module or package by path (bench/ is scripts, not a package of the project)."""
+    package = BENCH / name / "__init__.py"
+    spec = (
+        importlib.util.spec_from_file_location(
+            f"bench_{name}", package, submodule_search_locations=[str(package.parent)]
+        )
+        if package.exists()
+        else importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

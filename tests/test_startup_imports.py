@@ -1,6 +1,9 @@
 """What a running gateway has imported: `cryptography` (about 7 MB resident) only when the config
 has a `[security]` section. A gateway without one must start, run and refuse commands without it.
-`rich` (the receiving console's view, 4-5 MB with what it pulls in) never, with or without.
+`rich` (the receiving console's view, 4-5 MB with what it pulls in) never, with or without. The
+rules' service and daily report only with `[rules]`, the guard page's source and view only with
+`[guard]`, and what only another command of the CLI reads (the outbox's inspection, the report's
+HTML) never (issue 16, item 3: the gateway's own memory over the stack's floor).
 
 The child (`startup_child.py`) does what `schoolgate run` does with the simulated gate's config
 (every device kind and line type, both destinations; nothing needs to answer), so an import of
@@ -19,6 +22,7 @@ import pytest
 
 from simulators.broker import free_port
 from simulators.gate import gateway_config
+from tests_support import report_rules
 
 CHILD = Path(__file__).parent / "startup_child.py"
 ROOT = Path(__file__).parent.parent
@@ -61,6 +65,47 @@ def aiohttp_modules(modules: list[str]) -> list[str]:
 
 def rich_modules(modules: list[str]) -> list[str]:
     return [name for name in modules if name.split(".")[0] in ("rich", "pygments")]
+
+
+RULES_ONLY = (
+    "gateway.rules.service",
+    "gateway.rules.engine",
+    "gateway.rules.daily_report",
+    "gateway.rules.report",
+    "gateway.store.report_reads",
+    "gateway.report_source",
+)
+"""Loaded by a gateway with `[rules]` (its service builds them); an idle one without has no use."""
+GUARD_ONLY = ("gateway.guard_source", "gateway.guard.view", "gateway.rules.today")
+"""Loaded by a gateway with `[guard]` (the page's source); with the page off, never."""
+OTHER_COMMANDS_ONLY = (
+    "gateway.store.inspect",
+    "gateway.rules.report_html",
+    "gateway.rules.report_catalogue",
+)
+"""Read by `schoolgate outbox`, `events` and `report --html`, never by `schoolgate run`."""
+
+
+def test_an_idle_gateway_without_rules_or_page_loads_neither_nor_other_commands(
+    tmp_path: Path,
+) -> None:
+    child = run_child(tmp_path)
+    loaded = set(child["after_command"])
+    assert loaded & {*RULES_ONLY, *GUARD_ONLY, *OTHER_COMMANDS_ONLY} == set()
+    assert "gateway.app" in loaded and "gateway.rules.sqlite_state" in loaded  # the check sees
+
+
+def test_a_gateway_with_rules_and_the_page_loads_what_they_need(tmp_path: Path) -> None:
+    """The control for the check above: the same child with `[rules]` and `[guard]`."""
+    from gateway.guard.pin import hash_pin  # noqa: PLC0415 - only this test needs a hash
+
+    rules = report_rules(tmp_path, at="23:59")
+    guard = (
+        f'\n[guard]\nport = 0\n[[guard.guards]]\nname = "王师傅"\npin_hash = "{hash_pin("2468")}"\n'
+    )
+    loaded = set(run_child(tmp_path, rules + guard)["running"])
+    assert set(RULES_ONLY) | set(GUARD_ONLY) <= loaded
+    assert loaded & set(OTHER_COMMANDS_ONLY) == set()
 
 
 def test_a_gateway_without_security_never_imports_cryptography(tmp_path: Path) -> None:

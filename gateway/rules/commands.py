@@ -25,8 +25,6 @@ from edge_config.loader import load
 from edge_config.models import GatewayConfig
 from gateway.core.contract import iso_ms
 from gateway.rules.calendar import OutsideSchoolYear, SchoolCalendar
-from gateway.rules.report_html import render_html
-from gateway.rules.report_store import read_reports
 from gateway.rules.sqlite_state import RulesUnreadable, read_ledger
 
 
@@ -96,6 +94,10 @@ def run_ledger(config_path: Path, *, open_only: bool, as_json: bool) -> int:
 
 
 def run_report(config_path: Path, day: str | None, *, as_json: bool, html: Path | None) -> int:
+    # Imported here: `python -m gateway run` registers this command but never runs it.
+    from gateway.rules.report_html import render_html  # noqa: PLC0415
+    from gateway.rules.report_store import read_reports  # noqa: PLC0415
+
     config = load_config_or_exit(config_path)
     if day is not None:
         try:
