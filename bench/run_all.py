@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "thingsboard"))
 sys.path.insert(0, str(ROOT))
 
+import bare_poller  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
 from drain import raw_paho_rate, telemetry  # noqa: E402
@@ -204,6 +205,11 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             errors,
             "footprint of the stack alone",
             lambda: scenarios.footprint_floor(idle_s=s["idle_s"]),
+        )
+        schoolgate["footprint_bare_poller"] = await guarded(
+            errors,
+            "the demo gate's reads by a bare asyncio poller (bench/bare_poller.py)",
+            lambda: bare_poller.measure(s["idle_s"]),
         )
     if schoolgate is not None and "transactions" in only:
         schoolgate["transaction_cost"] = await guarded(

@@ -356,6 +356,25 @@ def test_footprint_shows_page_on_and_off_and_the_own_share_over_the_floor() -> N
     assert page_on == ("18.0 MB (56.0 MB RSS, floor 38.0 MB, same run)", False)
 
 
+def test_idle_cpu_is_shown_beside_the_bare_poller_and_judged_on_the_target_alone() -> None:
+    # The bare poller is context for the reader, never a way to pass: 1.9% fails the 1% target
+    # even when the bare poller itself needs 1.5%.
+    r = base(only=["footprint"])
+    r["schoolgate"] = {
+        "footprint_floor": {"idle_rss_mb": 38.0, "idle_cpu_percent": 0.0},
+        "footprint_demo": {**DEMO, "idle_rss_mb": 46.5, "idle_cpu_percent": 1.9},
+        "footprint_bare_poller": {"idle_cpu_percent": 1.5, "idle_s": 30.0},
+    }
+    rows = {target: (measured, ok) for target, measured, ok in report.target_rows(r)}
+    measured, ok = rows["idle CPU ≤ 1% of a core, demo gate"]
+    assert ok is False
+    assert measured.startswith("1.90% (a bare asyncio poller making the same reads: 1.50%")
+    assert "1.27x" in measured
+    table = section(report.render(r, plots_error=None), "### 4. Footprint")
+    bare_row = next(line for line in table.splitlines() if "bare asyncio poller" in line)
+    assert "| 1.50 |" in bare_row
+
+
 def test_no_floor_in_the_run_means_no_own_share() -> None:
     assert report.own_share(46.0, None) is None
     assert report.own_share(None, 38.0) is None

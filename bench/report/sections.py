@@ -98,6 +98,14 @@ def footprint_section(r: dict[str, Any], add: Any) -> None:
             "pyserial-asyncio-fast, structlog and sqlite3 imported, idle | none | n/a | "
             f"{floor['idle_cpu_percent']:.2f} | {floor['idle_rss_mb']:.1f} | n/a | n/a |"
         )
+    bare = get(r, "schoolgate", "footprint_bare_poller")
+    if bare:
+        add(
+            "| the demo gate's reads by a bare asyncio poller (`bench/bare_poller.py`: the same "
+            "reads at the same intervals, compared as bytes; the floor of the idle CPU of any "
+            f"asyncio gateway making them) | none | n/a | {bare['idle_cpu_percent']:.2f} | "
+            "n/a | n/a | n/a |"
+        )
     for key, setup in (
         ("footprint_demo", "demo gate (5 devices on 3 lines, default intervals), guard page off"),
         ("footprint_demo_guard", "the same, guard page on (`[guard]`, no browser connected)"),

@@ -115,8 +115,18 @@ def _footprint_targets(r: dict[str, Any]) -> list[Target]:
             measured = f"{share:.1f} MB ({rss:.1f} MB RSS, floor {floor:.1f} MB, same run)"
             rows.append((target, measured, share <= OWN_SHARE_TARGET_MB))
     cpu = get(r, "schoolgate", "footprint_demo", "idle_cpu_percent")
+    bare = get(r, "schoolgate", "footprint_bare_poller", "idle_cpu_percent")
     target = "idle CPU ≤ 1% of a core, demo gate"
-    rows.append((target, None, None) if cpu is None else (target, f"{cpu:.2f}%", cpu <= 1))
+    if cpu is None:
+        rows.append((target, None, None))
+    else:
+        measured = f"{cpu:.2f}%"
+        if bare:
+            measured += (
+                f" (a bare asyncio poller making the same reads: {bare:.2f}%, "
+                f"schoolgate {cpu / bare:.2f}x that, same run)"
+            )
+        rows.append((target, measured, cpu <= 1))
     return rows
 
 
