@@ -107,7 +107,8 @@ class SimGateway:
     _sent: deque[tuple[int, bytes]] = field(init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when it connects, loses its node or has sent everything: what waiters look at."""
+    """Set when it connects, loses its node or has sent everything: what waiters look at (a
+    `Fleet` hands every gateway the same event)."""
     _latches: dict[str, _Latch] = field(default_factory=dict)
     _beat_from: int = 0
     _commands: auth.ReplayCache = field(init=False)
@@ -349,6 +350,8 @@ class Fleet:
         schools = options.schools or options.gateways
         options.keys_dir.mkdir(parents=True, exist_ok=True)
         self.gateways: list[SimGateway] = []
+        self._changed = asyncio.Event()
+        """Shared by every gateway: one wake-up per change, whatever the fleet's size."""
         for i in range(options.gateways):
             school, gateway = f"school-{i % schools + 1}", f"gate-{i // schools + 1}"
             key = self._key(school, gateway)
@@ -365,6 +368,7 @@ class Fleet:
                     connect_timeout_s=options.connect_timeout_s,
                     keepalive_s=options.keepalive_s,
                     pacer=self.pacer,
+                    changed=self._changed,
                 )
             )
         self._group: asyncio.TaskGroup | None = None
@@ -382,16 +386,15 @@ class Fleet:
 
     async def wait_until(self, test: Callable[[], bool], timeout_s: float = 60.0) -> None:
         """Until `test()` holds; it is tried again whenever a gateway's state changes."""
+        # One event for the fleet, not one waiter per gateway: with thousands of gateways a
+        # waiter each, re-made on every change, took most of the simulator's CPU while they
+        # connected and slowed every handshake it was serving.
         async with asyncio.timeout(timeout_s):
-            while not test():
-                waits = [asyncio.ensure_future(g.changed.wait()) for g in self.gateways]
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for wait in waits:
-                        wait.cancel()
-                for gateway in self.gateways:
-                    gateway.changed.clear()
+            while True:
+                self._changed.clear()  # before the test: a change during it wakes the wait
+                if test():
+                    return
+                await self._changed.wait()
 
     async def wait_connected(self, count: int | None = None, timeout_s: float = 60.0) -> None:
         want = len(self.gateways) if count is None else count
