@@ -100,3 +100,33 @@ async def test_a_paced_fleet_connects_every_gateway_and_records_when_each_was_up
             assert gateway.first_attempt_at is not None and gateway.first_up_at is not None
             assert gateway.first_attempt_at <= gateway.first_up_at
             assert gateway.attempts == 1
+
+
+async def test_waiting_on_a_big_fleet_costs_one_wake_up_per_change_not_one_task_per_gateway(
+    tmp_path: Path,
+) -> None:
+    # Regression: `Fleet.wait_until` made a waiter task per gateway again on every change; at
+    # 5,000 gateways the bench process spent most of its CPU on it while the fleet connected,
+    # and the brokers' handshakes were answered late. Nothing connects here (no `async with`):
+    # the gateways' change events are set by hand.
+    fleet = Fleet(FleetOptions(nodes=[("127.0.0.1", 1)], gateways=200, keys_dir=tmp_path))
+    tests = 0
+    target = fleet.gateways[137]
+
+    def test() -> bool:
+        nonlocal tests
+        tests += 1
+        return target.connects > 0
+
+    before = len(asyncio.all_tasks())
+    waiting = asyncio.create_task(fleet.wait_until(test, timeout_s=10))
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == before + 1  # the waiter itself, nothing per gateway
+    assert tests == 1
+    fleet.gateways[3].changed.set()  # some other gateway changed: one more test, still waiting
+    await asyncio.sleep(0)
+    assert tests == 2 and not waiting.done()
+    target.connects = 1
+    target.changed.set()
+    await asyncio.wait_for(waiting, 5)
+    assert tests == 3
