@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,31 +133,32 @@ def _modbus_frame(read: Read, tid: int) -> bytes:
     return framer.buildFrame(pdu)
 
 
+def _sequence_numbers() -> Iterator[int]:
+    seq = 0
+    while True:
+        seq = wire.next_seq(seq)
+        yield seq
+
+
 async def _poll(line: _Line, read: Read, tid: int) -> None:
     """Ask `read` every `every_ms` forever, keeping the cadence; an answer is compared as bytes."""
-    if read.function == 0:
-        seq = 0
-        last = b""
-        interval = read.every_ms / 1000
-        next_at = time.monotonic()
-        while True:
-            seq = wire.next_seq(seq)
-            frame = wire.encode_frame(
-                wire.Frame(read.unit, seq, wire.Code.POLL, wire.encode_poll(0))
-            )
-            answer = await line.ask(frame, lambda b: len(b) > 1 and b[-1] == wire.ETX)
-            if answer != last:
-                last = answer or b""
-            next_at = max(next_at + interval, time.monotonic())
-            await asyncio.sleep(next_at - time.monotonic())
-    frame = _modbus_frame(read, tid)
-    if read.line == "tcp":
-        size = 6 + 1 + answer_length(read) - 3  # MBAP + unit + answer without its RTU unit/CRC
+    if read.function == 0:  # the access controller: a new sequence number each time
+        seqs = _sequence_numbers()
+
+        def request() -> bytes:
+            body = wire.encode_poll(0)
+            return wire.encode_frame(wire.Frame(read.unit, next(seqs), wire.Code.POLL, body))
 
         def complete(b: bytearray) -> bool:
-            return len(b) >= size
+            return len(b) > 1 and b[-1] == wire.ETX
     else:
+        frame = _modbus_frame(read, tid)
         size = answer_length(read)
+        if read.line == "tcp":
+            size += 6 + 1 - 3  # MBAP + unit instead of the RTU unit and CRC
+
+        def request() -> bytes:
+            return frame
 
         def complete(b: bytearray) -> bool:
             return len(b) >= size
@@ -166,7 +167,7 @@ async def _poll(line: _Line, read: Read, tid: int) -> None:
     interval = read.every_ms / 1000
     next_at = time.monotonic()
     while True:
-        answer = await line.ask(frame, complete)
+        answer = await line.ask(request(), complete)
         if answer != last:
             last = answer or b""
         next_at = max(next_at + interval, time.monotonic())
