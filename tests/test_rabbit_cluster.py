@@ -120,6 +120,23 @@ def _reset_stored(db: Path, count: int) -> Callable[[], bool]:
     return done
 
 
+def _police_sent(db: Path, alarm_ids: list[str]) -> Callable[[], bool]:
+    """True once the police broker has acknowledged (PUBACK) every one of `alarm_ids`."""
+
+    def done() -> bool:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2.0)
+        try:
+            rows = con.execute(
+                "SELECT e.id FROM events e JOIN deliveries d ON d.seq = e.seq"
+                " WHERE d.destination = 'police' AND d.sent_at_ms IS NOT NULL"
+            ).fetchall()
+        finally:
+            con.close()
+        return set(alarm_ids) <= {str(row[0]) for row in rows}
+
+    return done
+
+
 def _more_than(db: Path, count: int) -> Callable[[], bool]:
     return lambda: len(stored_alarm_ids(db)) > count
 
@@ -260,12 +277,20 @@ async def test_every_alarm_reaches_the_console_across_a_node_kill(
             await press(module, gate, 3)
             pressed = stored_alarm_ids(gate.db)
             assert len(pressed) >= 9
+            # The gateway stops when this block ends: first let the broker take the last press
+            # (its PUBACK waits for the desk's quorum queue), or it would wait on the gateway's
+            # disk for the next start and the desk below could never see it.
+            await until(_police_sent(gate.db, pressed), timeout_s=30)
 
         # The desk's session (a quorum queue) outlived the node: same client id, third node.
         desk_on_third = _console(third.mqtt_port, keys_dir, "police-desk-1", records)
         async with running(desk_on_third):
             for alarm_id in pressed:
-                await records.wait_for(id_is(alarm_id), 30.0)
+                try:
+                    await records.wait_for(id_is(alarm_id), 30.0)
+                except TimeoutError:
+                    seen = {e["id"] for e in records.events("alarm.panic")}
+                    pytest.fail(f"{alarm_id} never reached the desk; missing {set(pressed) - seen}")
         assert desk_on_home.refused == {} and desk_on_third.refused == {}
     shown = [e["id"] for e in records.events("alarm.panic")]
     # Every alarm; each desk process shows an id once, but the second one may be handed again
