@@ -48,7 +48,16 @@ def _drives_real_parts(module: ModuleType) -> bool:
     return found
 
 
+def _long_seconds(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("long")
+    return 0.0 if marker is None else float(marker.args[0])
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The long tests first, longest first (`long(seconds)`): xdist, handing out one test at a
+    # time (`--maxschedchunk 1` in ./run), starts them side by side on every worker instead of
+    # one worker running them one after another while the suite waits for it alone.
+    items.sort(key=lambda item: -_long_seconds(item))
     for item in items:
         module = getattr(item, "module", None)
         real = module is not None and _drives_real_parts(module)

@@ -14,7 +14,7 @@ import pytest
 CHILD = Path(__file__).parent / "crash_child.py"
 KILLS = 50
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.long(18), pytest.mark.timeout(180)]
 
 
 async def run_and_kill(db: Path, delay_s: float) -> list[str]:

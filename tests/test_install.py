@@ -51,6 +51,7 @@ def owner(path: Path) -> tuple[int, int, int]:
     return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
 
 
+@pytest.mark.long(25)
 def test_install_script_into_a_prefix_twice(tmp_path: Path) -> None:
     prefix = tmp_path / "root"
     nobody_uid, nogroup_gid = 65534, 65534

@@ -42,7 +42,7 @@ from simulators.listener import listen
 from simulators.rabbitmq import RabbitCluster, RabbitError, RabbitNode, find_rabbitmq
 from tests_support import ConsoleRecords, GatewayProcess, until
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.long(45)]
 log = structlog.get_logger(__name__)
 
 SCHOOL, GATEWAY = "school-7", "gate-east"  # tests_support.TEMPLATE

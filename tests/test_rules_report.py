@@ -151,13 +151,22 @@ def stored_reports(path: Path) -> list[dict[str, object]]:
 
 
 async def settle_all(clock: FakeClock, box: Box, seconds: float) -> None:
-    """Run the fake clock; the report's store reads run in a worker thread, so also give them
-    real turns of the loop until the engine sleeps on the clock again."""
-    await clock.run_for(seconds)
-    for _ in range(200):
-        await asyncio.sleep(0.005)
-        if clock.sleepers:
+    """Run the fake clock; the report's store reads run in a worker thread, so after each stop
+    wait (in real time, bounded) until the engine is idle again, and let its deadline timer start
+    before time moves on."""
+    target = clock.monotonic() + seconds
+    while True:
+        async with asyncio.timeout(10):
+            await box.engine.idle.wait()
+        await clock.settle()
+        deadline = clock.next_deadline()
+        if deadline is None or deadline > target:
             break
+        await clock.run_for(deadline - clock.monotonic())
+    await clock.run_for(target - clock.monotonic())
+    async with asyncio.timeout(10):
+        await box.engine.idle.wait()
+    await clock.settle()
 
 
 async def test_the_report_is_due_at_its_time_and_sent_once(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from simulators.gate import SITE_TZ
 from simulators.listener import Listener, listen
 from tests_support import GatewayProcess, report_rules, rules_calendar, socket_module, until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.long(14), pytest.mark.timeout(120)]
 
 SHORT_S, LONG_S, GRACE_S = 3.0, 12.0, 4.0
 """The two socket timers and the window rule's grace."""

@@ -29,8 +29,15 @@ def test_the_typical_gate_ships_its_scenarios() -> None:
     assert "school_day_report" in names  # and its daily report
 
 
+LONG_S = {"school_day_rules": 30, "school_day_report": 13}
+"""Seconds each scenario takes (`long` in tests/conftest.py); the others take about 5 s."""
+
+
 @pytest.mark.timeout(90)  # the school day runs about 30 s
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, id=p.stem, marks=pytest.mark.long(LONG_S.get(p.stem, 5))) for p in SCENARIOS],
+)
 def test_shipped_scenario_passes(path: Path) -> None:
     result = run("-m", "simulators", "scenario", path, "--expect")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -131,6 +131,9 @@ class RulesEngine:
         self._blocks: list[Block] = []
         self._inbox: list[Event | DevicePolled] = []
         self._wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        """Set while the engine waits for its next deadline or a change, with nothing queued: a
+        test driving a fake clock waits for it before moving time on."""
         self.refused = 0
         """Inputs or actions that raised (logged each; the task goes on)."""
         self._changed = links.changed
@@ -185,7 +188,11 @@ class RulesEngine:
             self._changed()  # a step may change what `today()` says
             self._wake.clear()
             if not self._inbox:
-                await wait_until_set(self._wake, self._clock, self.next_wake_in_s())
+                self.idle.set()
+                try:
+                    await wait_until_set(self._wake, self._clock, self.next_wake_in_s())
+                finally:
+                    self.idle.clear()
 
     async def step(self) -> None:
         """Take the queued events, then run every block's due checks."""
