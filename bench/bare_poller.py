@@ -49,6 +49,9 @@ from pymodbus.pdu.register_message import (  # noqa: E402
 
 from drivers import access_codec as wire  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from procstat import wakeups  # noqa: E402
+
 TIMEOUT_S = 0.3
 
 
@@ -196,12 +199,19 @@ async def poller(endpoints: dict[str, Any], idle_s: float) -> dict[str, float]:
             for tid, read in enumerate(READS, start=1)
         ]
         await asyncio.sleep(2)
-        cpu0, wall0 = time.process_time(), time.monotonic()
+        me = os.getpid()
+        cpu0, wall0, woken0 = time.process_time(), time.monotonic(), wakeups(me)
         await asyncio.sleep(idle_s)
         cpu_s, wall_s = time.process_time() - cpu0, time.monotonic() - wall0
+        woken = wakeups(me) - woken0
         for task in tasks:
             task.cancel()
-    return {"idle_cpu_percent": 100 * cpu_s / wall_s, "idle_s": wall_s}
+    return {
+        "idle_cpu_percent": 100 * cpu_s / wall_s,
+        "idle_wakeups_per_s": woken / wall_s,
+        "idle_cpu_us_per_wakeup": 1e6 * cpu_s / woken if woken else None,
+        "idle_s": wall_s,
+    }
 
 
 @contextlib.asynccontextmanager

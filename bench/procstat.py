@@ -24,6 +24,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of `pid` over all its threads: each is the process going to
+    sleep (epoll_wait, a lock) and later being woken, the unit an idle poller's CPU goes in."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError, ValueError):
+            for row in status.read_text().splitlines():
+                if row.startswith("voluntary_ctxt_switches:"):
+                    total += int(row.split()[1])
+    return total
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak since start) of `pid`, in kB."""
     found: dict[str, int] = {}
@@ -79,6 +91,8 @@ class Usage:
     wall_end: float = 0.0
     rss_kb: list[int] = field(default_factory=list)
     peak_kb: int = 0
+    wakeups_start: int = 0
+    wakeups_end: int = 0
 
     @property
     def cpu_s(self) -> float:
@@ -92,6 +106,17 @@ class Usage:
     def cpu_percent(self) -> float:
         """Percent of one core over the window."""
         return 100 * self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def wakeups_per_s(self) -> float:
+        """Times a second the process slept and was woken (`wakeups`)."""
+        return (self.wakeups_end - self.wakeups_start) / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def cpu_us_per_wakeup(self) -> float | None:
+        """CPU over the window divided by the wake-ups in it."""
+        woken = self.wakeups_end - self.wakeups_start
+        return 1e6 * self.cpu_s / woken if woken > 0 else None
 
     @property
     def rss_mb(self) -> float:
@@ -115,6 +140,7 @@ async def measuring(pid: int, period_s: float = 0.25):  # type: ignore[no-untype
     """`async with measuring(pid) as usage:` CPU seconds and RSS of `pid` over the block."""
     usage = Usage(pid, period_s)
     usage.cpu_start = cpu_seconds(pid)
+    usage.wakeups_start = wakeups(pid)
     usage.wall_start = time.monotonic()
 
     async def sampler() -> None:
@@ -132,4 +158,5 @@ async def measuring(pid: int, period_s: float = 0.25):  # type: ignore[no-untype
         usage.sample()
         with contextlib.suppress(OSError):
             usage.cpu_end = cpu_seconds(pid)
+            usage.wakeups_end = wakeups(pid)
         usage.wall_end = time.monotonic()

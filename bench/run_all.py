@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import bare_poller  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
+import wake_cost  # noqa: E402
 from drain import raw_paho_rate, telemetry  # noqa: E402
 from procstat import loadavg, machine  # noqa: E402
 from subjects import Schoolgate  # noqa: E402
@@ -205,6 +206,16 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             errors,
             "footprint of the stack alone",
             lambda: scenarios.footprint_floor(idle_s=s["idle_s"]),
+        )
+        schoolgate["footprint_floor_page"] = await guarded(
+            errors,
+            "footprint of the stack with aiohttp.web",
+            lambda: scenarios.footprint_floor(idle_s=s["idle_s"], page=True),
+        )
+        schoolgate["footprint_wake_cost"] = await guarded(
+            errors,
+            "CPU per wake-up (bench/wake_cost.py)",
+            lambda: asyncio.to_thread(wake_cost.measure),
         )
         schoolgate["footprint_bare_poller"] = await guarded(
             errors,

@@ -584,6 +584,8 @@ async def footprint_single(subject: Subject, workdir: Path, *, idle_s: float) ->
     return {
         "startup_to_first_poll_s": startup_s,
         "idle_cpu_percent": usage.cpu_percent,
+        "idle_wakeups_per_s": usage.wakeups_per_s,
+        "idle_cpu_us_per_wakeup": usage.cpu_us_per_wakeup,
         "idle_rss_mb": usage.rss_mb,
         "peak_rss_mb": usage.peak_mb,
     }
@@ -692,6 +694,8 @@ async def reconnects(
 FLOOR = """
 import asyncio, sqlite3, sys
 import aiomqtt, pydantic, pymodbus.client, serial_asyncio_fast, structlog
+if sys.argv[2] == "page":
+    import aiohttp.web
 
 
 class Config(pydantic.BaseModel):
@@ -705,13 +709,19 @@ asyncio.run(asyncio.sleep(float(sys.argv[1])))
 """
 
 
-async def footprint_floor(*, idle_s: float) -> dict[str, Any]:
+async def footprint_floor(*, idle_s: float, page: bool = False) -> dict[str, Any]:
     """What the stack alone costs: one interpreter that imports the libraries the gateway is
     built on (asyncio, aiomqtt with paho and ssl, pydantic with one model built, pymodbus's
     clients, pyserial-asyncio-fast, structlog, sqlite3) and sleeps. No gateway code, no device,
-    no connection: the floor under any gateway on this stack."""
+    no connection: the floor under any gateway on this stack. With `page`, aiohttp.web too (the
+    server the brief prescribes for the guard page): the floor under the page-on row."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FLOOR, str(idle_s + 5), stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        FLOOR,
+        str(idle_s + 5),
+        "page" if page else "no-page",
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None

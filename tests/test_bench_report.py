@@ -386,3 +386,70 @@ def test_a_section_the_run_did_not_measure_says_so() -> None:
     text = report.render(r, plots_error=None)
     for heading in ("### 2. Throughput", "### 3. Outage and drain"):
         assert section(text, heading).rstrip().endswith("Not measured in this run."), heading
+
+
+# -- item 2: idle CPU in wake-ups ----------------------------------------------------------------
+
+
+def test_idle_cpu_is_explained_in_wake_ups_with_the_budget_one_percent_buys() -> None:
+    r = base(only=["footprint"])
+    r["schoolgate"] = {
+        "footprint_floor": {"idle_rss_mb": 38.0, "idle_cpu_percent": 0.0},
+        "footprint_demo": {
+            **DEMO,
+            "idle_rss_mb": 46.5,
+            "idle_cpu_percent": 2.4,
+            "idle_wakeups_per_s": 120.0,
+            "idle_cpu_us_per_wakeup": 200.0,
+        },
+        "footprint_bare_poller": {
+            "idle_cpu_percent": 1.8,
+            "idle_wakeups_per_s": 110.0,
+            "idle_cpu_us_per_wakeup": 164.0,
+            "idle_s": 30.0,
+        },
+        "footprint_wake_cost": {"epoll_us_per_wakeup": 50.0, "asyncio_us_per_wakeup": 125.0},
+    }
+    text = section(report.render(r, plots_error=None), "### 4. Footprint")
+    table = text[text.index("#### Idle CPU in wake-ups") :]
+    assert "| one bare epoll wake-up | n/a | 50 | n/a |" in table
+    assert "| one asyncio sleep | n/a | 125 | n/a |" in table
+    assert "| the demo gate's reads by a bare asyncio poller | 110 | 164 | 1.80 |" in table
+    assert "| schoolgate, demo gate, guard page off | 120 | 200 | 2.40 |" in table
+    assert "1% of a core is 80 asyncio wake-ups a second (200 with no event loop" in table
+    assert "75 a second" in table  # the demo's answers (bench/bare_poller.py READS)
+    rows = {target: (measured, ok) for target, measured, ok in report.target_rows(r)}
+    measured, ok = rows["idle CPU ≤ 1% of a core, demo gate"]
+    assert ok is False and measured.endswith("1% buys 80 asyncio wake-ups a second here")
+
+
+def test_a_run_without_wake_up_figures_has_no_wake_up_table() -> None:
+    r = base(only=["footprint"])
+    r["schoolgate"] = {
+        "footprint_floor": {"idle_rss_mb": 38.0, "idle_cpu_percent": 0.0},
+        "footprint_demo": {**DEMO, "idle_rss_mb": 46.5},
+    }
+    assert "Idle CPU in wake-ups" not in report.render(r, plots_error=None)
+
+
+def test_the_page_on_row_names_the_stack_with_aiohttp_but_is_judged_on_the_plain_floor() -> None:
+    r = base(only=["footprint"])
+    r["schoolgate"] = {
+        "footprint_floor": {"idle_rss_mb": 38.0, "idle_cpu_percent": 0.0},
+        "footprint_floor_page": {"idle_rss_mb": 49.0, "idle_cpu_percent": 0.0},
+        "footprint_demo_guard": {**DEMO, "idle_rss_mb": 56.0},
+    }
+    rows = {target: (measured, ok) for target, measured, ok in report.target_rows(r)}
+    measured, ok = rows[
+        "gateway's own RSS ≤ 10 MB over the stack's floor, demo gate, guard page on"
+    ]
+    assert ok is False  # 18 MB over the floor: 7 MB over the stack with aiohttp passes nothing
+    assert measured.endswith("; 7.0 MB over the stack with aiohttp.web (49.0 MB)")
+    table = section(report.render(r, plots_error=None), "### 4. Footprint")
+    assert "| the same stack with aiohttp.web imported" in table and "| 49.0 |" in table
+
+
+def test_the_answers_a_second_in_the_report_are_the_bare_pollers_reads() -> None:
+    reads = _load("bare_poller").READS
+    answers = sys.modules["bench_report.sections"].DEMO_ANSWERS_PER_S
+    assert sum(1000 / read.every_ms for read in reads) == answers

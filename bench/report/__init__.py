@@ -25,7 +25,13 @@ from .common import (
 from .counts import per_cpu_pairs, throughput_rows
 from .document import replace_drain_section, write
 from .latency import latency_section
-from .sections import footprint_section, notes_section, outage_section, transactions_section
+from .sections import (
+    footprint_section,
+    notes_section,
+    outage_section,
+    transactions_section,
+    wakeups_section,
+)
 from .targets import target_rows, targets_section
 from .throughput import per_cpu_table_rows, throughput_section
 
@@ -78,6 +84,7 @@ def render(results: dict[str, Any], *, plots_error: str | None) -> str:
     throughput_section(results, add)
     outage_section(results, add)
     footprint_section(results, add)
+    wakeups_section(results, add)
     transactions_section(results, add)
     notes_section(results, add)
     errors = dict(results.get("errors") or {})

@@ -8,6 +8,10 @@ from typing import Any
 
 from .common import LABELS, SUBJECTS, get, num, own_share, ratio
 
+DEMO_ANSWERS_PER_S = 2 * 1000 / 50 + 5 * 1000 / 200 + 1000 / 100
+"""Answers a second the demo gate's reads bring (bench/bare_poller.py READS): the alarm box's two
+reads every 50 ms, five reads on the RTU line every 200 ms, the access controller every 100 ms."""
+
 
 def outage_section(r: dict[str, Any], add: Any) -> None:
     add("### 3. Outage and drain\n")
@@ -98,6 +102,13 @@ def footprint_section(r: dict[str, Any], add: Any) -> None:
             "pyserial-asyncio-fast, structlog and sqlite3 imported, idle | none | n/a | "
             f"{floor['idle_cpu_percent']:.2f} | {floor['idle_rss_mb']:.1f} | n/a | n/a |"
         )
+    page_floor = get(r, "schoolgate", "footprint_floor_page")
+    if page_floor:
+        add(
+            "| the same stack with aiohttp.web imported (the guard page's prescribed server), "
+            f"idle | none | n/a | {page_floor['idle_cpu_percent']:.2f} | "
+            f"{page_floor['idle_rss_mb']:.1f} | n/a | n/a |"
+        )
     bare = get(r, "schoolgate", "footprint_bare_poller")
     if bare:
         add(
@@ -132,6 +143,47 @@ def footprint_section(r: dict[str, Any], add: Any) -> None:
                 f"{fp['idle_cpu_percent']:.2f} | {fp['idle_rss_mb']:.1f} | {num(share)} | "
                 f"{fp['peak_rss_mb']:.1f} |"
             )
+    add("")
+
+
+def wakeups_section(r: dict[str, Any], add: Any) -> None:
+    """Idle CPU as wake-ups a second times the CPU each one costs (bench/wake_cost.py)."""
+    cost = get(r, "schoolgate", "footprint_wake_cost")
+    rows = [
+        (what, get(r, "schoolgate", key))
+        for key, what in (
+            ("footprint_bare_poller", "the demo gate's reads by a bare asyncio poller"),
+            ("footprint_demo", "schoolgate, demo gate, guard page off"),
+        )
+    ]
+    if not cost and not any(run and "idle_wakeups_per_s" in run for _, run in rows):
+        return
+    add("#### Idle CPU in wake-ups\n")
+    add(
+        "An idle poller's CPU goes in wake-ups: each time it sleeps (epoll_wait) and an answer or "
+        "a timer wakes it. Wake-ups are voluntary context switches over all threads, from /proc; "
+        "the cost of one without the event loop (a bare `epoll.poll` with a 10 ms timeout) and "
+        "with it (an asyncio task's `asyncio.sleep`) is measured by bench/wake_cost.py in the "
+        "same run.\n"
+    )
+    add("| what | wake-ups a second | CPU per wake-up (µs) | idle CPU (% of a core) |")
+    add("| --- | --- | --- | --- |")
+    if cost:
+        add(f"| one bare epoll wake-up | n/a | {cost['epoll_us_per_wakeup']:.0f} | n/a |")
+        add(f"| one asyncio sleep | n/a | {cost['asyncio_us_per_wakeup']:.0f} | n/a |")
+    for what, run in rows:
+        if run and "idle_wakeups_per_s" in run:
+            add(
+                f"| {what} | {run['idle_wakeups_per_s']:.0f} | "
+                f"{num(run.get('idle_cpu_us_per_wakeup'), 0)} | {run['idle_cpu_percent']:.2f} |"
+            )
+    if cost:
+        add(
+            f"\nAt these costs 1% of a core is {1e4 / cost['asyncio_us_per_wakeup']:.0f} asyncio "
+            f"wake-ups a second ({1e4 / cost['epoll_us_per_wakeup']:.0f} with no event loop at "
+            "all); the demo gate's reads bring at least one answer each, "
+            f"{DEMO_ANSWERS_PER_S:.0f} a second, before any timer.\n"
+        )
     add("")
 
 
