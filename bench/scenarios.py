@@ -637,6 +637,8 @@ async def footprint_demo_gate(
             ready_wall - started_wall if ready_wall is not None else None
         ),
         "idle_cpu_percent": usage.cpu_percent,
+        "idle_wakeups_per_s": usage.wakeups_per_s,
+        "idle_cpu_us_per_wakeup": usage.cpu_us_per_wakeup,
         "idle_rss_mb": usage.rss_mb,
         "peak_rss_mb": usage.peak_mb,
     }
