@@ -53,7 +53,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -71,6 +71,10 @@ from simulators.rabbitmq import RabbitCluster, RabbitError  # noqa: E402
 _SCHOOLGATE = ROOT / ".venv" / "bin" / "schoolgate"
 
 
+PRESS_TYPES: Final = frozenset({"alarm.panic", "alarm.panic_repeated"})
+"""The events a press of a latched or unlatched button makes (`gateway.alarms.latch`)."""
+
+
 @dataclass
 class ConsoleProcess:
     """`schoolgate console --json` as a subprocess; every event line it prints, by id, with the
@@ -81,7 +85,9 @@ class ConsoleProcess:
     client_id: str = "bench-desk"
     seen: dict[str, list[float]] = field(default_factory=dict)
     alarms_by_school: dict[str, list[float]] = field(default_factory=dict)
-    """When each alarm line of a school arrived (the real gateways' presses are matched here)."""
+    """When each press of a school arrived (`PRESS_TYPES`; the real gateways' presses are matched
+    here). Not any `alarm.*`: an unacknowledged alarm's `alarm.escalated`, 30 s after it opened,
+    would otherwise pass for a press that never arrived."""
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     proc: asyncio.subprocess.Process | None = None
@@ -104,7 +110,7 @@ class ConsoleProcess:
             elif "console" not in record and isinstance(record.get("id"), str):
                 first = record["id"] not in self.seen
                 self.seen.setdefault(record["id"], []).append(now)
-                if first and str(record.get("type", "")).startswith("alarm."):
+                if first and record.get("type") in PRESS_TYPES:
                     school = str(record.get("school"))
                     self.alarms_by_school.setdefault(school, []).append(now)
                 self.changed.set()

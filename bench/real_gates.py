@@ -58,6 +58,7 @@ lamp_coil = 0
 [[devices.box.buttons]]
 input = 0
 name = "desk"
+press_counter_register = 0
 """
 
 IDLE_DESTINATION = """
@@ -94,7 +95,9 @@ class RealGate:
                 await asyncio.sleep(0.1)  # another process's state: asked, bounded
 
     async def press(self) -> float:
-        """Press the desk button; returns the monotonic time of the press."""
+        """Press the desk button; returns the monotonic time of the press. The module counts it
+        (`press_counter_register`), so a press is not lost when a poll comes late: the module
+        is served from the bench's own busy process."""
         pressed = time.monotonic()
         await self.module.pulse(0, 150)
         return pressed
