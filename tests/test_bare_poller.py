@@ -5,8 +5,6 @@ the demo's simulated devices (the line's read tap records every read)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,14 +16,9 @@ from edge_config.loader import load
 from edge_config.models import ModbusRtuLine, ModbusTcpLine
 from gateway.core.events import DeviceRef, Event
 from simulators.gate import gateway_config
+from tests_support import load_bench
 
-_SPEC = importlib.util.spec_from_file_location(
-    "bench_bare_poller", Path(__file__).resolve().parent.parent / "bench" / "bare_poller.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-bare_poller = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = bare_poller  # its dataclass looks itself up there
-_SPEC.loader.exec_module(bare_poller)
+bare_poller = load_bench("bare_poller")
 
 TABLES = {2: "discrete_input", 3: "holding_register", 4: "input_register"}
 LINES = {"tcp": "booth_io", "rtu": "gate_bus", "door": "door_bus"}

@@ -7,25 +7,13 @@ accepts, with the box's press counter so a press survives a late poll."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 from edge_config.loader import load
 from edge_config.models import AlarmBoxDevice
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests_support import load_bench
 
 
 def _line(event_type: str, event_id: str, school: str = "real-1") -> bytes:
@@ -33,7 +21,7 @@ def _line(event_type: str, event_id: str, school: str = "real-1") -> bytes:
 
 
 async def test_only_the_events_a_press_makes_count_as_its_arrival(tmp_path: Path) -> None:
-    fleet = _load("fleet")
+    fleet = load_bench("fleet")
     console = fleet.ConsoleProcess(port=1, keys_dir=tmp_path)
     out = asyncio.StreamReader()
     for line in (
@@ -57,7 +45,7 @@ async def test_only_the_events_a_press_makes_count_as_its_arrival(tmp_path: Path
 
 
 def test_the_real_gates_config_is_accepted_and_counts_presses(tmp_path: Path) -> None:
-    real_gates = _load("real_gates")
+    real_gates = load_bench("real_gates")
     text = real_gates.CONFIG.format(
         n=1, dir=tmp_path, nodes='"127.0.0.1:1883", "127.0.0.1:1884"', keys=tmp_path, box_port=1502
     )

@@ -7,36 +7,15 @@ gives a verdict on a figure it did not measure."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from tests_support import load_bench
 
-
-def _load(name: str) -> ModuleType:
-    """A bench module or package by path (bench/ is scripts, not a package of the project)."""
-    package = BENCH / name / "__init__.py"
-    spec = (
-        importlib.util.spec_from_file_location(
-            f"bench_{name}", package, submodule_search_locations=[str(package.parent)]
-        )
-        if package.exists()
-        else importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-counting = _load("counting")
-report = _load("report")
+counting = load_bench("counting")
+report = load_bench("report")
 
 S = 1_000_000_000
 """One second in ns."""
@@ -450,6 +429,6 @@ def test_the_page_on_row_names_the_stack_with_aiohttp_but_is_judged_on_the_plain
 
 
 def test_the_answers_a_second_in_the_report_are_the_bare_pollers_reads() -> None:
-    reads = _load("bare_poller").READS
+    reads = load_bench("bare_poller").READS
     answers = sys.modules["bench_report.sections"].DEMO_ANSWERS_PER_S
     assert sum(1000 / read.every_ms for read in reads) == answers

@@ -3,28 +3,16 @@ explain idle CPU as wake-ups a second times the CPU each costs (issue 16)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests_support import BENCH, load_bench
 
 
 def test_every_sleep_of_a_process_is_a_wake_up() -> None:
-    procstat = _load("procstat")
+    procstat = load_bench("procstat")
     before = procstat.wakeups(os.getpid())
     for _ in range(10):
         time.sleep(0.002)
@@ -32,7 +20,7 @@ def test_every_sleep_of_a_process_is_a_wake_up() -> None:
 
 
 def test_the_probe_gives_the_cpu_of_one_wake_up_with_and_without_the_event_loop() -> None:
-    result = _load("wake_cost").measure(count=20, interval_ms=2.0)
+    result = load_bench("wake_cost").measure(count=20, interval_ms=2.0)
     assert result["count"] == 20 and result["interval_ms"] == 2.0
     assert result["epoll_us_per_wakeup"] > 0 and result["asyncio_us_per_wakeup"] > 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import io
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import date, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import rich.console
@@ -328,3 +330,24 @@ def screen_text(console: Console, *, width: int = 160, height: int = 60) -> str:
     )
     terminal.print(Screen(console))
     return terminal.export_text()
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load_bench(name: str) -> ModuleType:
+    """A bench module or package by path, as `bench_<name>` (bench/ is scripts, not a package of
+    the project)."""
+    package = BENCH / name / "__init__.py"
+    spec = (
+        importlib.util.spec_from_file_location(
+            f"bench_{name}", package, submodule_search_locations=[str(package.parent)]
+        )
+        if package.exists()
+        else importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
